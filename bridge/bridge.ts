@@ -1,0 +1,28 @@
+// The Fastify bridge: JWT verification (shared with the broker), REST routes
+// and the MQTT-over-WebSocket endpoint. Each feature is its own plugin.
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import fastifyWebsocket from '@fastify/websocket'
+import type { Logger } from 'pino'
+import type { Config } from '../server/config.ts'
+import { jwtOptions } from '../auth/jwt-options.ts'
+
+export async function createBridge (config: Config, log: Logger): Promise<FastifyInstance> {
+  const app: FastifyInstance = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    bodyLimit: config.maxPayloadBytes * 2
+  })
+  await app.register(fastifyJwt, jwtOptions(config.jwt))
+  await app.register(fastifyWebsocket, {
+    options: {
+      maxPayload: config.maxPayloadBytes + 16 * 1024,
+      handleProtocols: (protocols: Set<string>) => protocols.has('mqtt') ? 'mqtt' : false
+    }
+  })
+  return app
+}
+
+/** The verifier the broker uses: the very same one the REST routes use. */
+export function tokenVerifier (app: FastifyInstance) {
+  return async (token: string): Promise<unknown> => app.jwt.verify(token)
+}

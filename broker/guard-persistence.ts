@@ -1,0 +1,37 @@
+// Two Aedes 1.2 behaviours the product must not inherit:
+//  1. For a persistent session, Aedes stores `packet.subscriptions` (every
+//     topic in the SUBSCRIBE, even those authorizeSubscribe refused with
+//     0x80). Restored later, such a subscription would leak another user's
+//     inbox. So only topics this device may hold are ever stored.
+//  2. It calls addSubscriptions once per topic, concurrently, with the same
+//     array; aedes-persistence-redis' cluster broadcast then loses all but
+//     one waiter and the SUBACK never comes. So one call per array is made.
+import type { Client } from 'aedes'
+import { allowedSubscriptions } from './hooks/authorize-subscribe.ts'
+
+interface Subscription { topic: string, qos: number }
+interface SubscriptionStore {
+  addSubscriptions (client: Client, subs: Subscription[]): Promise<unknown>
+}
+
+export function guardSubscriptionStore (persistence: SubscriptionStore): void {
+  const add = persistence.addSubscriptions.bind(persistence)
+  const inflight = new WeakMap<Subscription[], Promise<unknown>>()
+  persistence.addSubscriptions = (client, subs) => {
+    let pending = inflight.get(subs)
+    if (pending === undefined) {
+      const allowed = allowedSubscriptions(client.id)
+      const permitted = subs
+        .filter((sub) => allowed.includes(sub.topic))
+        .map((sub) => ({ ...sub, qos: Math.min(sub.qos, 1) }))
+      pending = permitted.length === 0 ? Promise.resolve(client) : add(client, permitted)
+      inflight.set(subs, pending)
+    }
+    return pending
+  }
+}
+
+/** Defence in depth: whatever is in the store, a device is only ever sent its own topics. */
+export function authorizeForward (client: Client, packet: { topic: string }): typeof packet | null {
+  return allowedSubscriptions(client.id).includes(packet.topic) ? packet : null
+}

@@ -1,0 +1,61 @@
+// CONNECT: the password is a JWT verified exactly as the REST bridge verifies
+// it, and the clientId must be `<sub>:<deviceId>`, so no user can connect
+// as, take over, or drain the queue of another user's device.
+import type { Client } from 'aedes'
+import type { AuthenticateError } from 'aedes'
+import { claimsProblem, parseClientId, type TokenClaims } from '../../auth/identity.ts'
+import type { Logger } from 'pino'
+
+export type VerifyToken = (token: string) => Promise<unknown>
+
+// MQTT 3.1.1 CONNACK return codes.
+const IDENTIFIER_REJECTED = 2
+const BAD_USERNAME_OR_PASSWORD = 4
+
+function refusal (returnCode: number, reason: string): AuthenticateError {
+  const error = new Error(reason) as AuthenticateError
+  error.returnCode = returnCode
+  return error
+}
+
+export interface AuthenticateOptions {
+  verifyToken: VerifyToken
+  log: Logger
+  /** Called for every accepted client, with the token's expiry if it has one. */
+  onAuthenticated: (client: Client, claims: TokenClaims) => void
+}
+
+export function createAuthenticate ({ verifyToken, log, onAuthenticated }: AuthenticateOptions) {
+  return function authenticate (
+    client: Client,
+    _username: string | undefined,
+    password: Buffer | undefined,
+    done: (error: AuthenticateError | null, success: boolean | null) => void
+  ): void {
+    const device = parseClientId(client.id)
+    if (device === undefined) {
+      log.info({ clientId: client.id }, 'connect refused: clientId is not <userId>:<deviceId>')
+      return done(refusal(IDENTIFIER_REJECTED, 'clientId must be <userId>:<deviceId>'), false)
+    }
+    if (password === undefined || password.length === 0) {
+      return done(refusal(BAD_USERNAME_OR_PASSWORD, 'password must be a JWT'), false)
+    }
+    verifyToken(password.toString('utf8')).then((claims) => {
+      const problem = claimsProblem(claims)
+      if (problem !== undefined) {
+        log.info({ clientId: client.id, problem }, 'connect refused: unusable token')
+        return done(refusal(BAD_USERNAME_OR_PASSWORD, problem), false)
+      }
+      const { sub, exp } = claims as TokenClaims
+      if (sub !== device.userId) {
+        log.info({ clientId: client.id, sub }, 'connect refused: clientId belongs to another user')
+        return done(refusal(IDENTIFIER_REJECTED, 'clientId must start with the token\'s sub'), false)
+      }
+      onAuthenticated(client, exp === undefined ? { sub } : { sub, exp })
+      done(null, true)
+    }, (error: Error) => {
+      log.info({ clientId: client.id, reason: error.message }, 'connect refused: token rejected')
+      done(refusal(BAD_USERNAME_OR_PASSWORD, 'token rejected'), false)
+    })
+  }
+}

@@ -1,0 +1,26 @@
+// The topic namespace is the wire contract; every topic string is built or
+// parsed here and nowhere else.
+
+/** Where a user's devices receive everything addressed to the user. */
+export function inboxTopic (userId: string): string {
+  return `user/${userId}/inbox`
+}
+
+/** Where one device receives errors about what it sent. */
+export function deviceErrorsTopic (userId: string, deviceId: string): string {
+  return `user/${userId}/device/${deviceId}/errors`
+}
+
+/**
+ * Accepted client publishes are re-published by the server in stamped form;
+ * the client's original packet is redirected here so Aedes still sends the
+ * PUBACK but delivers the raw packet to no one. Nothing may subscribe to it.
+ */
+export const SINK_TOPIC = '$inboxd/sink'
+
+const INBOX = /^user\/([^/]+)\/inbox$/
+
+/** The recipient of an inbox topic, or undefined if `topic` is not one. */
+export function inboxRecipient (topic: string): string | undefined {
+  return INBOX.exec(topic)?.[1]
+}

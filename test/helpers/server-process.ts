@@ -1,0 +1,114 @@
+// Starts the real server as a child process (`node --import tsx server/main.ts`,
+// what `npm start` runs), on free ports, and reports its ports from the
+// "server ready" log line. A child process is what lets tests kill -9 it.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { SECRET } from './tokens.ts'
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const REDIS_BASE = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+export type Mode = 'redis' | 'embedded'
+
+export interface ServerHandle {
+  mqttUrl: string
+  wsUrl: string
+  httpUrl: string
+  mqttPort: number
+  httpPort: number
+  child: ChildProcess
+  output: () => string
+  /** SIGTERM and wait for exit; resolves with the exit code. */
+  stop (): Promise<number | null>
+  /** SIGKILL and wait for exit. */
+  kill (): Promise<void>
+}
+
+export async function freePort (): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as { port: number }).port
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+export function tempDataDir (): string {
+  return mkdtempSync(join(tmpdir(), 'inboxd-test-'))
+}
+
+export interface StartOptions {
+  mode: Mode
+  /** Redis logical database for this test file (1-15), so files running in parallel do not share keys. */
+  redisDb?: number
+  dataDir?: string
+  env?: Record<string, string>
+  mqttPort?: number
+  httpPort?: number
+}
+
+export function serverEnv (options: StartOptions): Record<string, string> {
+  const env: Record<string, string> = {
+    JWT_SECRET: SECRET,
+    LOG_LEVEL: 'info',
+    HOST: '127.0.0.1',
+    MQTT_PORT: String(options.mqttPort ?? 0),
+    HTTP_PORT: String(options.httpPort ?? 0)
+  }
+  if (options.mode === 'redis') env.REDIS_URL = `${REDIS_BASE}/${options.redisDb ?? 1}`
+  else env.DATA_DIR = options.dataDir ?? tempDataDir()
+  return { ...env, ...options.env }
+}
+
+export async function startServerProcess (options: StartOptions): Promise<ServerHandle> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...serverEnv(options) }
+  if (options.mode === 'embedded') delete env.REDIS_URL
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const ready = new Promise<{ mqttPort: number, httpPort: number }>((resolve, reject) => {
+    let buffer = ''
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      buffer += chunk.toString()
+      let newline: number
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, newline)
+        buffer = buffer.slice(newline + 1)
+        try {
+          const record = JSON.parse(line) as { msg?: string, mqttPort?: number, httpPort?: number }
+          if (record.msg === 'server ready') resolve({ mqttPort: record.mqttPort!, httpPort: record.httpPort! })
+        } catch { /* not a log line */ }
+      }
+    })
+    child.once('exit', (code) => reject(new Error(`server exited with ${code} before ready:\n${output}`)))
+    setTimeout(() => reject(new Error(`server not ready after 20 s:\n${output}`)), 20_000).unref()
+  })
+  const { mqttPort, httpPort } = await ready
+  const exited = once(child, 'exit')
+  return {
+    mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+    wsUrl: `ws://127.0.0.1:${httpPort}/mqtt`,
+    httpUrl: `http://127.0.0.1:${httpPort}`,
+    mqttPort,
+    httpPort,
+    child,
+    output: () => output,
+    async stop () {
+      if (child.exitCode !== null) return child.exitCode
+      child.kill('SIGTERM')
+      const [code] = await exited
+      return code as number | null
+    },
+    async kill () {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      child.kill('SIGKILL')
+      await exited
+    }
+  }
+}

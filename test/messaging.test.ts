@@ -1,0 +1,82 @@
+// The message contract over MQTT: stamping, sender authenticity, bad input
+// answered with error events, in both storage modes and both transports.
+import t from 'tap'
+import { startServerProcess, type Mode } from './helpers/server-process.ts'
+import { connectDevice, errorsOf } from './helpers/devices.ts'
+import { uniqueUser } from './helpers/tokens.ts'
+
+for (const mode of (process.env.ONLY_MODE ? [process.env.ONLY_MODE] : ['embedded', 'redis']) as Mode[]) {
+  t.test(`${mode} mode`, async (t) => {
+    const server = await startServerProcess({ mode, redisDb: 2, env: { MAX_PAYLOAD_BYTES: '4096' } })
+    t.teardown(() => server.stop())
+
+    for (const transport of ['tcp', 'websocket'] as const) {
+      const url = transport === 'tcp' ? server.mqttUrl : server.wsUrl
+
+      t.test(`${transport}: a message reaches every device of the recipient, stamped by the server`, async (t) => {
+        const alice = uniqueUser('alice')
+        const bob = uniqueUser('bob')
+        const sender = await connectDevice({ url, userId: alice, deviceId: 'phone' })
+        const bobPhone = await connectDevice({ url, userId: bob, deviceId: 'phone' })
+        const bobLaptop = await connectDevice({ url, userId: bob, deviceId: 'laptop' })
+        t.teardown(async () => { await sender.end(); await bobPhone.end(); await bobLaptop.end() })
+
+        const before = Date.now()
+        // `from` and `ts` in the payload are claims; the server replaces them.
+        await sender.send(bob, { id: 'm1', body: 'hello', from: 'mallory', ts: 1 })
+        for (const device of [bobPhone, bobLaptop]) {
+          const [message] = await device.waitForInbox(1)
+          t.equal(message!.id, 'm1')
+          t.equal(message!.body, 'hello')
+          t.equal(message!.from, alice, 'from is the authenticated sender')
+          t.equal(message!.to, bob)
+          t.equal(message!.type, 'message')
+          t.ok((message!.ts as number) >= before && (message!.ts as number) <= Date.now(), 'ts is server time')
+        }
+        // JSON bodies pass through untouched.
+        await sender.send(bob, { id: 'm2', body: { ciphertext: 'AAEC', nonce: 'x' } })
+        const messages = await bobPhone.waitForInbox(2)
+        t.same(messages[1]!.body, { ciphertext: 'AAEC', nonce: 'x' })
+        t.equal(sender.inbox.length, 0, 'nothing echoed to the sender inbox')
+      })
+    }
+
+    t.test('bad input gets an error event and is not delivered; the sender stays connected', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const sender = await connectDevice({ url: server.mqttUrl, userId: alice, deviceId: 'phone' })
+      const recipient = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
+      t.teardown(async () => { await sender.end(); await recipient.end() })
+
+      const cases: Array<[string, string, string | Buffer, string, string | undefined]> = [
+        ['not JSON', `user/${bob}/inbox`, 'hello there', 'invalid_json', undefined],
+        ['a JSON array', `user/${bob}/inbox`, '[1,2]', 'invalid_message', undefined],
+        ['no id', `user/${bob}/inbox`, JSON.stringify({ body: 'x' }), 'invalid_message', undefined],
+        ['empty id', `user/${bob}/inbox`, JSON.stringify({ id: '', body: 'x' }), 'invalid_message', undefined],
+        ['no body', `user/${bob}/inbox`, JSON.stringify({ id: 'b1' }), 'invalid_message', 'b1'],
+        ['too large', `user/${bob}/inbox`, JSON.stringify({ id: 'big', body: 'x'.repeat(5000) }), 'payload_too_large', undefined],
+        ['a topic that is not an inbox', `user/${bob}/device/phone/errors`, JSON.stringify({ id: 'e1', body: 'x' }), 'forbidden_topic', undefined],
+        ['a made-up topic', 'anything/else', JSON.stringify({ id: 'e2', body: 'x' }), 'forbidden_topic', undefined],
+        ['an invalid recipient', 'user/a:b/inbox', JSON.stringify({ id: 'e3', body: 'x' }), 'unknown_recipient', undefined]
+      ]
+      for (const [index, [name, topic, payload, code, id]] of cases.entries()) {
+        await sender.sendRaw(topic, payload)
+        const errors = await sender.waitForErrors(index + 1)
+        const event = errors[index]!
+        t.equal(event.type, 'error', `${name}: error event`)
+        t.equal(event.code, code, `${name}: code ${code}`)
+        t.equal(event.topic, topic, `${name}: names the topic`)
+        t.type(event.message, 'string')
+        if (id !== undefined) t.equal(event.id, id, `${name}: names the message id`)
+      }
+      // A good message after all that still flows, and is the only delivery.
+      await sender.send(bob, { id: 'good', body: 'ok' })
+      const delivered = await recipient.waitForInbox(1)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      t.same(recipient.inbox.map((m) => m.id), ['good'], 'no bad input was delivered')
+      t.ok(sender.client.connected, 'sender still connected')
+      t.equal(delivered[0]!.from, alice)
+      t.equal(errorsOf(alice, 'phone'), `user/${alice}/device/phone/errors`)
+    })
+  })
+}
