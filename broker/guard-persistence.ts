@@ -21,9 +21,7 @@ export function guardSubscriptionStore (persistence: SubscriptionStore): void {
     let pending = inflight.get(subs)
     if (pending === undefined) {
       const allowed = allowedSubscriptions(client.id)
-      const permitted = subs
-        .filter((sub) => allowed.includes(sub.topic))
-        .map((sub) => ({ ...sub, qos: Math.min(sub.qos, 1) }))
+      const permitted = subs.filter((sub) => allowed.includes(sub.topic))
       pending = permitted.length === 0 ? Promise.resolve(client) : add(client, permitted)
       inflight.set(subs, pending)
     }

@@ -22,6 +22,8 @@ export interface Config {
   logLevel: string
   maxPayloadBytes: number
   backlogRetentionSeconds: number
+  /** Embedded mode: how often expired backlog is swept (Redis expires it by TTL). */
+  retentionSweepSeconds: number
   /** A stable id for this process in a cluster; random unless NODE_ID is set. */
   nodeId: string | undefined
 }
@@ -73,7 +75,8 @@ export function loadConfig (env: Env = process.env): Config {
     jwt: jwtKey(env),
     logLevel,
     maxPayloadBytes: integer(env, 'MAX_PAYLOAD_BYTES', 64 * 1024, 256, 16 * 1024 * 1024),
-    backlogRetentionSeconds: integer(env, 'BACKLOG_RETENTION_SECONDS', 7 * 24 * 3600, 60, 10 * 365 * 24 * 3600),
+    backlogRetentionSeconds: integer(env, 'BACKLOG_RETENTION_SECONDS', 7 * 24 * 3600, 1, 10 * 365 * 24 * 3600),
+    retentionSweepSeconds: integer(env, 'RETENTION_SWEEP_SECONDS', 300, 1, 24 * 3600),
     nodeId: env.NODE_ID || undefined
   }
 }

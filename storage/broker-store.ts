@@ -12,6 +12,7 @@ import { ClassicLevel } from 'classic-level'
 import type { Logger } from 'pino'
 import type { Config } from '../server/config.ts'
 import { redisOutgoingStream } from './redis-outgoing-stream.ts'
+import { startRetentionSweep } from './level-retention.ts'
 
 const require = createRequire(import.meta.url)
 const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js')
@@ -64,12 +65,13 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
   }
 }
 
-async function openEmbedded (config: Config): Promise<BrokerStore> {
+async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> {
   await mkdir(config.dataDir, { recursive: true })
   const level = new ClassicLevel<string, Buffer>(join(config.dataDir, 'broker'), { valueEncoding: 'buffer' })
   await level.open()
   const persistence = new AsyncLevelPersistence(level)
   const mq = mqemitter({ concurrency: 100, matchEmptyLevels: true })
+  const stopSweep = startRetentionSweep(level, config.backlogRetentionSeconds, config.retentionSweepSeconds, log)
   return {
     mode: 'embedded',
     persistence,
@@ -77,6 +79,7 @@ async function openEmbedded (config: Config): Promise<BrokerStore> {
     redis: undefined,
     level,
     async close () {
+      stopSweep()
       await new Promise<void>((resolve) => mq.close(() => resolve()))
       await level.close()
     }
@@ -84,5 +87,5 @@ async function openEmbedded (config: Config): Promise<BrokerStore> {
 }
 
 export function openBrokerStore (config: Config, log: Logger): Promise<BrokerStore> {
-  return config.redisUrl === undefined ? openEmbedded(config) : openRedis(config, config.redisUrl, log)
+  return config.redisUrl === undefined ? openEmbedded(config, log) : openRedis(config, config.redisUrl, log)
 }

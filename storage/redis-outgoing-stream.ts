@@ -2,7 +2,7 @@
 // delivers at most `maxSessionDelivery` (1,000) queued messages per CONNECT
 // and fetches them one GET at a time. This one snapshots the whole queue and
 // fetches packets in MGET batches, so a reconnect drains any backlog at once.
-// It relies on the library's key schema (`outgoing:<clientId>` lists of
+// It relies on the library's key schema (`outgoing:<encoded clientId>` lists of
 // packet keys holding msgpack-encoded packets), pinned by our version range.
 import type { Redis } from 'ioredis'
 import msgpack from 'msgpack-lite'
@@ -12,7 +12,7 @@ const BATCH = 500
 
 export function redisOutgoingStream (db: Redis) {
   return async function * outgoingStream (client: { id: string }): AsyncGenerator<unknown> {
-    const listKey = OUTGOING_PREFIX + client.id
+    const listKey = OUTGOING_PREFIX + encodeURIComponent(client.id)
     // A snapshot of the keys: PUBACKs remove entries from the list while we
     // deliver, so paging the live list by index would skip messages.
     const keys = await db.lrange(listKey, 0, -1)

@@ -18,7 +18,7 @@ export function authorizeSubscribe (
   done: (error: Error | null, subscription?: Subscription | null) => void
 ): void {
   if (!allowedSubscriptions(client.id).includes(subscription.topic)) return done(null, null)
-  // The product's guarantees are at-least-once; QoS 2 is granted as QoS 1.
-  if (subscription.qos > 1) subscription.qos = 1
+  // QoS 2 may be granted, but the server publishes at QoS 1 (at-least-once),
+  // so deliveries arrive at QoS 1 whatever was granted.
   done(null, subscription)
 }
