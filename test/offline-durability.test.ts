@@ -2,10 +2,12 @@
 // persistent session survives kill -9 of the server and arrives complete
 // in one reconnect, beyond aedes-persistence-redis' 1,000-per-CONNECT limit.
 import t from 'tap'
-import { startServerProcess, tempDataDir, freePort, type Mode } from './helpers/server-process.ts'
+import { startServerProcess, tempDataDir, freePort, type Mode, flushRedisDb } from './helpers/server-process.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { sendMany } from './helpers/backlog.ts'
+
+await flushRedisDb(3)
 
 const BACKLOG = 5000
 

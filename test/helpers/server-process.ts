@@ -112,3 +112,10 @@ export async function startServerProcess (options: StartOptions): Promise<Server
     }
   }
 }
+
+/** Empties one test file's Redis database before it starts, so runs do not accumulate sessions. */
+export async function flushRedisDb (db: number): Promise<void> {
+  const { Redis } = await import('ioredis')
+  const redis = new Redis(`${REDIS_BASE}/${db}`)
+  try { await redis.flushdb() } finally { redis.disconnect() }
+}

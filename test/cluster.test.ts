@@ -1,0 +1,58 @@
+// Redis mode: two server processes on one Redis act as one broker.
+import t from 'tap'
+import { startServerProcess, flushRedisDb } from './helpers/server-process.ts'
+import { connectDevice } from './helpers/devices.ts'
+import { uniqueUser } from './helpers/tokens.ts'
+import { sendMany } from './helpers/backlog.ts'
+
+await flushRedisDb(4)
+
+t.test('two processes, one broker', async (t) => {
+  const nodeA = await startServerProcess({ mode: 'redis', redisDb: 4 })
+  const nodeB = await startServerProcess({ mode: 'redis', redisDb: 4 })
+  t.teardown(async () => { await nodeA.stop(); await nodeB.stop() })
+
+  t.test('a client on one process reaches a client on the other', async (t) => {
+    const alice = uniqueUser('alice')
+    const bob = uniqueUser('bob')
+    const sender = await connectDevice({ url: nodeA.mqttUrl, userId: alice, deviceId: 'phone' })
+    const receiver = await connectDevice({ url: nodeB.wsUrl, userId: bob, deviceId: 'laptop' })
+    t.teardown(async () => { await sender.end(); await receiver.end() })
+    await sender.send(bob, { id: 'cross-node', body: 'hi from A' })
+    const [message] = await receiver.waitForInbox(1)
+    t.equal(message!.id, 'cross-node')
+    t.equal(message!.from, alice)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    t.equal(receiver.inbox.length, 1, 'delivered once, not once per node')
+  })
+
+  t.test('a queue built on one process is drained by a reconnect to the other', async (t) => {
+    const alice = uniqueUser('alice')
+    const bob = uniqueUser('bob')
+    const onA = await connectDevice({ url: nodeA.mqttUrl, userId: bob, deviceId: 'phone' })
+    await onA.end()
+    const sender = await connectDevice({ url: nodeA.mqttUrl, userId: alice, deviceId: 'phone' })
+    const sent = await sendMany(sender, bob, 1500, 'queued')
+    await sender.end()
+    const onB = await connectDevice({ url: nodeB.mqttUrl, userId: bob, deviceId: 'phone', subscribe: false })
+    t.teardown(() => onB.end())
+    const received = await onB.waitForInbox(1500, 30_000)
+    t.same(new Set(received.map((m) => m.id)), new Set(sent))
+  })
+
+  t.test('a session taken over on the other process is closed on the first', async (t) => {
+    const bob = uniqueUser('bob')
+    const first = await connectDevice({ url: nodeA.mqttUrl, userId: bob, deviceId: 'phone' })
+    const closed = new Promise<void>((resolve) => first.client.once('close', () => resolve()))
+    const second = await connectDevice({ url: nodeB.mqttUrl, userId: bob, deviceId: 'phone' })
+    t.teardown(async () => { await second.end(); await first.end(true) })
+    await closed
+    t.pass('the old connection was closed')
+    const alice = uniqueUser('alice')
+    const sender = await connectDevice({ url: nodeA.mqttUrl, userId: alice, deviceId: 'phone' })
+    await sender.send(bob, { id: 'after-takeover', body: 'x' })
+    await second.waitForInbox(1)
+    await sender.end()
+    t.equal(first.inbox.length, 0, 'the old connection got nothing')
+  })
+})
