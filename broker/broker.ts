@@ -9,6 +9,7 @@ import { createAuthenticate, type VerifyToken } from './hooks/authenticate.ts'
 import { authorizeSubscribe } from './hooks/authorize-subscribe.ts'
 import { createAuthorizePublish } from './hooks/authorize-publish.ts'
 import { authorizeForward, guardSubscriptionStore } from './guard-persistence.ts'
+import { limitPacketSize, packetLimitFor } from './packet-size-guard.ts'
 import { TokenExpiry } from './hooks/token-expiry.ts'
 import { publishJson } from './publish-json.ts'
 import { deviceErrorsTopic, inboxTopic, SINK_TOPIC } from './topics.ts'
@@ -55,6 +56,8 @@ export async function createMessagingBroker ({ store, verifyToken, maxPayloadByt
     authorizeSubscribe,
     authorizeForward: authorizeForward as never
   })
+
+  limitPacketSize(broker, packetLimitFor(maxPayloadBytes))
 
   const messages = new MessageService({
     delivery: {

@@ -38,7 +38,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode })
   await app.register(mqttWebSocketRoute, { broker: messaging.broker })
 
-  const tcp = createTcpServer(messaging.broker.handle)
+  const tcp = createTcpServer((socket) => messaging.broker.handle(socket))
   const mqttPort = await listenTcp(tcp, config.mqttPort, config.host)
   await app.listen({ port: config.httpPort, host: config.host })
   const httpPort = (app.server.address() as AddressInfo).port

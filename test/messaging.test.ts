@@ -80,5 +80,27 @@ for (const mode of (process.env.ONLY_MODE ? [process.env.ONLY_MODE] : ['embedded
       t.equal(delivered[0]!.from, alice)
       t.equal(errorsOf(alice, 'phone'), `user/${alice}/device/phone/errors`)
     })
+
+    for (const transport of ['tcp', 'websocket'] as const) {
+      t.test(`${transport}: a packet far beyond the limit closes that connection, and only that one`, async (t) => {
+        const url = transport === 'tcp' ? server.mqttUrl : server.wsUrl
+        const alice = uniqueUser('alice')
+        const bob = uniqueUser('bob')
+        const sender = await connectDevice({ url, userId: alice, deviceId: 'phone' })
+        const recipient = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
+        t.teardown(async () => { await sender.end(true); await recipient.end() })
+        const closed = new Promise<void>((resolve) => sender.client.once('close', () => resolve()))
+        sender.client.publish(`user/${bob}/inbox`, Buffer.alloc(2 * 1024 * 1024, 0x61), { qos: 1 })
+        await closed
+        t.pass('the connection was closed')
+        const health = await fetch(`${server.httpUrl}/healthz`)
+        t.equal(health.status, 200, 'the server is still up')
+        const again = await connectDevice({ url, userId: alice, deviceId: 'phone2' })
+        await again.send(bob, { id: 'after', body: 'still works' })
+        await recipient.waitForInbox(1)
+        t.same(recipient.inbox.map((m) => m.id), ['after'], 'the oversized packet was never delivered')
+        await again.end()
+      })
+    }
   })
 }
