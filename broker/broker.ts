@@ -72,6 +72,9 @@ export async function createMessagingBroker ({ store, verifyToken, maxPayloadByt
     reportError: (device, event) => publishJson(broker, deviceErrorsTopic(device.userId, device.deviceId), event, 1)
   })
 
+  // Aedes emits 'error' for store failures it cannot attribute to a client;
+  // without a listener that would crash the process.
+  ;(broker as unknown as NodeJS.EventEmitter).on('error', (error: Error) => log.error({ err: error }, 'broker error'))
   broker.on('clientDisconnect', (client: Client) => expiry.forget(client))
   broker.on('clientError', (client: Client, error: Error) => {
     log.debug({ clientId: client.id, err: error.message }, 'client error')

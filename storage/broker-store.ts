@@ -52,7 +52,14 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
   // returns an async generator from it: adapt, or every SUBSCRIBE hangs.
   const retained = persistence.createRetainedStreamCombi.bind(persistence)
   persistence.createRetainedStreamCombi = (patterns: string[]) => Readable.from(retained(patterns))
-  const mq = mqemitterRedis({ connectionString: redisUrl })
+  // The bus gets connections that are already connected: handed a fresh one,
+  // mqemitter-redis can SUBSCRIBE before ioredis' ready check (INFO) runs,
+  // and that error, emitted with no listener, killed the process.
+  const subConn = new Redis(redisUrl, { lazyConnect: true })
+  const pubConn = new Redis(redisUrl, { lazyConnect: true })
+  await Promise.all([subConn.connect(), pubConn.connect()])
+  const mq = mqemitterRedis({ subConn, pubConn })
+  mq.state.on('error', (error: Error) => log.warn({ err: error }, 'redis bus error'))
   return {
     mode: 'redis',
     persistence,
@@ -63,6 +70,8 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
       await new Promise<void>((resolve) => mq.close(() => resolve()))
       await persistence.destroy?.().catch(() => {})
       redis.disconnect()
+      subConn.disconnect()
+      pubConn.disconnect()
     }
   }
 }

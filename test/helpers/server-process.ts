@@ -91,6 +91,11 @@ export async function startServerProcess (options: StartOptions): Promise<Server
   })
   const { mqttPort, httpPort } = await ready
   const exited = once(child, 'exit')
+  let expectingExit = false
+  // A server that dies on its own is a bug: show why in the test output.
+  child.once('exit', (code, signal) => {
+    if (!expectingExit) process.stderr.write(`server process exited unexpectedly (${code ?? signal}):\n${output}\n`)
+  })
   return {
     mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
     wsUrl: `ws://127.0.0.1:${httpPort}/mqtt`,
@@ -101,12 +106,14 @@ export async function startServerProcess (options: StartOptions): Promise<Server
     output: () => output,
     async stop () {
       if (child.exitCode !== null) return child.exitCode
+      expectingExit = true
       child.kill('SIGTERM')
       const [code] = await exited
       return code as number | null
     },
     async kill () {
       if (child.exitCode !== null || child.signalCode !== null) return
+      expectingExit = true
       child.kill('SIGKILL')
       await exited
     }
