@@ -9,6 +9,7 @@ import { createAuthenticate, type VerifyToken } from './hooks/authenticate.ts'
 import { authorizeSubscribe } from './hooks/authorize-subscribe.ts'
 import { createAuthorizePublish } from './hooks/authorize-publish.ts'
 import { authorizeForward, guardSubscriptionStore } from './guard-persistence.ts'
+import { orderDeliveries } from './ordered-delivery.ts'
 import { limitPacketSize, packetLimitFor } from './packet-size-guard.ts'
 import { TokenExpiry } from './hooks/token-expiry.ts'
 import { publishJson } from './publish-json.ts'
@@ -41,6 +42,7 @@ export async function createMessagingBroker ({ store, verifyToken, maxPayloadByt
   const expiry = new TokenExpiry()
   dropSinkTraffic(store.mq)
   guardSubscriptionStore(store.persistence as never)
+  orderDeliveries(store.persistence as never)
 
   const broker = await Aedes.createBroker({
     ...(nodeId === undefined ? {} : { id: nodeId }),

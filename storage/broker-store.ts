@@ -13,7 +13,6 @@ import type { Logger } from 'pino'
 import type { Config } from '../server/config.ts'
 import { redisOutgoingStream } from './redis-outgoing-stream.ts'
 import { startRetentionSweep } from './level-retention.ts'
-import { orderEnqueueCompletions, orderOutgoingUpdates } from './ordered-enqueue.ts'
 
 const require = createRequire(import.meta.url)
 const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js')
@@ -47,7 +46,6 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
     packetTTL: () => config.backlogRetentionSeconds
   })
   persistence.outgoingStream = redisOutgoingStream(redis)
-  orderEnqueueCompletions(persistence)
   // Aedes 1.2 pipes the retained stream (`.pipe`), but this persistence
   // returns an async generator from it: adapt, or every SUBSCRIBE hangs.
   const retained = persistence.createRetainedStreamCombi.bind(persistence)
@@ -67,11 +65,10 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
     redis,
     level: undefined,
     async close () {
+      // Closing the bus quits subConn and pubConn.
       await new Promise<void>((resolve) => mq.close(() => resolve()))
       await persistence.destroy?.().catch(() => {})
       redis.disconnect()
-      subConn.disconnect()
-      pubConn.disconnect()
     }
   }
 }
@@ -81,8 +78,6 @@ async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> 
   const level = new ClassicLevel<string, Buffer>(join(config.dataDir, 'broker'), { valueEncoding: 'buffer' })
   await level.open()
   const persistence = new AsyncLevelPersistence(level)
-  orderEnqueueCompletions(persistence)
-  orderOutgoingUpdates(persistence)
   const mq = mqemitter({ concurrency: 100, matchEmptyLevels: true })
   const stopSweep = startRetentionSweep(level, config.backlogRetentionSeconds, config.retentionSweepSeconds, log)
   return {
