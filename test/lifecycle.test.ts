@@ -1,7 +1,7 @@
 // Process lifecycle: config errors, health, clean shutdown, embedded store under load.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { startServerProcess, serverEnv, flushRedisDb } from './helpers/server-process.ts'
+import { startServerProcess, serverEnv, flushRedisDb, modesUnderTest } from './helpers/server-process.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { sendMany } from './helpers/backlog.ts'
@@ -53,7 +53,7 @@ t.test('healthz answers 200 once ready; SIGTERM exits cleanly', async (t) => {
   await device.end(true)
 })
 
-for (const mode of ['embedded', 'redis'] as const) {
+for (const mode of modesUnderTest()) {
   t.test(`${mode} store under sustained QoS 1 load: 20,000 sent, 20,000 delivered live, in order`, async (t) => {
     const server = await startServerProcess({ mode, redisDb: 6 })
     t.teardown(() => server.stop())

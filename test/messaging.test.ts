@@ -1,13 +1,13 @@
 // The message contract over MQTT: stamping, sender authenticity, bad input
 // answered with error events, in both storage modes and both transports.
 import t from 'tap'
-import { startServerProcess, type Mode, flushRedisDb } from './helpers/server-process.ts'
+import { startServerProcess, flushRedisDb, modesUnderTest } from './helpers/server-process.ts'
 import { connectDevice, errorsOf } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 
 await flushRedisDb(2)
 
-for (const mode of (process.env.ONLY_MODE ? [process.env.ONLY_MODE] : ['embedded', 'redis']) as Mode[]) {
+for (const mode of modesUnderTest()) {
   t.test(`${mode} mode`, async (t) => {
     const server = await startServerProcess({ mode, redisDb: 2, env: { MAX_PAYLOAD_BYTES: '4096' } })
     t.teardown(() => server.stop())

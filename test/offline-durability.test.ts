@@ -2,8 +2,8 @@
 // persistent session survives kill -9 of the server and arrives complete
 // in one reconnect, beyond aedes-persistence-redis' 1,000-per-CONNECT limit.
 import t from 'tap'
-import { startServerProcess, tempDataDir, freePort, type Mode, flushRedisDb } from './helpers/server-process.ts'
-import { connectDevice } from './helpers/devices.ts'
+import { startServerProcess, tempDataDir, freePort, flushRedisDb, modesUnderTest } from './helpers/server-process.ts'
+import { connectDevice, type Device } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { sendMany } from './helpers/backlog.ts'
 
@@ -11,7 +11,17 @@ await flushRedisDb(3)
 
 const BACKLOG = 5000
 
-for (const mode of (process.env.ONLY_MODE ? [process.env.ONLY_MODE] : ['embedded', 'redis']) as Mode[]) {
+/** Bob's phone holds a persistent session and goes away; Alice is connected to write to it. */
+async function offlineRecipient (url: string): Promise<{ alice: string, bob: string, sender: Device }> {
+  const alice = uniqueUser('alice')
+  const bob = uniqueUser('bob')
+  const bobPhone = await connectDevice({ url, userId: bob, deviceId: 'phone' })
+  await bobPhone.end()
+  const sender = await connectDevice({ url, userId: alice, deviceId: 'phone' })
+  return { alice, bob, sender }
+}
+
+for (const mode of modesUnderTest()) {
   t.test(`${mode}: ${BACKLOG} queued messages survive kill -9 and drain in one reconnect`, async (t) => {
     const dataDir = tempDataDir()
     const ports = { mqttPort: await freePort(), httpPort: await freePort() }
@@ -19,12 +29,7 @@ for (const mode of (process.env.ONLY_MODE ? [process.env.ONLY_MODE] : ['embedded
     let server = await startServerProcess(options)
     t.teardown(() => server.kill())
 
-    const alice = uniqueUser('alice')
-    const bob = uniqueUser('bob')
-    const bobPhone = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
-    await bobPhone.end()
-
-    const sender = await connectDevice({ url: server.mqttUrl, userId: alice, deviceId: 'phone' })
+    const { alice, bob, sender } = await offlineRecipient(server.mqttUrl)
     const sent = await sendMany(sender, bob, BACKLOG, 'offline')
     // Every PUBACK is in; kill the server without any chance to flush.
     await server.kill()
@@ -53,11 +58,7 @@ for (const mode of (process.env.ONLY_MODE ? [process.env.ONLY_MODE] : ['embedded
   t.test(`${mode}: the backlog expires after BACKLOG_RETENTION_SECONDS`, async (t) => {
     const server = await startServerProcess({ mode, redisDb: 3, env: { BACKLOG_RETENTION_SECONDS: '1', RETENTION_SWEEP_SECONDS: '1' } })
     t.teardown(() => server.stop())
-    const alice = uniqueUser('alice')
-    const bob = uniqueUser('bob')
-    const bobPhone = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
-    await bobPhone.end()
-    const sender = await connectDevice({ url: server.mqttUrl, userId: alice, deviceId: 'phone' })
+    const { bob, sender } = await offlineRecipient(server.mqttUrl)
     await sender.send(bob, { id: 'old', body: 'expires' })
     await new Promise((resolve) => setTimeout(resolve, 3000))
     await sender.send(bob, { id: 'fresh', body: 'kept' })

@@ -15,6 +15,12 @@ export const REDIS_BASE = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 export type Mode = 'redis' | 'embedded'
 
+/** Both storage modes, or just one with ONLY_MODE=redis|embedded when debugging. */
+export function modesUnderTest (): Mode[] {
+  const only = process.env.ONLY_MODE
+  return only === 'redis' || only === 'embedded' ? [only] : ['embedded', 'redis']
+}
+
 export interface ServerHandle {
   mqttUrl: string
   wsUrl: string
