@@ -3,15 +3,18 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import fastifyWebsocket from '@fastify/websocket'
+import fastifySwagger from '@fastify/swagger'
 import type { Logger } from 'pino'
 import type { Config } from '../server/config.ts'
 import { jwtOptions } from '../auth/jwt-options.ts'
+import { installErrorHandlers } from './http-errors.ts'
 
 export async function createBridge (config: Config, log: Logger): Promise<FastifyInstance> {
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: config.maxPayloadBytes * 2
   })
+  installErrorHandlers(app)
   await app.register(fastifyJwt, jwtOptions(config.jwt))
   await app.register(fastifyWebsocket, {
     options: {
@@ -19,6 +22,13 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
       handleProtocols: (protocols: Set<string>) => protocols.has('mqtt') ? 'mqtt' : false
     }
   })
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: { title: 'inboxd REST API', version: '1', description: 'See docs/protocol.md for the MQTT side of the contract.' },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } }
+    }
+  })
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   return app
 }
 

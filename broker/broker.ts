@@ -2,9 +2,13 @@
 // the hooks in broker/hooks/, and the message service that every accepted
 // publish goes through.
 import { Aedes, type Client } from 'aedes'
+import { parseClientId } from '../auth/identity.ts'
 import type { Logger } from 'pino'
 import type { BrokerStore } from '../storage/broker-store.ts'
-import { MessageService } from '../messaging/message-service.ts'
+import { MessageService, type Delivery } from '../messaging/message-service.ts'
+import { ReceiptService } from '../messaging/receipt-service.ts'
+import type { HistoryStore } from '../history/history-store.ts'
+import { messageHeader } from '../history/events.ts'
 import { createAuthenticate, type VerifyToken } from './hooks/authenticate.ts'
 import { authorizeSubscribe } from './hooks/authorize-subscribe.ts'
 import { createAuthorizePublish } from './hooks/authorize-publish.ts'
@@ -12,11 +16,13 @@ import { authorizeForward, guardSubscriptionStore } from './guard-persistence.ts
 import { orderDeliveries } from './ordered-delivery.ts'
 import { limitPacketSize, packetLimitFor } from './packet-size-guard.ts'
 import { TokenExpiry } from './hooks/token-expiry.ts'
-import { publishJson } from './publish-json.ts'
-import { deviceErrorsTopic, inboxTopic, SINK_TOPIC } from './topics.ts'
+import { publishJson, publishText } from './publish-json.ts'
+import { deviceErrorsTopic, inboxRecipient, inboxTopic, SINK_TOPIC } from './topics.ts'
 
 export interface BrokerOptions {
   store: BrokerStore
+  history: HistoryStore
+  recallWindowMs: number
   verifyToken: VerifyToken
   maxPayloadBytes: number
   nodeId: string | undefined
@@ -26,6 +32,7 @@ export interface BrokerOptions {
 export interface MessagingBroker {
   broker: Aedes
   messages: MessageService
+  receipts: ReceiptService
   close (): Promise<void>
 }
 
@@ -38,7 +45,18 @@ function dropSinkTraffic (mq: BrokerStore['mq']): void {
   }
 }
 
-export async function createMessagingBroker ({ store, verifyToken, maxPayloadBytes, nodeId, log }: BrokerOptions): Promise<MessagingBroker> {
+/** A recipient's device PUBACKed a message: that is a delivery receipt (coalesced). */
+function recordDeliveries (broker: Aedes, receipts: ReceiptService): void {
+  broker.on('ack', (packet, client) => {
+    if (packet === undefined || packet === null || client === null || !('payload' in packet)) return
+    const reader = parseClientId(client.id)?.userId
+    if (reader === undefined || inboxRecipient(packet.topic) !== reader) return
+    const header = messageHeader(packet.payload.toString())
+    if (header !== undefined && header.to === reader && header.from !== reader) receipts.delivered(reader, header.from, header.seq)
+  })
+}
+
+export async function createMessagingBroker ({ store, history, recallWindowMs, verifyToken, maxPayloadBytes, nodeId, log }: BrokerOptions): Promise<MessagingBroker> {
   const expiry = new TokenExpiry()
   dropSinkTraffic(store.mq)
   guardSubscriptionStore(store.persistence as never)
@@ -61,11 +79,16 @@ export async function createMessagingBroker ({ store, verifyToken, maxPayloadByt
 
   limitPacketSize(broker, packetLimitFor(maxPayloadBytes))
 
-  const messages = new MessageService({
-    delivery: {
-      toUser: (recipient, envelope, durable) => publishJson(broker, inboxTopic(recipient), envelope, durable ? 1 : 0)
-    }
+  const delivery: Delivery = {
+    toUser: (user, json, durable) => publishText(broker, inboxTopic(user), json, durable ? 1 : 0)
+  }
+  const messages = new MessageService({ history, delivery, recallWindowMs })
+  const receipts = new ReceiptService({
+    history,
+    delivery,
+    onError: (error) => log.error({ err: error }, 'could not record a delivery receipt')
   })
+  recordDeliveries(broker, receipts)
 
   broker.authorizePublish = createAuthorizePublish({
     messages,
@@ -88,6 +111,10 @@ export async function createMessagingBroker ({ store, verifyToken, maxPayloadByt
   return {
     broker,
     messages,
-    close: () => new Promise<void>((resolve) => broker.close(() => resolve()))
+    receipts,
+    async close () {
+      await new Promise<void>((resolve) => broker.close(() => resolve()))
+      await receipts.close()
+    }
   }
 }

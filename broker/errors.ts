@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'payload_too_large'
   | 'forbidden_topic'
   | 'unknown_recipient'
+  | 'id_conflict'
   | 'internal_error'
 
 export interface ErrorEvent {

@@ -2,6 +2,7 @@
 // `body`: it may be ciphertext. It only trusts what it can vouch for itself:
 // the authenticated sender, the recipient from the topic, and its own clock.
 import { PublishRejected } from './errors.ts'
+import { isValidId } from '../auth/identity.ts'
 
 export const MAX_ID_LENGTH = 128
 
@@ -29,8 +30,9 @@ export function parseOutgoing (payload: Buffer, maxBytes: number): { id: string,
     throw new PublishRejected('invalid_message', 'payload must be a JSON object {"id", "body"}')
   }
   const { id, body } = parsed as { id?: unknown, body?: unknown }
-  if (typeof id !== 'string' || id.length === 0 || id.length > MAX_ID_LENGTH) {
-    throw new PublishRejected('invalid_message', `"id" must be a non-empty string of at most ${MAX_ID_LENGTH} characters`)
+  // Ids become keys in the history log, so they follow the same rule as user ids.
+  if (!isValidId(id)) {
+    throw new PublishRejected('invalid_message', `"id" must be 1-${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ @ -`)
   }
   if (body === undefined) {
     throw new PublishRejected('invalid_message', '"body" is required (a string or any JSON value)', id)

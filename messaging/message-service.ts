@@ -1,30 +1,76 @@
-// Accepting a message, independent of the transport it arrived on: stamp it
-// with what the server can vouch for, then hand it to delivery. Durable
-// messages are only acknowledged once delivery has stored them.
-import { stamp, type MessageEnvelope } from '../broker/message.ts'
+// Accepting a message, independent of the transport it arrived on (MQTT or
+// REST): stamp it with what the server can vouch for, append it to the
+// history log (which assigns each side its seq and makes (sender, id)
+// idempotent), then queue it for the recipient's devices and the sender's
+// other devices. Durable sends resolve only once all of that is stored.
+import { stamp } from '../broker/message.ts'
+import { PublishRejected } from '../broker/errors.ts'
+import type { HistoryStore } from '../history/history-store.ts'
 
 export interface Delivery {
-  /** Resolves once the envelope is queued for every device of `recipient` (durable) or sent (ephemeral). */
-  toUser (recipient: string, envelope: unknown, durable: boolean): Promise<void>
+  /** Resolves once `json` is queued for every device of `user` (durable) or sent (ephemeral). */
+  toUser (user: string, json: string, durable: boolean): Promise<void>
 }
 
+export interface SendResult {
+  /** False when the same (sender, id) had been stored before: nothing was sent again. */
+  created: boolean
+  /** The message as the sender's log holds it (with the sender's seq); absent for ephemeral sends. */
+  event: string | undefined
+}
+
+export type RecallOutcome =
+  | { status: 'recalled', message: string }
+  | { status: 'not_found' | 'window_expired' }
+
 export interface MessageServiceOptions {
+  history: HistoryStore
   delivery: Delivery
+  recallWindowMs: number
   now?: () => number
 }
 
 export class MessageService {
+  readonly #history: HistoryStore
   readonly #delivery: Delivery
+  readonly #recallWindowMs: number
   readonly #now: () => number
 
-  constructor ({ delivery, now = Date.now }: MessageServiceOptions) {
+  constructor ({ history, delivery, recallWindowMs, now = Date.now }: MessageServiceOptions) {
+    this.#history = history
     this.#delivery = delivery
+    this.#recallWindowMs = recallWindowMs
     this.#now = now
   }
 
-  async send (from: string, to: string, message: { id: string, body: unknown }, durable: boolean): Promise<MessageEnvelope> {
-    const envelope = stamp(message, from, to, this.#now())
-    await this.#delivery.toUser(to, envelope, durable)
-    return envelope
+  /** Throws PublishRejected('id_conflict') when the id was already used for another recipient. */
+  async send (from: string, to: string, message: { id: string, body: unknown }, durable: boolean): Promise<SendResult> {
+    const ts = this.#now()
+    const envelope = JSON.stringify(stamp(message, from, to, ts))
+    if (!durable) {
+      // Ephemeral (QoS 0): forwarded to connected devices only, never logged.
+      await this.#delivery.toUser(to, envelope, false)
+      return { created: true, event: undefined }
+    }
+    const result = await this.#history.appendMessage({ from, to, id: message.id, ts, tail: envelope.slice(1) })
+    if (result.status === 'conflict') {
+      throw new PublishRejected('id_conflict', `id "${message.id}" was already used for a message to another recipient`, message.id)
+    }
+    if (result.status === 'duplicate') return { created: false, event: result.senderEvent }
+    await Promise.all([
+      this.#delivery.toUser(from, result.senderEvent, true),
+      result.recipientEvent === undefined ? undefined : this.#delivery.toUser(to, result.recipientEvent, true)
+    ])
+    return { created: true, event: result.senderEvent }
+  }
+
+  async recall (sender: string, id: string): Promise<RecallOutcome> {
+    const result = await this.#history.recall(sender, id, this.#now(), this.#recallWindowMs)
+    if (result.status !== 'recalled') return result
+    await Promise.all([
+      result.senderEvent === undefined ? undefined : this.#delivery.toUser(sender, result.senderEvent, true),
+      result.recipientEvent === undefined ? undefined : this.#delivery.toUser(result.to, result.recipientEvent, true)
+    ])
+    return { status: 'recalled', message: result.message }
   }
 }

@@ -24,6 +24,10 @@ export interface Config {
   backlogRetentionSeconds: number
   /** Embedded mode: how often expired backlog is swept (Redis expires it by TTL). */
   retentionSweepSeconds: number
+  /** How long history is kept, in ms; 0 keeps it forever. */
+  historyRetentionMs: number
+  /** How long after sending a sender may recall a message, in ms. */
+  recallWindowMs: number
   /** A stable id for this process in a cluster; random unless NODE_ID is set. */
   nodeId: string | undefined
 }
@@ -77,6 +81,8 @@ export function loadConfig (env: Env = process.env): Config {
     maxPayloadBytes: integer(env, 'MAX_PAYLOAD_BYTES', 64 * 1024, 256, 16 * 1024 * 1024),
     backlogRetentionSeconds: integer(env, 'BACKLOG_RETENTION_SECONDS', 7 * 24 * 3600, 1, 10 * 365 * 24 * 3600),
     retentionSweepSeconds: integer(env, 'RETENTION_SWEEP_SECONDS', 300, 1, 24 * 3600),
+    historyRetentionMs: integer(env, 'HISTORY_RETENTION_SECONDS', 30 * 24 * 3600, 0, 100 * 365 * 24 * 3600) * 1000,
+    recallWindowMs: integer(env, 'RECALL_WINDOW_SECONDS', 24 * 3600, 0, 365 * 24 * 3600) * 1000,
     nodeId: env.NODE_ID || undefined
   }
 }

@@ -8,6 +8,8 @@ import { createMessagingBroker } from '../broker/broker.ts'
 import { createBridge, tokenVerifier } from '../bridge/bridge.ts'
 import { healthRoutes } from '../bridge/routes/health.ts'
 import { mqttWebSocketRoute } from '../bridge/routes/mqtt-websocket.ts'
+import { apiRoutes } from '../bridge/routes/api.ts'
+import { openHistory } from '../history/open-history.ts'
 
 export interface RunningServer {
   mqttPort: number
@@ -26,9 +28,12 @@ function listenTcp (server: TcpServer, port: number, host: string): Promise<numb
 export async function startServer (config: Config, log: Logger = pino({ level: config.logLevel })): Promise<RunningServer> {
   let ready = false
   const store = await openBrokerStore(config, log)
+  const history = await openHistory(config, store)
   const app = await createBridge(config, log)
   const messaging = await createMessagingBroker({
     store,
+    history,
+    recallWindowMs: config.recallWindowMs,
     verifyToken: tokenVerifier(app),
     maxPayloadBytes: config.maxPayloadBytes,
     nodeId: config.nodeId,
@@ -37,6 +42,12 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
 
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode })
   await app.register(mqttWebSocketRoute, { broker: messaging.broker })
+  await app.register(apiRoutes, {
+    history,
+    messages: messaging.messages,
+    receipts: messaging.receipts,
+    maxPayloadBytes: config.maxPayloadBytes
+  })
 
   const tcp = createTcpServer((socket) => messaging.broker.handle(socket))
   const mqttPort = await listenTcp(tcp, config.mqttPort, config.host)
@@ -52,6 +63,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await messaging.close()
     await closeTcp
     await app.close()
+    await history.close()
     await store.close()
     log.info('server stopped')
   }

@@ -1,0 +1,24 @@
+// The authenticated REST API (/v1): one encapsulated scope in which every
+// route requires a valid Bearer token.
+import type { FastifyPluginAsync } from 'fastify'
+import type { HistoryStore } from '../../history/history-store.ts'
+import type { MessageService } from '../../messaging/message-service.ts'
+import type { ReceiptService } from '../../messaging/receipt-service.ts'
+import { requireUser } from '../require-user.ts'
+import { messageRoutes } from './messages.ts'
+import { conversationRoutes } from './conversations.ts'
+import { syncRoutes } from './sync.ts'
+
+export interface ApiOptions {
+  history: HistoryStore
+  messages: MessageService
+  receipts: ReceiptService
+  maxPayloadBytes: number
+}
+
+export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) => {
+  requireUser(app)
+  await app.register(messageRoutes, { messages: options.messages, maxPayloadBytes: options.maxPayloadBytes })
+  await app.register(conversationRoutes, { history: options.history, receipts: options.receipts })
+  await app.register(syncRoutes, { history: options.history })
+}

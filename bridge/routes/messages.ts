@@ -1,0 +1,68 @@
+// POST /v1/messages: send over HTTP, with the same validation, envelope,
+// idempotency and delivery as an MQTT publish (both go through
+// MessageService). POST /v1/messages/:id/recall: the sender takes one back.
+import type { FastifyPluginAsync } from 'fastify'
+import type { MessageService } from '../../messaging/message-service.ts'
+import { parseOutgoing } from '../../broker/message.ts'
+import { PublishRejected, type ErrorCode } from '../../broker/errors.ts'
+import { sendError, errorSchema } from '../http-errors.ts'
+import { bearerSecurity } from '../require-user.ts'
+import { eventSchema, idSchema, parseEvent } from '../schemas.ts'
+
+export interface MessageRoutesOptions {
+  messages: MessageService
+  maxPayloadBytes: number
+}
+
+const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409 }
+
+export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, maxPayloadBytes }) => {
+  app.post<{ Body: { to: string, id: string, body: unknown } }>('/v1/messages', {
+    schema: {
+      summary: 'Send a message (idempotent per sender and id)',
+      security: bearerSecurity,
+      body: {
+        type: 'object',
+        required: ['to', 'id', 'body'],
+        additionalProperties: false,
+        properties: { to: idSchema, id: idSchema, body: { description: 'Any JSON value; the server never reads it' } }
+      },
+      response: {
+        200: { description: 'Already sent earlier: the stored message', type: 'object', properties: { message: eventSchema } },
+        201: { description: 'Stored and queued for delivery', type: 'object', properties: { message: eventSchema } },
+        400: errorSchema,
+        409: errorSchema,
+        413: errorSchema
+      }
+    }
+  }, async (request, reply) => {
+    const { to, id, body } = request.body
+    try {
+      // The same size and shape rules as an MQTT payload.
+      const message = parseOutgoing(Buffer.from(JSON.stringify({ id, body })), maxPayloadBytes)
+      const result = await messages.send(request.userId, to, message, true)
+      return reply.code(result.created ? 201 : 200).send({ message: result.event === undefined ? undefined : parseEvent(result.event) })
+    } catch (error) {
+      if (!(error instanceof PublishRejected)) throw error
+      return sendError(reply, STATUS_FOR[error.code] ?? 400, error.code, error.message)
+    }
+  })
+
+  app.post<{ Params: { id: string } }>('/v1/messages/:id/recall', {
+    schema: {
+      summary: 'Recall one of your own messages within the recall window',
+      security: bearerSecurity,
+      params: { type: 'object', required: ['id'], properties: { id: idSchema } },
+      response: {
+        200: { type: 'object', properties: { message: eventSchema } },
+        404: errorSchema,
+        409: errorSchema
+      }
+    }
+  }, async (request, reply) => {
+    const outcome = await messages.recall(request.userId, request.params.id)
+    if (outcome.status === 'recalled') return { message: parseEvent(outcome.message) }
+    if (outcome.status === 'window_expired') return sendError(reply, 409, 'recall_window_expired', 'the recall window for this message has passed')
+    return sendError(reply, 404, 'message_not_found', 'you sent no message with this id (or it is past retention)')
+  })
+}

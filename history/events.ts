@@ -1,0 +1,30 @@
+// The JSON of log events that the server itself creates. Field order is part
+// of the contract (receipt detection reads the prefix of message events), and
+// redis-history.ts builds the very same strings inside its Lua scripts.
+import type { ReceiptKind } from './history-store.ts'
+
+/** A stored message envelope: the stamped tail prefixed with the owner's seq. */
+export function withSeq (seq: number, tail: string): string {
+  return `{"seq":${seq},${tail}`
+}
+
+export function receiptEvent (seq: number, kind: ReceiptKind, by: string, peer: string, upTo: number, id: string, ts: number): string {
+  return JSON.stringify({ seq, type: 'receipt', kind, by, peer, upTo, id, ts })
+}
+
+export function recallEvent (seq: number, id: string, from: string, to: string, messageSeq: number, ts: number): string {
+  return JSON.stringify({ seq, type: 'recall', id, from, to, messageSeq, ts })
+}
+
+/** What history holds after a recall: the envelope without its body. */
+export function tombstone (seq: number, id: string, from: string, to: string, ts: number, recalledAt: number): string {
+  return JSON.stringify({ seq, type: 'message', id, from, to, ts, recalled: true, recalledAt })
+}
+
+const MESSAGE_PREFIX = /^\{"seq":(\d+),"type":"message","id":"([^"]+)","from":"([^"]+)","to":"([^"]+)"/
+
+/** Reads seq, id, from and to of a stored message envelope without parsing its body. */
+export function messageHeader (json: string): { seq: number, id: string, from: string, to: string } | undefined {
+  const match = MESSAGE_PREFIX.exec(json.slice(0, 512))
+  return match === null ? undefined : { seq: Number(match[1]), id: match[2]!, from: match[3]!, to: match[4]! }
+}

@@ -1,0 +1,98 @@
+// The durable message log: the truth every device can catch up from, however
+// its broker session fared. Each user has a gapless, monotonic `seq` over
+// every event they send or receive (messages, receipts, recalls); the same
+// message therefore has one seq in the sender's log and another in the
+// recipient's. Events are kept as the exact JSON delivered on the inbox, so
+// history, sync and live delivery are byte-for-byte the same envelope.
+//
+// Two implementations behave identically: redis-history.ts (atomic Lua
+// scripts, shared by every server process) and level-history.ts (embedded
+// mode, one process, writes serialised in-process).
+
+export interface NewMessage {
+  from: string
+  to: string
+  id: string
+  ts: number
+  /** The stamped envelope's JSON without its leading `{`; the store prefixes `{"seq":N,`. */
+  tail: string
+}
+
+export type AppendResult =
+  | { status: 'stored', senderEvent: string, recipientEvent: string | undefined }
+  /** The same (sender, id) was stored before: nothing new was written. */
+  | { status: 'duplicate', senderEvent: string | undefined }
+  /** The same (sender, id) was used before for a different recipient. */
+  | { status: 'conflict' }
+
+export type ReceiptKind = 'delivered' | 'read'
+
+export interface ReceiptResult {
+  /** False when the mark did not move forward (nothing was written). */
+  changed: boolean
+  /** The reader's mark after the call, in the reader's seq space. */
+  upTo: number
+  unread: number
+  /** For the original sender's devices. */
+  peerEvent: string | undefined
+  /** For the reader's own devices (read receipts only). */
+  readerEvent: string | undefined
+}
+
+export type RecallResult =
+  | { status: 'recalled', message: string, senderEvent: string | undefined, recipientEvent: string | undefined, to: string }
+  | { status: 'not_found' }
+  | { status: 'window_expired' }
+
+export interface Page {
+  events: string[]
+  hasMore: boolean
+}
+
+export interface ConversationSummary {
+  peer: string
+  /** Seq (in the caller's log) of the last message in the conversation. */
+  lastSeq: number
+  lastMessage: string | undefined
+  unread: number
+  /** The caller's own read mark, in the caller's seq space. */
+  readUpTo: number
+  /** How far the peer has read / received the caller's messages, in the caller's seq space. */
+  peerReadUpTo: number
+  peerDeliveredUpTo: number
+}
+
+export interface HistoryStore {
+  appendMessage (message: NewMessage): Promise<AppendResult>
+  receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult>
+  recall (sender: string, id: string, now: number, windowMs: number): Promise<RecallResult>
+  /** The user's events with seq > since, oldest first. */
+  events (user: string, since: number, limit: number): Promise<Page>
+  /** Messages of one conversation, oldest first: after `after`, or else the newest before `before`. */
+  conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page>
+  conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }>
+  /** The caller's seq of a message in the conversation with `peer`, found by its id (either side's). */
+  seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined>
+  unreadTotal (user: string): Promise<number>
+  close (): Promise<void>
+}
+
+/** Trimmed log entries: `seq|ts|peer|kind|dir|id|peerSeq`. Ids never contain `|`. */
+export interface LogMeta {
+  seq: number
+  ts: number
+  peer: string
+  kind: 'm' | 'r' | 'x'
+  dir: 'in' | 'out' | 'self'
+  id: string
+  peerSeq: number
+}
+
+export function formatMeta (meta: LogMeta): string {
+  return `${meta.seq}|${meta.ts}|${meta.peer}|${meta.kind}|${meta.dir}|${meta.id}|${meta.peerSeq}`
+}
+
+export function parseMeta (text: string): LogMeta {
+  const [seq, ts, peer, kind, dir, id, peerSeq] = text.split('|')
+  return { seq: Number(seq), ts: Number(ts), peer: peer!, kind: kind as LogMeta['kind'], dir: dir as LogMeta['dir'], id: id!, peerSeq: Number(peerSeq) }
+}

@@ -1,0 +1,156 @@
+// History in Redis: writes are the Lua scripts in redis-scripts.ts (atomic,
+// so seq is gapless across server processes); reads are plain pipelined
+// range queries over the same keys.
+import type { Redis } from 'ioredis'
+import type { AppendResult, ConversationSummary, HistoryStore, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import { parseMeta } from './history-store.ts'
+import { APPEND, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
+
+const PREFIX = 'inboxd:h:'
+
+type Reply = Array<string | number | null>
+
+interface ScriptedRedis extends Redis {
+  historyAppend (...args: Array<string | number>): Promise<Reply>
+  historyReceipt (...args: Array<string | number>): Promise<Reply>
+  historyRecall (...args: Array<string | number>): Promise<Reply>
+  historyTrim (...args: Array<string | number>): Promise<number>
+}
+
+const key = (user: string, name: string): string => `${PREFIX}${user}:${name}`
+const orUndefined = (value: string | number | null | undefined): string | undefined => (typeof value === 'string' ? value : undefined)
+
+export class RedisHistory implements HistoryStore {
+  readonly #redis: ScriptedRedis
+  readonly #keepMs: number
+
+  /** `keepMs` 0 keeps history forever. */
+  constructor (redis: Redis, keepMs: number) {
+    redis.defineCommand('historyAppend', { numberOfKeys: 0, lua: APPEND })
+    redis.defineCommand('historyReceipt', { numberOfKeys: 0, lua: RECEIPT })
+    redis.defineCommand('historyRecall', { numberOfKeys: 0, lua: RECALL })
+    redis.defineCommand('historyTrim', { numberOfKeys: 0, lua: TRIM })
+    this.#redis = redis as ScriptedRedis
+    this.#keepMs = keepMs
+  }
+
+  async appendMessage (message: NewMessage): Promise<AppendResult> {
+    const [status, senderEvent, recipientEvent] = await this.#redis.historyAppend(
+      PREFIX, message.from, message.to, message.id, message.ts, this.#keepMs, message.tail)
+    if (status === 'conflict') return { status }
+    if (status === 'duplicate') return { status, senderEvent: orUndefined(senderEvent) }
+    return { status: 'stored', senderEvent: senderEvent as string, recipientEvent: orUndefined(recipientEvent) }
+  }
+
+  async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {
+    const [changed, mark, unread, peerEvent, readerEvent] = await this.#redis.historyReceipt(
+      PREFIX, kind, reader, peer, upTo, ts, this.#keepMs)
+    return {
+      changed: changed === 1,
+      upTo: Number(mark),
+      unread: Number(unread),
+      peerEvent: orUndefined(peerEvent),
+      readerEvent: orUndefined(readerEvent)
+    }
+  }
+
+  async recall (sender: string, id: string, now: number, windowMs: number): Promise<RecallResult> {
+    const [status, message, senderEvent, recipientEvent, to] = await this.#redis.historyRecall(
+      PREFIX, sender, id, now, windowMs, this.#keepMs)
+    if (status === 'not_found' || status === 'window_expired' || typeof message !== 'string') {
+      return { status: status === 'window_expired' ? 'window_expired' : 'not_found' }
+    }
+    return { status: 'recalled', message, senderEvent: orUndefined(senderEvent), recipientEvent: orUndefined(recipientEvent), to: to as string }
+  }
+
+  async #trim (user: string): Promise<void> {
+    if (this.#keepMs > 0) await this.#redis.historyTrim(PREFIX, user, Date.now(), this.#keepMs)
+  }
+
+  async #eventsAt (user: string, seqs: string[]): Promise<string[]> {
+    if (seqs.length === 0) return []
+    const values = await this.#redis.hmget(key(user, 'ev'), ...seqs)
+    return values.filter((value): value is string => value !== null)
+  }
+
+  async events (user: string, since: number, limit: number): Promise<Page> {
+    await this.#trim(user)
+    const entries = await this.#redis.zrangebyscore(key(user, 'log'), `(${since}`, '+inf', 'LIMIT', 0, limit + 1)
+    const seqs = entries.slice(0, limit).map((entry) => String(parseMeta(entry).seq))
+    return { events: await this.#eventsAt(user, seqs), hasMore: entries.length > limit }
+  }
+
+  async conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page> {
+    await this.#trim(user)
+    const index = key(user, `c:${peer}`)
+    const upper = range.before === undefined ? '+inf' : `(${range.before}`
+    let seqs: string[]
+    if (range.after !== undefined) {
+      seqs = await this.#redis.zrangebyscore(index, `(${range.after}`, upper, 'LIMIT', 0, range.limit + 1)
+    } else {
+      seqs = (await this.#redis.zrevrangebyscore(index, upper, '-inf', 'LIMIT', 0, range.limit + 1))
+    }
+    const hasMore = seqs.length > range.limit
+    seqs = seqs.slice(0, range.limit)
+    if (range.after === undefined) seqs.reverse()
+    return { events: await this.#eventsAt(user, seqs), hasMore }
+  }
+
+  async conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }> {
+    await this.#trim(user)
+    const upper = range.before === undefined ? '+inf' : `(${range.before}`
+    const flat = await this.#redis.zrevrangebyscore(key(user, 'convs'), upper, '-inf', 'WITHSCORES', 'LIMIT', 0, range.limit + 1)
+    const rows: Array<{ peer: string, lastSeq: number }> = []
+    for (let i = 0; i < flat.length; i += 2) rows.push({ peer: flat[i]!, lastSeq: Number(flat[i + 1]) })
+    const hasMore = rows.length > range.limit
+    const page = rows.slice(0, range.limit)
+    if (page.length === 0) return { conversations: [], hasMore }
+    const marks = this.#redis.pipeline()
+    for (const { peer, lastSeq } of page) {
+      marks.hget(key(user, 'ev'), String(lastSeq))
+      marks.hget(key(user, 'read'), peer)
+      marks.hget(key(user, 'readby'), peer)
+      marks.hget(key(user, 'dlvby'), peer)
+    }
+    const replies = (await marks.exec())!.map(([, value]) => value as string | null)
+    const counts = this.#redis.pipeline()
+    page.forEach(({ peer }, i) => counts.zcount(key(user, `in:${peer}`), `(${Number(replies[i * 4 + 1] ?? 0)}`, '+inf'))
+    const unread = (await counts.exec())!.map(([, value]) => Number(value))
+    return {
+      hasMore,
+      conversations: page.map(({ peer, lastSeq }, i) => ({
+        peer,
+        lastSeq,
+        lastMessage: replies[i * 4] ?? undefined,
+        unread: unread[i]!,
+        readUpTo: Number(replies[i * 4 + 1] ?? 0),
+        peerReadUpTo: Number(replies[i * 4 + 2] ?? 0),
+        peerDeliveredUpTo: Number(replies[i * 4 + 3] ?? 0)
+      }))
+    }
+  }
+
+  async seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined> {
+    const [theirs, mine] = await Promise.all([
+      this.#redis.hget(key(peer, 'ids'), id),
+      this.#redis.hget(key(user, 'ids'), id)
+    ])
+    // `senderSeq|recipientSeq|to|ts|flag`
+    const [, recipientSeq, theirTo] = theirs?.split('|') ?? []
+    if (theirTo === user) return Number(recipientSeq)
+    const [senderSeq, , myTo] = mine?.split('|') ?? []
+    if (myTo === peer) return Number(senderSeq)
+    return undefined
+  }
+
+  async unreadTotal (user: string): Promise<number> {
+    const peers = await this.#redis.zrange(key(user, 'convs'), 0, -1)
+    if (peers.length === 0) return 0
+    const reads = await this.#redis.hmget(key(user, 'read'), ...peers)
+    const counts = this.#redis.pipeline()
+    peers.forEach((peer, i) => counts.zcount(key(user, `in:${peer}`), `(${Number(reads[i] ?? 0)}`, '+inf'))
+    return (await counts.exec())!.reduce((sum, [, value]) => sum + Number(value), 0)
+  }
+
+  async close (): Promise<void> {}
+}

@@ -1,0 +1,147 @@
+// Lua for the Redis history store. Every write is one script, so seq stays
+// gapless and the indexes consistent across any number of server processes.
+// Keys: `<prefix><user>:<name>`:
+//   seq    counter              ev     hash  seq -> event JSON
+//   log    zset seq -> meta     c:<peer>   zset of message seqs in a conversation
+//   in:<peer>  zset of incoming, unrecalled message seqs (unread counting)
+//   convs  zset peer by last message seq
+//   ids    hash  id -> `senderSeq|recipientSeq|to|ts|flag` (idempotency, recall)
+//   read / dlv       hash peer -> own mark (own seq space)
+//   readby / dlvby   hash peer -> how far the peer got (own seq space)
+// Ids are validated `[A-Za-z0-9._@-]`, so they are safe inside JSON strings
+// and `|`-separated metadata without escaping.
+
+const COMMON = `
+local P = ARGV[1]
+local function k(user, name) return P .. user .. ':' .. name end
+local function put(user, seq, event, meta)
+  redis.call('HSET', k(user, 'ev'), seq, event)
+  redis.call('ZADD', k(user, 'log'), seq, meta)
+end
+local function meta(seq, ts, peer, kind, dir, id, peerSeq)
+  return seq .. '|' .. ts .. '|' .. peer .. '|' .. kind .. '|' .. dir .. '|' .. id .. '|' .. peerSeq
+end
+-- Drops the oldest events past retention (bounded work per call).
+local function trim(user, now, keep)
+  if keep <= 0 then return end
+  local cutoff = now - keep
+  for _ = 1, 50 do
+    local first = redis.call('ZRANGE', k(user, 'log'), 0, 0)
+    if #first == 0 then return end
+    local seq, ts, peer, kind, dir, id = string.match(first[1], '^(%d+)|(%d+)|([^|]*)|(%a)|(%a+)|([^|]*)|')
+    if tonumber(ts) >= cutoff then return end
+    redis.call('ZREM', k(user, 'log'), first[1])
+    redis.call('HDEL', k(user, 'ev'), seq)
+    if kind == 'm' then
+      redis.call('ZREM', k(user, 'c:' .. peer), seq)
+      redis.call('ZREM', k(user, 'in:' .. peer), seq)
+      if dir ~= 'in' then redis.call('HDEL', k(user, 'ids'), id) end
+      if redis.call('ZCARD', k(user, 'c:' .. peer)) == 0 then redis.call('ZREM', k(user, 'convs'), peer) end
+    end
+  end
+end
+`
+
+/** ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {status, senderEvent, recipientEvent}. */
+export const APPEND = COMMON + `
+local from, to, id, ts, keep, tail = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local existing = redis.call('HGET', k(from, 'ids'), id)
+if existing then
+  local sSeq, _, previousTo = string.match(existing, '^(%d+)|(%d+)|([^|]*)|')
+  if previousTo ~= to then return {'conflict'} end
+  return {'duplicate', redis.call('HGET', k(from, 'ev'), sSeq) or false}
+end
+trim(from, tonumber(ts), keep)
+if to ~= from then trim(to, tonumber(ts), keep) end
+local sSeq = redis.call('INCR', k(from, 'seq'))
+local rSeq = sSeq
+if to ~= from then rSeq = redis.call('INCR', k(to, 'seq')) end
+local function store(user, peer, seq, peerSeq, dir)
+  put(user, seq, '{"seq":' .. seq .. ',' .. tail, meta(seq, ts, peer, 'm', dir, id, peerSeq))
+  redis.call('ZADD', k(user, 'c:' .. peer), seq, seq)
+  if dir == 'in' then redis.call('ZADD', k(user, 'in:' .. peer), seq, seq) end
+  redis.call('ZADD', k(user, 'convs'), seq, peer)
+end
+if to == from then
+  store(from, to, sSeq, sSeq, 'self')
+else
+  store(from, to, sSeq, rSeq, 'out')
+  store(to, from, rSeq, sSeq, 'in')
+end
+redis.call('HSET', k(from, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|')
+local recipientEvent = false
+if to ~= from then recipientEvent = '{"seq":' .. rSeq .. ',' .. tail end
+return {'stored', '{"seq":' .. sSeq .. ',' .. tail, recipientEvent}
+`
+
+/** ARGV: prefix, kind, reader, peer, upTo, ts, keepMs. Returns {changed, upTo, unread, peerEvent, readerEvent}. */
+export const RECEIPT = COMMON + `
+local kind, reader, peer, upTo, ts, keep = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local markName = 'dlv'
+if kind == 'read' then markName = 'read' end
+local readMark = tonumber(redis.call('HGET', k(reader, 'read'), peer) or '0')
+local current = tonumber(redis.call('HGET', k(reader, markName), peer) or '0')
+local function unread() return redis.call('ZCOUNT', k(reader, 'in:' .. peer), '(' .. readMark, '+inf') end
+-- The mark lands on the latest incoming message at or below upTo.
+local found = redis.call('ZREVRANGEBYSCORE', k(reader, 'in:' .. peer), upTo, '-inf', 'LIMIT', 0, 1)
+if #found == 0 or tonumber(found[1]) <= current then return {0, current, unread(), false, false} end
+local s = found[1]
+redis.call('HSET', k(reader, markName), peer, s)
+if kind == 'read' then
+  readMark = tonumber(s)
+  -- read implies delivered
+  if readMark > tonumber(redis.call('HGET', k(reader, 'dlv'), peer) or '0') then redis.call('HSET', k(reader, 'dlv'), peer, s) end
+end
+local entry = redis.call('ZRANGEBYSCORE', k(reader, 'log'), s, s, 'LIMIT', 0, 1)[1]
+local id, peerSeq = string.match(entry, '|([^|]*)|(%d+)$')
+trim(peer, tonumber(ts), keep)
+local ps = redis.call('INCR', k(peer, 'seq'))
+local peerEvent = '{"seq":' .. ps .. ',"type":"receipt","kind":"' .. kind .. '","by":"' .. reader .. '","peer":"' .. reader .. '","upTo":' .. peerSeq .. ',"id":"' .. id .. '","ts":' .. ts .. '}'
+put(peer, ps, peerEvent, meta(ps, ts, reader, 'r', 'in', id, 0))
+if kind == 'read' then redis.call('HSET', k(peer, 'readby'), reader, peerSeq) end
+if tonumber(peerSeq) > tonumber(redis.call('HGET', k(peer, 'dlvby'), reader) or '0') then redis.call('HSET', k(peer, 'dlvby'), reader, peerSeq) end
+local readerEvent = false
+if kind == 'read' then
+  trim(reader, tonumber(ts), keep)
+  local rs = redis.call('INCR', k(reader, 'seq'))
+  readerEvent = '{"seq":' .. rs .. ',"type":"receipt","kind":"read","by":"' .. reader .. '","peer":"' .. peer .. '","upTo":' .. s .. ',"id":"' .. id .. '","ts":' .. ts .. '}'
+  put(reader, rs, readerEvent, meta(rs, ts, peer, 'r', 'out', id, 0))
+end
+return {1, tonumber(s), unread(), peerEvent, readerEvent}
+`
+
+/** ARGV: prefix, sender, id, now, windowMs, keepMs. Returns {status, message, senderEvent, recipientEvent, to}. */
+export const RECALL = COMMON + `
+local sender, id, now, window, keep = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local record = redis.call('HGET', k(sender, 'ids'), id)
+if not record then return {'not_found'} end
+local sSeq, rSeq, to, ts, flag = string.match(record, '^(%d+)|(%d+)|([^|]*)|(%d+)|(%a*)$')
+if flag == 'r' then return {'recalled', redis.call('HGET', k(sender, 'ev'), sSeq) or false, false, false, to} end
+if tonumber(now) - tonumber(ts) > window then return {'window_expired'} end
+local function tombstone(seq)
+  return '{"seq":' .. seq .. ',"type":"message","id":"' .. id .. '","from":"' .. sender .. '","to":"' .. to .. '","ts":' .. ts .. ',"recalled":true,"recalledAt":' .. now .. '}'
+end
+local function recallEvent(user, peer, messageSeq, dir)
+  trim(user, tonumber(now), keep)
+  local es = redis.call('INCR', k(user, 'seq'))
+  local event = '{"seq":' .. es .. ',"type":"recall","id":"' .. id .. '","from":"' .. sender .. '","to":"' .. to .. '","messageSeq":' .. messageSeq .. ',"ts":' .. now .. '}'
+  put(user, es, event, meta(es, now, peer, 'x', dir, id, 0))
+  return event
+end
+redis.call('HSET', k(sender, 'ev'), sSeq, tombstone(sSeq))
+redis.call('HSET', k(sender, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|r')
+local senderEvent = recallEvent(sender, to, sSeq, 'out')
+local recipientEvent = false
+if to ~= sender then
+  redis.call('HSET', k(to, 'ev'), rSeq, tombstone(rSeq))
+  redis.call('ZREM', k(to, 'in:' .. sender), rSeq)
+  recipientEvent = recallEvent(to, sender, rSeq, 'in')
+end
+return {'recalled', tombstone(sSeq), senderEvent, recipientEvent, to}
+`
+
+/** ARGV: prefix, user, now, keepMs. Applies retention before a read. */
+export const TRIM = COMMON + `
+trim(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+return 1
+`
