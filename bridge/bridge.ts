@@ -12,7 +12,10 @@ import { installErrorHandlers } from './http-errors.ts'
 export async function createBridge (config: Config, log: Logger): Promise<FastifyInstance> {
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
-    bodyLimit: config.maxPayloadBytes * 2
+    bodyLimit: config.maxPayloadBytes * 2,
+    // Unknown body fields are refused, not silently dropped (a client sending
+    // `from` should learn that the server does not take it).
+    ajv: { customOptions: { removeAdditional: false } }
   })
   installErrorHandlers(app)
   await app.register(fastifyJwt, jwtOptions(config.jwt))

@@ -4,6 +4,7 @@ import { startServerProcess, flushRedisDb } from './helpers/server-process.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { sendMany } from './helpers/backlog.ts'
+import { apiFor, isGapless } from './helpers/rest.ts'
 
 await flushRedisDb(4)
 
@@ -54,5 +55,50 @@ t.test('two processes, one broker', async (t) => {
     await second.waitForInbox(1)
     await sender.end()
     t.equal(first.inbox.length, 0, 'the old connection got nothing')
+  })
+
+  t.test('seq stays gapless with concurrent senders on both processes', async (t) => {
+    const bob = uniqueUser('bob')
+    const senders = await Promise.all([0, 1, 2, 3].map(async (i) => {
+      const node = i % 2 === 0 ? nodeA : nodeB
+      return connectDevice({ url: node.mqttUrl, userId: uniqueUser(`s${i}`), deviceId: 'phone', subscribe: false })
+    }))
+    t.teardown(() => Promise.all(senders.map((device) => device.end())))
+    // Four MQTT senders and two REST senders, all at once, 600 messages.
+    const restSends = [nodeA, nodeB].map(async (node, n) => {
+      const api = apiFor(node.httpUrl, uniqueUser(`rest${n}`))
+      const sent: string[] = []
+      for (let i = 0; i < 50; i++) {
+        const response = await api.post('/v1/messages', { to: bob, id: `rest-${i}`, body: i })
+        if (response.status !== 201) throw new Error(`REST send answered ${response.status}`)
+        sent.push(`rest-${i}`)
+      }
+      return sent
+    })
+    const mqttSends = senders.map((device) => sendMany(device, bob, 125, 'm', 25))
+    await Promise.all([...restSends, ...mqttSends])
+
+    const events = await apiFor(nodeB.httpUrl, bob).syncAll(0, 1000)
+    t.equal(events.length, 600)
+    t.ok(isGapless(events.map((e) => e.seq)), 'bob\'s seqs are exactly 1..600')
+    t.equal(new Set(events.map((e) => `${e.from}/${e.id}`)).size, 600, 'every message once')
+    for (const device of senders) {
+      const own = await apiFor(nodeA.httpUrl, device.client.options.username!).syncAll(0, 1000)
+      t.ok(isGapless(own.map((e) => e.seq)) && own.length === 125, 'each sender\'s log is gapless too')
+    }
+  })
+
+  t.test('a retry through the other process is still idempotent', async (t) => {
+    const alice = uniqueUser('alice')
+    const bob = uniqueUser('bob')
+    const first = await apiFor(nodeA.httpUrl, alice).post('/v1/messages', { to: bob, id: 'retry', body: 'once' })
+    const onB = await connectDevice({ url: nodeB.mqttUrl, userId: alice, deviceId: 'phone', subscribe: false })
+    t.teardown(() => onB.end())
+    await onB.send(bob, { id: 'retry', body: 'once' })
+    const second = await apiFor(nodeB.httpUrl, alice).post('/v1/messages', { to: bob, id: 'retry', body: 'once' })
+    t.equal(first.status, 201)
+    t.equal(second.status, 200)
+    t.same(second.body.message, first.body.message)
+    t.same((await apiFor(nodeA.httpUrl, bob).syncAll()).map((e) => e.id), ['retry'])
   })
 })

@@ -39,7 +39,13 @@ for (const mode of modesUnderTest()) {
         await sender.send(bob, { id: 'm2', body: { ciphertext: 'AAEC', nonce: 'x' } })
         const messages = await bobPhone.waitForInbox(2)
         t.same(messages[1]!.body, { ciphertext: 'AAEC', nonce: 'x' })
-        t.equal(sender.inbox.length, 0, 'nothing echoed to the sender inbox')
+        t.same(messages.map((m) => m.seq), [1, 2], 'each carries the recipient\'s seq')
+        // The sender's devices get their copies, numbered in the sender's log.
+        // (Delivery receipts share that log, so only m1's seq is certain.)
+        const copies = await sender.waitForMatching((m) => m.type === 'message', 2)
+        t.same(copies.map((m) => [m.id, m.from, m.to]), [['m1', alice, bob], ['m2', alice, bob]])
+        t.equal(copies[0]!.seq, 1)
+        t.ok((copies[1]!.seq as number) > 1)
       })
     }
 

@@ -22,7 +22,6 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
       security: bearerSecurity,
       querystring: {
         type: 'object',
-        additionalProperties: false,
         properties: { before: { ...seqSchema, description: 'lastSeq cursor: conversations whose last message is older' }, limit: limitSchema }
       },
       response: {
@@ -69,7 +68,6 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
       params: peerParams,
       querystring: {
         type: 'object',
-        additionalProperties: false,
         properties: { before: seqSchema, after: seqSchema, limit: limitSchema }
       },
       response: {

@@ -14,7 +14,6 @@ export const syncRoutes: FastifyPluginAsync<{ history: HistoryStore }> = async (
       security: bearerSecurity,
       querystring: {
         type: 'object',
-        additionalProperties: false,
         properties: { since: { ...seqSchema, default: 0 }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } }
       },
       response: {

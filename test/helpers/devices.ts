@@ -20,6 +20,8 @@ export interface Device {
   errors: Array<Record<string, unknown>>
   waitForInbox (count: number, timeoutMs?: number): Promise<Array<Record<string, unknown>>>
   waitForErrors (count: number, timeoutMs?: number): Promise<Array<Record<string, unknown>>>
+  /** Waits for `count` inbox events matching `match` (e.g. one `type`); resolves with those. */
+  waitForMatching (match: (event: Record<string, unknown>) => boolean, count: number, timeoutMs?: number): Promise<Array<Record<string, unknown>>>
   send (to: string, payload: unknown, qos?: 0 | 1): Promise<void>
   sendRaw (topic: string, payload: string | Buffer, qos?: 0 | 1): Promise<void>
   end (force?: boolean): Promise<void>
@@ -72,6 +74,15 @@ export async function connectDevice (options: DeviceOptions): Promise<Device> {
     errors,
     waitForInbox: (count, timeoutMs = 10_000) => waitFor(inbox, count, timeoutMs, 'inbox messages'),
     waitForErrors: (count, timeoutMs = 10_000) => waitFor(errors, count, timeoutMs, 'error events'),
+    async waitForMatching (match, count, timeoutMs = 10_000) {
+      const started = Date.now()
+      for (;;) {
+        const matching = inbox.filter(match)
+        if (matching.length >= count) return matching
+        if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${count} matching inbox events, got ${matching.length}`)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+    },
     async send (to, payload, qos = 1) {
       await client.publishAsync(inboxOf(to), JSON.stringify(payload), { qos })
     },
