@@ -30,7 +30,7 @@ export function apiFor (httpUrl: string, userId: string, options: { token?: stri
     async syncAll (since = 0, limit = 100) {
       const events: Array<Record<string, any>> = []
       for (;;) {
-        const page = await api.get(`/v1/sync?since=${since}&limit=${limit}`)
+        const page: Response = await api.get(`/v1/sync?since=${since}&limit=${limit}`)
         if (page.status !== 200) throw new Error(`sync answered ${page.status}: ${JSON.stringify(page.body)}`)
         events.push(...page.body.events)
         since = page.body.next
