@@ -7,7 +7,7 @@
 //     array; aedes-persistence-redis' cluster broadcast then loses all but
 //     one waiter and the SUBACK never comes. So one call per array is made.
 import type { Client } from 'aedes'
-import { allowedSubscriptions } from './hooks/authorize-subscribe.ts'
+import { mayHold } from './hooks/authorize-subscribe.ts'
 
 interface Subscription { topic: string, qos: number }
 interface SubscriptionStore {
@@ -20,8 +20,7 @@ export function guardSubscriptionStore (persistence: SubscriptionStore): void {
   persistence.addSubscriptions = (client, subs) => {
     let pending = inflight.get(subs)
     if (pending === undefined) {
-      const allowed = allowedSubscriptions(client.id)
-      const permitted = subs.filter((sub) => allowed.includes(sub.topic))
+      const permitted = subs.filter((sub) => mayHold(client.id, sub.topic))
       pending = permitted.length === 0 ? Promise.resolve(client) : add(client, permitted)
       inflight.set(subs, pending)
     }
@@ -31,5 +30,5 @@ export function guardSubscriptionStore (persistence: SubscriptionStore): void {
 
 /** Defence in depth: whatever is in the store, a device is only ever sent its own topics. */
 export function authorizeForward (client: Client, packet: { topic: string }): typeof packet | null {
-  return allowedSubscriptions(client.id).includes(packet.topic) ? packet : null
+  return mayHold(client.id, packet.topic) ? packet : null
 }

@@ -1,6 +1,8 @@
-// Validation and stamping of a chat message. The server never looks inside
-// `body`: it may be ciphertext. It only trusts what it can vouch for itself:
-// the authenticated sender, the recipient from the topic, and its own clock.
+// Validation and stamping of what clients publish to an inbox: a chat
+// message `{id, body}` or a typing indicator `{type: "typing"}`. The server
+// never looks inside `body`: it may be ciphertext. It only trusts what it can
+// vouch for itself: the authenticated sender, the recipient from the topic,
+// and its own clock.
 import { PublishRejected } from './errors.ts'
 import { isValidId } from '../auth/identity.ts'
 
@@ -15,8 +17,11 @@ export interface MessageEnvelope {
   body: unknown
 }
 
-/** Parses a client payload `{id, body}`; throws PublishRejected naming the problem. */
-export function parseOutgoing (payload: Buffer, maxBytes: number): { id: string, body: unknown } {
+export type InboxPayload =
+  | { type: 'message', id: string, body: unknown }
+  | { type: 'typing', active: boolean }
+
+function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown> {
   if (payload.length > maxBytes) {
     throw new PublishRejected('payload_too_large', `payload is ${payload.length} bytes; the limit is ${maxBytes}`)
   }
@@ -29,7 +34,10 @@ export function parseOutgoing (payload: Buffer, maxBytes: number): { id: string,
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new PublishRejected('invalid_message', 'payload must be a JSON object {"id", "body"}')
   }
-  const { id, body } = parsed as { id?: unknown, body?: unknown }
+  return parsed as Record<string, unknown>
+}
+
+function messageFields ({ id, body }: Record<string, unknown>): { id: string, body: unknown } {
   // Ids become keys in the history log, so they follow the same rule as user ids.
   if (!isValidId(id)) {
     throw new PublishRejected('invalid_message', `"id" must be 1-${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ @ -`)
@@ -38,6 +46,26 @@ export function parseOutgoing (payload: Buffer, maxBytes: number): { id: string,
     throw new PublishRejected('invalid_message', '"body" is required (a string or any JSON value)', id)
   }
   return { id, body }
+}
+
+/** Parses a chat message `{id, body}`; throws PublishRejected naming the problem. */
+export function parseOutgoing (payload: Buffer, maxBytes: number): { id: string, body: unknown } {
+  return messageFields(parseObject(payload, maxBytes))
+}
+
+/** Parses anything a client may publish to an inbox; throws PublishRejected naming the problem. */
+export function parseInboxPayload (payload: Buffer, maxBytes: number): InboxPayload {
+  const object = parseObject(payload, maxBytes)
+  if (object.type === 'typing') {
+    if (object.active !== undefined && typeof object.active !== 'boolean') {
+      throw new PublishRejected('invalid_message', '"active" must be true or false')
+    }
+    return { type: 'typing', active: object.active !== false }
+  }
+  if (object.type !== undefined && object.type !== 'message') {
+    throw new PublishRejected('invalid_message', '"type" must be "message" (the default) or "typing"')
+  }
+  return { type: 'message', ...messageFields(object) }
 }
 
 export function stamp (message: { id: string, body: unknown }, from: string, to: string, now: number): MessageEnvelope {

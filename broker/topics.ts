@@ -24,3 +24,15 @@ const INBOX = /^user\/([^/]+)\/inbox$/
 export function inboxRecipient (topic: string): string | undefined {
   return INBOX.exec(topic)?.[1]
 }
+
+/** A user's aggregated presence, retained, published by the server only. */
+export function presenceTopic (userId: string): string {
+  return `presence/${userId}`
+}
+
+const PRESENCE = /^presence\/([^/+#]+)$/
+
+/** The user of a presence topic, or undefined if `topic` is not one. */
+export function presenceUser (topic: string): string | undefined {
+  return PRESENCE.exec(topic)?.[1]
+}

@@ -6,6 +6,7 @@
 import { stamp } from '../broker/message.ts'
 import { PublishRejected } from '../broker/errors.ts'
 import type { HistoryStore } from '../history/history-store.ts'
+import { messageHeader } from '../history/events.ts'
 
 export interface Delivery {
   /** Resolves once `json` is queued for every device of `user` (durable) or sent (ephemeral). */
@@ -23,9 +24,14 @@ export type RecallOutcome =
   | { status: 'recalled', message: string }
   | { status: 'not_found' | 'window_expired' }
 
+/** A message just stored for `to` (`seq` is in the recipient's log). */
+export interface StoredMessage { from: string, to: string, id: string, seq: number }
+
 export interface MessageServiceOptions {
   history: HistoryStore
   delivery: Delivery
+  /** Told of every newly stored message, after delivery was queued (push hooks in here). Must not throw. */
+  onStored?: (message: StoredMessage) => void
   recallWindowMs: number
   now?: () => number
 }
@@ -35,8 +41,10 @@ export class MessageService {
   readonly #delivery: Delivery
   readonly #recallWindowMs: number
   readonly #now: () => number
+  readonly #onStored: (message: StoredMessage) => void
 
-  constructor ({ history, delivery, recallWindowMs, now = Date.now }: MessageServiceOptions) {
+  constructor ({ history, delivery, recallWindowMs, onStored = () => {}, now = Date.now }: MessageServiceOptions) {
+    this.#onStored = onStored
     this.#history = history
     this.#delivery = delivery
     this.#recallWindowMs = recallWindowMs
@@ -61,7 +69,14 @@ export class MessageService {
       this.#delivery.toUser(from, result.senderEvent, true),
       result.recipientEvent === undefined ? undefined : this.#delivery.toUser(to, result.recipientEvent, true)
     ])
+    const stored = messageHeader(result.recipientEvent ?? result.senderEvent)
+    if (stored !== undefined && from !== to) this.#onStored({ from, to, id: message.id, seq: stored.seq })
     return { created: true, event: result.senderEvent }
+  }
+
+  /** Typing indicators: ephemeral, never logged, queued or pushed. */
+  async typing (from: string, to: string, active: boolean): Promise<void> {
+    await this.#delivery.toUser(to, JSON.stringify({ type: 'typing', from, to, active, ts: this.#now() }), false)
   }
 
   async recall (sender: string, id: string): Promise<RecallOutcome> {

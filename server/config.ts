@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+
 // Reads the environment once, validates it, and returns a typed Config.
 // Any invalid value throws ConfigError naming the variable, so main.ts can
 // print one clear line and exit non-zero.
@@ -30,6 +32,31 @@ export interface Config {
   recallWindowMs: number
   /** A stable id for this process in a cluster; random unless NODE_ID is set. */
   nodeId: string | undefined
+  /** Accepted CONNECT keepalive range, seconds. */
+  keepalive: { min: number, max: number }
+  push: PushConfig
+}
+
+export interface ApnsConfig {
+  /** The .p8 signing key's contents. */
+  signingKey: string
+  keyId: string
+  teamId: string
+  topic: string
+  production: boolean
+  /** Where to send instead of Apple's host (an HTTP/2 gateway, or a test server), e.g. https://127.0.0.1:8443 */
+  origin: string | undefined
+  /** Extra CA certificate (PEM) to trust for `origin`. */
+  ca: string | undefined
+}
+
+export interface PushConfig {
+  apns: ApnsConfig | undefined
+  /** The alert text; the message body never leaves the server. */
+  text: string
+  coalesceMs: number
+  retryBaseMs: number
+  maxAttempts: number
 }
 
 type Env = Record<string, string | undefined>
@@ -67,6 +94,45 @@ function redisUrl (env: Env): string | undefined {
   return raw
 }
 
+function readFile (name: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new ConfigError(name, `cannot be read: ${(error as Error).message}`)
+  }
+}
+
+const APNS_VARIABLES = ['APNS_KEY', 'APNS_KEY_ID', 'APNS_TEAM_ID', 'APNS_TOPIC'] as const
+
+function apnsConfig (env: Env): ApnsConfig | undefined {
+  const set = APNS_VARIABLES.filter((name) => env[name])
+  if (set.length === 0) return undefined
+  const missing = APNS_VARIABLES.find((name) => !env[name])
+  if (missing !== undefined) throw new ConfigError(missing, `is required when ${set.join(', ')} ${set.length === 1 ? 'is' : 'are'} set`)
+  const environment = env.APNS_ENV || 'production'
+  if (environment !== 'production' && environment !== 'sandbox') throw new ConfigError('APNS_ENV', `must be production or sandbox, got "${environment}"`)
+  const signingKey = readFile('APNS_KEY', env.APNS_KEY!)
+  if (!signingKey.includes('-----BEGIN PRIVATE KEY-----')) throw new ConfigError('APNS_KEY', 'must be a .p8 file (PEM "BEGIN PRIVATE KEY")')
+  const origin = env.APNS_ORIGIN || undefined
+  if (origin !== undefined && !/^https:\/\/[^/]+$/.test(origin)) throw new ConfigError('APNS_ORIGIN', 'must be https://host[:port]')
+  return {
+    signingKey,
+    keyId: env.APNS_KEY_ID!,
+    teamId: env.APNS_TEAM_ID!,
+    topic: env.APNS_TOPIC!,
+    production: environment === 'production',
+    origin,
+    ca: env.APNS_CA ? readFile('APNS_CA', env.APNS_CA) : undefined
+  }
+}
+
+function keepaliveBounds (env: Env): { min: number, max: number } {
+  const min = integer(env, 'KEEPALIVE_MIN_SECONDS', 5, 1, 65535)
+  const max = integer(env, 'KEEPALIVE_MAX_SECONDS', 1200, 1, 65535)
+  if (min > max) throw new ConfigError('KEEPALIVE_MIN_SECONDS', `must not exceed KEEPALIVE_MAX_SECONDS (${max})`)
+  return { min, max }
+}
+
 export function loadConfig (env: Env = process.env): Config {
   const logLevel = env.LOG_LEVEL || 'info'
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
@@ -83,6 +149,14 @@ export function loadConfig (env: Env = process.env): Config {
     retentionSweepSeconds: integer(env, 'RETENTION_SWEEP_SECONDS', 300, 1, 24 * 3600),
     historyRetentionMs: integer(env, 'HISTORY_RETENTION_SECONDS', 30 * 24 * 3600, 0, 100 * 365 * 24 * 3600) * 1000,
     recallWindowMs: integer(env, 'RECALL_WINDOW_SECONDS', 24 * 3600, 0, 365 * 24 * 3600) * 1000,
-    nodeId: env.NODE_ID || undefined
+    nodeId: env.NODE_ID || undefined,
+    keepalive: keepaliveBounds(env),
+    push: {
+      apns: apnsConfig(env),
+      text: env.PUSH_TEXT || 'New message',
+      coalesceMs: integer(env, 'PUSH_COALESCE_SECONDS', 10, 0, 3600) * 1000,
+      retryBaseMs: integer(env, 'PUSH_RETRY_BASE_MS', 1000, 1, 60_000),
+      maxAttempts: integer(env, 'PUSH_MAX_ATTEMPTS', 4, 1, 10)
+    }
   }
 }

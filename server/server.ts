@@ -10,6 +10,9 @@ import { healthRoutes } from '../bridge/routes/health.ts'
 import { mqttWebSocketRoute } from '../bridge/routes/mqtt-websocket.ts'
 import { apiRoutes } from '../bridge/routes/api.ts'
 import { openHistory } from '../history/open-history.ts'
+import { openPresence } from '../presence/open-presence.ts'
+import { openDeviceRegistry, openPush } from '../push/open-push.ts'
+import { randomUUID } from 'node:crypto'
 
 export interface RunningServer {
   mqttPort: number
@@ -29,6 +32,13 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   let ready = false
   const store = await openBrokerStore(config, log)
   const history = await openHistory(config, store)
+  const nodeId = config.nodeId ?? randomUUID()
+  const presence = await openPresence(store, nodeId)
+  const devices = await openDeviceRegistry(config, store)
+  const push = openPush(config, store, devices, {
+    isConnected: (user, clientId) => presence.isConnected(user, clientId),
+    unreadTotal: (user) => history.unreadTotal(user)
+  }, log)
   const app = await createBridge(config, log)
   const messaging = await createMessagingBroker({
     store,
@@ -36,7 +46,10 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     recallWindowMs: config.recallWindowMs,
     verifyToken: tokenVerifier(app),
     maxPayloadBytes: config.maxPayloadBytes,
-    nodeId: config.nodeId,
+    nodeId,
+    presence,
+    keepalive: config.keepalive,
+    onStored: push === undefined ? undefined : (message) => push.notify(message),
     log
   })
 
@@ -46,6 +59,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     history,
     messages: messaging.messages,
     receipts: messaging.receipts,
+    presence,
+    devices,
     maxPayloadBytes: config.maxPayloadBytes
   })
 
@@ -63,6 +78,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await messaging.close()
     await closeTcp
     await app.close()
+    await push?.close()
+    await devices.close()
     await history.close()
     await store.close()
     log.info('server stopped')

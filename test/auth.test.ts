@@ -47,7 +47,7 @@ t.test('HS256 server', async (t) => {
     await ok.end()
   })
 
-  t.test('SUBSCRIBE: own inbox and errors only', async (t) => {
+  t.test('SUBSCRIBE: own inbox and errors, and single users\' presence, only', async (t) => {
     const user = uniqueUser('dave')
     const victim = uniqueUser('victim')
     const device = await connectDevice({ url, userId: user, deviceId: 'd', subscribe: false })
@@ -55,9 +55,11 @@ t.test('HS256 server', async (t) => {
     const codes = await granted(device.client, [
       inboxOf(user), `user/${user}/device/d/errors`,
       inboxOf(victim), `user/${victim}/device/d/errors`, `user/${user}/device/other/errors`,
-      '#', 'user/+/inbox', 'user/#', `user/${user}/#`, '$SYS/#', 'presence/x'
+      '#', 'user/+/inbox', 'user/#', `user/${user}/#`, '$SYS/#', 'presence/+', 'presence/#', 'presence/a|b',
+      `presence/${victim}`
     ])
-    t.same(codes, [2, 2, 128, 128, 128, 128, 128, 128, 128, 128, 128], 'own topics granted; everything else 0x80')
+    t.same(codes, [2, 2, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 2],
+      'own topics and one user\'s presence granted; everything else 0x80')
   })
 
   t.test('a refused subscription in a mixed SUBSCRIBE is never restored with the session', async (t) => {

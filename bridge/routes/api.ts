@@ -8,11 +8,17 @@ import { requireUser } from '../require-user.ts'
 import { messageRoutes } from './messages.ts'
 import { conversationRoutes } from './conversations.ts'
 import { syncRoutes } from './sync.ts'
+import { presenceRoutes } from './presence.ts'
+import { deviceRoutes } from './devices.ts'
+import type { PresenceRegistry } from '../../presence/presence-registry.ts'
+import type { DeviceRegistry } from '../../push/device-registry.ts'
 
 export interface ApiOptions {
   history: HistoryStore
   messages: MessageService
   receipts: ReceiptService
+  presence: PresenceRegistry
+  devices: DeviceRegistry
   maxPayloadBytes: number
 }
 
@@ -21,4 +27,6 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   await app.register(messageRoutes, { messages: options.messages, maxPayloadBytes: options.maxPayloadBytes })
   await app.register(conversationRoutes, { history: options.history, receipts: options.receipts })
   await app.register(syncRoutes, { history: options.history })
+  await app.register(presenceRoutes, { presence: options.presence })
+  await app.register(deviceRoutes, { devices: options.devices })
 }

@@ -10,6 +10,7 @@ export type VerifyToken = (token: string) => Promise<unknown>
 
 // MQTT 3.1.1 CONNACK return codes.
 const IDENTIFIER_REJECTED = 2
+const SERVER_UNAVAILABLE = 3
 const BAD_USERNAME_OR_PASSWORD = 4
 
 function refusal (returnCode: number, reason: string): AuthenticateError {
@@ -21,11 +22,13 @@ function refusal (returnCode: number, reason: string): AuthenticateError {
 export interface AuthenticateOptions {
   verifyToken: VerifyToken
   log: Logger
-  /** Called for every accepted client, with the token's expiry if it has one. */
-  onAuthenticated: (client: Client, claims: TokenClaims) => void
+  /** Rules on the CONNECT itself (keepalive, will), checked first. */
+  connectProblem: (client: Client) => { returnCode: number, reason: string } | undefined
+  /** Called for every accepted client before the CONNACK; a rejection refuses the connection. */
+  onAuthenticated: (client: Client, claims: TokenClaims) => Promise<void>
 }
 
-export function createAuthenticate ({ verifyToken, log, onAuthenticated }: AuthenticateOptions) {
+export function createAuthenticate ({ verifyToken, log, connectProblem, onAuthenticated }: AuthenticateOptions) {
   return function authenticate (
     client: Client,
     _username: string | undefined,
@@ -36,6 +39,11 @@ export function createAuthenticate ({ verifyToken, log, onAuthenticated }: Authe
     if (device === undefined) {
       log.info({ clientId: client.id }, 'connect refused: clientId is not <userId>:<deviceId>')
       return done(refusal(IDENTIFIER_REJECTED, 'clientId must be <userId>:<deviceId>'), false)
+    }
+    const problem = connectProblem(client)
+    if (problem !== undefined) {
+      log.info({ clientId: client.id, reason: problem.reason }, 'connect refused')
+      return done(refusal(problem.returnCode, problem.reason), false)
     }
     if (password === undefined || password.length === 0) {
       return done(refusal(BAD_USERNAME_OR_PASSWORD, 'password must be a JWT'), false)
@@ -51,8 +59,10 @@ export function createAuthenticate ({ verifyToken, log, onAuthenticated }: Authe
         log.info({ clientId: client.id, sub }, 'connect refused: clientId belongs to another user')
         return done(refusal(IDENTIFIER_REJECTED, 'clientId must start with the token\'s sub'), false)
       }
-      onAuthenticated(client, exp === undefined ? { sub } : { sub, exp })
-      done(null, true)
+      onAuthenticated(client, exp === undefined ? { sub } : { sub, exp }).then(() => done(null, true), (error: Error) => {
+        log.error({ err: error, clientId: client.id }, 'connect refused: could not record the connection')
+        done(refusal(SERVER_UNAVAILABLE, 'server unavailable'), false)
+      })
     }, (error: Error) => {
       log.info({ clientId: client.id, reason: error.message }, 'connect refused: token rejected')
       done(refusal(BAD_USERNAME_OR_PASSWORD, 'token rejected'), false)

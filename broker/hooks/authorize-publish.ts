@@ -10,8 +10,8 @@ import type { PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
 import { isValidId, parseClientId, type DeviceIdentity } from '../../auth/identity.ts'
 import { errorEvent, PublishRejected } from '../errors.ts'
-import { parseOutgoing } from '../message.ts'
-import { inboxRecipient, SINK_TOPIC } from '../topics.ts'
+import { parseInboxPayload } from '../message.ts'
+import { inboxRecipient, presenceTopic, SINK_TOPIC } from '../topics.ts'
 import type { MessageService } from '../../messaging/message-service.ts'
 
 export interface AuthorizePublishOptions {
@@ -31,6 +31,9 @@ function redirectToSink (packet: PublishPacket): void {
 
 export function createAuthorizePublish ({ messages, reportError, maxPayloadBytes, log }: AuthorizePublishOptions) {
   async function accept (sender: DeviceIdentity, packet: PublishPacket): Promise<void> {
+    // The only will a client may set (see connect-rules.ts). The server
+    // publishes presence from connection events, so the will is dropped.
+    if (packet.topic === presenceTopic(sender.userId)) return
     const recipient = inboxRecipient(packet.topic)
     if (recipient === undefined) {
       throw new PublishRejected('forbidden_topic', 'clients may publish only to user/<userId>/inbox')
@@ -39,8 +42,9 @@ export function createAuthorizePublish ({ messages, reportError, maxPayloadBytes
       throw new PublishRejected('unknown_recipient', 'recipient id is not a valid user id')
     }
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
-    const message = parseOutgoing(payload, maxPayloadBytes)
-    await messages.send(sender.userId, recipient, message, packet.qos > 0)
+    const parsed = parseInboxPayload(payload, maxPayloadBytes)
+    if (parsed.type === 'typing') return messages.typing(sender.userId, recipient, parsed.active)
+    await messages.send(sender.userId, recipient, parsed, packet.qos > 0)
   }
 
   return function authorizePublish (

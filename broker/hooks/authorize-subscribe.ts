@@ -1,15 +1,17 @@
-// SUBSCRIBE: a device may subscribe to its own user's inbox and to its own
-// errors topic, nothing else: no other inbox, no wildcards, no $SYS.
-// Anything else gets SUBACK 0x80.
+// SUBSCRIBE: a device may subscribe to its own user's inbox, its own errors
+// topic, and any single user's presence. Nothing else: no other inbox, no
+// wildcards, no $SYS. Anything else gets SUBACK 0x80.
 import type { Client } from 'aedes'
 import type { Subscription } from 'aedes'
-import { parseClientId } from '../../auth/identity.ts'
-import { deviceErrorsTopic, inboxTopic } from '../topics.ts'
+import { isValidId, parseClientId } from '../../auth/identity.ts'
+import { deviceErrorsTopic, inboxTopic, presenceUser } from '../topics.ts'
 
-export function allowedSubscriptions (clientId: string): string[] {
+/** Whether the device with this clientId may hold a subscription to `topic`. */
+export function mayHold (clientId: string, topic: string): boolean {
   const device = parseClientId(clientId)
-  if (device === undefined) return []
-  return [inboxTopic(device.userId), deviceErrorsTopic(device.userId, device.deviceId)]
+  if (device === undefined) return false
+  if (topic === inboxTopic(device.userId) || topic === deviceErrorsTopic(device.userId, device.deviceId)) return true
+  return isValidId(presenceUser(topic))
 }
 
 export function authorizeSubscribe (
@@ -17,7 +19,7 @@ export function authorizeSubscribe (
   subscription: Subscription,
   done: (error: Error | null, subscription?: Subscription | null) => void
 ): void {
-  if (!allowedSubscriptions(client.id).includes(subscription.topic)) return done(null, null)
+  if (!mayHold(client.id, subscription.topic)) return done(null, null)
   // QoS 2 may be granted, but the server publishes at QoS 1 (at-least-once),
   // so deliveries arrive at QoS 1 whatever was granted.
   done(null, subscription)

@@ -1,0 +1,66 @@
+// Push device registration. A device is the MQTT clientId `<you>:<deviceId>`;
+// it gets an alert when a message arrives and that session is not connected.
+import type { FastifyPluginAsync } from 'fastify'
+import type { DeviceRegistry } from '../../push/device-registry.ts'
+import { errorSchema, sendError } from '../http-errors.ts'
+import { bearerSecurity } from '../require-user.ts'
+import { idSchema } from '../schemas.ts'
+
+const deviceSchema = {
+  type: 'object',
+  properties: {
+    deviceId: { type: 'string' },
+    platform: { type: 'string' },
+    token: { type: 'string' },
+    sandbox: { type: 'boolean' },
+    registeredAt: { type: 'integer' }
+  }
+} as const
+
+export const deviceRoutes: FastifyPluginAsync<{ devices: DeviceRegistry }> = async (app, { devices }) => {
+  app.post<{ Body: { platform: 'ios', token: string, deviceId: string, sandbox?: boolean } }>('/v1/devices', {
+    schema: {
+      summary: 'Register (or update) a device for push',
+      security: bearerSecurity,
+      body: {
+        type: 'object',
+        required: ['platform', 'token', 'deviceId'],
+        additionalProperties: false,
+        properties: {
+          platform: { type: 'string', enum: ['ios'] },
+          token: { type: 'string', pattern: '^[0-9a-fA-F]{32,200}$', description: 'the APNs device token, hex' },
+          deviceId: idSchema,
+          sandbox: { type: 'boolean', default: false, description: 'a development build (APNs sandbox)' }
+        }
+      },
+      response: { 201: { type: 'object', properties: { device: deviceSchema } }, 400: errorSchema }
+    }
+  }, async (request, reply) => {
+    const { platform, token, deviceId, sandbox = false } = request.body
+    const device = { deviceId, platform, token: token.toLowerCase(), sandbox, registeredAt: Date.now() }
+    await devices.put(request.userId, device)
+    return reply.code(201).send({ device })
+  })
+
+  app.get('/v1/devices', {
+    schema: {
+      summary: 'Your registered devices',
+      security: bearerSecurity,
+      response: { 200: { type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } } }
+    }
+  }, async (request) => ({ devices: await devices.list(request.userId) }))
+
+  app.delete<{ Params: { deviceId: string } }>('/v1/devices/:deviceId', {
+    schema: {
+      summary: 'Stop pushing to a device',
+      security: bearerSecurity,
+      params: { type: 'object', required: ['deviceId'], properties: { deviceId: idSchema } },
+      response: { 204: { type: 'null' }, 404: errorSchema }
+    }
+  }, async (request, reply) => {
+    if (!await devices.remove(request.userId, request.params.deviceId)) {
+      return sendError(reply, 404, 'device_not_found', 'you have no device registered with this id')
+    }
+    return reply.code(204).send()
+  })
+}

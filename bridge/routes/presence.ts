@@ -1,0 +1,50 @@
+// Presence over REST: one user, or up to 100 at once. Any authenticated user
+// may ask (as any may subscribe to presence/<user>).
+import type { FastifyPluginAsync } from 'fastify'
+import { isValidId } from '../../auth/identity.ts'
+import type { PresenceRegistry } from '../../presence/presence-registry.ts'
+import { errorSchema, sendError } from '../http-errors.ts'
+import { bearerSecurity } from '../require-user.ts'
+import { idSchema } from '../schemas.ts'
+
+const MAX_USERS = 100
+
+const presenceSchema = {
+  type: 'object',
+  properties: {
+    user: { type: 'string' },
+    status: { type: 'string', enum: ['online', 'offline'] },
+    ts: { type: 'integer', description: 'when the status last changed (ms); 0 if never seen' },
+    lastSeen: { type: 'integer', description: 'when last connected (ms); now if online; 0 if never seen' }
+  }
+} as const
+
+export const presenceRoutes: FastifyPluginAsync<{ presence: PresenceRegistry }> = async (app, { presence }) => {
+  app.get<{ Params: { user: string } }>('/v1/presence/:user', {
+    schema: {
+      summary: 'A user\'s presence, aggregated over all of their devices',
+      security: bearerSecurity,
+      params: { type: 'object', required: ['user'], properties: { user: idSchema } },
+      response: { 200: presenceSchema, 400: errorSchema }
+    }
+  }, async (request) => {
+    const [state] = await presence.states([request.params.user])
+    return { user: request.params.user, ...state }
+  })
+
+  app.get<{ Querystring: { users: string } }>('/v1/presence', {
+    schema: {
+      summary: `Presence of up to ${MAX_USERS} users: ?users=a,b,c`,
+      security: bearerSecurity,
+      querystring: { type: 'object', required: ['users'], properties: { users: { type: 'string', minLength: 1 } } },
+      response: { 200: { type: 'object', properties: { presence: { type: 'array', items: presenceSchema } } }, 400: errorSchema }
+    }
+  }, async (request, reply) => {
+    const users = [...new Set(request.query.users.split(','))]
+    if (users.length > MAX_USERS) return sendError(reply, 400, 'invalid_request', `at most ${MAX_USERS} users per request`, 'querystring.users')
+    const invalid = users.find((user) => !isValidId(user))
+    if (invalid !== undefined) return sendError(reply, 400, 'invalid_request', `"${invalid}" is not a valid user id`, 'querystring.users')
+    const states = await presence.states(users)
+    return { presence: users.map((user, i) => ({ user, ...states[i] })) }
+  })
+}

@@ -1,0 +1,21 @@
+// Ephemeral publishes (typing, QoS 0 messages, presence) go straight onto the
+// bus, without a broker counter. Through broker.publish a QoS 0 packet gets a
+// counter, can reach a device before a QoS 1 packet with a lower counter
+// whose store write is still running, and Aedes' per-client dedupe would then
+// drop that durable message from live delivery. Without a counter, dedupe
+// lets both through.
+import type { Aedes } from 'aedes'
+
+interface BrokerInternals {
+  persistence: { storeRetained (packet: unknown): Promise<void> }
+  mq: { emit (packet: unknown, callback: (error?: Error) => void): void }
+}
+
+export async function publishEphemeral (aedes: Aedes, topic: string, json: string, retain = false): Promise<void> {
+  const broker = aedes as unknown as BrokerInternals
+  const packet = { cmd: 'publish' as const, topic, payload: Buffer.from(json), qos: 0 as const, retain, dup: false }
+  if (retain) await broker.persistence.storeRetained(packet)
+  await new Promise<void>((resolve, reject) => {
+    broker.mq.emit(packet, (error?: Error) => { error ? reject(error) : resolve() })
+  })
+}

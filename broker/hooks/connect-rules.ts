@@ -1,0 +1,34 @@
+// CONNECT parameters the product depends on, checked before the token:
+//  - keepalive is the only heartbeat, so it must be within the configured
+//    bounds (0, "no keepalive", would make a silent loss undetectable);
+//  - a will may only target the client's own presence topic. The server
+//    publishes presence itself from connection events, so the will's
+//    payload is never used; it cannot forge anyone's presence.
+// MQTT 3.1.1 has no return code for either; see docs/protocol.md.
+import type { Client } from 'aedes'
+import { parseClientId } from '../../auth/identity.ts'
+import { presenceTopic } from '../topics.ts'
+
+export interface KeepaliveBounds { min: number, max: number }
+
+const keepalives = new WeakMap<Client, number>()
+
+/** preConnect hook: remembers the CONNECT's keepalive for the checks below. */
+export function rememberKeepalive (client: Client, packet: { keepalive?: number }, done: (error: Error | null, ok: boolean) => void): void {
+  keepalives.set(client, packet.keepalive ?? 0)
+  done(null, true)
+}
+
+/** The reason a CONNECT is unacceptable, with its CONNACK return code, or undefined. */
+export function connectProblem (client: Client, bounds: KeepaliveBounds): { returnCode: number, reason: string } | undefined {
+  const keepalive = keepalives.get(client) ?? 0
+  if (keepalive < bounds.min || keepalive > bounds.max) {
+    return { returnCode: 2, reason: `keepalive must be between ${bounds.min} and ${bounds.max} seconds, got ${keepalive}` }
+  }
+  const will = (client as unknown as { _will?: { topic: string } })._will
+  const device = parseClientId(client.id)
+  if (will !== undefined && will !== null && (device === undefined || will.topic !== presenceTopic(device.userId))) {
+    return { returnCode: 5, reason: 'a will may only be set on your own presence/<userId> topic' }
+  }
+  return undefined
+}
