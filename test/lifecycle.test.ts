@@ -28,7 +28,12 @@ t.test('invalid configuration: non-zero exit and one line naming the variable', 
     ['REDIS_URL', { ...base, REDIS_URL: 'localhost:6379' }],
     ['LOG_LEVEL', { ...base, LOG_LEVEL: 'loud' }],
     ['MAX_PAYLOAD_BYTES', { ...base, MAX_PAYLOAD_BYTES: '-1' }],
-    ['BACKLOG_RETENTION_SECONDS', { ...base, BACKLOG_RETENTION_SECONDS: '0' }]
+    ['BACKLOG_RETENTION_SECONDS', { ...base, BACKLOG_RETENTION_SECONDS: '0' }],
+    ['HISTORY_RETENTION_SECONDS', { ...base, HISTORY_RETENTION_SECONDS: 'forever' }],
+    ['KEEPALIVE_MIN_SECONDS', { ...base, KEEPALIVE_MIN_SECONDS: '100', KEEPALIVE_MAX_SECONDS: '10' }],
+    ['APNS_TEAM_ID', { ...base, APNS_KEY: '/nonexistent.p8', APNS_KEY_ID: 'K', APNS_TOPIC: 'com.example' }],
+    ['APNS_KEY', { ...base, APNS_KEY: '/nonexistent.p8', APNS_KEY_ID: 'K', APNS_TEAM_ID: 'T', APNS_TOPIC: 'com.example' }],
+    ['APNS_ENV', { ...base, APNS_KEY: '/nonexistent.p8', APNS_KEY_ID: 'K', APNS_TEAM_ID: 'T', APNS_TOPIC: 'com.example', APNS_ENV: 'staging' }]
   ]
   for (const [variable, env] of cases) {
     const { status, stderr } = startWith(env)
@@ -43,6 +48,7 @@ t.test('healthz answers 200 once ready; SIGTERM exits cleanly', async (t) => {
   const server = await startServerProcess({ mode: 'embedded' })
   const response = await fetch(`${server.httpUrl}/healthz`)
   t.equal(response.status, 200)
+  t.match(server.output(), /push disabled: set APNS_KEY/, 'says in one line that push is off')
   t.same(await response.json(), { status: 'ok', mode: 'embedded' })
   const user = uniqueUser('gina')
   const device = await connectDevice({ url: server.mqttUrl, userId: user, deviceId: 'd' })

@@ -135,7 +135,7 @@ for (const mode of modesUnderTest()) {
       let current = await connectDevice({ url, userId: alice, deviceId: 'phone' })
       await watcher.next('online')
       for (let i = 0; i < 5; i++) {
-        const closed = new Promise((resolve) => current.client.once('close', resolve))
+        const closed = new Promise<void>((resolve) => current.client.once('close', () => resolve()))
         const next = await connectDevice({ url: i % 2 === 0 ? server.wsUrl : url, userId: alice, deviceId: 'phone' })
         await closed
         current.client.end(true)
@@ -255,7 +255,7 @@ if (modesUnderTest().includes('redis')) {
       t.teardown(() => watcher.device.end())
       const onA = await connectDevice({ url: nodeA.mqttUrl, userId: alice, deviceId: 'phone' })
       await watcher.next('online')
-      const closed = new Promise((resolve) => onA.client.once('close', resolve))
+      const closed = new Promise<void>((resolve) => onA.client.once('close', () => resolve()))
       const onB = await connectDevice({ url: nodeB.mqttUrl, userId: alice, deviceId: 'phone' })
       t.teardown(() => onB.end())
       await closed

@@ -1,0 +1,162 @@
+// APNs push for disconnected devices (issue 4), against a real HTTP/2 TLS
+// server standing in for Apple: headers, provider JWT, payload without the
+// body, no push to connected devices, coalescing, token removal, retries.
+import t from 'tap'
+import { startServerProcess, flushRedisDb, modesUnderTest } from './helpers/server-process.ts'
+import { connectDevice } from './helpers/devices.ts'
+import { apiFor, type Api } from './helpers/rest.ts'
+import { uniqueUser } from './helpers/tokens.ts'
+import { startFakeApns, deviceToken, KEY_ID, TEAM_ID, TOPIC, type PushRequest } from './helpers/fake-apns.ts'
+
+await flushRedisDb(10)
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+const WINDOW_SECONDS = 2
+
+async function register (api: Api, deviceId: string, token = deviceToken()): Promise<string> {
+  const response = await api.post('/v1/devices', { platform: 'ios', token, deviceId })
+  if (response.status !== 201) throw new Error(`register answered ${response.status}: ${JSON.stringify(response.body)}`)
+  return token
+}
+
+/** A device that has a persistent session but is not connected. */
+async function offlineDevice (url: string, user: string, deviceId: string): Promise<void> {
+  const device = await connectDevice({ url, userId: user, deviceId })
+  await device.end()
+}
+
+for (const mode of modesUnderTest()) {
+  t.test(`${mode} mode`, async (t) => {
+    const apns = await startFakeApns()
+    t.teardown(() => apns.close())
+    const server = await startServerProcess({
+      mode,
+      redisDb: 10,
+      env: { ...apns.env, PUSH_COALESCE_SECONDS: String(WINDOW_SECONDS), PUSH_RETRY_BASE_MS: '50', BACKLOG_RETENTION_SECONDS: '3600' }
+    })
+    t.teardown(() => server.stop())
+    const url = server.mqttUrl
+    const forToken = (token: string) => (request: PushRequest) => request.token === token
+    t.match(server.output(), /push enabled: APNs/)
+
+    t.test('a disconnected device gets an alert without the body; a connected one gets none', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const bobApi = apiFor(server.httpUrl, bob)
+      const phoneToken = await register(bobApi, 'phone')
+      const tabletToken = await register(bobApi, 'tablet')
+      await offlineDevice(url, bob, 'phone')
+      const tablet = await connectDevice({ url, userId: bob, deviceId: 'tablet' })
+      t.teardown(() => tablet.end())
+
+      const sentAt = Date.now()
+      const sent = await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'p1', body: 'secret text' })
+      const [push] = await apns.waitFor(1, forToken(phoneToken))
+      const { headers, payload, jwt } = push!
+      t.equal(headers[':method'], 'POST')
+      t.equal(headers['apns-push-type'], 'alert')
+      t.equal(headers['apns-topic'], TOPIC)
+      t.equal(headers['apns-collapse-id'], alice, 'one collapse id per conversation')
+      const expiration = Number(headers['apns-expiration'])
+      t.ok(Math.abs(expiration - (Math.floor(sentAt / 1000) + 3600)) <= 5, 'expires with the backlog retention')
+      t.same(jwt, { iss: TEAM_ID, kid: KEY_ID }, 'provider token: ES256, signed by the .p8, team and key id')
+      t.same(payload.aps, { alert: { title: alice, body: 'New message' }, badge: 1, sound: 'default', 'mutable-content': 1 })
+      t.same({ conversation: payload.conversation, id: payload.id, seq: payload.seq }, { conversation: alice, id: 'p1', seq: 1 })
+      t.notOk(JSON.stringify(payload).includes('secret text'), 'the body never goes to Apple')
+      t.equal(sent.body.message.id, 'p1')
+
+      await sleep(500)
+      t.equal(apns.requests.filter(forToken(tabletToken)).length, 0, 'the connected device got no push')
+    })
+
+    t.test('a burst is coalesced: one push per conversation per window, badge current', async (t) => {
+      const alice = uniqueUser('alice')
+      const carol = uniqueUser('carol')
+      const bob = uniqueUser('bob')
+      const token = await register(apiFor(server.httpUrl, bob), 'phone')
+      await offlineDevice(url, bob, 'phone')
+      const aliceApi = apiFor(server.httpUrl, alice)
+      for (let i = 0; i < 5; i++) await aliceApi.post('/v1/messages', { to: bob, id: `b${i}`, body: i })
+      await apiFor(server.httpUrl, carol).post('/v1/messages', { to: bob, id: 'c0', body: 'x' })
+      const fromAlice = (request: PushRequest) => request.token === token && request.payload.conversation === alice
+
+      const [first] = await apns.waitFor(1, fromAlice)
+      t.equal(first!.payload.id, 'b0', 'the first message is pushed at once')
+      t.equal((await apns.waitFor(1, (r) => r.token === token && r.payload.conversation === carol))[0]!.headers['apns-collapse-id'], carol,
+        'another conversation has its own window')
+      await sleep(500)
+      t.equal(apns.requests.filter(fromAlice).length, 1, 'the rest wait for the window to end')
+      const [, trailing] = await apns.waitFor(2, fromAlice, WINDOW_SECONDS * 1000 + 3000)
+      t.equal(trailing!.payload.id, 'b4', 'one trailing push for the latest')
+      t.equal(trailing!.payload.aps.badge, 6, 'with the current unread total')
+      t.ok(trailing!.at - first!.at >= WINDOW_SECONDS * 1000 - 100, 'not before the window ends')
+      await sleep(WINDOW_SECONDS * 1000 + 500)
+      t.equal(apns.requests.filter(fromAlice).length, 2, 'nothing more when nothing more arrived')
+    })
+
+    t.test('410 Unregistered (newer than the registration) and BadDeviceToken remove the token', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const bobApi = apiFor(server.httpUrl, bob)
+      const stale = await register(bobApi, 'old')
+      const gone = await register(bobApi, 'gone')
+      const bad = await register(bobApi, 'bad')
+      for (const id of ['old', 'gone', 'bad']) await offlineDevice(url, bob, id)
+      const registeredAt = Date.now()
+      apns.respond = (request) => {
+        if (request.token === stale) return { status: 410, body: { reason: 'Unregistered', timestamp: registeredAt - 60_000 } }
+        if (request.token === gone) return { status: 410, body: { reason: 'Unregistered', timestamp: registeredAt + 1000 } }
+        if (request.token === bad) return { status: 400, body: { reason: 'BadDeviceToken' } }
+        return { status: 200 }
+      }
+      t.teardown(() => { apns.respond = () => ({ status: 200 }) })
+      await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'x', body: 1 })
+      await apns.waitFor(3, (r) => [stale, gone, bad].includes(r.token))
+      await sleep(300)
+      const devices = (await bobApi.get('/v1/devices')).body.devices.map((d: { deviceId: string }) => d.deviceId)
+      t.same(devices, ['old'], 'a 410 from before the registration keeps the token; the others are removed')
+    })
+
+    t.test('429 and 503 are retried with backoff; delivery never waits for push', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const token = await register(apiFor(server.httpUrl, bob), 'phone')
+      await offlineDevice(url, bob, 'phone')
+      const replies = [{ status: 429, body: { reason: 'TooManyRequests' } }, { status: 503, body: { reason: 'ServiceUnavailable' } }]
+      apns.respond = (request) => (request.token === token ? { ...(replies.shift() ?? { status: 200 }), delayMs: 700 } : { status: 200 })
+      t.teardown(() => { apns.respond = () => ({ status: 200 }) })
+
+      const sender = await connectDevice({ url, userId: alice, deviceId: 'phone' })
+      t.teardown(() => sender.end())
+      await sender.send(bob, { id: 'r1', body: 'hi' })
+      const ackedAt = Date.now()
+      const attempts = await apns.waitFor(3, (r) => r.token === token)
+      t.ok(ackedAt < attempts[0]!.at + 700, 'the PUBACK came before APNs answered the first attempt')
+      t.ok(attempts[1]!.at - attempts[0]!.at >= 700 + 25 && attempts[2]!.at > attempts[1]!.at, 'retried after backoff')
+      await sleep(1_000)
+      t.equal(apns.requests.filter((r) => r.token === token).length, 3, 'stops once delivered')
+    })
+
+    t.test('device registration: validation, deletion, and a token moving to another user', async (t) => {
+      const bob = uniqueUser('bob')
+      const carol = uniqueUser('carol')
+      const bobApi = apiFor(server.httpUrl, bob)
+      const carolApi = apiFor(server.httpUrl, carol)
+      t.match(await bobApi.post('/v1/devices', { platform: 'android', token: deviceToken(), deviceId: 'p' }), { status: 400, body: { field: 'body.platform' } })
+      t.match(await bobApi.post('/v1/devices', { platform: 'ios', token: 'not-hex', deviceId: 'p' }), { status: 400, body: { field: 'body.token' } })
+      t.match(await bobApi.post('/v1/devices', { platform: 'ios', token: deviceToken() }), { status: 400, body: { field: 'body.deviceId' } })
+      t.match(await bobApi.post('/v1/devices', { platform: 'ios', token: deviceToken(), deviceId: 'a:b' }), { status: 400, body: { field: 'body.deviceId' } })
+      t.match(await bobApi.post('/v1/devices/none', undefined), { status: 404 })
+      const del = await fetch(`${server.httpUrl}/v1/devices/none`, { method: 'DELETE', headers: { authorization: `Bearer ${(await import('./helpers/tokens.ts')).token(bob)}` } })
+      t.equal(del.status, 404)
+
+      const shared = await register(bobApi, 'phone')
+      t.match((await bobApi.get('/v1/devices')).body.devices, [{ deviceId: 'phone', platform: 'ios', token: shared, sandbox: false }])
+      await register(carolApi, 'phone', shared)
+      t.same((await bobApi.get('/v1/devices')).body.devices, [], 'the phone now belongs to carol: bob no longer pushes to it')
+      const removed = await fetch(`${server.httpUrl}/v1/devices/phone`, { method: 'DELETE', headers: { authorization: `Bearer ${(await import('./helpers/tokens.ts')).token(carol)}` } })
+      t.equal(removed.status, 204)
+      t.same((await carolApi.get('/v1/devices')).body.devices, [])
+    })
+  })
+}
