@@ -21,9 +21,14 @@ export type InboxPayload =
   | { type: 'message', id: string, body: unknown }
   | { type: 'typing', active: boolean }
 
+// A too-large payload is not parsed, but an `id` written first (as the SDK
+// does) is still picked out, so the sender can tell which message failed.
+const LEADING_ID = /^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9._@-]{1,128})"/
+
 function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown> {
   if (payload.length > maxBytes) {
-    throw new PublishRejected('payload_too_large', `payload is ${payload.length} bytes; the limit is ${maxBytes}`)
+    const id = LEADING_ID.exec(payload.subarray(0, 200).toString('latin1'))?.[1]
+    throw new PublishRejected('payload_too_large', `payload is ${payload.length} bytes; the limit is ${maxBytes}`, id)
   }
   let parsed: unknown
   try {

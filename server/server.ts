@@ -12,6 +12,7 @@ import { apiRoutes } from '../bridge/routes/api.ts'
 import { openHistory } from '../history/open-history.ts'
 import { openPresence } from '../presence/open-presence.ts'
 import { openDeviceRegistry, openPush } from '../push/open-push.ts'
+import { openKeyDirectory } from '../keys/key-directory.ts'
 import { randomUUID } from 'node:crypto'
 
 export interface RunningServer {
@@ -35,6 +36,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   const nodeId = config.nodeId ?? randomUUID()
   const presence = await openPresence(store, nodeId)
   const devices = await openDeviceRegistry(config, store)
+  const keys = await openKeyDirectory(config, store)
   const push = openPush(config, store, devices, {
     isConnected: (user, clientId) => presence.isConnected(user, clientId),
     unreadTotal: (user) => history.unreadTotal(user)
@@ -61,6 +63,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     receipts: messaging.receipts,
     presence,
     devices,
+    keys,
     maxPayloadBytes: config.maxPayloadBytes
   })
 
@@ -80,6 +83,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await app.close()
     await push?.close()
     await devices.close()
+    await keys.close()
     await history.close()
     await store.close()
     log.info('server stopped')

@@ -10,6 +10,8 @@ import { conversationRoutes } from './conversations.ts'
 import { syncRoutes } from './sync.ts'
 import { presenceRoutes } from './presence.ts'
 import { deviceRoutes } from './devices.ts'
+import { keyRoutes } from './keys.ts'
+import type { KeyDirectory } from '../../keys/key-directory.ts'
 import type { PresenceRegistry } from '../../presence/presence-registry.ts'
 import type { DeviceRegistry } from '../../push/device-registry.ts'
 
@@ -19,6 +21,7 @@ export interface ApiOptions {
   receipts: ReceiptService
   presence: PresenceRegistry
   devices: DeviceRegistry
+  keys: KeyDirectory
   maxPayloadBytes: number
 }
 
@@ -29,4 +32,5 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   await app.register(syncRoutes, { history: options.history })
   await app.register(presenceRoutes, { presence: options.presence })
   await app.register(deviceRoutes, { devices: options.devices })
+  await app.register(keyRoutes, { keys: options.keys })
 }
