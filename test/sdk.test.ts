@@ -199,6 +199,11 @@ t.test('end-to-end encryption: the server stores and forwards ciphertext only', 
   t.teardown(async () => { await a.client.stop(); await aliceTablet.client.stop(); await b.client.stop() })
   await a.client.publishKey()
   await b.client.publishKey()
+  const keysApi = apiFor(server.httpUrl, alice)
+  t.match(await keysApi.get(`/v1/keys/${bob}`), { status: 200, body: { user: bob, publicKey: String } })
+  t.match(await keysApi.get(`/v1/keys/${uniqueUser('nobody')}`), { status: 404, body: { error: 'key_not_found' } })
+  const badKey = await fetch(`${server.httpUrl}/v1/keys`, { method: 'PUT', headers: { authorization: `Bearer ${token(alice)}`, 'content-type': 'application/json' }, body: '{"publicKey":"short"}' })
+  t.match(await badKey.json(), { error: 'invalid_request', field: 'body.publicKey' })
   // A raw device of bob's sees exactly what the server forwards.
   const raw = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'raw' })
   t.teardown(() => raw.end())
