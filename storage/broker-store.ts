@@ -13,6 +13,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../server/config.ts'
 import { redisOutgoingStream } from './redis-outgoing-stream.ts'
 import { startRetentionSweep } from './level-retention.ts'
+import { lookUpRetainedByKey } from './level-retained-lookup.ts'
 
 const require = createRequire(import.meta.url)
 const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js')
@@ -37,7 +38,7 @@ export interface BrokerStore {
 }
 
 async function openRedis (config: Config, redisUrl: string, log: Logger): Promise<BrokerStore> {
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 })
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3, enableAutoPipelining: true })
   redis.on('error', (error) => log.warn({ err: error }, 'redis connection error'))
   await redis.connect()
   const persistence = new AsyncRedisPersistence({
@@ -54,7 +55,7 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
   // mqemitter-redis can SUBSCRIBE before ioredis' ready check (INFO) runs,
   // and that error, emitted with no listener, killed the process.
   const subConn = new Redis(redisUrl, { lazyConnect: true })
-  const pubConn = new Redis(redisUrl, { lazyConnect: true })
+  const pubConn = new Redis(redisUrl, { lazyConnect: true, enableAutoPipelining: true })
   await Promise.all([subConn.connect(), pubConn.connect()])
   const mq = mqemitterRedis({ subConn, pubConn })
   mq.state.on('error', (error: Error) => log.warn({ err: error }, 'redis bus error'))
@@ -78,6 +79,7 @@ async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> 
   const level = new ClassicLevel<string, Buffer>(join(config.dataDir, 'broker'), { valueEncoding: 'buffer' })
   await level.open()
   const persistence = new AsyncLevelPersistence(level)
+  lookUpRetainedByKey(persistence, level)
   const mq = mqemitter({ concurrency: 100, matchEmptyLevels: true })
   const stopSweep = startRetentionSweep(level, config.backlogRetentionSeconds, config.retentionSweepSeconds, log)
   return {
