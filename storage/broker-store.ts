@@ -12,6 +12,7 @@ import { ClassicLevel } from 'classic-level'
 import type { Logger } from 'pino'
 import type { Config } from '../server/config.ts'
 import { redisOutgoingStream } from './redis-outgoing-stream.ts'
+import { enqueueInOneRoundTrip } from './redis-enqueue.ts'
 import { startRetentionSweep } from './level-retention.ts'
 import { lookUpRetainedByKey } from './level-retained-lookup.ts'
 
@@ -47,6 +48,7 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
     packetTTL: () => config.backlogRetentionSeconds
   })
   persistence.outgoingStream = redisOutgoingStream(redis)
+  enqueueInOneRoundTrip(persistence, redis, config.backlogRetentionSeconds)
   // Aedes 1.2 pipes the retained stream (`.pipe`), but this persistence
   // returns an async generator from it: adapt, or every SUBSCRIBE hangs.
   const retained = persistence.createRetainedStreamCombi.bind(persistence)
