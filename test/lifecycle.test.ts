@@ -1,7 +1,7 @@
 // Process lifecycle: config errors, health, clean shutdown, embedded store under load.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { startServerProcess, serverEnv, flushRedisDb, modesUnderTest } from './helpers/server-process.ts'
+import { startServerProcess, serverEnv, flushRedisDb, modesUnderTest, SERVER_ARGS } from './helpers/server-process.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { sendMany } from './helpers/backlog.ts'
@@ -9,7 +9,7 @@ import { sendMany } from './helpers/backlog.ts'
 await flushRedisDb(6)
 
 function startWith (env: Record<string, string>): { status: number | null, stderr: string } {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+  const result = spawnSync(process.execPath, SERVER_ARGS, {
     env: { PATH: process.env.PATH ?? '', ...env },
     encoding: 'utf8',
     timeout: 20_000

@@ -15,6 +15,9 @@ export const REDIS_BASE = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 export type Mode = 'redis' | 'embedded'
 
+/** What `npm start` runs (package.json), so tests and benchmarks start the server exactly the same way. */
+export const SERVER_ARGS = ['--max-semi-space-size=64', '--import', 'tsx', 'server/main.ts']
+
 /** Both storage modes, or just one with ONLY_MODE=redis|embedded when debugging. */
 export function modesUnderTest (): Mode[] {
   const only = process.env.ONLY_MODE
@@ -74,7 +77,7 @@ export function serverEnv (options: StartOptions): Record<string, string> {
 export async function startServerProcess (options: StartOptions): Promise<ServerHandle> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...serverEnv(options) }
   if (options.mode === 'embedded') delete env.REDIS_URL
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, SERVER_ARGS, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
   const ready = new Promise<{ mqttPort: number, httpPort: number }>((resolve, reject) => {
