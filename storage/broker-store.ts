@@ -13,6 +13,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../server/config.ts'
 import { redisOutgoingStream } from './redis-outgoing-stream.ts'
 import { enqueueInOneRoundTrip } from './redis-enqueue.ts'
+import { removeAckedFromHead } from './redis-ack-removal.ts'
 import { startRetentionSweep } from './level-retention.ts'
 import { lookUpRetainedByKey } from './level-retained-lookup.ts'
 
@@ -42,6 +43,7 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
   const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3, enableAutoPipelining: true })
   redis.on('error', (error) => log.warn({ err: error }, 'redis connection error'))
   await redis.connect()
+  removeAckedFromHead(redis)
   const persistence = new AsyncRedisPersistence({
     conn: redis,
     // The backlog expires after the retention period (seconds).
