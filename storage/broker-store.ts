@@ -14,6 +14,7 @@ import type { Config } from '../server/config.ts'
 import { redisOutgoingStream } from './redis-outgoing-stream.ts'
 import { enqueueInOneRoundTrip } from './redis-enqueue.ts'
 import { removeAckedFromHead } from './redis-ack-removal.ts'
+import { updateWithoutWaiting } from './redis-outgoing-update.ts'
 import { startRetentionSweep } from './level-retention.ts'
 import { lookUpRetainedByKey } from './level-retained-lookup.ts'
 
@@ -51,6 +52,7 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
   })
   persistence.outgoingStream = redisOutgoingStream(redis)
   enqueueInOneRoundTrip(persistence, redis, config.backlogRetentionSeconds)
+  updateWithoutWaiting(persistence, log)
   // Aedes 1.2 pipes the retained stream (`.pipe`), but this persistence
   // returns an async generator from it: adapt, or every SUBSCRIBE hangs.
   const retained = persistence.createRetainedStreamCombi.bind(persistence)
