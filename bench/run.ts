@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process'
 import { writeFileSync, readFileSync } from 'node:fs'
 import { cpus, totalmem, release } from 'node:os'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { TARGETS, mosquittoAvailable, rssKb, startTarget } from './targets.ts'
 import type { TargetKind } from './profile.ts'
 import { sleep } from './profile.ts'
@@ -124,7 +124,8 @@ for (const target of targets) {
 
 const version = (pkg: string): string => (JSON.parse(readFileSync(`node_modules/${pkg}/package.json`, 'utf8')) as { version: string }).version
 const safe = (f: () => string): string => { try { return f() } catch { return 'unknown' } }
-const mosquittoVersion = safe(() => /mosquitto version ([\d.]+)/.exec(execFileSync('mosquitto', ['-h'], { encoding: 'utf8' }).toString())?.[1] ?? 'unknown')
+// `mosquitto -h` prints its version and exits non-zero.
+const mosquittoVersion = safe(() => /mosquitto version ([\d.]+)/.exec(spawnSync('mosquitto', ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? 'unknown')
 const redisVersion = safe(() => /redis_version:(\S+)/.exec(execFileSync('redis-cli', ['INFO', 'server'], { encoding: 'utf8' }))?.[1] ?? 'unknown')
 const get = (kind: TargetKind, scenario: string, field: string): number | null => {
   const value = results.get(`${kind}/${scenario}`)?.[field]
@@ -134,7 +135,7 @@ const shown = targets.filter((t) => t.kind !== 'mosquitto' || haveMosquitto)
 const fmt = (value: number | null, digits = 0): string => (value === null ? 'n/a' : value.toLocaleString('en-US', { maximumFractionDigits: digits }))
 const ratio = (value: number | null, reference: number | null, lowerIsBetter = false): string => {
   if (value === null || reference === null || reference === 0 || value === 0) return 'n/a'
-  return `${(lowerIsBetter ? reference / value : value / reference).toFixed(2)}×`
+  return `${Number((lowerIsBetter ? reference / value : value / reference).toPrecision(2))}×`
 }
 const cell = (kind: TargetKind, scenario: string, field: string, lowerIsBetter = false, digits = 0): string => {
   const value = get(kind, scenario, field)
@@ -147,6 +148,7 @@ lines.push('# Benchmarks', '')
 lines.push(`Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`${process.env.BENCH_REPEATS !== undefined ? ` (BENCH_REPEATS=${process.env.BENCH_REPEATS})` : ''}${quick ? ' (BENCH_QUICK=1)' : ''}.`, '')
 lines.push(`- Machine: ${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}. Load generators run in their own processes on the same machine; all traffic is on loopback.`)
 lines.push(`- Node ${process.version}; aedes ${version('aedes')}, aedes-persistence-redis ${version('aedes-persistence-redis')}, aedes-persistence-level ${version('aedes-persistence-level')}, mqemitter-redis ${version('mqemitter-redis')}; Redis ${redisVersion}; Mosquitto ${haveMosquitto ? mosquittoVersion : 'not reachable, skipped'}.`)
+lines.push('- This container caps every process at 20,000 open files (hard limit; it cannot be raised here), so no target can hold 50k connections on this machine: the 50k column shows how far each got. The harness raises the limit itself where it is allowed to.')
 lines.push(`- Figures are medians of ${repeats} runs for throughput, latency and the 10k drain; the 100k drain, idle memory and the reconnect storm run once. A fresh server process is started for every run. In brackets: the ratio to Mosquitto (above 1× is better than Mosquitto).`)
 lines.push('- "inboxd" is the whole product: JWT auth, stamping, the history log write (per-user seq, idempotency), the broker queue, delivered receipts and presence. Bare Aedes and Mosquitto only move packets.', '')
 
