@@ -63,7 +63,7 @@ export class PushService {
   }
 
   /** At the end of the window, one push for whatever arrived during it (and a new window). */
-  #scheduleTrailing (key: string, user: string, device: RegisteredDevice): void {
+  #scheduleTrailing (key: string, user: string, device: RegisteredDevice, delayMs = this.#options.coalesceMs): void {
     const timer = setTimeout(() => {
       this.#timers.delete(timer)
       if (this.#closed) return
@@ -71,11 +71,16 @@ export class PushService {
         const { gate, isConnected, coalesceMs } = this.#options
         const deferred = await gate.take(key)
         if (deferred === undefined || await isConnected(user, `${user}:${device.deviceId}`)) return
-        if (!await gate.open(key, coalesceMs)) return await gate.defer(key, deferred, coalesceMs)
+        if (!await gate.open(key, coalesceMs)) {
+          // The window is still open (a timer can fire a little early, or
+          // another process opened a new one): keep the message, look again soon.
+          await gate.defer(key, deferred, coalesceMs)
+          return this.#scheduleTrailing(key, user, device, 100)
+        }
         this.#scheduleTrailing(key, user, device)
         await this.#push(JSON.parse(deferred) as StoredMessage, device)
       })())
-    }, this.#options.coalesceMs)
+    }, delayMs)
     timer.unref()
     this.#timers.add(timer)
   }
