@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs'
-
 // Reads the environment once, validates it, and returns a typed Config.
 // Any invalid value throws ConfigError naming the variable, so main.ts can
 // print one clear line and exit non-zero.
+import { readFileSync } from 'node:fs'
 
 export class ConfigError extends Error {
   constructor (readonly variable: string, problem: string) {
