@@ -96,3 +96,34 @@ export function parseMeta (text: string): LogMeta {
   const [seq, ts, peer, kind, dir, id, peerSeq] = text.split('|')
   return { seq: Number(seq), ts: Number(ts), peer: peer!, kind: kind as LogMeta['kind'], dir: dir as LogMeta['dir'], id: id!, peerSeq: Number(peerSeq) }
 }
+
+/** Per sender and message id (idempotency, recall): `senderSeq|recipientSeq|to|ts|flag`, flag `r` once recalled. */
+export interface IdRecord {
+  senderSeq: number
+  recipientSeq: number
+  to: string
+  ts: number
+  recalled: boolean
+}
+
+export function formatIdRecord (record: IdRecord): string {
+  return `${record.senderSeq}|${record.recipientSeq}|${record.to}|${record.ts}|${record.recalled ? 'r' : ''}`
+}
+
+export function parseIdRecord (text: string): IdRecord {
+  const [senderSeq, recipientSeq, to, ts, flag] = text.split('|')
+  return { senderSeq: Number(senderSeq), recipientSeq: Number(recipientSeq), to: to!, ts: Number(ts), recalled: flag === 'r' }
+}
+
+/**
+ * The caller's seq of a message in the conversation with `peer`, given the
+ * id records stored under that id by the peer (`theirs`) and by the caller
+ * (`mine`): a message the peer sent to the caller, or one the caller sent.
+ */
+export function seqFromIdRecords (user: string, peer: string, theirs: string | undefined, mine: string | undefined): number | undefined {
+  const received = theirs === undefined ? undefined : parseIdRecord(theirs)
+  if (received?.to === user) return received.recipientSeq
+  const sent = mine === undefined ? undefined : parseIdRecord(mine)
+  if (sent?.to === peer) return sent.senderSeq
+  return undefined
+}

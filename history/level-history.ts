@@ -8,7 +8,7 @@
 //   mark!u!<read|dlv|readby|dlvby>!peer  seq
 import { ClassicLevel } from 'classic-level'
 import type { AppendResult, ConversationSummary, HistoryStore, LogMeta, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
-import { formatMeta, parseMeta } from './history-store.ts'
+import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, seqFromIdRecords } from './history-store.ts'
 import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
 
 type Op = { type: 'put', key: string, value: string } | { type: 'del', key: string }
@@ -104,9 +104,9 @@ export class LevelHistory implements HistoryStore {
     return this.#write(async (tx) => {
       const existing = await tx.get(`ids!${from}!${id}`)
       if (existing !== undefined) {
-        const [senderSeq, , previousTo] = existing.split('|')
-        if (previousTo !== to) return { status: 'conflict' as const }
-        const stored = await tx.get(evKey(from, Number(senderSeq)))
+        const previous = parseIdRecord(existing)
+        if (previous.to !== to) return { status: 'conflict' as const }
+        const stored = await tx.get(evKey(from, previous.senderSeq))
         return { status: 'duplicate' as const, senderEvent: stored?.slice(stored.indexOf('\n') + 1) }
       }
       await this.#trim(tx, from, ts)
@@ -123,7 +123,7 @@ export class LevelHistory implements HistoryStore {
       }
       const senderEvent = store(from, to, senderSeq, recipientSeq, to === from ? 'self' : 'out')
       const recipientEvent = to === from ? undefined : store(to, from, recipientSeq, senderSeq, 'in')
-      tx.put(`ids!${from}!${id}`, `${senderSeq}|${recipientSeq}|${to}|${ts}|`)
+      tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: false }))
       return { status: 'stored' as const, senderEvent, recipientEvent }
     })
   }
@@ -134,7 +134,7 @@ export class LevelHistory implements HistoryStore {
       let readMark = await tx.mark(reader, 'read', peer)
       const current = await tx.mark(reader, mark, peer)
       const incoming = `in!${reader}!${peer}!`
-      const unread = async (): Promise<number> => (await this.#keys(after(incoming, readMark), 1_000_000)).length
+      const unread = (): Promise<number> => this.#countAfter(incoming, readMark)
       // The mark lands on the latest incoming message at or below upTo.
       const [found] = await this.#keys(after(incoming, 0, Math.min(upTo, Number.MAX_SAFE_INTEGER - 1) + 1), 1, true)
       const seq = found === undefined ? 0 : Number(found.slice(incoming.length))
@@ -167,11 +167,8 @@ export class LevelHistory implements HistoryStore {
     return this.#write(async (tx): Promise<RecallResult> => {
       const record = await tx.get(`ids!${sender}!${id}`)
       if (record === undefined) return { status: 'not_found' }
-      const [s, r, to, t, flag] = record.split('|') as [string, string, string, string, string]
-      const senderSeq = Number(s)
-      const recipientSeq = Number(r)
-      const ts = Number(t)
-      if (flag === 'r') {
+      const { senderSeq, recipientSeq, to, ts, recalled } = parseIdRecord(record)
+      if (recalled) {
         const stored = await tx.get(evKey(sender, senderSeq))
         if (stored === undefined) return { status: 'not_found' }
         return { status: 'recalled', message: stored.slice(stored.indexOf('\n') + 1), senderEvent: undefined, recipientEvent: undefined, to }
@@ -191,7 +188,7 @@ export class LevelHistory implements HistoryStore {
         return event
       }
       const message = await replaceWithTombstone(sender, senderSeq)
-      tx.put(`ids!${sender}!${id}`, `${senderSeq}|${recipientSeq}|${to}|${ts}|r`)
+      tx.put(`ids!${sender}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
       const senderEvent = await addRecallEvent(sender, to, senderSeq, 'out')
       let recipientEvent: string | undefined
       if (to !== sender) {
@@ -229,9 +226,13 @@ export class LevelHistory implements HistoryStore {
     return { events: await this.#eventsAt(user, seqs), hasMore }
   }
 
+  /** How many keys under `prefix` have a seq above `seq` (unread: incoming above the read mark). */
+  async #countAfter (prefix: string, seq: number): Promise<number> {
+    return (await this.#keys(after(prefix, seq), 1_000_000)).length
+  }
+
   async #unread (user: string, peer: string): Promise<number> {
-    const read = Number(await this.#db.get(markKey(user, 'read', peer)) ?? 0)
-    return (await this.#keys(after(`in!${user}!${peer}!`, read), 1_000_000)).length
+    return this.#countAfter(`in!${user}!${peer}!`, Number(await this.#db.get(markKey(user, 'read', peer)) ?? 0))
   }
 
   async conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }> {
@@ -258,13 +259,8 @@ export class LevelHistory implements HistoryStore {
   }
 
   async seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined> {
-    const theirs = await this.#db.get(`ids!${peer}!${id}`)
-    const [, recipientSeq, theirTo] = theirs?.split('|') ?? []
-    if (theirTo === user) return Number(recipientSeq)
-    const mine = await this.#db.get(`ids!${user}!${id}`)
-    const [senderSeq, , myTo] = mine?.split('|') ?? []
-    if (myTo === peer) return Number(senderSeq)
-    return undefined
+    const [theirs, mine] = await this.#db.getMany([`ids!${peer}!${id}`, `ids!${user}!${id}`])
+    return seqFromIdRecords(user, peer, theirs, mine)
   }
 
   async unreadTotal (user: string): Promise<number> {

@@ -3,7 +3,7 @@
 // range queries over the same keys.
 import type { Redis } from 'ioredis'
 import type { AppendResult, ConversationSummary, HistoryStore, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
-import { parseMeta } from './history-store.ts'
+import { parseMeta, seqFromIdRecords } from './history-store.ts'
 import { APPEND, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
 
 const PREFIX = 'inboxd:h:'
@@ -135,12 +135,7 @@ export class RedisHistory implements HistoryStore {
       this.#redis.hget(key(peer, 'ids'), id),
       this.#redis.hget(key(user, 'ids'), id)
     ])
-    // `senderSeq|recipientSeq|to|ts|flag`
-    const [, recipientSeq, theirTo] = theirs?.split('|') ?? []
-    if (theirTo === user) return Number(recipientSeq)
-    const [senderSeq, , myTo] = mine?.split('|') ?? []
-    if (myTo === peer) return Number(senderSeq)
-    return undefined
+    return seqFromIdRecords(user, peer, theirs ?? undefined, mine ?? undefined)
   }
 
   async unreadTotal (user: string): Promise<number> {
