@@ -19,7 +19,8 @@ export interface NewMessage {
 }
 
 export type AppendResult =
-  | { status: 'stored', senderEvent: string, recipientEvent: string | undefined }
+  /** `recipientEvent` is absent for a message to oneself; `recipientSeq` is then the sender's seq. */
+  | { status: 'stored', senderEvent: string, recipientEvent: string | undefined, recipientSeq: number }
   /** The same (sender, id) was stored before: nothing new was written. */
   | { status: 'duplicate', senderEvent: string | undefined }
   /** The same (sender, id) was used before for a different recipient. */

@@ -124,7 +124,7 @@ export class LevelHistory implements HistoryStore {
       const senderEvent = store(from, to, senderSeq, recipientSeq, to === from ? 'self' : 'out')
       const recipientEvent = to === from ? undefined : store(to, from, recipientSeq, senderSeq, 'in')
       tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: false }))
-      return { status: 'stored' as const, senderEvent, recipientEvent }
+      return { status: 'stored' as const, senderEvent, recipientEvent, recipientSeq }
     })
   }
 

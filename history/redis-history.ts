@@ -35,11 +35,11 @@ export class RedisHistory implements HistoryStore {
   }
 
   async appendMessage (message: NewMessage): Promise<AppendResult> {
-    const [status, senderEvent, recipientEvent] = await this.#redis.historyAppend(
+    const [status, senderEvent, recipientEvent, recipientSeq] = await this.#redis.historyAppend(
       PREFIX, message.from, message.to, message.id, message.ts, this.#keepMs, message.tail)
     if (status === 'conflict') return { status }
     if (status === 'duplicate') return { status, senderEvent: orUndefined(senderEvent) }
-    return { status: 'stored', senderEvent: senderEvent as string, recipientEvent: orUndefined(recipientEvent) }
+    return { status: 'stored', senderEvent: senderEvent as string, recipientEvent: orUndefined(recipientEvent), recipientSeq: Number(recipientSeq) }
   }
 
   async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {

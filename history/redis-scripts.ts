@@ -42,7 +42,7 @@ local function trim(user, now, keep)
 end
 `
 
-/** ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {status, senderEvent, recipientEvent}. */
+/** ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {status, senderEvent, recipientEvent, recipientSeq}. */
 export const APPEND = COMMON + `
 local from, to, id, ts, keep, tail = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local existing = redis.call('HGET', k(from, 'ids'), id)
@@ -71,7 +71,7 @@ end
 redis.call('HSET', k(from, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|')
 local recipientEvent = false
 if to ~= from then recipientEvent = '{"seq":' .. rSeq .. ',' .. tail end
-return {'stored', '{"seq":' .. sSeq .. ',' .. tail, recipientEvent}
+return {'stored', '{"seq":' .. sSeq .. ',' .. tail, recipientEvent, rSeq}
 `
 
 /** ARGV: prefix, kind, reader, peer, upTo, ts, keepMs. Returns {changed, upTo, unread, peerEvent, readerEvent}. */

@@ -6,7 +6,6 @@
 import { stamp } from '../broker/message.ts'
 import { PublishRejected } from '../broker/errors.ts'
 import type { HistoryStore } from '../history/history-store.ts'
-import { messageHeader } from '../history/events.ts'
 
 export interface Delivery {
   /** Resolves once `json` is queued for every device of `user` (durable) or sent (ephemeral). */
@@ -69,8 +68,7 @@ export class MessageService {
       this.#delivery.toUser(from, result.senderEvent, true),
       result.recipientEvent === undefined ? undefined : this.#delivery.toUser(to, result.recipientEvent, true)
     ])
-    const stored = messageHeader(result.recipientEvent ?? result.senderEvent)
-    if (stored !== undefined && from !== to) this.#onStored({ from, to, id: message.id, seq: stored.seq })
+    if (from !== to) this.#onStored({ from, to, id: message.id, seq: result.recipientSeq })
     return { created: true, event: result.senderEvent }
   }
 
