@@ -2,7 +2,10 @@
 // clientId `<userId>:<deviceId>`, so they must never contain `/`, `+`, `#`
 // or `:`; one pattern for both keeps the rule in a single place.
 
-const ID_PATTERN = /^[A-Za-z0-9._@-]{1,128}$/
+export const MAX_ID_LENGTH = 128
+/** One id, unanchored: for embedding in other patterns (JSON Schema, payload sniffing). */
+export const ID_SOURCE = `[A-Za-z0-9._@-]{1,${MAX_ID_LENGTH}}`
+const ID_PATTERN = new RegExp(`^${ID_SOURCE}$`)
 
 export function isValidId (value: unknown): value is string {
   return typeof value === 'string' && ID_PATTERN.test(value)

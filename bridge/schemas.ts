@@ -1,7 +1,7 @@
 // JSON Schemas shared by the REST routes (validation and the OpenAPI document).
-import { MAX_ID_LENGTH } from '../broker/message.ts'
+import { ID_SOURCE } from '../auth/identity.ts'
 
-export const idSchema = { type: 'string', pattern: `^[A-Za-z0-9._@-]{1,${MAX_ID_LENGTH}}$` } as const
+export const idSchema = { type: 'string', pattern: `^${ID_SOURCE}$` } as const
 export const seqSchema = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const
 
 /** Any inbox event (`message`, `receipt`, `recall`); see docs/protocol.md. */

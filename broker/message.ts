@@ -4,9 +4,8 @@
 // vouch for itself: the authenticated sender, the recipient from the topic,
 // and its own clock.
 import { PublishRejected } from './errors.ts'
-import { isValidId } from '../auth/identity.ts'
+import { ID_SOURCE, isValidId, MAX_ID_LENGTH } from '../auth/identity.ts'
 
-export const MAX_ID_LENGTH = 128
 
 export interface MessageEnvelope {
   type: 'message'
@@ -23,7 +22,7 @@ export type InboxPayload =
 
 // A too-large payload is not parsed, but an `id` written first (as the SDK
 // does) is still picked out, so the sender can tell which message failed.
-const LEADING_ID = /^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9._@-]{1,128})"/
+const LEADING_ID = new RegExp(`^\\s*\\{\\s*"id"\\s*:\\s*"(${ID_SOURCE})"`)
 
 function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown> {
   if (payload.length > maxBytes) {
