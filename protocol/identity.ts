@@ -14,6 +14,8 @@ export function isValidId (value: unknown): value is string {
 export interface TokenClaims {
   sub: string
   exp?: number
+  /** Issued at (seconds): revocation marks compare against it. */
+  iat?: number
 }
 
 /** Checks the claims the product relies on; returns a reason when they are unusable. */

@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'forbidden_topic'
   | 'unknown_recipient'
   | 'id_conflict'
+  | 'not_a_member'
+  | 'rate_limited'
   | 'internal_error'
 
 export interface ErrorEvent {
@@ -20,11 +22,13 @@ export interface ErrorEvent {
   topic: string
   /** The message id, when the payload carried a readable one. */
   id?: string
+  /** rate_limited: how long to wait before sending again. */
+  retryAfterMs?: number
   ts: number
 }
 
 export class PublishRejected extends Error {
-  constructor (readonly code: ErrorCode, message: string, readonly id?: string) {
+  constructor (readonly code: ErrorCode, message: string, readonly id?: string, readonly retryAfterMs?: number) {
     super(message)
   }
 }
@@ -32,5 +36,6 @@ export class PublishRejected extends Error {
 export function errorEvent (rejection: PublishRejected, topic: string, now: number): ErrorEvent {
   const event: ErrorEvent = { type: 'error', code: rejection.code, message: rejection.message, topic, ts: now }
   if (rejection.id !== undefined) event.id = rejection.id
+  if (rejection.retryAfterMs !== undefined) event.retryAfterMs = rejection.retryAfterMs
   return event
 }

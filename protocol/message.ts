@@ -4,7 +4,7 @@
 // vouch for itself: the authenticated sender, the recipient from the topic,
 // and its own clock.
 import { PublishRejected } from './errors.ts'
-import { ID_SOURCE, isValidId, MAX_ID_LENGTH } from '../auth/identity.ts'
+import { ID_SOURCE, isValidId, MAX_ID_LENGTH } from './identity.ts'
 
 
 export interface MessageEnvelope {
@@ -24,9 +24,15 @@ export type InboxPayload =
 // does) is still picked out, so the sender can tell which message failed.
 const LEADING_ID = new RegExp(`^\\s*\\{\\s*"id"\\s*:\\s*"(${ID_SOURCE})"`)
 
+/** The message id, if the payload starts with `{"id":"..."` (without parsing the rest). */
+export function sniffId (payload: Buffer | string): string | undefined {
+  const start = typeof payload === 'string' ? payload.slice(0, 200) : payload.subarray(0, 200).toString('latin1')
+  return LEADING_ID.exec(start)?.[1]
+}
+
 function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown> {
   if (payload.length > maxBytes) {
-    const id = LEADING_ID.exec(payload.subarray(0, 200).toString('latin1'))?.[1]
+    const id = sniffId(payload)
     throw new PublishRejected('payload_too_large', `payload is ${payload.length} bytes; the limit is ${maxBytes}`, id)
   }
   let parsed: unknown

@@ -25,6 +25,18 @@ export function inboxRecipient (topic: string): string | undefined {
   return INBOX.exec(topic)?.[1]
 }
 
+/** Where a member publishes a message to a group (deliveries come on each member's inbox). */
+export function groupTopic (groupId: string): string {
+  return `group/${groupId}`
+}
+
+const GROUP = /^group\/([^/]+)$/
+
+/** The group of a group topic, or undefined if `topic` is not one. */
+export function groupOfTopic (topic: string): string | undefined {
+  return GROUP.exec(topic)?.[1]
+}
+
 /** A user's aggregated presence, retained, published by the server only. */
 export function presenceTopic (userId: string): string {
   return `presence/${userId}`

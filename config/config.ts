@@ -1,0 +1,338 @@
+// Reads the environment once, validates it, and returns a typed Config.
+// Any invalid value throws ConfigError naming the variable, so main.ts can
+// print one clear line and exit non-zero.
+import { createPrivateKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
+import { createSecureContext } from 'node:tls'
+
+export class ConfigError extends Error {
+  constructor (readonly variable: string, problem: string) {
+    super(`invalid configuration: ${variable} ${problem}`)
+  }
+}
+
+export type JwtKey =
+  | { kind: 'secret', secret: string }
+  | { kind: 'public-key', publicKey: string }
+
+export interface Config {
+  mqttPort: number
+  httpPort: number
+  host: string
+  redisUrl: string | undefined
+  dataDir: string
+  jwt: JwtKey
+  logLevel: string
+  maxPayloadBytes: number
+  backlogRetentionSeconds: number
+  /** Embedded mode: how often expired backlog is swept (Redis expires it by TTL). */
+  retentionSweepSeconds: number
+  /** How long history is kept, in ms; 0 keeps it forever. */
+  historyRetentionMs: number
+  /** How long after sending a sender may recall a message, in ms. */
+  recallWindowMs: number
+  /** A stable id for this process in a cluster; random unless NODE_ID is set. */
+  nodeId: string | undefined
+  /** Redis mode: server processes behind the same ports (node:cluster); embedded mode always runs one. */
+  workers: number
+  maxGroupMembers: number
+  /** TLS_CERT and TLS_KEY set: mqtts and HTTPS/WSS listeners. */
+  tls: TlsConfig | undefined
+  /** TLS_ONLY=1: no plain MQTT or HTTP listener. */
+  tlsOnly: boolean
+  limits: Limits
+  /** When set, POST /v1/admin/revoke takes `Authorization: Bearer <adminToken>`. */
+  adminToken: string | undefined
+  /** When set, GET /metrics requires `Authorization: Bearer <metricsToken>`. */
+  metricsToken: string | undefined
+  /** Accepted CONNECT keepalive range, seconds. */
+  keepalive: { min: number, max: number }
+  push: PushConfig
+  /** Browser origins allowed to call the REST API (CORS); empty: no CORS headers. `['*']` allows any. */
+  corsOrigins: string[]
+  /** Development only: POST /v1/demo/token mints a token for any user (refused in production). */
+  demoLogin: boolean
+}
+
+export interface Limits {
+  /** Per user and process: publishes per second (0: off) and burst. */
+  publish: { perSecond: number, burst: number }
+  /** Per source address and process: CONNECTs per second (0: off) and burst. */
+  connect: { perSecond: number, burst: number }
+  /** Devices of one user connected at once, across processes (0: off). */
+  devicesPerUser: number
+  /** REST requests per minute per token (or address), across processes in Redis mode (0: off). */
+  restPerMinute: number
+}
+
+export interface TlsConfig {
+  certPath: string
+  keyPath: string
+  mqttsPort: number
+  httpsPort: number
+}
+
+export interface ApnsConfig {
+  /** The .p8 signing key's contents. */
+  signingKey: string
+  keyId: string
+  teamId: string
+  topic: string
+  production: boolean
+  /** Where to send instead of Apple's host (an HTTP/2 gateway, or a test server), e.g. https://127.0.0.1:8443 */
+  origin: string | undefined
+  /** Extra CA certificate (PEM) to trust for `origin`. */
+  ca: string | undefined
+}
+
+/** From a Firebase service-account JSON key. */
+export interface FcmConfig {
+  projectId: string
+  clientEmail: string
+  /** PEM (PKCS#8) RSA key that signs the OAuth2 assertion. */
+  privateKey: string
+  /** The key's token_uri: the assertion's audience. */
+  tokenUri: string
+  /** Where the assertion is posted: FCM_TOKEN_URL (a proxy, a test server), else tokenUri. */
+  tokenUrl: string
+  /** FCM_ORIGIN, else https://fcm.googleapis.com */
+  origin: string
+  /** Extra CA certificate (PEM) to trust for both. */
+  ca: string | undefined
+}
+
+export interface PushConfig {
+  apns: ApnsConfig | undefined
+  fcm: FcmConfig | undefined
+  /** The alert text; the message body never leaves the server. */
+  text: string
+  coalesceMs: number
+  retryBaseMs: number
+  maxAttempts: number
+}
+
+type Env = Record<string, string | undefined>
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+function integer (env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number, got "${raw}"`)
+  const value = Number(raw)
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`)
+  return value
+}
+
+function jwtKey (env: Env): JwtKey {
+  const secret = env.JWT_SECRET
+  const publicKey = env.JWT_PUBLIC_KEY
+  if (secret && publicKey) throw new ConfigError('JWT_SECRET', 'and JWT_PUBLIC_KEY are both set; set exactly one')
+  if (publicKey) {
+    if (!publicKey.includes('-----BEGIN')) throw new ConfigError('JWT_PUBLIC_KEY', 'must be a PEM public key')
+    return { kind: 'public-key', publicKey: publicKey.replace(/\\n/g, '\n') }
+  }
+  if (!secret) throw new ConfigError('JWT_SECRET', 'is required (or set JWT_PUBLIC_KEY for RS256/ES256 tokens)')
+  if (secret.length < 32) throw new ConfigError('JWT_SECRET', 'must be at least 32 characters')
+  return { kind: 'secret', secret }
+}
+
+function redisUrl (env: Env): string | undefined {
+  const raw = env.REDIS_URL
+  if (raw === undefined || raw === '') return undefined
+  let url: URL
+  try { url = new URL(raw) } catch { throw new ConfigError('REDIS_URL', `is not a URL: "${raw}"`) }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new ConfigError('REDIS_URL', 'must start with redis:// or rediss://')
+  return raw
+}
+
+function readFile (name: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new ConfigError(name, `cannot be read: ${(error as Error).message}`)
+  }
+}
+
+const APNS_VARIABLES = ['APNS_KEY', 'APNS_KEY_ID', 'APNS_TEAM_ID', 'APNS_TOPIC'] as const
+
+function apnsConfig (env: Env): ApnsConfig | undefined {
+  const set = APNS_VARIABLES.filter((name) => env[name])
+  if (set.length === 0) return undefined
+  const missing = APNS_VARIABLES.find((name) => !env[name])
+  if (missing !== undefined) throw new ConfigError(missing, `is required when ${set.join(', ')} ${set.length === 1 ? 'is' : 'are'} set`)
+  const environment = env.APNS_ENV || 'production'
+  if (environment !== 'production' && environment !== 'sandbox') throw new ConfigError('APNS_ENV', `must be production or sandbox, got "${environment}"`)
+  const signingKey = readFile('APNS_KEY', env.APNS_KEY!)
+  if (!signingKey.includes('-----BEGIN PRIVATE KEY-----')) throw new ConfigError('APNS_KEY', 'must be a .p8 file (PEM "BEGIN PRIVATE KEY")')
+  const origin = env.APNS_ORIGIN || undefined
+  if (origin !== undefined && !/^https:\/\/[^/]+$/.test(origin)) throw new ConfigError('APNS_ORIGIN', 'must be https://host[:port]')
+  return {
+    signingKey,
+    keyId: env.APNS_KEY_ID!,
+    teamId: env.APNS_TEAM_ID!,
+    topic: env.APNS_TOPIC!,
+    production: environment === 'production',
+    origin,
+    ca: env.APNS_CA ? readFile('APNS_CA', env.APNS_CA) : undefined
+  }
+}
+
+function httpsUrl (name: string, raw: string, originOnly: boolean): string {
+  let url: URL
+  try { url = new URL(raw) } catch { throw new ConfigError(name, `is not a URL: "${raw}"`) }
+  if (url.protocol !== 'https:') throw new ConfigError(name, 'must be an https:// URL')
+  if (originOnly && !/^https:\/\/[^/]+$/.test(raw)) throw new ConfigError(name, 'must be https://host[:port]')
+  return raw
+}
+
+function fcmConfig (env: Env): FcmConfig | undefined {
+  const path = env.FCM_SERVICE_ACCOUNT
+  if (!path) return undefined
+  let key: Record<string, unknown>
+  try {
+    key = JSON.parse(readFile('FCM_SERVICE_ACCOUNT', path)) as Record<string, unknown>
+  } catch (error) {
+    if (error instanceof ConfigError) throw error
+    throw new ConfigError('FCM_SERVICE_ACCOUNT', `is not a JSON service-account key: ${(error as Error).message}`)
+  }
+  for (const field of ['project_id', 'client_email', 'private_key', 'token_uri']) {
+    if (typeof key?.[field] !== 'string' || key[field] === '') throw new ConfigError('FCM_SERVICE_ACCOUNT', `has no "${field}" (is it a service-account key?)`)
+  }
+  const privateKey = key.private_key as string
+  const tokenUri = httpsUrl('FCM_SERVICE_ACCOUNT', key.token_uri as string, false)
+  try {
+    if (createPrivateKey(privateKey).asymmetricKeyType !== 'rsa') throw new Error('not an RSA key')
+  } catch (error) {
+    throw new ConfigError('FCM_SERVICE_ACCOUNT', `has an unusable private_key: ${(error as Error).message}`)
+  }
+  return {
+    projectId: key.project_id as string,
+    clientEmail: key.client_email as string,
+    privateKey,
+    tokenUri,
+    tokenUrl: env.FCM_TOKEN_URL ? httpsUrl('FCM_TOKEN_URL', env.FCM_TOKEN_URL, false) : tokenUri,
+    origin: env.FCM_ORIGIN ? httpsUrl('FCM_ORIGIN', env.FCM_ORIGIN, true) : 'https://fcm.googleapis.com',
+    ca: env.FCM_CA ? readFile('FCM_CA', env.FCM_CA) : undefined
+  }
+}
+
+function tlsConfig (env: Env): TlsConfig | undefined {
+  const certPath = env.TLS_CERT || undefined
+  const keyPath = env.TLS_KEY || undefined
+  if (certPath === undefined && keyPath === undefined) return undefined
+  if (certPath === undefined) throw new ConfigError('TLS_CERT', 'is required when TLS_KEY is set')
+  if (keyPath === undefined) throw new ConfigError('TLS_KEY', 'is required when TLS_CERT is set')
+  const cert = readFile('TLS_CERT', certPath)
+  const key = readFile('TLS_KEY', keyPath)
+  try {
+    createSecureContext({ cert, key })
+  } catch (error) {
+    throw new ConfigError('TLS_KEY', `does not fit TLS_CERT or is not a PEM key: ${(error as Error).message}`)
+  }
+  return { certPath, keyPath, mqttsPort: integer(env, 'MQTTS_PORT', 8883, 0, 65535), httpsPort: integer(env, 'HTTPS_PORT', 8443, 0, 65535) }
+}
+
+function tlsOnly (env: Env): boolean {
+  const value = env.TLS_ONLY
+  if (value === undefined || value === '' || value === '0') return false
+  if (value !== '1') throw new ConfigError('TLS_ONLY', `must be 1 or 0, got "${value}"`)
+  if (!env.TLS_CERT) throw new ConfigError('TLS_ONLY', 'needs TLS_CERT and TLS_KEY')
+  return true
+}
+
+function adminToken (env: Env): string | undefined {
+  const token = env.ADMIN_TOKEN
+  if (token === undefined || token === '') return undefined
+  if (token.length < 32) throw new ConfigError('ADMIN_TOKEN', 'must be at least 32 characters')
+  return token
+}
+
+function metricsToken (env: Env): string | undefined {
+  const token = env.METRICS_TOKEN
+  if (token === undefined || token === '') return undefined
+  if (token.length < 16) throw new ConfigError('METRICS_TOKEN', 'must be at least 16 characters')
+  return token
+}
+
+function keepaliveBounds (env: Env): { min: number, max: number } {
+  const min = integer(env, 'KEEPALIVE_MIN_SECONDS', 5, 1, 65535)
+  const max = integer(env, 'KEEPALIVE_MAX_SECONDS', 1200, 1, 65535)
+  if (min > max) throw new ConfigError('KEEPALIVE_MIN_SECONDS', `must not exceed KEEPALIVE_MAX_SECONDS (${max})`)
+  return { min, max }
+}
+
+// Exact origins only (scheme://host[:port], no path or trailing slash): the
+// browser's Origin header is compared as a string. `*` must be set on purpose.
+function corsOrigins (env: Env): string[] {
+  const raw = (env.CORS_ORIGINS ?? '').trim()
+  if (raw === '') return []
+  const origins = raw.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')
+  if (origins.includes('*')) {
+    if (origins.length > 1) throw new ConfigError('CORS_ORIGINS', 'may be "*" or a list of origins, not both')
+    return ['*']
+  }
+  for (const origin of origins) {
+    let url: URL | undefined
+    try { url = new URL(origin) } catch { url = undefined }
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== origin) {
+      throw new ConfigError('CORS_ORIGINS', `has "${origin}", which is not an origin like https://app.example.com[:port]`)
+    }
+  }
+  return origins
+}
+
+function demoLogin (env: Env, jwt: JwtKey): boolean {
+  const raw = env.DEMO_LOGIN ?? ''
+  if (raw !== '' && raw !== '0' && raw !== '1') throw new ConfigError('DEMO_LOGIN', `must be 1 or 0, got "${raw}"`)
+  if (raw !== '1') return false
+  // It hands out a token for any user name: never on a production server.
+  if (env.NODE_ENV === 'production') throw new ConfigError('DEMO_LOGIN', 'must not be set when NODE_ENV=production (it lets anyone sign in as anyone)')
+  if (jwt.kind !== 'secret') throw new ConfigError('DEMO_LOGIN', 'needs JWT_SECRET (the server cannot sign tokens with only JWT_PUBLIC_KEY)')
+  return true
+}
+
+export function loadConfig (env: Env = process.env): Config {
+  const logLevel = env.LOG_LEVEL || 'info'
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
+  return {
+    mqttPort: integer(env, 'MQTT_PORT', 1883, 0, 65535),
+    httpPort: integer(env, 'HTTP_PORT', 8080, 0, 65535),
+    host: env.HOST || '0.0.0.0',
+    redisUrl: redisUrl(env),
+    dataDir: env.DATA_DIR || './data',
+    jwt: jwtKey(env),
+    logLevel,
+    maxPayloadBytes: integer(env, 'MAX_PAYLOAD_BYTES', 64 * 1024, 256, 16 * 1024 * 1024),
+    backlogRetentionSeconds: integer(env, 'BACKLOG_RETENTION_SECONDS', 7 * 24 * 3600, 1, 10 * 365 * 24 * 3600),
+    retentionSweepSeconds: integer(env, 'RETENTION_SWEEP_SECONDS', 300, 1, 24 * 3600),
+    historyRetentionMs: integer(env, 'HISTORY_RETENTION_SECONDS', 30 * 24 * 3600, 0, 100 * 365 * 24 * 3600) * 1000,
+    recallWindowMs: integer(env, 'RECALL_WINDOW_SECONDS', 24 * 3600, 0, 365 * 24 * 3600) * 1000,
+    nodeId: env.NODE_ID || undefined,
+    workers: integer(env, 'WORKERS', availableParallelism(), 1, 256),
+    maxGroupMembers: integer(env, 'MAX_GROUP_MEMBERS', 1000, 2, 100_000),
+    metricsToken: metricsToken(env),
+    adminToken: adminToken(env),
+    limits: {
+      // Off unless set: servers and devices may legitimately send in bulk (see README for a chat setting).
+      publish: { perSecond: integer(env, 'PUBLISH_RATE', 0, 0, 1_000_000), burst: integer(env, 'PUBLISH_BURST', 1_000, 1, 10_000_000) },
+      connect: { perSecond: integer(env, 'CONNECT_RATE', 500, 0, 1_000_000), burst: integer(env, 'CONNECT_BURST', 2_000, 1, 10_000_000) },
+      devicesPerUser: integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000),
+      restPerMinute: integer(env, 'REST_RATE_PER_MINUTE', 6_000, 0, 10_000_000)
+    },
+    tls: tlsConfig(env),
+    tlsOnly: tlsOnly(env),
+    keepalive: keepaliveBounds(env),
+    corsOrigins: corsOrigins(env),
+    demoLogin: demoLogin(env, jwtKey(env)),
+    push: {
+      apns: apnsConfig(env),
+      fcm: fcmConfig(env),
+      text: env.PUSH_TEXT || 'New message',
+      coalesceMs: integer(env, 'PUSH_COALESCE_SECONDS', 10, 0, 3600) * 1000,
+      retryBaseMs: integer(env, 'PUSH_RETRY_BASE_MS', 1000, 1, 60_000),
+      maxAttempts: integer(env, 'PUSH_MAX_ATTEMPTS', 4, 1, 10)
+    }
+  }
+}
