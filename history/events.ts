@@ -23,6 +23,14 @@ export function tombstone (seq: number, id: string, from: string, to: string, ts
 
 const MESSAGE_PREFIX = /^\{"seq":(\d+),"type":"message","id":"([^"]+)","from":"([^"]+)","to":"([^"]+)"/
 
+const GROUP_MESSAGE_PREFIX = /^\{"seq":\d+,"type":"message","id":"[^"]+","from":"([^"]+)","group":"([^"]+)","gseq":(\d+)/
+
+/** Reads from, group and gseq of a group message envelope without parsing its body. */
+export function groupMessageHeader (json: string): { from: string, group: string, gseq: number } | undefined {
+  const match = GROUP_MESSAGE_PREFIX.exec(json)
+  return match === null ? undefined : { from: match[1]!, group: match[2]!, gseq: Number(match[3]) }
+}
+
 /** Reads seq, id, from and to of a stored message envelope without parsing its body. */
 export function messageHeader (json: string): { seq: number, id: string, from: string, to: string } | undefined {
   const match = MESSAGE_PREFIX.exec(json.slice(0, 512))

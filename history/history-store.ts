@@ -33,7 +33,8 @@ export interface ReceiptResult {
   changed: boolean
   /** The reader's mark after the call, in the reader's seq space. */
   upTo: number
-  unread: number
+  /** Unread messages left in the conversation (read receipts; delivered receipts need not count them). */
+  unread: number | undefined
   /** For the original sender's devices. */
   peerEvent: string | undefined
   /** For the reader's own devices (read receipts only). */
@@ -63,6 +64,13 @@ export interface ConversationSummary {
   peerDeliveredUpTo: number
 }
 
+/** One event of a user's log, as delivered: its seq, server time and exact JSON. */
+export interface LogEntry {
+  seq: number
+  ts: number
+  event: string
+}
+
 export interface HistoryStore {
   appendMessage (message: NewMessage): Promise<AppendResult>
   receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult>
@@ -75,7 +83,43 @@ export interface HistoryStore {
   /** The caller's seq of a message in the conversation with `peer`, found by its id (either side's). */
   seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined>
   unreadTotal (user: string): Promise<number>
+
+  // The log as the delivery queue. A device's persistent session is a cursor:
+  // the highest seq of its user's log it has acknowledged. Live delivery and
+  // the reconnect drain read the log from cursor + 1.
+
+  /** The user's latest seq (0 for a user with no events). */
+  head (user: string): Promise<number>
+  /** Up to `limit` log entries with seq > `after`, oldest first (retention may have removed older ones). */
+  readLog (user: string, after: number, limit: number): Promise<LogEntry[]>
+  /** The device's cursor, or undefined when it holds no persistent inbox session. */
+  cursor (user: string, device: string): Promise<number | undefined>
+  /** The device's cursor; created at the user's current head when there is none, so it receives what comes next. */
+  openCursor (user: string, device: string): Promise<number>
+  /** Moves cursors forward (never back): one write for the whole batch. */
+  saveCursors (cursors: DeviceCursor[]): Promise<void>
+  /** Forgets the device's cursor (its session was discarded). */
+  dropCursor (user: string, device: string): Promise<void>
+
+  /** Appends server notices (e.g. group read receipts) to users' logs: `{"seq":N,` + tail each; returns the events. */
+  appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>>
+
   close (): Promise<void>
+}
+
+export interface Notice {
+  user: string
+  /** The conversation it is about, as in the log's index (`g:<groupId>` for a group). */
+  peer: string
+  /** The event's JSON after `{"seq":N,`. */
+  tail: string
+  ts: number
+}
+
+export interface DeviceCursor {
+  user: string
+  device: string
+  seq: number
 }
 
 /** Trimmed log entries: `seq|ts|peer|kind|dir|id|peerSeq`. Ids never contain `|`. */
@@ -83,7 +127,8 @@ export interface LogMeta {
   seq: number
   ts: number
   peer: string
-  kind: 'm' | 'r' | 'x'
+  /** message, receipt, recall, group membership event */
+  kind: 'm' | 'r' | 'x' | 'e'
   dir: 'in' | 'out' | 'self'
   id: string
   peerSeq: number

@@ -1,121 +1,140 @@
 // History in embedded mode: one LevelDB (DATA_DIR/history), one process.
-// Writes are serialised in-process and each lands as one atomic batch, which
-// gives the same guarantees as the Redis scripts; the key layout mirrors
-// redis-scripts.ts with seqs zero-padded so that key order is seq order:
+// Every write is a synchronous transaction over an in-memory overlay of
+// writes not yet on disk (reads use getSync), so writes are serialised by
+// the event loop itself. Transactions of the same tick are group-committed:
+// one LevelDB batch, and each caller resolves once its batch is written
+// (after which it survives kill -9). The key layout mirrors redis-scripts.ts
+// with seqs zero-padded so that key order is seq order:
 //   seq!u             counter            ev!u!<seq>         meta \n event JSON
 //   c!u!peer!<seq>    conversation       in!u!peer!<seq>    incoming, unrecalled
 //   convs!u!peer      last message seq   ids!u!id           senderSeq|recipientSeq|to|ts|flag
-//   mark!u!<read|dlv|readby|dlvby>!peer  seq
+//   mark!u!<read|dlv|readby|dlvby>!peer  seq                cur!u!device       device cursor
 import { ClassicLevel } from 'classic-level'
-import type { AppendResult, ConversationSummary, HistoryStore, LogMeta, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { Notice } from './history-store.ts'
+import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, seqFromIdRecords } from './history-store.ts'
 import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
+import { GroupCommit, type Transaction } from './level-group-commit.ts'
+import { parseGroupRef } from './group-store.ts'
+import { groupEventKey, LevelGroups } from './level-groups.ts'
 
-type Op = { type: 'put', key: string, value: string } | { type: 'del', key: string }
 type Mark = 'read' | 'dlv' | 'readby' | 'dlvby'
 
 const pad = (seq: number): string => String(seq).padStart(16, '0')
 const evKey = (user: string, seq: number): string => `ev!${user}!${pad(seq)}`
 const markKey = (user: string, mark: Mark, peer: string): string => `mark!${user}!${mark}!${peer}`
+const cursorKey = (user: string, device: string): string => `cur!${user}!${device}`
 /** Range options for every key under `prefix` strictly after / before a seq. */
 const after = (prefix: string, seq: number, before?: number) => ({ gt: prefix + pad(seq), lt: before === undefined ? prefix + '~' : prefix + pad(before) })
+const eventOf = (stored: string): string => stored.slice(stored.indexOf('\n') + 1)
+const metaOf = (stored: string): LogMeta => parseMeta(stored.slice(0, stored.indexOf('\n')))
 
-/** One write: reads see earlier writes of the same transaction, then all ops land in one batch. */
-class Transaction {
-  readonly ops: Op[] = []
-  readonly #pending = new Map<string, string | undefined>()
-  constructor (private readonly db: ClassicLevel<string, string>) {}
+/** Appends trim their users' logs in the background, at most this often per user. */
+const TRIM_EVERY_MS = 1_000
 
-  async get (key: string): Promise<string | undefined> {
-    if (this.#pending.has(key)) return this.#pending.get(key)
-    return (await this.db.get(key)) ?? undefined
-  }
+function nextSeq (tx: Transaction, user: string): number {
+  const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
+  tx.put(`seq!${user}`, String(seq))
+  return seq
+}
 
-  put (key: string, value: string): void { this.ops.push({ type: 'put', key, value }); this.#pending.set(key, value) }
-  del (key: string): void { this.ops.push({ type: 'del', key }); this.#pending.set(key, undefined) }
+function mark (tx: Transaction, user: string, name: Mark, peer: string): number {
+  return Number(tx.get(markKey(user, name, peer)) ?? 0)
+}
 
-  async next (user: string): Promise<number> {
-    const seq = Number(await this.get(`seq!${user}`) ?? 0) + 1
-    this.put(`seq!${user}`, String(seq))
-    return seq
-  }
-
-  async mark (user: string, mark: Mark, peer: string): Promise<number> {
-    return Number(await this.get(markKey(user, mark, peer)) ?? 0)
-  }
-
-  putEvent (user: string, meta: LogMeta, event: string): void {
-    this.put(evKey(user, meta.seq), `${formatMeta(meta)}\n${event}`)
-  }
+function putEvent (tx: Transaction, user: string, meta: LogMeta, event: string): void {
+  tx.put(evKey(user, meta.seq), `${formatMeta(meta)}\n${event}`)
 }
 
 export class LevelHistory implements HistoryStore {
   readonly #db: ClassicLevel<string, string>
   readonly #keepMs: number
-  #queue: Promise<unknown> = Promise.resolve()
+  readonly #commit: GroupCommit
+  readonly #lastTrim = new Map<string, number>()
 
   private constructor (db: ClassicLevel<string, string>, keepMs: number) {
     this.#db = db
     this.#keepMs = keepMs
+    this.#commit = new GroupCommit(db)
+  }
+
+  /** The group store on the same database and group commit (a group event and its member entries land in one batch). */
+  groups (): LevelGroups {
+    return new LevelGroups(this.#db, this.#commit)
+  }
+
+  /** Stored log values (`meta \n event`) as delivered events: group references become the full envelope. */
+  async #resolve (stored: string[]): Promise<string[]> {
+    const refs = stored.map((value) => parseGroupRef(eventOf(value)))
+    if (refs.every((ref) => ref === undefined)) return stored.map(eventOf)
+    const wanted = refs.flatMap((ref) => ref === undefined ? [] : [groupEventKey(ref.group, ref.gseq)])
+    const tails = await this.#db.getMany(wanted)
+    let next = 0
+    return stored.flatMap((value, i) => {
+      if (refs[i] === undefined) return [eventOf(value)]
+      const tail = tails[next++]
+      return tail === undefined ? [] : [`{"seq":${metaOf(value).seq},${tail}`]
+    })
   }
 
   static async open (path: string, keepMs: number): Promise<LevelHistory> {
-    const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8' })
+    // A larger memtable: fewer flushes and level-0 compactions stalling group commits.
+    const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8', writeBufferSize: 32 * 1024 * 1024 })
     await db.open()
     return new LevelHistory(db, keepMs)
-  }
-
-  /** Runs one write transaction after every earlier one. */
-  #write<T> (work: (tx: Transaction) => Promise<T>): Promise<T> {
-    const run = this.#queue.then(async () => {
-      const tx = new Transaction(this.#db)
-      const result = await work(tx)
-      if (tx.ops.length > 0) await this.#db.batch(tx.ops)
-      return result
-    })
-    this.#queue = run.catch(() => {})
-    return run
   }
 
   async #keys (range: Record<string, string>, limit: number, reverse = false): Promise<string[]> {
     return this.#db.keys({ ...range, limit, reverse }).all()
   }
 
-  /** Drops the user's oldest events past retention (bounded work per call). */
-  async #trim (tx: Transaction, user: string, now: number): Promise<void> {
+  /** Drops the user's oldest events past retention (at most 50 per call). */
+  async #trim (user: string, now: number): Promise<void> {
     if (this.#keepMs <= 0) return
     const cutoff = now - this.#keepMs
-    const oldest = await this.#db.iterator({ gt: `ev!${user}!`, lt: `ev!${user}!~`, limit: 50 }).all()
-    for (const [key, value] of oldest) {
-      const meta = parseMeta(value.slice(0, value.indexOf('\n')))
-      if (meta.ts >= cutoff) return
-      tx.del(key)
-      if (meta.kind !== 'm') continue
-      tx.del(`c!${user}!${meta.peer}!${pad(meta.seq)}`)
-      tx.del(`in!${user}!${meta.peer}!${pad(meta.seq)}`)
-      if (meta.dir !== 'in') tx.del(`ids!${user}!${meta.id}`)
-      const remaining = await this.#keys(after(`c!${user}!${meta.peer}!`, meta.seq), 1)
-      if (remaining.length === 0) tx.del(`convs!${user}!${meta.peer}`)
-    }
+    const oldest = await this.#db.values({ gt: `ev!${user}!`, lt: `ev!${user}!~`, limit: 50 }).all()
+    const expired = oldest.map(metaOf).filter((meta) => meta.ts < cutoff)
+    if (expired.length === 0) return
+    await this.#commit.run((tx) => {
+      for (const meta of expired) {
+        if (tx.get(evKey(user, meta.seq)) === undefined) continue
+        tx.del(evKey(user, meta.seq))
+        if (meta.kind !== 'm') continue
+        tx.del(`c!${user}!${meta.peer}!${pad(meta.seq)}`)
+        // A group's incoming index is keyed by gseq (level-groups.ts).
+        tx.del(`in!${user}!${meta.peer}!${pad(meta.peer.startsWith('g:') ? meta.peerSeq : meta.seq)}`)
+        const record = meta.dir === 'in' ? undefined : tx.get(`ids!${user}!${meta.id}`)
+        if (record !== undefined && parseIdRecord(record).senderSeq === meta.seq) tx.del(`ids!${user}!${meta.id}`)
+        // The conversation's last message is past retention, so all of it is.
+        const last = tx.get(`convs!${user}!${meta.peer}`)
+        if (last !== undefined && Number(last) <= meta.seq) tx.del(`convs!${user}!${meta.peer}`)
+      }
+    })
   }
 
-  appendMessage (message: NewMessage): Promise<AppendResult> {
+  /** Retention off the write path: a background trim, rate-limited per user. */
+  #trimSoon (user: string, now: number): void {
+    if (this.#keepMs <= 0 || now - (this.#lastTrim.get(user) ?? 0) < TRIM_EVERY_MS) return
+    this.#lastTrim.set(user, now)
+    this.#trim(user, now).catch(() => {}) // a failed trim is retried by the next one
+  }
+
+  async appendMessage (message: NewMessage): Promise<AppendResult> {
     const { from, to, id, ts, tail } = message
-    return this.#write(async (tx) => {
-      const existing = await tx.get(`ids!${from}!${id}`)
-      if (existing !== undefined) {
-        const previous = parseIdRecord(existing)
-        if (previous.to !== to) return { status: 'conflict' as const }
-        const stored = await tx.get(evKey(from, previous.senderSeq))
-        return { status: 'duplicate' as const, senderEvent: stored?.slice(stored.indexOf('\n') + 1) }
+    const result = await this.#commit.run((tx): AppendResult => {
+      const existing = tx.get(`ids!${from}!${id}`)
+      const previous = existing === undefined ? undefined : parseIdRecord(existing)
+      // An id record past retention is forgotten, whether or not a trim has removed it yet.
+      if (previous !== undefined && !(this.#keepMs > 0 && previous.ts < ts - this.#keepMs)) {
+        if (previous.to !== to) return { status: 'conflict' }
+        const stored = tx.get(evKey(from, previous.senderSeq))
+        return { status: 'duplicate', senderEvent: stored === undefined ? undefined : eventOf(stored) }
       }
-      await this.#trim(tx, from, ts)
-      if (to !== from) await this.#trim(tx, to, ts)
-      const senderSeq = await tx.next(from)
-      const recipientSeq = to === from ? senderSeq : await tx.next(to)
+      const senderSeq = nextSeq(tx, from)
+      const recipientSeq = to === from ? senderSeq : nextSeq(tx, to)
       const store = (user: string, peer: string, seq: number, peerSeq: number, dir: LogMeta['dir']): string => {
         const event = withSeq(seq, tail)
-        tx.putEvent(user, { seq, ts, peer, kind: 'm', dir, id, peerSeq }, event)
+        putEvent(tx, user, { seq, ts, peer, kind: 'm', dir, id, peerSeq }, event)
         tx.put(`c!${user}!${peer}!${pad(seq)}`, '')
         if (dir === 'in') tx.put(`in!${user}!${peer}!${pad(seq)}`, '')
         tx.put(`convs!${user}!${peer}`, String(seq))
@@ -124,100 +143,97 @@ export class LevelHistory implements HistoryStore {
       const senderEvent = store(from, to, senderSeq, recipientSeq, to === from ? 'self' : 'out')
       const recipientEvent = to === from ? undefined : store(to, from, recipientSeq, senderSeq, 'in')
       tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: false }))
-      return { status: 'stored' as const, senderEvent, recipientEvent, recipientSeq }
+      return { status: 'stored', senderEvent, recipientEvent, recipientSeq }
     })
+    if (result.status === 'stored') {
+      this.#trimSoon(from, ts)
+      this.#trimSoon(to, ts)
+    }
+    return result
   }
 
-  receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {
-    return this.#write(async (tx) => {
-      const mark: Mark = kind === 'read' ? 'read' : 'dlv'
-      let readMark = await tx.mark(reader, 'read', peer)
-      const current = await tx.mark(reader, mark, peer)
-      const incoming = `in!${reader}!${peer}!`
-      const unread = (): Promise<number> => this.#countAfter(incoming, readMark)
-      // The mark lands on the latest incoming message at or below upTo.
-      const [found] = await this.#keys(after(incoming, 0, Math.min(upTo, Number.MAX_SAFE_INTEGER - 1) + 1), 1, true)
-      const seq = found === undefined ? 0 : Number(found.slice(incoming.length))
-      if (seq <= current) return { changed: false, upTo: current, unread: await unread(), peerEvent: undefined, readerEvent: undefined }
-      tx.put(markKey(reader, mark, peer), String(seq))
-      if (kind === 'read') {
-        readMark = seq
-        if (seq > await tx.mark(reader, 'dlv', peer)) tx.put(markKey(reader, 'dlv', peer), String(seq))
-      }
-      const stored = (await tx.get(evKey(reader, seq)))!
-      const { id, peerSeq } = parseMeta(stored.slice(0, stored.indexOf('\n')))
-      await this.#trim(tx, peer, ts)
-      const ps = await tx.next(peer)
+  async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {
+    const incoming = `in!${reader}!${peer}!`
+    // The mark lands on the latest incoming message at or below upTo.
+    const [found] = await this.#keys(after(incoming, 0, Math.min(upTo, Number.MAX_SAFE_INTEGER - 1) + 1), 1, true)
+    const candidate = found === undefined ? 0 : Number(found.slice(incoming.length))
+    const outcome = await this.#commit.run((tx) => {
+      const markName: Mark = kind === 'read' ? 'read' : 'dlv'
+      const current = mark(tx, reader, markName, peer)
+      const stored = candidate === 0 ? undefined : tx.get(evKey(reader, candidate))
+      if (candidate <= current || stored === undefined) return { changed: false, upTo: current, peerEvent: undefined, readerEvent: undefined }
+      tx.put(markKey(reader, markName, peer), String(candidate))
+      // Read implies delivered.
+      if (kind === 'read' && candidate > mark(tx, reader, 'dlv', peer)) tx.put(markKey(reader, 'dlv', peer), String(candidate))
+      const { id, peerSeq } = metaOf(stored)
+      const ps = nextSeq(tx, peer)
       const peerEvent = receiptEvent(ps, kind, reader, reader, peerSeq, id, ts)
-      tx.putEvent(peer, { seq: ps, ts, peer: reader, kind: 'r', dir: 'in', id, peerSeq: 0 }, peerEvent)
+      putEvent(tx, peer, { seq: ps, ts, peer: reader, kind: 'r', dir: 'in', id, peerSeq: 0 }, peerEvent)
       if (kind === 'read') tx.put(markKey(peer, 'readby', reader), String(peerSeq))
-      if (peerSeq > await tx.mark(peer, 'dlvby', reader)) tx.put(markKey(peer, 'dlvby', reader), String(peerSeq))
+      if (peerSeq > mark(tx, peer, 'dlvby', reader)) tx.put(markKey(peer, 'dlvby', reader), String(peerSeq))
       let readerEvent: string | undefined
       if (kind === 'read') {
-        await this.#trim(tx, reader, ts)
-        const rs = await tx.next(reader)
-        readerEvent = receiptEvent(rs, 'read', reader, peer, seq, id, ts)
-        tx.putEvent(reader, { seq: rs, ts, peer, kind: 'r', dir: 'out', id, peerSeq: 0 }, readerEvent)
+        const rs = nextSeq(tx, reader)
+        readerEvent = receiptEvent(rs, 'read', reader, peer, candidate, id, ts)
+        putEvent(tx, reader, { seq: rs, ts, peer, kind: 'r', dir: 'out', id, peerSeq: 0 }, readerEvent)
       }
-      return { changed: true, upTo: seq, unread: await unread(), peerEvent, readerEvent }
+      return { changed: true, upTo: candidate, peerEvent, readerEvent }
     })
+    // Counting unread is a key scan here: done only for read receipts, whose caller shows it.
+    return { ...outcome, unread: kind === 'read' ? await this.#unread(reader, peer) : undefined }
   }
 
   recall (sender: string, id: string, now: number, windowMs: number): Promise<RecallResult> {
-    return this.#write(async (tx): Promise<RecallResult> => {
-      const record = await tx.get(`ids!${sender}!${id}`)
+    return this.#commit.run((tx): RecallResult => {
+      const record = tx.get(`ids!${sender}!${id}`)
       if (record === undefined) return { status: 'not_found' }
       const { senderSeq, recipientSeq, to, ts, recalled } = parseIdRecord(record)
+      if (to.startsWith('g:')) return { status: 'not_found' } // a group message: not a 1:1 recall
       if (recalled) {
-        const stored = await tx.get(evKey(sender, senderSeq))
+        const stored = tx.get(evKey(sender, senderSeq))
         if (stored === undefined) return { status: 'not_found' }
-        return { status: 'recalled', message: stored.slice(stored.indexOf('\n') + 1), senderEvent: undefined, recipientEvent: undefined, to }
+        return { status: 'recalled', message: eventOf(stored), senderEvent: undefined, recipientEvent: undefined, to }
       }
       if (now - ts > windowMs) return { status: 'window_expired' }
-      const replaceWithTombstone = async (user: string, seq: number): Promise<string> => {
-        const stored = (await tx.get(evKey(user, seq)))!
+      const replaceWithTombstone = (user: string, seq: number): string => {
+        const stored = tx.get(evKey(user, seq))
         const body = tombstone(seq, id, sender, to, ts, now)
-        tx.put(evKey(user, seq), `${stored.slice(0, stored.indexOf('\n'))}\n${body}`)
+        if (stored !== undefined) tx.put(evKey(user, seq), `${stored.slice(0, stored.indexOf('\n'))}\n${body}`)
         return body
       }
-      const addRecallEvent = async (user: string, peer: string, messageSeq: number, dir: LogMeta['dir']): Promise<string> => {
-        await this.#trim(tx, user, now)
-        const seq = await tx.next(user)
+      const addRecallEvent = (user: string, peer: string, messageSeq: number, dir: LogMeta['dir']): string => {
+        const seq = nextSeq(tx, user)
         const event = recallEvent(seq, id, sender, to, messageSeq, now)
-        tx.putEvent(user, { seq, ts: now, peer, kind: 'x', dir, id, peerSeq: 0 }, event)
+        putEvent(tx, user, { seq, ts: now, peer, kind: 'x', dir, id, peerSeq: 0 }, event)
         return event
       }
-      const message = await replaceWithTombstone(sender, senderSeq)
+      const message = replaceWithTombstone(sender, senderSeq)
       tx.put(`ids!${sender}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
-      const senderEvent = await addRecallEvent(sender, to, senderSeq, 'out')
+      const senderEvent = addRecallEvent(sender, to, senderSeq, 'out')
       let recipientEvent: string | undefined
       if (to !== sender) {
-        await replaceWithTombstone(to, recipientSeq)
+        replaceWithTombstone(to, recipientSeq)
         tx.del(`in!${to}!${sender}!${pad(recipientSeq)}`)
-        recipientEvent = await addRecallEvent(to, sender, recipientSeq, 'in')
+        recipientEvent = addRecallEvent(to, sender, recipientSeq, 'in')
       }
       return { status: 'recalled', message, senderEvent, recipientEvent, to }
     })
   }
 
-  async #trimNow (user: string): Promise<void> {
-    if (this.#keepMs > 0) await this.#write((tx) => this.#trim(tx, user, Date.now()))
-  }
-
   async #eventsAt (user: string, seqs: number[]): Promise<string[]> {
     if (seqs.length === 0) return []
     const values = await this.#db.getMany(seqs.map((seq) => evKey(user, seq)))
-    return values.filter((value): value is string => value !== undefined).map((value) => value.slice(value.indexOf('\n') + 1))
+    return this.#resolve(values.filter((value): value is string => value !== undefined))
   }
 
   async events (user: string, since: number, limit: number): Promise<Page> {
-    await this.#trimNow(user)
+    await this.#trim(user, Date.now())
     const rows = await this.#db.values({ ...after(`ev!${user}!`, since), limit: limit + 1 }).all()
-    return { events: rows.slice(0, limit).map((value) => value.slice(value.indexOf('\n') + 1)), hasMore: rows.length > limit }
+    return { events: await this.#resolve(rows.slice(0, limit)), hasMore: rows.length > limit }
   }
 
   async conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page> {
-    await this.#trimNow(user)
+    await this.#trim(user, Date.now())
     const prefix = `c!${user}!${peer}!`
     const keys = await this.#keys(after(prefix, range.after ?? 0, range.before), range.limit + 1, range.after === undefined)
     const hasMore = keys.length > range.limit
@@ -226,17 +242,13 @@ export class LevelHistory implements HistoryStore {
     return { events: await this.#eventsAt(user, seqs), hasMore }
   }
 
-  /** How many keys under `prefix` have a seq above `seq` (unread: incoming above the read mark). */
-  async #countAfter (prefix: string, seq: number): Promise<number> {
-    return (await this.#keys(after(prefix, seq), 1_000_000)).length
-  }
-
   async #unread (user: string, peer: string): Promise<number> {
-    return this.#countAfter(`in!${user}!${peer}!`, Number(await this.#db.get(markKey(user, 'read', peer)) ?? 0))
+    const readMark = Number(await this.#db.get(markKey(user, 'read', peer)) ?? 0)
+    return (await this.#keys(after(`in!${user}!${peer}!`, readMark), 1_000_000)).length
   }
 
   async conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }> {
-    await this.#trimNow(user)
+    await this.#trim(user, Date.now())
     const prefix = `convs!${user}!`
     const all: Array<{ peer: string, lastSeq: number }> = []
     for await (const [key, value] of this.#db.iterator({ gt: prefix, lt: prefix + '~' })) {
@@ -245,15 +257,15 @@ export class LevelHistory implements HistoryStore {
     }
     all.sort((a, b) => b.lastSeq - a.lastSeq)
     const page = all.slice(0, range.limit)
-    const mark = async (name: Mark, peer: string): Promise<number> => Number(await this.#db.get(markKey(user, name, peer)) ?? 0)
+    const markOf = async (name: Mark, peer: string): Promise<number> => Number(await this.#db.get(markKey(user, name, peer)) ?? 0)
     const conversations = await Promise.all(page.map(async ({ peer, lastSeq }) => ({
       peer,
       lastSeq,
       lastMessage: (await this.#eventsAt(user, [lastSeq]))[0],
       unread: await this.#unread(user, peer),
-      readUpTo: await mark('read', peer),
-      peerReadUpTo: await mark('readby', peer),
-      peerDeliveredUpTo: await mark('dlvby', peer)
+      readUpTo: await markOf('read', peer),
+      peerReadUpTo: await markOf('readby', peer),
+      peerDeliveredUpTo: await markOf('dlvby', peer)
     })))
     return { conversations, hasMore: all.length > range.limit }
   }
@@ -270,8 +282,74 @@ export class LevelHistory implements HistoryStore {
     return counts.reduce((sum, count) => sum + count, 0)
   }
 
+  async head (user: string): Promise<number> {
+    return Number(this.#commit.read(`seq!${user}`) ?? 0)
+  }
+
+  async readLog (user: string, since: number, limit: number): Promise<LogEntry[]> {
+    const rows = await this.#db.values({ ...after(`ev!${user}!`, since), limit }).all()
+    const hasRefs = rows.some((stored) => stored.charCodeAt(stored.indexOf('\n') + 1) === 64 /* @ */)
+    const events = hasRefs ? await this.#resolveEach(rows) : rows.map(eventOf)
+    const entries: LogEntry[] = []
+    rows.forEach((stored, i) => {
+      const event = events[i]
+      if (event === undefined) return
+      const [seq, ts] = stored.slice(0, stored.indexOf('\n')).split('|', 2)
+      entries.push({ seq: Number(seq), ts: Number(ts), event })
+    })
+    return entries
+  }
+
+  /** Like #resolve, one result per row (undefined where a group event is gone). */
+  async #resolveEach (rows: string[]): Promise<Array<string | undefined>> {
+    const refs = rows.map((value) => parseGroupRef(eventOf(value)))
+    const tails = await this.#db.getMany(refs.flatMap((ref) => ref === undefined ? [] : [groupEventKey(ref.group, ref.gseq)]))
+    let next = 0
+    return rows.map((value, i) => {
+      if (refs[i] === undefined) return eventOf(value)
+      const tail = tails[next++]
+      return tail === undefined ? undefined : `{"seq":${metaOf(value).seq},${tail}`
+    })
+  }
+
+  async cursor (user: string, device: string): Promise<number | undefined> {
+    const value = this.#commit.read(cursorKey(user, device))
+    return value === undefined ? undefined : Number(value)
+  }
+
+  openCursor (user: string, device: string): Promise<number> {
+    return this.#commit.run((tx) => {
+      const current = tx.get(cursorKey(user, device))
+      if (current !== undefined) return Number(current)
+      const head = Number(tx.get(`seq!${user}`) ?? 0)
+      tx.put(cursorKey(user, device), String(head))
+      return head
+    })
+  }
+
+  saveCursors (cursors: DeviceCursor[]): Promise<void> {
+    return this.#commit.run((tx) => {
+      for (const { user, device, seq } of cursors) {
+        if (seq > Number(tx.get(cursorKey(user, device)) ?? -1)) tx.put(cursorKey(user, device), String(seq))
+      }
+    })
+  }
+
+  appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>> {
+    return this.#commit.run((tx) => notices.map(({ user, peer, ts, tail }) => {
+      const seq = nextSeq(tx, user)
+      const event = withSeq(seq, tail)
+      putEvent(tx, user, { seq, ts, peer, kind: 'r', dir: 'in', id: '', peerSeq: 0 }, event)
+      return { user, event }
+    }))
+  }
+
+  dropCursor (user: string, device: string): Promise<void> {
+    return this.#commit.run((tx) => tx.del(cursorKey(user, device)))
+  }
+
   async close (): Promise<void> {
-    await this.#queue
+    await this.#commit.drain()
     await this.#db.close()
   }
 }

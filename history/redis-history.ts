@@ -2,11 +2,16 @@
 // so seq is gapless across server processes); reads are plain pipelined
 // range queries over the same keys.
 import type { Redis } from 'ioredis'
-import type { AppendResult, ConversationSummary, HistoryStore, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { parseMeta, seqFromIdRecords } from './history-store.ts'
-import { APPEND, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
+import { parseGroupRef } from './group-store.ts'
+import { withSeq } from './events.ts'
+import type { Notice } from './history-store.ts'
+import { NOTICES, APPEND, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
 
 const PREFIX = 'inboxd:h:'
+/** Group logs (history/redis-group-scripts.ts). */
+export const GROUP_PREFIX = 'inboxd:g:'
 
 type Reply = Array<string | number | null>
 
@@ -15,6 +20,10 @@ interface ScriptedRedis extends Redis {
   historyReceipt (...args: Array<string | number>): Promise<Reply>
   historyRecall (...args: Array<string | number>): Promise<Reply>
   historyTrim (...args: Array<string | number>): Promise<number>
+  historyReadLog (...args: Array<string | number>): Promise<string[]>
+  historyOpenCursor (...args: Array<string | number>): Promise<number>
+  historySaveCursors (...args: Array<string | number>): Promise<number>
+  historyNotices (...args: Array<string | number>): Promise<string[]>
 }
 
 const key = (user: string, name: string): string => `${PREFIX}${user}:${name}`
@@ -30,16 +39,25 @@ export class RedisHistory implements HistoryStore {
     redis.defineCommand('historyReceipt', { numberOfKeys: 0, lua: RECEIPT })
     redis.defineCommand('historyRecall', { numberOfKeys: 0, lua: RECALL })
     redis.defineCommand('historyTrim', { numberOfKeys: 0, lua: TRIM })
+    redis.defineCommand('historyReadLog', { numberOfKeys: 0, lua: READ_LOG })
+    redis.defineCommand('historyOpenCursor', { numberOfKeys: 0, lua: OPEN_CURSOR })
+    redis.defineCommand('historySaveCursors', { numberOfKeys: 0, lua: SAVE_CURSORS })
+    redis.defineCommand('historyNotices', { numberOfKeys: 0, lua: NOTICES })
     this.#redis = redis as ScriptedRedis
     this.#keepMs = keepMs
   }
 
   async appendMessage (message: NewMessage): Promise<AppendResult> {
-    const [status, senderEvent, recipientEvent, recipientSeq] = await this.#redis.historyAppend(
+    const [status, first, recipientSeq] = await this.#redis.historyAppend(
       PREFIX, message.from, message.to, message.id, message.ts, this.#keepMs, message.tail)
     if (status === 'conflict') return { status }
-    if (status === 'duplicate') return { status, senderEvent: orUndefined(senderEvent) }
-    return { status: 'stored', senderEvent: senderEvent as string, recipientEvent: orUndefined(recipientEvent), recipientSeq: Number(recipientSeq) }
+    if (status === 'duplicate') return { status, senderEvent: orUndefined(first) }
+    return {
+      status: 'stored',
+      senderEvent: withSeq(Number(first), message.tail),
+      recipientEvent: message.to === message.from ? undefined : withSeq(Number(recipientSeq), message.tail),
+      recipientSeq: Number(recipientSeq)
+    }
   }
 
   async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {
@@ -70,7 +88,22 @@ export class RedisHistory implements HistoryStore {
   async #eventsAt (user: string, seqs: string[]): Promise<string[]> {
     if (seqs.length === 0) return []
     const values = await this.#redis.hmget(key(user, 'ev'), ...seqs)
-    return values.filter((value): value is string => value !== null)
+    return (await this.#resolve(seqs, values)).filter((value): value is string => value !== null)
+  }
+
+  /** Member-log entries that refer to a group event become the full envelope with the member's seq. */
+  async #resolve (seqs: Array<string | number>, values: Array<string | null>): Promise<Array<string | null>> {
+    const refs = values.map((value) => value === null ? undefined : parseGroupRef(value))
+    if (refs.every((ref) => ref === undefined)) return values
+    const tails = this.#redis.pipeline()
+    for (const ref of refs) if (ref !== undefined) tails.hget(`${GROUP_PREFIX}${ref.group}:ev`, String(ref.gseq))
+    const fetched = (await tails.exec())!.map(([, value]) => value as string | null)
+    let next = 0
+    return values.map((value, i) => {
+      if (refs[i] === undefined) return value
+      const tail = fetched[next++]
+      return tail === null || tail === undefined ? null : `{"seq":${seqs[i]},${tail}`
+    })
   }
 
   async events (user: string, since: number, limit: number): Promise<Page> {
@@ -113,6 +146,7 @@ export class RedisHistory implements HistoryStore {
       marks.hget(key(user, 'dlvby'), peer)
     }
     const replies = (await marks.exec())!.map(([, value]) => value as string | null)
+    const lastMessages = await this.#resolve(page.map(({ lastSeq }) => lastSeq), page.map((_, i) => replies[i * 4] ?? null))
     const counts = this.#redis.pipeline()
     page.forEach(({ peer }, i) => counts.zcount(key(user, `in:${peer}`), `(${Number(replies[i * 4 + 1] ?? 0)}`, '+inf'))
     const unread = (await counts.exec())!.map(([, value]) => Number(value))
@@ -121,7 +155,7 @@ export class RedisHistory implements HistoryStore {
       conversations: page.map(({ peer, lastSeq }, i) => ({
         peer,
         lastSeq,
-        lastMessage: replies[i * 4] ?? undefined,
+        lastMessage: lastMessages[i] ?? undefined,
         unread: unread[i]!,
         readUpTo: Number(replies[i * 4 + 1] ?? 0),
         peerReadUpTo: Number(replies[i * 4 + 2] ?? 0),
@@ -145,6 +179,45 @@ export class RedisHistory implements HistoryStore {
     const counts = this.#redis.pipeline()
     peers.forEach((peer, i) => counts.zcount(key(user, `in:${peer}`), `(${Number(reads[i] ?? 0)}`, '+inf'))
     return (await counts.exec())!.reduce((sum, [, value]) => sum + Number(value), 0)
+  }
+
+  async head (user: string): Promise<number> {
+    return Number(await this.#redis.get(key(user, 'seq')) ?? 0)
+  }
+
+  async readLog (user: string, after: number, limit: number): Promise<LogEntry[]> {
+    const flat = await this.#redis.historyReadLog(PREFIX, user, after, limit, GROUP_PREFIX)
+    const entries: LogEntry[] = []
+    for (let i = 0; i < flat.length; i += 2) {
+      const meta = flat[i]!
+      const bar = meta.indexOf('|')
+      entries.push({ seq: Number(meta.slice(0, bar)), ts: Number(meta.slice(bar + 1, meta.indexOf('|', bar + 1))), event: flat[i + 1]! })
+    }
+    return entries
+  }
+
+  async cursor (user: string, device: string): Promise<number | undefined> {
+    const value = await this.#redis.hget(key(user, 'cur'), device)
+    return value === null ? undefined : Number(value)
+  }
+
+  async openCursor (user: string, device: string): Promise<number> {
+    return Number(await this.#redis.historyOpenCursor(PREFIX, user, device))
+  }
+
+  async saveCursors (cursors: DeviceCursor[]): Promise<void> {
+    if (cursors.length === 0) return
+    await this.#redis.historySaveCursors(PREFIX, ...cursors.flatMap(({ user, device, seq }) => [user, device, seq]))
+  }
+
+  async appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>> {
+    if (notices.length === 0) return []
+    const events = await this.#redis.historyNotices(PREFIX, ...notices.flatMap(({ user, peer, ts, tail }) => [user, peer, ts, tail]))
+    return notices.map(({ user }, i) => ({ user, event: events[i]! }))
+  }
+
+  async dropCursor (user: string, device: string): Promise<void> {
+    await this.#redis.hdel(key(user, 'cur'), device)
   }
 
   async close (): Promise<void> {}

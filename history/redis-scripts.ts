@@ -42,20 +42,28 @@ local function trim(user, now, keep)
 end
 `
 
-/** ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {status, senderEvent, recipientEvent, recipientSeq}. */
+/**
+ * ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {'stored', senderSeq, recipientSeq},
+ * {'duplicate', senderEvent} or {'conflict'}. The caller builds the stored events
+ * (`{"seq":N,` + tail) itself, so they do not cross the wire twice.
+ */
 export const APPEND = COMMON + `
 local from, to, id, ts, keep, tail = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local existing = redis.call('HGET', k(from, 'ids'), id)
 if existing then
-  local sSeq, _, previousTo = string.match(existing, '^(%d+)|(%d+)|([^|]*)|')
-  if previousTo ~= to then return {'conflict'} end
-  return {'duplicate', redis.call('HGET', k(from, 'ev'), sSeq) or false}
+  local sSeq, _, previousTo, previousTs = string.match(existing, '^(%d+)|(%d+)|([^|]*)|(%d+)|')
+  -- An id record past retention is forgotten, whether or not a trim has removed it yet.
+  if not (keep > 0 and tonumber(previousTs) < tonumber(ts) - keep) then
+    if previousTo ~= to then return {'conflict'} end
+    return {'duplicate', redis.call('HGET', k(from, 'ev'), sSeq) or false}
+  end
 end
-trim(from, tonumber(ts), keep)
-if to ~= from then trim(to, tonumber(ts), keep) end
 local sSeq = redis.call('INCR', k(from, 'seq'))
 local rSeq = sSeq
 if to ~= from then rSeq = redis.call('INCR', k(to, 'seq')) end
+-- Retention is applied every 16th event of a log (and before every read), not on each append.
+if sSeq % 16 == 0 then trim(from, tonumber(ts), keep) end
+if to ~= from and rSeq % 16 == 0 then trim(to, tonumber(ts), keep) end
 local function store(user, peer, seq, peerSeq, dir)
   put(user, seq, '{"seq":' .. seq .. ',' .. tail, meta(seq, ts, peer, 'm', dir, id, peerSeq))
   redis.call('ZADD', k(user, 'c:' .. peer), seq, seq)
@@ -69,9 +77,7 @@ else
   store(to, from, rSeq, sSeq, 'in')
 end
 redis.call('HSET', k(from, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|')
-local recipientEvent = false
-if to ~= from then recipientEvent = '{"seq":' .. rSeq .. ',' .. tail end
-return {'stored', '{"seq":' .. sSeq .. ',' .. tail, recipientEvent, rSeq}
+return {'stored', sSeq, rSeq}
 `
 
 /** ARGV: prefix, kind, reader, peer, upTo, ts, keepMs. Returns {changed, upTo, unread, peerEvent, readerEvent}. */
@@ -116,6 +122,7 @@ local sender, id, now, window, keep = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5
 local record = redis.call('HGET', k(sender, 'ids'), id)
 if not record then return {'not_found'} end
 local sSeq, rSeq, to, ts, flag = string.match(record, '^(%d+)|(%d+)|([^|]*)|(%d+)|(%a*)$')
+if string.sub(to, 1, 2) == 'g:' then return {'not_found'} end
 if flag == 'r' then return {'recalled', redis.call('HGET', k(sender, 'ev'), sSeq) or false, false, false, to} end
 if tonumber(now) - tonumber(ts) > window then return {'window_expired'} end
 local function tombstone(seq)
@@ -143,5 +150,66 @@ return {'recalled', tombstone(sSeq), senderEvent, recipientEvent, to}
 /** ARGV: prefix, user, now, keepMs. Applies retention before a read. */
 export const TRIM = COMMON + `
 trim(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+return 1
+`
+
+/** ARGV: prefix, user, after, limit, group prefix. Returns {meta, event, meta, event, ...} for seq > after, oldest first. */
+export const READ_LOG = `
+local P = ARGV[1]
+local user = ARGV[2]
+local metas = redis.call('ZRANGEBYSCORE', P .. user .. ':log', '(' .. ARGV[3], '+inf', 'LIMIT', 0, tonumber(ARGV[4]))
+if #metas == 0 then return {} end
+local seqs = {}
+for i, m in ipairs(metas) do seqs[i] = string.match(m, '^(%d+)|') end
+local events = redis.call('HMGET', P .. user .. ':ev', unpack(seqs))
+local out = {}
+for i, m in ipairs(metas) do
+  local event = events[i]
+  -- A group event is stored once, in the group log; the member's entry refers to it.
+  if event and string.sub(event, 1, 1) == '@' then
+    local group, gseq = string.match(event, '^@([^|]+)|(%d+)$')
+    local tail = redis.call('HGET', ARGV[5] .. group .. ':ev', gseq)
+    if tail then event = '{"seq":' .. seqs[i] .. ',' .. tail else event = nil end
+  end
+  if event then table.insert(out, m); table.insert(out, event) end
+end
+return out
+`
+
+/** ARGV: prefix, then (user, peer, ts, tail) quadruples. Appends each as a receipt-kind event; returns the events. */
+export const NOTICES = `
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 4 do
+  local user, peer, ts, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local seq = redis.call('INCR', P .. user .. ':seq')
+  local event = '{"seq":' .. seq .. ',' .. tail
+  redis.call('HSET', P .. user .. ':ev', seq, event)
+  redis.call('ZADD', P .. user .. ':log', seq, seq .. '|' .. ts .. '|' .. peer .. '|r|in||0')
+  table.insert(out, event)
+end
+return out
+`
+
+/** ARGV: prefix, user, device. The device's cursor, created at the user's head if absent. */
+export const OPEN_CURSOR = `
+local P = ARGV[1]
+local user, device = ARGV[2], ARGV[3]
+local current = redis.call('HGET', P .. user .. ':cur', device)
+if current then return tonumber(current) end
+local head = tonumber(redis.call('GET', P .. user .. ':seq') or '0')
+redis.call('HSET', P .. user .. ':cur', device, head)
+return head
+`
+
+/** ARGV: prefix, then (user, device, seq) triples. Moves each cursor forward only. */
+export const SAVE_CURSORS = `
+local P = ARGV[1]
+for i = 2, #ARGV, 3 do
+  local key = P .. ARGV[i] .. ':cur'
+  local seq = tonumber(ARGV[i + 2])
+  local current = tonumber(redis.call('HGET', key, ARGV[i + 1]) or '-1')
+  if seq > current then redis.call('HSET', key, ARGV[i + 1], seq) end
+end
 return 1
 `

@@ -1,8 +1,12 @@
-// Opens the broker's persistence and message bus for the configured mode.
-//   Redis mode: aedes-persistence-redis + mqemitter-redis, so any number of
-//   server processes on one Redis act as one broker.
-//   Embedded mode: aedes-persistence-level on LevelDB in DATA_DIR, and an
-//   in-process bus: one node, no external service.
+// Opens the broker's persistence, its message bus and the log feed for the
+// configured mode.
+//   Redis mode: aedes-persistence-redis + mqemitter-redis + a Redis log feed,
+//   so any number of server processes on one Redis act as one broker.
+//   Embedded mode: aedes-persistence-level on LevelDB in DATA_DIR, and
+//   in-process bus and feed: one node, no external service.
+// Inbox events never enter these persistences: the history log is their only
+// durable copy (see broker/inbox/). What remains here is subscriptions,
+// retained presence, wills, and QoS 1 error events for offline devices.
 import { mkdir } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { join } from 'node:path'
@@ -10,13 +14,12 @@ import { createRequire } from 'node:module'
 import { Redis } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 import type { Logger } from 'pino'
-import type { Config } from '../server/config.ts'
-import { redisOutgoingStream } from './redis-outgoing-stream.ts'
-import { enqueueInOneRoundTrip } from './redis-enqueue.ts'
-import { removeAckedFromHead } from './redis-ack-removal.ts'
-import { updateWithoutWaiting } from './redis-outgoing-update.ts'
+import type { Config } from '../config/config.ts'
 import { startRetentionSweep } from './level-retention.ts'
 import { lookUpRetainedByKey } from './level-retained-lookup.ts'
+import { LocalFeed, type LogFeed } from './log-feed.ts'
+import { RedisFeed } from './redis-log-feed.ts'
+import { LocalSignal, RedisSignal, type ClusterSignal } from './cluster-signal.ts'
 
 const require = createRequire(import.meta.url)
 const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js')
@@ -33,6 +36,9 @@ export interface BrokerStore {
   mode: 'redis' | 'embedded'
   persistence: { destroy?: () => Promise<void> } & Record<string, unknown>
   mq: MessageBus
+  feed: LogFeed
+  /** Control messages to every process (kicks on logout). */
+  signal: ClusterSignal
   /** The shared Redis connection in Redis mode, for the product's own keys. */
   redis: Redis | undefined
   /** The LevelDB handle in embedded mode, for the product's own keys. */
@@ -40,19 +46,15 @@ export interface BrokerStore {
   close (): Promise<void>
 }
 
-async function openRedis (config: Config, redisUrl: string, log: Logger): Promise<BrokerStore> {
+async function openRedis (config: Config, redisUrl: string, nodeId: string, log: Logger): Promise<BrokerStore> {
   const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3, enableAutoPipelining: true })
   redis.on('error', (error) => log.warn({ err: error }, 'redis connection error'))
   await redis.connect()
-  removeAckedFromHead(redis)
   const persistence = new AsyncRedisPersistence({
     conn: redis,
-    // The backlog expires after the retention period (seconds).
+    // Queued error events expire after the backlog retention period (seconds).
     packetTTL: () => config.backlogRetentionSeconds
   })
-  persistence.outgoingStream = redisOutgoingStream(redis)
-  enqueueInOneRoundTrip(persistence, redis, config.backlogRetentionSeconds)
-  updateWithoutWaiting(persistence, log)
   // Aedes 1.2 pipes the retained stream (`.pipe`), but this persistence
   // returns an async generator from it: adapt, or every SUBSCRIBE hangs.
   const retained = persistence.createRetainedStreamCombi.bind(persistence)
@@ -62,16 +64,26 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
   // and that error, emitted with no listener, killed the process.
   const subConn = new Redis(redisUrl, { lazyConnect: true })
   const pubConn = new Redis(redisUrl, { lazyConnect: true, enableAutoPipelining: true })
-  await Promise.all([subConn.connect(), pubConn.connect()])
+  const feedConn = new Redis(redisUrl, { lazyConnect: true })
+  feedConn.on('error', (error) => log.warn({ err: error }, 'redis feed connection error'))
+  const signalConn = new Redis(redisUrl, { lazyConnect: true })
+  signalConn.on('error', (error) => log.warn({ err: error }, 'redis signal connection error'))
+  await Promise.all([subConn.connect(), pubConn.connect(), feedConn.connect(), signalConn.connect()])
+  const signal = await RedisSignal.open(redis, signalConn)
   const mq = mqemitterRedis({ subConn, pubConn })
   mq.state.on('error', (error: Error) => log.warn({ err: error }, 'redis bus error'))
+  const feed = await RedisFeed.open(redis, feedConn, nodeId, log)
   return {
     mode: 'redis',
     persistence,
     mq,
+    feed,
+    signal,
     redis,
     level: undefined,
     async close () {
+      await feed.close()
+      await signal.close()
       // Closing the bus quits subConn and pubConn.
       await new Promise<void>((resolve) => mq.close(() => resolve()))
       await persistence.destroy?.().catch(() => {})
@@ -83,7 +95,11 @@ async function openRedis (config: Config, redisUrl: string, log: Logger): Promis
 async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> {
   await mkdir(config.dataDir, { recursive: true })
   const level = new ClassicLevel<string, Buffer>(join(config.dataDir, 'broker'), { valueEncoding: 'buffer' })
-  await level.open()
+  await level.open().catch((error: Error & { cause?: { code?: string } }) => {
+    // LevelDB allows one process per directory; say which one instead of "Database failed to open".
+    if (error.cause?.code === 'LEVEL_LOCKED') throw new Error(`another process holds DATA_DIR (${config.dataDir}); embedded mode runs one server per data directory`)
+    throw error
+  })
   const persistence = new AsyncLevelPersistence(level)
   lookUpRetainedByKey(persistence, level)
   const mq = mqemitter({ concurrency: 100, matchEmptyLevels: true })
@@ -92,6 +108,8 @@ async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> 
     mode: 'embedded',
     persistence,
     mq,
+    feed: new LocalFeed(),
+    signal: new LocalSignal(),
     redis: undefined,
     level,
     async close () {
@@ -102,6 +120,6 @@ async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> 
   }
 }
 
-export function openBrokerStore (config: Config, log: Logger): Promise<BrokerStore> {
-  return config.redisUrl === undefined ? openEmbedded(config, log) : openRedis(config, config.redisUrl, log)
+export function openBrokerStore (config: Config, nodeId: string, log: Logger): Promise<BrokerStore> {
+  return config.redisUrl === undefined ? openEmbedded(config, log) : openRedis(config, config.redisUrl, nodeId, log)
 }

@@ -1,0 +1,193 @@
+// Durable inbox delivery without broker queues. The user's history log is the
+// only durable copy of an event; a device's persistent session is a cursor
+// into it (stored by the history store). This wires one DeviceStream per
+// connected, subscribed device into Aedes:
+//   SUBSCRIBE user/<me>/inbox (persistent) → the cursor is created at the log's
+//     head before the SUBACK, so everything after the SUBACK is kept for it;
+//   CONNECT with a stored session → stream from cursor + 1, then live;
+//   PUBACK → Aedes asks its persistence to clear the packet id: ours are
+//     answered here and move the cursor (written in coalesced batches);
+//   UNSUBSCRIBE, or CONNECT with clean: true → the cursor is dropped.
+// Aedes still carries everything else (errors topic, presence, typing).
+import type { Aedes, Client } from 'aedes'
+import mqttPacket from 'mqtt-packet'
+import type { Logger } from 'pino'
+import { parseClientId, type DeviceIdentity } from '../../protocol/identity.ts'
+import type { DeviceCursor, HistoryStore } from '../../history/history-store.ts'
+import type { LogFeed } from '../../storage/log-feed.ts'
+import { inboxTopic } from '../../protocol/topics.ts'
+import { DeviceStream, type InboxPacket } from './device-stream.ts'
+
+export interface InboxDeliveryOptions {
+  history: HistoryStore
+  feed: LogFeed
+  /** Events older than this are not streamed to a reconnecting device. */
+  retentionMs: number
+  log: Logger
+  /** How often acknowledged positions are written. A crash redelivers at most this much. */
+  cursorFlushMs?: number
+  /** One event written to a device (metrics). */
+  onSent?: (source: 'backlog' | 'live') => void
+}
+
+interface ClearStore {
+  outgoingClearMessageId (client: Client, packet: { messageId?: number }): Promise<unknown>
+}
+
+interface Attached { stream: DeviceStream, device: DeviceIdentity }
+
+export class InboxDelivery {
+  readonly #options: InboxDeliveryOptions
+  readonly #byClient = new Map<Client, Attached>()
+  readonly #byUser = new Map<string, Set<DeviceStream>>()
+  /** Acknowledged positions not yet written, by clientId. */
+  readonly #dirty = new Map<string, DeviceCursor>()
+  /** A disconnected device's last cursor write, which its reconnect must wait for. */
+  readonly #settling = new Map<string, Promise<void>>()
+  readonly #flushTimer: NodeJS.Timeout
+
+  constructor (aedes: Aedes, options: InboxDeliveryOptions) {
+    this.#options = options
+    options.feed.listen((user, seq, event) => {
+      const streams = this.#byUser.get(user)
+      if (streams !== undefined) for (const stream of streams) stream.offer(seq, event)
+    }, (user) => this.#byUser.has(user))
+    options.feed.onResync(() => { for (const { stream } of this.#byClient.values()) stream.catchUp() })
+    this.#answerOwnAcks((aedes as unknown as { persistence: ClearStore }).persistence)
+    aedes.on('clientReady', (client) => this.#resume(client))
+    aedes.on('subscribe', (subscriptions, client) => {
+      const inbox = subscriptions.find((sub) => sub.topic === this.#inboxOf(client) && (sub.qos as number) !== 128)
+      if (inbox !== undefined) this.#attach(client, inbox.qos === 0 ? 0 : 1)
+    })
+    aedes.on('unsubscribe', (topics, client) => {
+      if (topics.includes(this.#inboxOf(client) ?? '')) this.#detach(client, true)
+    })
+    aedes.on('clientDisconnect', (client) => this.#detach(client, false))
+    this.#flushTimer = setInterval(() => { void this.flush() }, options.cursorFlushMs ?? 200)
+    this.#flushTimer.unref()
+  }
+
+  /** Before the SUBACK of a persistent session's inbox subscription: from now on, events are kept for it. */
+  async prepareSubscription (client: Client): Promise<void> {
+    const device = parseClientId(client.id)
+    if (device !== undefined && !client.clean) await this.#options.history.openCursor(device.userId, device.deviceId)
+  }
+
+  /** Before the CONNACK: a clean session discards the device's cursor. */
+  async sessionStarting (client: Client): Promise<void> {
+    const device = parseClientId(client.id)
+    if (device !== undefined && client.clean) await this.#options.history.dropCursor(device.userId, device.deviceId)
+  }
+
+  #inboxOf (client: Client): string | undefined {
+    const device = parseClientId(client.id)
+    return device === undefined ? undefined : inboxTopic(device.userId)
+  }
+
+  /** PUBACKs reach the persistence as "clear this packet id": answer ours, pass the rest on. */
+  #answerOwnAcks (persistence: ClearStore): void {
+    const clear = persistence.outgoingClearMessageId.bind(persistence)
+    persistence.outgoingClearMessageId = (client, packet) => {
+      const acked = packet.messageId === undefined ? undefined : this.#byClient.get(client)?.stream.ack(packet.messageId)
+      return acked === undefined ? clear(client, packet) : Promise.resolve(acked)
+    }
+  }
+
+  /** A reconnect with a stored session that holds the inbox subscription resumes at its cursor. */
+  #resume (client: Client): void {
+    const topic = this.#inboxOf(client)
+    // Aedes has restored the session's subscriptions by now.
+    const subscriptions = (client as unknown as { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions
+    const subscription = topic === undefined ? undefined : subscriptions[topic]
+    if (client.clean || subscription === undefined) return
+    this.#attach(client, subscription.qos === 0 ? 0 : 1)
+  }
+
+  #attach (client: Client, qos: 0 | 1): void {
+    const device = parseClientId(client.id)
+    if (device === undefined || this.#byClient.has(client) || client.closed) return
+    const { history, retentionMs, log } = this.#options
+    const conn = client.conn
+    const stream = new DeviceStream({
+      topic: inboxTopic(device.userId),
+      qos,
+      retentionMs,
+      port: {
+        readLog: (after, limit) => history.readLog(device.userId, after, limit),
+        // A packet for a closing socket is dropped: unacknowledged, it is resent on the next connection.
+        write: (packet: InboxPacket) => conn.destroyed || mqttPacket.writeToStream(packet, conn),
+        drained: () => new Promise((resolve) => {
+          if (conn.destroyed || !conn.writableNeedDrain) return resolve()
+          const done = (): void => { conn.off('drain', done); conn.off('close', done); resolve() }
+          conn.once('drain', done)
+          conn.once('close', done)
+        }),
+        nextMessageId: () => {
+          const internals = client as unknown as { _nextId: number }
+          const id = internals._nextId
+          internals._nextId = id >= 65535 ? 1 : id + 1
+          return id
+        },
+        advanced: (seq) => {
+          if (!client.clean) this.#dirty.set(client.id, { user: device.userId, device: device.deviceId, seq })
+        },
+        onError: (error) => log.warn({ err: error, clientId: client.id }, 'inbox stream could not read the log; retrying'),
+        ...(this.#options.onSent === undefined ? {} : { sent: this.#options.onSent })
+      }
+    })
+    // Listen first, then read where to start: nothing appended in between is missed.
+    this.#byClient.set(client, { stream, device })
+    let streams = this.#byUser.get(device.userId)
+    if (streams === undefined) this.#byUser.set(device.userId, streams = new Set())
+    streams.add(stream)
+    const position = client.clean
+      ? history.head(device.userId)
+      : (this.#settling.get(client.id) ?? Promise.resolve()).then(() => history.openCursor(device.userId, device.deviceId))
+    position.then((cursor) => stream.start(cursor), (error: unknown) => {
+      log.error({ err: error, clientId: client.id }, 'could not read the inbox cursor; closing the connection')
+      client.close()
+    })
+  }
+
+  #detach (client: Client, dropCursor: boolean): void {
+    const attached = this.#byClient.get(client)
+    if (attached === undefined) return
+    const { stream, device } = attached
+    this.#byClient.delete(client)
+    const streams = this.#byUser.get(device.userId)
+    streams?.delete(stream)
+    if (streams?.size === 0) this.#byUser.delete(device.userId)
+    const cursor = stream.close()
+    if (client.clean) return
+    this.#dirty.delete(client.id)
+    const { history, log } = this.#options
+    const write = dropCursor
+      ? history.dropCursor(device.userId, device.deviceId)
+      : history.saveCursors([{ user: device.userId, device: device.deviceId, seq: cursor }])
+    const settled = write.catch((error: unknown) => log.warn({ err: error, clientId: client.id }, 'could not save the inbox cursor'))
+    this.#settling.set(client.id, settled)
+    void settled.then(() => { if (this.#settling.get(client.id) === settled) this.#settling.delete(client.id) })
+  }
+
+  /** Writes every acknowledged position not yet written, in one store call. */
+  async flush (): Promise<void> {
+    if (this.#dirty.size === 0) return
+    const cursors = [...this.#dirty.values()]
+    this.#dirty.clear()
+    await this.#options.history.saveCursors(cursors).catch((error: unknown) => {
+      // Lost positions only mean redelivery; keep the newest for the next flush.
+      for (const cursor of cursors) {
+        const key = `${cursor.user}:${cursor.device}`
+        if (!this.#dirty.has(key)) this.#dirty.set(key, cursor)
+      }
+      this.#options.log.warn({ err: error }, 'could not save inbox cursors')
+    })
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.#flushTimer)
+    for (const client of [...this.#byClient.keys()]) this.#detach(client, false)
+    await Promise.all(this.#settling.values())
+    await this.flush()
+  }
+}

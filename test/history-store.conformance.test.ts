@@ -1,0 +1,205 @@
+// One behaviour, every implementation: the HistoryStore contract, run against
+// the Redis store (a real Redis) and the LevelDB store (a real LevelDB in a
+// temp dir). A third implementation is proven by adding one line to STORES.
+import t from 'tap'
+import { Redis } from 'ioredis'
+import { join } from 'node:path'
+import type { HistoryStore } from '../history/history-store.ts'
+import type { GroupEventTemplate, GroupStore } from '../history/group-store.ts'
+import { RedisGroups } from '../history/redis-groups.ts'
+import { RedisHistory } from '../history/redis-history.ts'
+import { LevelHistory } from '../history/level-history.ts'
+import { REDIS_BASE, tempDataDir, flushRedisDb } from './helpers/server-process.ts'
+import { uniqueUser } from './helpers/tokens.ts'
+
+const REDIS_DB = 12
+await flushRedisDb(REDIS_DB)
+
+const STORES: Array<{ name: string, open: (keepMs: number) => Promise<{ store: HistoryStore, groups: GroupStore, close: () => Promise<void> }> }> = [
+  {
+    name: 'redis',
+    open: async (keepMs) => {
+      const redis = new Redis(`${REDIS_BASE}/${REDIS_DB}`, { enableAutoPipelining: true })
+      const store = new RedisHistory(redis, keepMs)
+      return { store, groups: new RedisGroups(redis), close: async () => { await store.close(); redis.disconnect() } }
+    }
+  },
+  {
+    name: 'leveldb',
+    open: async (keepMs) => {
+      const store = await LevelHistory.open(join(tempDataDir(), 'history'), keepMs)
+      return { store, groups: store.groups(), close: () => store.close() }
+    }
+  }
+]
+
+const tail = (from: string, to: string, id: string, ts: number, body: unknown = 'hi'): string =>
+  JSON.stringify({ type: 'message', id, from, to, ts, body }).slice(1)
+
+async function send (store: HistoryStore, from: string, to: string, id: string, ts = Date.now()) {
+  return store.appendMessage({ from, to, id, ts, tail: tail(from, to, id, ts) })
+}
+
+const template = (group: string, type: string, extra: string): GroupEventTemplate =>
+  ({ pre: `"type":"${type}","group":"${group}","gseq":`, post: `,${extra}}` })
+
+for (const { name, open } of STORES) {
+  t.test(`${name}: groups`, async (t) => {
+    const { store, groups, close } = await open(0)
+    t.teardown(close)
+    const [owner, ann, ben] = [uniqueUser('owner'), uniqueUser('ann'), uniqueUser('ben')]
+    const group = uniqueUser('g')
+    const created = await groups.createGroup({ id: group, name: 'Team', meta: { topic: 'x' }, creator: owner, createdAt: 1000, members: [{ user: owner, role: 'owner' }, { user: ann, role: 'member' }] },
+      template(group, 'group_created', `"by":"${owner}","ts":1000`))
+    t.equal(created.gseq, 1)
+    t.same(created.recipients.sort(), [[ann, 1], [owner, 1]].sort(), 'every member gets it in their own log')
+    t.match(await groups.getGroup(group), { name: 'Team', meta: { topic: 'x' }, creator: owner, version: 1 })
+    t.same([...(await groups.getGroup(group))!.members].sort(), [[ann, 'member'], [owner, 'owner']].sort())
+
+    const message = (from: string, id: string) => groups.appendGroupMessage({ group, from, id, ts: 2000, event: { pre: `"type":"message","id":"${id}","from":"${from}","group":"${group}","gseq":`, post: ',"ts":2000,"body":"hello"}' } })
+    const sent = await message(ann, 'm1')
+    t.match(sent, { status: 'stored', gseq: 2 })
+    if (sent.status !== 'stored') return
+    t.same(Object.fromEntries(sent.recipients), { [owner]: 2, [ann]: 2 })
+    const [ownerCopy] = await store.readLog(owner, 1, 10)
+    t.same(JSON.parse(ownerCopy!.event), { seq: 2, type: 'message', id: 'm1', from: ann, group, gseq: 2, ts: 2000, body: 'hello' }, 'the member log resolves to the full envelope')
+    t.same((await store.events(ann, 0, 10)).events.map((event) => JSON.parse(event).gseq), [1, 2], 'sync resolves it too')
+    t.match(await message(ann, 'm1'), { status: 'duplicate' }, 'a retry is stored once')
+    t.same((await store.readLog(owner, 0, 10)).length, 2, 'and appears once in each log')
+    t.same(await message(ben, 'm2'), { status: 'not_a_member' })
+    t.same(await send(store, ann, owner, 'm1'), { status: 'conflict' }, 'the same id to a person conflicts')
+
+    t.equal(await groups.changeGroup(group, 99, { name: 'x' }, template(group, 'group_updated', '"ts":1'), []), 'stale', 'a stale version changes nothing')
+    const added = await groups.changeGroup(group, 1, { upsert: [{ user: ben, role: 'member' }] }, template(group, 'member_added', `"users":["${ben}"],"ts":3000`), [])
+    t.not(added, 'stale')
+    t.match(await groups.groupEvents(group, ben, { limit: 10 }), { events: [/member_added/], hasMore: false }, 'a new member sees from their addition on')
+    t.equal((await groups.groupEvents(group, ann, { limit: 10 }) as { events: string[] }).events.length, 3, 'the others see everything')
+    t.same(await groups.groupEvents(group, uniqueUser('stranger'), { limit: 10 }), 'not_a_member')
+    const removed = await groups.changeGroup(group, 2, { remove: [ann] }, template(group, 'member_removed', `"user":"${ann}","ts":4000`), [ann])
+    t.not(removed, 'stale')
+    if (removed === 'stale') return
+    t.ok(removed.recipients.some(([user]) => user === ann), 'the removed member gets the removal as their last event')
+    await message(owner, 'after')
+    t.notOk((await store.readLog(ann, 0, 100)).some((entry) => entry.event.includes('"after"')), 'nothing sent after the removal reaches them')
+    t.same(await groups.groupsOf(ben), [group])
+    t.same(await groups.groupsOf(ann), [])
+    const page = await groups.groupEvents(group, owner, { after: 1, limit: 2 })
+    t.match(page, { hasMore: true })
+    t.same((page as { events: string[] }).events.map((event) => JSON.parse(event).gseq), [2, 3])
+    const { conversations } = await store.conversations(ben, { limit: 10 })
+    t.match(conversations, [{ peer: `g:${group}`, unread: 1 }], 'the group is a conversation with its unread count')
+  })
+
+  t.test(name, async (t) => {
+    const { store, close } = await open(0)
+    t.teardown(close)
+
+    t.test('append: each side gets its own gapless seq; ids are idempotent per sender', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const first = await send(store, alice, bob, 'm1')
+      t.equal(first.status, 'stored')
+      if (first.status !== 'stored') return
+      t.match(JSON.parse(first.senderEvent), { seq: 1, type: 'message', id: 'm1', from: alice, to: bob })
+      t.match(JSON.parse(first.recipientEvent!), { seq: 1, id: 'm1' })
+      t.equal(first.recipientSeq, 1)
+      const again = await send(store, alice, bob, 'm1')
+      t.same(again, { status: 'duplicate', senderEvent: first.senderEvent }, 'a retry is a duplicate with the first event')
+      t.same(await send(store, alice, uniqueUser('carol'), 'm1'), { status: 'conflict' }, 'the same id to another recipient conflicts')
+      await send(store, bob, alice, 'm2')
+      t.equal(await store.head(alice), 2)
+      t.equal(await store.head(bob), 2)
+      t.equal(await store.head(uniqueUser('nobody')), 0)
+      const self = await send(store, alice, alice, 'note')
+      t.match(self, { status: 'stored', recipientEvent: undefined, recipientSeq: 3 }, 'a note to oneself is one event')
+    })
+
+    t.test('concurrent appends stay gapless', async (t) => {
+      const bob = uniqueUser('bob')
+      const senders = Array.from({ length: 5 }, (_, i) => uniqueUser(`s${i}`))
+      await Promise.all(senders.flatMap((sender) => Array.from({ length: 40 }, (_, i) => send(store, sender, bob, `c${i}`))))
+      const log = await store.readLog(bob, 0, 1000)
+      t.same(log.map((entry) => entry.seq), Array.from({ length: 200 }, (_, i) => i + 1))
+      t.ok(log.every((entry) => JSON.parse(entry.event).seq === entry.seq && typeof entry.ts === 'number'), 'entries carry their seq and ts')
+    })
+
+    t.test('readLog pages by seq and matches events()', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      for (let i = 0; i < 25; i++) await send(store, alice, bob, `p${i}`, 1000 + i)
+      const page = await store.readLog(bob, 10, 5)
+      t.same(page.map((entry) => entry.seq), [11, 12, 13, 14, 15])
+      t.same(page.map((entry) => entry.ts), [1010, 1011, 1012, 1013, 1014])
+      t.same((await store.events(bob, 10, 5)).events, page.map((entry) => entry.event))
+      t.same(await store.readLog(bob, 25, 10), [], 'nothing after the head')
+    })
+
+    t.test('receipts and recall are log events too', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      await send(store, alice, bob, 'r1')
+      await send(store, alice, bob, 'r2')
+      const read = await store.receipt('read', bob, alice, 2, Date.now())
+      t.match(read, { changed: true, upTo: 2, unread: 0 })
+      t.match(JSON.parse(read.peerEvent!), { seq: 3, type: 'receipt', kind: 'read', by: bob, upTo: 2, id: 'r2' })
+      t.match(JSON.parse(read.readerEvent!), { seq: 3, type: 'receipt', kind: 'read', peer: alice, upTo: 2 })
+      t.match(await store.receipt('read', bob, alice, 1, Date.now()), { changed: false, upTo: 2 }, 'a mark never moves back')
+      const recalled = await store.recall(alice, 'r1', Date.now(), 60_000)
+      t.match(recalled, { status: 'recalled', to: bob })
+      t.equal(await store.head(bob), 4, 'the recall is an event in the recipient log')
+      t.match(JSON.parse((await store.readLog(bob, 3, 1))[0]!.event), { type: 'recall', id: 'r1', messageSeq: 1 })
+      t.same(await store.recall(alice, 'missing', Date.now(), 60_000), { status: 'not_found' })
+    })
+
+    t.test('notices are appended to logs with the next seq', async (t) => {
+      const user = uniqueUser('n')
+      await send(store, uniqueUser('a'), user, 'n1')
+      const [notice] = await store.appendNotices([{ user, peer: 'g:x', ts: 5, tail: '"type":"receipt","kind":"read","ts":5}' }])
+      t.same(notice, { user, event: '{"seq":2,"type":"receipt","kind":"read","ts":5}' })
+      t.same((await store.readLog(user, 1, 10)).map((entry) => entry.event), [notice!.event])
+    })
+
+    t.test('cursors: opened at the head, forward only, dropped', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      t.equal(await store.cursor(bob, 'phone'), undefined, 'no session, no cursor')
+      await send(store, alice, bob, 'before')
+      t.equal(await store.openCursor(bob, 'phone'), 1, 'a new cursor starts at the head')
+      await send(store, alice, bob, 'after')
+      t.equal(await store.openCursor(bob, 'phone'), 1, 'opening again keeps the cursor')
+      await store.saveCursors([{ user: bob, device: 'phone', seq: 2 }, { user: bob, device: 'laptop', seq: 1 }])
+      t.equal(await store.cursor(bob, 'phone'), 2)
+      t.equal(await store.cursor(bob, 'laptop'), 1, 'each device has its own')
+      await store.saveCursors([{ user: bob, device: 'phone', seq: 1 }])
+      t.equal(await store.cursor(bob, 'phone'), 2, 'never moves back')
+      await store.dropCursor(bob, 'phone')
+      t.equal(await store.cursor(bob, 'phone'), undefined)
+      t.equal(await store.cursor(bob, 'laptop'), 1, 'dropping one leaves the others')
+    })
+
+    t.test('conversations and unread', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      for (let i = 0; i < 3; i++) await send(store, alice, bob, `u${i}`)
+      const { conversations } = await store.conversations(bob, { limit: 10 })
+      t.match(conversations, [{ peer: alice, lastSeq: 3, unread: 3, readUpTo: 0 }])
+      t.equal(await store.unreadTotal(bob), 3)
+      t.equal(await store.seqOfMessage(bob, alice, 'u1'), 2)
+      const page = await store.conversation(bob, alice, { limit: 2 })
+      t.same(page.events.map((event) => JSON.parse(event).id), ['u1', 'u2'])
+      t.equal(page.hasMore, true)
+    })
+  })
+
+  t.test(`${name}: retention`, async (t) => {
+    const { store, close } = await open(1000)
+    t.teardown(close)
+    const alice = uniqueUser('alice')
+    const bob = uniqueUser('bob')
+    const old = Date.now() - 5000
+    await send(store, alice, bob, 'old', old)
+    await send(store, alice, bob, 'new')
+    t.same((await store.events(bob, 0, 10)).events.map((event) => JSON.parse(event).id), ['new'], 'events past retention are gone')
+    t.equal((await send(store, alice, bob, 'old')).status, 'stored', 'an id past retention can be reused')
+  })
+}

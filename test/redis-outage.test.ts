@@ -1,0 +1,89 @@
+// Redis dies (kill -9) in the middle of a stream of messages and comes back.
+// What must hold: the server stays up; a send during the outage gets no
+// PUBACK (the client keeps it and sends it again); every acknowledged
+// message is in the log and reaches the receiver; and delivery resumes
+// without restarting the server. A Redis of this test's own, with
+// `appendfsync always`, on a spare port, so killing it harms no one else.
+import t from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import mqtt from 'mqtt'
+import { startServerProcess, freePort, tempDataDir } from './helpers/server-process.ts'
+import { connectDevice } from './helpers/devices.ts'
+import { token, uniqueUser } from './helpers/tokens.ts'
+import { apiFor } from './helpers/rest.ts'
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function startRedis (port: number, dir: string): Promise<ChildProcess> {
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], { stdio: 'ignore' })
+  for (let i = 0; i < 100; i++) {
+    const ping = spawn('redis-cli', ['-p', String(port), 'ping'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    let out = ''
+    ping.stdout!.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    await once(ping, 'exit')
+    if (out.trim() === 'PONG') return redis
+    await sleep(50)
+  }
+  throw new Error('redis-server did not start')
+}
+
+t.test('redis: kill -9 of Redis mid-stream loses no acknowledged message and recovers', async (t) => {
+  const port = await freePort()
+  const dir = tempDataDir()
+  let redis = await startRedis(port, dir)
+  t.teardown(() => { redis.kill('SIGKILL') })
+  const server = await startServerProcess({ mode: 'redis', env: { REDIS_URL: `redis://127.0.0.1:${port}/0`, WORKERS: '1' } })
+  t.teardown(() => server.kill())
+
+  const alice = uniqueUser('alice')
+  const bob = uniqueUser('bob')
+  const receiver = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
+  await receiver.end()
+
+  // A sender as an app would be: persistent session, reconnecting (also after CONNACK 3,
+  // "server unavailable, retry later"), resending what was not acknowledged.
+  const sender = mqtt.connect(server.mqttUrl, { clientId: `${alice}:phone`, username: alice, password: token(alice), clean: false, reconnectPeriod: 300, connectTimeout: 5_000, reconnectOnConnackError: true } as mqtt.IClientOptions)
+  t.teardown(() => { sender.end(true) })
+  await new Promise<void>((resolve) => sender.once('connect', () => resolve()))
+  const TOTAL = 2000
+  const acknowledged = new Set<string>()
+  const sending = (async () => {
+    for (let i = 0; i < TOTAL; i += 20) {
+      await Promise.all(Array.from({ length: 20 }, (_, j) => {
+        const id = `o${i + j}`
+        return sender.publishAsync(`user/${bob}/inbox`, JSON.stringify({ id, body: i + j }), { qos: 1 }).then(() => { acknowledged.add(id) })
+      }))
+    }
+  })()
+
+  while (acknowledged.size < 500) await sleep(5)
+  redis.kill('SIGKILL')
+  await once(redis, 'exit')
+  const duringOutage = acknowledged.size
+  await sleep(2_000)
+  t.ok(acknowledged.size - duringOutage <= 20, `no PUBACK while Redis is down (${acknowledged.size - duringOutage} landed as it died)`)
+  t.equal(server.child.exitCode, null, 'the server is still running')
+  const during = await fetch(`${server.httpUrl}/v1/messages`, { method: 'POST', headers: { authorization: `Bearer ${token(alice)}`, 'content-type': 'application/json' }, body: JSON.stringify({ to: bob, id: 'rest-outage', body: 1 }) })
+  t.equal(during.status, 503, 'a REST send during the outage gets 503')
+  t.match(await during.json(), { error: 'storage_unavailable' })
+  t.equal(during.headers.get('retry-after'), '5', 'with retry-after')
+  t.equal((await fetch(`${server.httpUrl}/readyz`)).status, 503, 'and /readyz says not ready')
+  redis = await startRedis(port, dir)
+
+  const giveUp = new Promise<void>((resolve) => setTimeout(resolve, 60_000).unref())
+  await Promise.race([sending, giveUp])
+  t.equal(acknowledged.size, TOTAL, 'every message was acknowledged in the end')
+
+  // Every acknowledged message is in bob's log, once.
+  const events = await apiFor(server.httpUrl, bob).syncAll(0, 1000)
+  const ids = events.map((event) => event.id as string)
+  t.equal(new Set(ids).size, ids.length, 'each message once in the log')
+  t.same([...new Set(ids)].sort(), [...acknowledged].sort(), 'the log holds exactly the acknowledged messages')
+
+  // And the device gets all of it on its next connection.
+  const back = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone', subscribe: false })
+  t.teardown(() => back.end())
+  await back.waitForInbox(TOTAL, 30_000)
+  t.equal(new Set(back.inbox.map((event) => event.id)).size, TOTAL, 'the receiver gets every message after the outage')
+})
