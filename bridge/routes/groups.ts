@@ -1,0 +1,176 @@
+// Groups over REST: create, read, list, update, membership and roles, and a
+// group's history by gseq. Only members see a group: to anyone else it does
+// not exist (404 group_not_found). Sending is POST /v1/messages with `group`,
+// or a PUBLISH to group/<groupId>.
+import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import { GroupRejected, type GroupErrorCode, type GroupService } from '../../messaging/group-service.ts'
+import { sendError, errorSchema } from '../http-errors.ts'
+import { bearerSecurity } from '../require-user.ts'
+import { idSchema, parseEvent, seqSchema } from '../schemas.ts'
+
+export interface GroupRoutesOptions {
+  groups: GroupService
+}
+
+const STATUS: Record<GroupErrorCode, number> = {
+  group_not_found: 404,
+  not_a_member: 404,
+  member_not_found: 404,
+  not_allowed: 403,
+  already_a_member: 409,
+  too_many_members: 409,
+  owner_must_hand_over: 409,
+  invalid_group: 400,
+  id_conflict: 409,
+  message_not_found: 404,
+  recall_window_expired: 409
+}
+
+const roleSchema = { type: 'string', enum: ['owner', 'admin', 'member'] } as const
+const groupSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    meta: { type: 'object', nullable: true, additionalProperties: true },
+    creator: { type: 'string' },
+    createdAt: { type: 'integer' },
+    members: { type: 'array', items: { type: 'object', properties: { user: { type: 'string' }, role: roleSchema } } }
+  }
+} as const
+const groupReply = { type: 'object', properties: { group: groupSchema } } as const
+const groupParams = { type: 'object', required: ['id'], properties: { id: idSchema } } as const
+const memberParams = { type: 'object', required: ['id', 'user'], properties: { id: idSchema, user: idSchema } } as const
+const errors = { 400: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema } as const
+const nameSchema = { type: 'string', minLength: 1, maxLength: 100 } as const
+const metaSchema = { type: 'object', additionalProperties: true, description: 'small JSON (at most 2 KB): topic, avatar URL, ...' } as const
+
+async function answer<T> (reply: FastifyReply, work: () => Promise<T>, status = 200): Promise<unknown> {
+  try {
+    return reply.code(status).send(await work())
+  } catch (error) {
+    if (!(error instanceof GroupRejected)) throw error
+    return sendError(reply, STATUS[error.code], error.code, error.message)
+  }
+}
+
+export const groupRoutes: FastifyPluginAsync<GroupRoutesOptions> = async (app, { groups }) => {
+  app.post<{ Body: { name: string, meta?: Record<string, unknown>, members?: string[] } }>('/v1/groups', {
+    schema: {
+      summary: 'Create a group; you are its owner',
+      security: bearerSecurity,
+      body: {
+        type: 'object',
+        required: ['name'],
+        additionalProperties: false,
+        properties: { name: nameSchema, meta: metaSchema, members: { type: 'array', items: idSchema, maxItems: 100_000 } }
+      },
+      response: { 201: groupReply, ...errors }
+    }
+  }, (request, reply) => answer(reply, async () => ({ group: await groups.create(request.userId, request.body) }), 201))
+
+  app.get('/v1/groups', {
+    schema: { summary: 'Your groups', security: bearerSecurity, response: { 200: { type: 'object', properties: { groups: { type: 'array', items: groupSchema } } } } }
+  }, async (request) => ({ groups: await groups.list(request.userId) }))
+
+  app.get<{ Params: { id: string } }>('/v1/groups/:id', {
+    schema: { summary: 'One of your groups, with its members', security: bearerSecurity, params: groupParams, response: { 200: groupReply, ...errors } }
+  }, (request, reply) => answer(reply, async () => ({ group: await groups.get(request.userId, request.params.id) })))
+
+  app.patch<{ Params: { id: string }, Body: { name?: string, meta?: Record<string, unknown> | null } }>('/v1/groups/:id', {
+    schema: {
+      summary: 'Rename the group or replace its metadata (admin or owner)',
+      security: bearerSecurity,
+      params: groupParams,
+      body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { name: nameSchema, meta: { ...metaSchema, nullable: true } } },
+      response: { 200: groupReply, ...errors }
+    }
+  }, (request, reply) => answer(reply, async () => ({ group: await groups.update(request.userId, request.params.id, request.body) })))
+
+  app.post<{ Params: { id: string }, Body: { users: string[] } }>('/v1/groups/:id/members', {
+    schema: {
+      summary: 'Add members (admin or owner)',
+      security: bearerSecurity,
+      params: groupParams,
+      body: { type: 'object', required: ['users'], additionalProperties: false, properties: { users: { type: 'array', items: idSchema, minItems: 1, maxItems: 100_000 } } },
+      response: { 200: groupReply, ...errors }
+    }
+  }, (request, reply) => answer(reply, async () => ({ group: await groups.addMembers(request.userId, request.params.id, request.body.users) })))
+
+  app.delete<{ Params: { id: string, user: string } }>('/v1/groups/:id/members/:user', {
+    schema: {
+      summary: 'Remove a member (admin or owner; an admin cannot remove the owner or another admin); your own id: leave',
+      security: bearerSecurity,
+      params: memberParams,
+      response: { 200: groupReply, ...errors }
+    }
+  }, (request, reply) => answer(reply, async () => ({ group: await groups.removeMember(request.userId, request.params.id, request.params.user) })))
+
+  app.post<{ Params: { id: string } }>('/v1/groups/:id/leave', {
+    schema: { summary: 'Leave the group (the owner must hand ownership over first)', security: bearerSecurity, params: groupParams, response: { 200: groupReply, ...errors } }
+  }, (request, reply) => answer(reply, async () => ({ group: await groups.removeMember(request.userId, request.params.id, request.userId) })))
+
+  app.put<{ Params: { id: string, user: string }, Body: { role: 'owner' | 'admin' | 'member' } }>('/v1/groups/:id/members/:user/role', {
+    schema: {
+      summary: 'Change a member\'s role (owner only); making someone the owner hands ownership over',
+      security: bearerSecurity,
+      params: memberParams,
+      body: { type: 'object', required: ['role'], additionalProperties: false, properties: { role: roleSchema } },
+      response: { 200: groupReply, ...errors }
+    }
+  }, (request, reply) => answer(reply, async () => ({ group: await groups.setRole(request.userId, request.params.id, request.params.user, request.body.role) })))
+
+  app.post<{ Params: { id: string }, Body: { gseq: number } }>('/v1/groups/:id/read', {
+    schema: {
+      summary: 'Mark the group read up to a gseq; your other devices get a receipt event',
+      security: bearerSecurity,
+      params: groupParams,
+      body: { type: 'object', required: ['gseq'], additionalProperties: false, properties: { gseq: seqSchema } },
+      response: { 200: { type: 'object', properties: { readUpTo: { type: 'integer' }, unread: { type: 'integer' } } }, ...errors }
+    }
+  }, (request, reply) => answer(reply, () => groups.read(request.userId, request.params.id, request.body.gseq)))
+
+  app.post<{ Params: { id: string, gseq: number } }>('/v1/groups/:id/messages/:gseq/recall', {
+    schema: {
+      summary: 'Recall a group message: its sender within the recall window, an admin or the owner at any time',
+      security: bearerSecurity,
+      params: { type: 'object', required: ['id', 'gseq'], properties: { id: idSchema, gseq: seqSchema } },
+      response: { 200: { type: 'object', properties: { message: { type: 'object', additionalProperties: true } } }, ...errors }
+    }
+  }, (request, reply) => answer(reply, async () => ({ message: await groups.recall(request.userId, request.params.id, request.params.gseq) })))
+
+  app.post<{ Params: { id: string }, Body: { until?: number | null } }>('/v1/groups/:id/mute', {
+    schema: {
+      summary: 'Mute the group\'s push alerts (until a time in ms since the epoch, or until unmuted; null unmutes); unread counts go on',
+      security: bearerSecurity,
+      params: groupParams,
+      body: { type: 'object', additionalProperties: false, properties: { until: { ...seqSchema, nullable: true } } },
+      response: { 200: { type: 'object', properties: { mutedUntil: { type: 'integer', nullable: true, description: '0: until unmuted' } } }, ...errors }
+    }
+  }, (request, reply) => answer(reply, () => groups.mute(request.userId, request.params.id, request.body?.until)))
+
+  app.get<{ Params: { id: string, gseq: number } }>('/v1/groups/:id/messages/:gseq/receipts', {
+    schema: {
+      summary: 'Which current members have read, and whose devices have received, this group event',
+      security: bearerSecurity,
+      params: { type: 'object', required: ['id', 'gseq'], properties: { id: idSchema, gseq: seqSchema } },
+      response: { 200: { type: 'object', properties: { read: { type: 'array', items: { type: 'string' } }, delivered: { type: 'array', items: { type: 'string' } } } }, ...errors }
+    }
+  }, (request, reply) => answer(reply, () => groups.receipts(request.userId, request.params.id, request.params.gseq)))
+
+  app.get<{ Params: { id: string }, Querystring: { after?: number, before?: number, limit: number } }>('/v1/groups/:id/messages', {
+    schema: {
+      summary: 'The group\'s events you may read (from when you joined), by gseq, oldest first',
+      security: bearerSecurity,
+      params: groupParams,
+      querystring: {
+        type: 'object',
+        properties: { after: seqSchema, before: seqSchema, limit: { type: 'integer', minimum: 1, maximum: 100, default: 50 } }
+      },
+      response: { 200: { type: 'object', properties: { events: { type: 'array', items: { type: 'object', additionalProperties: true } }, hasMore: { type: 'boolean' } } }, ...errors }
+    }
+  }, (request, reply) => answer(reply, async () => {
+    const page = await groups.history(request.userId, request.params.id, request.query)
+    return { events: page.events.map(parseEvent), hasMore: page.hasMore }
+  }))
+}

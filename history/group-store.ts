@@ -1,0 +1,130 @@
+// Groups: one shared log per group, every event stored once with a gapless
+// group seq (`gseq`). Each member still sees every group event in their own
+// per-user log, with their own `seq`, as a small entry that refers to the
+// group log (`@<group>|<gseq>`), written in the same atomic step as the group
+// append. Readers of a user's log resolve those entries to the full envelope,
+// so live delivery, the reconnect drain, /v1/sync and unread counts work for
+// groups exactly as for 1:1 conversations (the group is the conversation
+// `g:<groupId>` in the member's log).
+//
+// The store checks nothing but membership and a version: who may do what is
+// decided by messaging/group-service.ts, which reads a group, decides, and
+// applies the change only if the group's version has not moved meanwhile.
+
+export type Role = 'owner' | 'admin' | 'member'
+
+export interface Group {
+  id: string
+  name: string
+  meta: Record<string, unknown> | undefined
+  creator: string
+  createdAt: number
+  /** Bumped by every change of name, metadata or membership (optimistic concurrency). */
+  version: number
+  members: Map<string, Role>
+}
+
+/** An event of the group log: its JSON is `{` + pre + gseq + post, e.g. pre ends in `"gseq":`. */
+export interface GroupEventTemplate {
+  pre: string
+  post: string
+}
+
+/** Who got the event in their own log, and at which seq. */
+export type Recipients = Array<[user: string, seq: number]>
+
+export interface GroupAppend {
+  gseq: number
+  /** The event's JSON without its leading `{` (each member's copy is `{"seq":N,` + tail). */
+  tail: string
+  recipients: Recipients
+}
+
+export interface GroupChange {
+  name?: string
+  meta?: Record<string, unknown> | null
+  /** Members to add or whose role changes. */
+  upsert?: Array<{ user: string, role: Role }>
+  remove?: string[]
+  /** Replace one stored event (a recall leaves a tombstone, seen by every member at once). */
+  replace?: { gseq: number, tail: string }
+}
+
+export type GroupMessageResult =
+  | ({ status: 'stored' } & GroupAppend)
+  | { status: 'duplicate', senderEvent: string | undefined }
+  | { status: 'conflict' }
+  | { status: 'not_a_member' }
+
+export interface GroupPage {
+  /** Group events as `{...,"gseq":N,...}` (no member seq), oldest first. */
+  events: string[]
+  hasMore: boolean
+}
+
+export interface GroupStore {
+  getGroup (id: string): Promise<Group | undefined>
+  /** Creates the group with its members and appends `group_created` (gseq 1) to every member's log. */
+  createGroup (group: Omit<Group, 'version' | 'members'> & { members: Array<{ user: string, role: Role }> }, event: GroupEventTemplate): Promise<GroupAppend>
+  /**
+   * Applies `change` and appends `event` to the group log and to the log of
+   * every member after the change, plus `alsoNotify` (a removed member's last
+   * event). Returns 'stale' if the group's version is no longer `expectedVersion`.
+   */
+  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[]): Promise<GroupAppend | 'stale'>
+  /** A member's message: stored once, fanned out to the current members; idempotent per (sender, id). */
+  appendGroupMessage (message: { group: string, from: string, id: string, ts: number, event: GroupEventTemplate }): Promise<GroupMessageResult>
+  /** The group's events visible to `member` (those after they joined): after `after`, or the newest before `before`. */
+  groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'>
+  /** The groups `user` is a member of. */
+  groupsOf (user: string): Promise<string[]>
+  /** Mutes the group's alerts for `user` until a time (ms; 0: until unmuted), or unmutes (undefined). */
+  setMute (group: string, user: string, until: number | undefined): Promise<void>
+  mutedUntil (group: string, user: string): Promise<number | undefined>
+  /** One stored group event (JSON without its `{`), whoever asks: the caller checks membership. */
+  groupEvent (group: string, gseq: number): Promise<string | undefined>
+  /** A member's read mark in gseq (forward only; read implies delivered), with a `receipt` event for their own log. */
+  markGroupRead (group: string, user: string, gseq: number, ts: number): Promise<GroupReadResult | 'not_a_member'>
+  /** Members' devices acknowledged group events up to these gseqs (forward only). */
+  markGroupDelivered (marks: Array<{ group: string, user: string, gseq: number }>): Promise<void>
+  /** Every user's read and delivered marks in the group, in gseq. */
+  groupMarks (group: string): Promise<{ read: Map<string, number>, delivered: Map<string, number> }>
+}
+
+export interface GroupReadResult {
+  changed: boolean
+  /** The mark before this call. */
+  previous: number
+  upTo: number
+  unread: number
+  /** For the reader's own log (their other devices), when the mark moved. */
+  readerEvent: string | undefined
+}
+
+/** The member-log entry that stands for a group event. */
+export function groupRef (group: string, gseq: number): string {
+  return `@${group}|${gseq}`
+}
+
+export function parseGroupRef (value: string): { group: string, gseq: number } | undefined {
+  if (!value.startsWith('@')) return undefined
+  const bar = value.indexOf('|')
+  return { group: value.slice(1, bar), gseq: Number(value.slice(bar + 1)) }
+}
+
+/** The conversation name of a group in a member's log (never a valid user id: it has a colon). */
+export function groupPeer (group: string): string {
+  return `g:${group}`
+}
+
+/** The gseqs a page covers: group seqs are contiguous, so a page is arithmetic. */
+export function visibleWindow (joined: number, head: number, range: { before?: number, after?: number, limit: number }): { from: number, to: number, hasMore: boolean } {
+  if (range.after !== undefined) {
+    const from = Math.max(range.after, joined) + 1
+    const to = Math.min(head, from + range.limit - 1)
+    return { from, to, hasMore: to < head }
+  }
+  const to = Math.min(head, (range.before ?? Infinity) - 1)
+  const from = Math.max(joined + 1, to - range.limit + 1)
+  return { from, to, hasMore: from > joined + 1 }
+}

@@ -1,0 +1,216 @@
+// Groups in embedded mode, on the history LevelDB and its group commit, so a
+// group event and every member's log entry land in one batch. A group's
+// name, members and join points are one JSON value (`g!<group>!info`), read
+// synchronously inside a transaction (parsed once per version).
+//   g!<group>!info   {name, meta, creator, createdAt, v, members, joined}
+//   g!<group>!seq    gseq counter        g!<group>!ev!<gseq>   event JSON without its `{`
+//   ug!<user>!<group>                    the user's groups
+import type { ClassicLevel } from 'classic-level'
+import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTemplate, GroupMessageResult, GroupPage, GroupStore, Role } from './group-store.ts'
+import { groupPeer, groupRef, visibleWindow } from './group-store.ts'
+import { formatIdRecord, formatMeta, parseIdRecord, type LogMeta } from './history-store.ts'
+import type { GroupCommit, Transaction } from './level-group-commit.ts'
+
+interface Info {
+  name: string
+  meta: Record<string, unknown> | undefined
+  creator: string
+  createdAt: number
+  v: number
+  members: Record<string, Role>
+  /** The gseq before each member joined: they see what comes after. */
+  joined: Record<string, number>
+}
+
+export const pad = (seq: number): string => String(seq).padStart(16, '0')
+export const groupEventKey = (group: string, gseq: number): string => `g!${group}!ev!${pad(gseq)}`
+const infoKey = (group: string): string => `g!${group}!info`
+
+export class LevelGroups implements GroupStore {
+  readonly #db: ClassicLevel<string, string>
+  readonly #commit: GroupCommit
+  readonly #parsed = new Map<string, { raw: string, info: Info }>()
+
+  constructor (db: ClassicLevel<string, string>, commit: GroupCommit) {
+    this.#db = db
+    this.#commit = commit
+  }
+
+  #info (tx: Pick<Transaction, 'get'>, group: string): Info | undefined {
+    const raw = tx.get(infoKey(group))
+    if (raw === undefined) return undefined
+    const cached = this.#parsed.get(group)
+    if (cached?.raw === raw) return cached.info
+    const info = JSON.parse(raw) as Info
+    this.#parsed.set(group, { raw, info })
+    return info
+  }
+
+  #append (tx: Transaction, group: string, event: GroupEventTemplate): { gseq: number, tail: string } {
+    const gseq = Number(tx.get(`g!${group}!seq`) ?? 0) + 1
+    tx.put(`g!${group}!seq`, String(gseq))
+    const tail = event.pre + gseq + event.post
+    tx.put(groupEventKey(group, gseq), tail)
+    return { gseq, tail }
+  }
+
+  /** The group event into one member's log, as a reference. */
+  #fanout (tx: Transaction, group: string, user: string, gseq: number, ts: number, kind: LogMeta['kind'], dir: LogMeta['dir'], id: string): number {
+    const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
+    tx.put(`seq!${user}`, String(seq))
+    const peer = groupPeer(group)
+    tx.put(`ev!${user}!${pad(seq)}`, `${formatMeta({ seq, ts, peer, kind, dir, id, peerSeq: gseq })}\n${groupRef(group, gseq)}`)
+    if (kind === 'm') {
+      tx.put(`c!${user}!${peer}!${pad(seq)}`, '')
+      // Keyed by gseq, so unread counts and read marks of a group are in gseq.
+      if (dir === 'in') tx.put(`in!${user}!${peer}!${pad(gseq)}`, '')
+    }
+    tx.put(`convs!${user}!${peer}`, String(seq))
+    return seq
+  }
+
+  async getGroup (id: string): Promise<Group | undefined> {
+    const info = this.#info({ get: (key) => this.#commit.read(key) }, id)
+    if (info === undefined) return undefined
+    return { id, name: info.name, meta: info.meta, creator: info.creator, createdAt: info.createdAt, version: info.v, members: new Map(Object.entries(info.members)) }
+  }
+
+  createGroup (group: Parameters<GroupStore['createGroup']>[0], event: GroupEventTemplate): Promise<GroupAppend> {
+    return this.#commit.run((tx) => {
+      if (tx.get(infoKey(group.id)) !== undefined) throw new Error(`group ${group.id} exists`)
+      const { gseq, tail } = this.#append(tx, group.id, event)
+      const info: Info = { name: group.name, meta: group.meta, creator: group.creator, createdAt: group.createdAt, v: 1, members: {}, joined: {} }
+      const recipients: Array<[string, number]> = []
+      for (const { user, role } of group.members) {
+        info.members[user] = role
+        info.joined[user] = gseq - 1
+        tx.put(`ug!${user}!${group.id}`, '')
+        recipients.push([user, this.#fanout(tx, group.id, user, gseq, group.createdAt, 'e', 'in', '')])
+      }
+      tx.put(infoKey(group.id), JSON.stringify(info))
+      return { gseq, tail, recipients }
+    })
+  }
+
+  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[]): Promise<GroupAppend | 'stale'> {
+    return this.#commit.run((tx) => {
+      const current = this.#info(tx, id)
+      if (current === undefined || current.v !== expectedVersion) return 'stale' as const
+      const info: Info = { ...current, v: current.v + 1, members: { ...current.members }, joined: { ...current.joined } }
+      if (change.name !== undefined) info.name = change.name
+      if (change.meta !== undefined) info.meta = change.meta ?? undefined
+      if (change.replace !== undefined) tx.put(groupEventKey(id, change.replace.gseq), change.replace.tail)
+      const { gseq, tail } = this.#append(tx, id, event)
+      for (const { user, role } of change.upsert ?? []) {
+        if (info.members[user] === undefined) {
+          info.joined[user] = gseq - 1
+          tx.put(`ug!${user}!${id}`, '')
+        }
+        info.members[user] = role
+      }
+      for (const user of change.remove ?? []) {
+        delete info.members[user]
+        delete info.joined[user]
+        tx.del(`ug!${user}!${id}`)
+      }
+      tx.put(infoKey(id), JSON.stringify(info))
+      const ts = Date.now()
+      const everyone = new Set([...Object.keys(info.members), ...alsoNotify])
+      const recipients: Array<[string, number]> = [...everyone].map((user) => [user, this.#fanout(tx, id, user, gseq, ts, 'e', 'in', '')])
+      return { gseq, tail, recipients }
+    })
+  }
+
+  appendGroupMessage ({ group, from, id, ts, event }: { group: string, from: string, id: string, ts: number, event: GroupEventTemplate }): Promise<GroupMessageResult> {
+    return this.#commit.run((tx): GroupMessageResult => {
+      const info = this.#info(tx, group)
+      if (info?.members[from] === undefined) return { status: 'not_a_member' }
+      const peer = groupPeer(group)
+      const existing = tx.get(`ids!${from}!${id}`)
+      if (existing !== undefined) {
+        const previous = parseIdRecord(existing)
+        if (previous.to !== peer) return { status: 'conflict' }
+        const stored = tx.get(groupEventKey(group, previous.recipientSeq))
+        return { status: 'duplicate', senderEvent: stored === undefined ? undefined : `{"seq":${previous.senderSeq},${stored}` }
+      }
+      const { gseq, tail } = this.#append(tx, group, event)
+      let senderSeq = 0
+      const recipients: Array<[string, number]> = Object.keys(info.members).map((user) => {
+        const seq = this.#fanout(tx, group, user, gseq, ts, 'm', user === from ? 'out' : 'in', id)
+        if (user === from) senderSeq = seq
+        return [user, seq]
+      })
+      tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq: gseq, to: peer, ts, recalled: false }))
+      return { status: 'stored', gseq, tail, recipients }
+    })
+  }
+
+  async groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'> {
+    const info = this.#info({ get: (key) => this.#commit.read(key) }, id)
+    const joined = info?.joined[member]
+    if (joined === undefined) return 'not_a_member'
+    const window = visibleWindow(joined, Number(this.#commit.read(`g!${id}!seq`) ?? 0), range)
+    if (window.to < window.from) return { events: [], hasMore: window.hasMore }
+    const keys = Array.from({ length: window.to - window.from + 1 }, (_, i) => groupEventKey(id, window.from + i))
+    const tails = await this.#db.getMany(keys)
+    return { events: tails.filter((tail): tail is string => tail !== undefined).map((tail) => `{${tail}`), hasMore: window.hasMore }
+  }
+
+  async markGroupRead (group: string, user: string, gseq: number, ts: number): Promise<GroupReadResult | 'not_a_member'> {
+    const peer = groupPeer(group)
+    const outcome = await this.#commit.run((tx) => {
+      const info = this.#info(tx, group)
+      if (info?.members[user] === undefined) return 'not_a_member' as const
+      const upTo = Math.min(gseq, Number(tx.get(`g!${group}!seq`) ?? 0))
+      const current = Number(tx.get(`mark!${user}!read!${peer}`) ?? 0)
+      if (upTo <= current) return { changed: false, previous: current, upTo: current, readerEvent: undefined }
+      tx.put(`mark!${user}!read!${peer}`, String(upTo))
+      tx.put(`g!${group}!read!${user}`, String(upTo))
+      if (upTo > Number(tx.get(`g!${group}!dlv!${user}`) ?? 0)) tx.put(`g!${group}!dlv!${user}`, String(upTo))
+      const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
+      tx.put(`seq!${user}`, String(seq))
+      const readerEvent = JSON.stringify({ seq, type: 'receipt', kind: 'read', by: user, group, upTo, ts })
+      tx.put(`ev!${user}!${pad(seq)}`, `${formatMeta({ seq, ts, peer, kind: 'r', dir: 'out', id: '', peerSeq: 0 })}\n${readerEvent}`)
+      return { changed: true, previous: current, upTo, readerEvent }
+    })
+    if (outcome === 'not_a_member') return outcome
+    const prefix = `in!${user}!${peer}!`
+    const unread = (await this.#db.keys({ gt: prefix + pad(outcome.upTo), lt: prefix + '~' }).all()).length
+    return { ...outcome, unread }
+  }
+
+  markGroupDelivered (marks: Array<{ group: string, user: string, gseq: number }>): Promise<void> {
+    return this.#commit.run((tx) => {
+      for (const { group, user, gseq } of marks) {
+        if (gseq > Number(tx.get(`g!${group}!dlv!${user}`) ?? 0)) tx.put(`g!${group}!dlv!${user}`, String(gseq))
+      }
+    })
+  }
+
+  async groupMarks (group: string): Promise<{ read: Map<string, number>, delivered: Map<string, number> }> {
+    const marks = async (name: string): Promise<Map<string, number>> => {
+      const prefix = `g!${group}!${name}!`
+      const entries = await this.#db.iterator({ gt: prefix, lt: prefix + '~' }).all()
+      return new Map(entries.map(([key, value]) => [key.slice(prefix.length), Number(value)]))
+    }
+    return { read: await marks('read'), delivered: await marks('dlv') }
+  }
+
+  setMute (group: string, user: string, until: number | undefined): Promise<void> {
+    return this.#commit.run((tx) => until === undefined ? tx.del(`g!${group}!mute!${user}`) : tx.put(`g!${group}!mute!${user}`, String(until)))
+  }
+
+  async mutedUntil (group: string, user: string): Promise<number | undefined> {
+    const value = this.#commit.read(`g!${group}!mute!${user}`)
+    return value === undefined ? undefined : Number(value)
+  }
+
+  async groupEvent (group: string, gseq: number): Promise<string | undefined> {
+    return this.#commit.read(groupEventKey(group, gseq))
+  }
+
+  async groupsOf (user: string): Promise<string[]> {
+    const prefix = `ug!${user}!`
+    return (await this.#db.keys({ gt: prefix, lt: prefix + '~' }).all()).map((key) => key.slice(prefix.length))
+  }
+}

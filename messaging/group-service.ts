@@ -1,0 +1,379 @@
+// Groups, independent of transport: who may do what, and what each change
+// tells the members. The store applies a change only if the group has not
+// changed since it was read (its version), so two admins acting at once on
+// two processes cannot both act on a stale membership: the loser re-reads
+// and decides again.
+//   owner: everything; the only one who changes roles (handing over
+//          ownership makes the old owner an admin); leaves only after that.
+//   admin: renames, edits metadata, adds members, removes members (not the
+//          owner, not another admin).
+//   member: sends, reads, leaves.
+import { randomUUID } from 'node:crypto'
+import type { Group, GroupAppend, GroupChange, GroupEventTemplate, GroupPage, GroupStore, Role } from '../history/group-store.ts'
+import type { HistoryStore } from '../history/history-store.ts'
+import { isValidId } from '../protocol/identity.ts'
+import { PublishRejected } from '../protocol/errors.ts'
+import type { Delivery, StoredMessage } from './message-service.ts'
+
+export type GroupErrorCode =
+  | 'group_not_found' | 'not_a_member' | 'not_allowed' | 'already_a_member' | 'member_not_found'
+  | 'too_many_members' | 'owner_must_hand_over' | 'invalid_group' | 'id_conflict'
+  | 'message_not_found' | 'recall_window_expired'
+
+/** A group request the rules refuse; the doors map `code` to an HTTP status or an error event. */
+export class GroupRejected extends Error {
+  constructor (readonly code: GroupErrorCode, message: string) {
+    super(message)
+  }
+}
+
+export interface GroupView {
+  id: string
+  name: string
+  meta: Record<string, unknown> | null
+  creator: string
+  createdAt: number
+  members: Array<{ user: string, role: Role }>
+}
+
+export interface GroupServiceOptions {
+  groups: GroupStore
+  /** Where read receipts for senders are appended. */
+  history: Pick<HistoryStore, 'appendNotices'>
+  /** Read receipts to a sender are collected for this long, then sent as one event. */
+  readCoalesceMs?: number
+  delivery: Delivery
+  maxMembers: number
+  /** How long a sender may recall their own message; admins and the owner may recall any, any time. */
+  recallWindowMs: number
+  now?: () => number
+  /** Delivered marks from PUBACKs are written at most this often. */
+  coalesceMs?: number
+  onError?: (error: unknown) => void
+  /** Told of every newly stored group message, once per recipient but the sender (push). Must not throw. */
+  onStored?: (message: StoredMessage) => void
+}
+
+/** Whether `user` has muted the group now. */
+export async function isMuted (groups: GroupStore, user: string, group: string, now = Date.now()): Promise<boolean> {
+  const until = await groups.mutedUntil(group, user)
+  return until !== undefined && (until === 0 || until > now)
+}
+
+const MAX_NAME = 100
+const MAX_META_BYTES = 2048
+const RANK: Record<Role, number> = { member: 0, admin: 1, owner: 2 }
+
+const json = (value: unknown): string => JSON.stringify(value)
+
+function view (group: Group): GroupView {
+  const members = [...group.members].map(([user, role]) => ({ user, role })).sort((a, b) => RANK[b.role] - RANK[a.role] || a.user.localeCompare(b.user))
+  return { id: group.id, name: group.name, meta: group.meta ?? null, creator: group.creator, createdAt: group.createdAt, members }
+}
+
+function checkName (name: unknown): string {
+  if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_NAME) throw new GroupRejected('invalid_group', `"name" must be 1-${MAX_NAME} characters`)
+  return name
+}
+
+function checkMeta (meta: unknown): Record<string, unknown> | undefined {
+  if (meta === undefined || meta === null) return undefined
+  if (typeof meta !== 'object' || Array.isArray(meta)) throw new GroupRejected('invalid_group', '"meta" must be a JSON object')
+  if (Buffer.byteLength(JSON.stringify(meta)) > MAX_META_BYTES) throw new GroupRejected('invalid_group', `"meta" must be at most ${MAX_META_BYTES} bytes of JSON`)
+  return meta as Record<string, unknown>
+}
+
+export class GroupService {
+  readonly #groups: GroupStore
+  readonly #delivery: Delivery
+  readonly #maxMembers: number
+  readonly #recallWindowMs: number
+  readonly #now: () => number
+  readonly #coalesceMs: number
+  readonly #onError: (error: unknown) => void
+  readonly #onStored: ((message: StoredMessage) => void) | undefined
+  readonly #history: Pick<HistoryStore, 'appendNotices'>
+  readonly #readCoalesceMs: number
+  /** `group \n sender` → reader → their read mark (gseq), not yet told. */
+  readonly #reads = new Map<string, Map<string, number>>()
+  #readTimer: NodeJS.Timeout | undefined
+  /** `group \n user` → highest gseq acknowledged by a device, not yet written. */
+  readonly #delivered = new Map<string, number>()
+  #flushTimer: NodeJS.Timeout | undefined
+
+  constructor ({ groups, history, delivery, maxMembers, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, onError = () => {}, onStored }: GroupServiceOptions) {
+    this.#history = history
+    this.#readCoalesceMs = readCoalesceMs
+    this.#onStored = onStored
+    this.#recallWindowMs = recallWindowMs
+    this.#groups = groups
+    this.#delivery = delivery
+    this.#maxMembers = maxMembers
+    this.#now = now
+    this.#coalesceMs = coalesceMs
+    this.#onError = onError
+  }
+
+  #template (group: string, type: string, fields: Record<string, unknown>): GroupEventTemplate {
+    const rest = Object.entries({ ...fields, ts: this.#now() }).map(([key, value]) => `${json(key)}:${json(value)}`).join(',')
+    return { pre: `"type":"${type}","group":"${group}","gseq":`, post: `,${rest}}` }
+  }
+
+  async #deliver (appended: GroupAppend): Promise<void> {
+    await this.#delivery.toMembers(appended.recipients, appended.tail)
+  }
+
+  /** The group as `user` may see it: only members see a group at all. */
+  async #memberView (user: string, id: string): Promise<Group> {
+    const group = await this.#groups.getGroup(id)
+    if (group === undefined || !group.members.has(user)) throw new GroupRejected('group_not_found', 'no such group among yours')
+    return group
+  }
+
+  async create (creator: string, request: { name: unknown, meta?: unknown, members?: string[] }): Promise<GroupView> {
+    const name = checkName(request.name)
+    const meta = checkMeta(request.meta)
+    const others = [...new Set(request.members ?? [])].filter((user) => user !== creator)
+    if (others.some((user) => !isValidId(user))) throw new GroupRejected('invalid_group', 'members must be user ids')
+    if (others.length + 1 > this.#maxMembers) throw new GroupRejected('too_many_members', `a group has at most ${this.#maxMembers} members`)
+    const id = `g${randomUUID().replace(/-/g, '').slice(0, 20)}`
+    const members = [{ user: creator, role: 'owner' as const }, ...others.map((user) => ({ user, role: 'member' as const }))]
+    const createdAt = this.#now()
+    await this.#deliver(await this.#groups.createGroup({ id, name, meta, creator, createdAt, members },
+      this.#template(id, 'group_created', { by: creator, name, members: members.map(({ user }) => user) })))
+    return view((await this.#groups.getGroup(id))!)
+  }
+
+  async get (user: string, id: string): Promise<GroupView> {
+    return view(await this.#memberView(user, id))
+  }
+
+  async list (user: string): Promise<GroupView[]> {
+    const groups = await Promise.all((await this.#groups.groupsOf(user)).map((id) => this.#groups.getGroup(id)))
+    return groups.filter((group): group is Group => group !== undefined && group.members.has(user)).map(view)
+  }
+
+  /** Reads, decides and applies; if another change landed in between, decides again on the new state. */
+  async #change (actor: string, id: string, decide: (group: Group) => { change: GroupChange, event: GroupEventTemplate, alsoNotify?: string[] }): Promise<GroupView> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const group = await this.#memberView(actor, id)
+      const { change, event, alsoNotify = [] } = decide(group)
+      const appended = await this.#groups.changeGroup(id, group.version, change, event, alsoNotify)
+      if (appended === 'stale') continue
+      await this.#deliver(appended)
+      return view((await this.#groups.getGroup(id)) ?? { ...group, members: new Map() })
+    }
+    throw new Error(`group ${id} kept changing; try again`)
+  }
+
+  #require (group: Group, actor: string, role: Role, what: string): void {
+    if (RANK[group.members.get(actor)!] < RANK[role]) throw new GroupRejected('not_allowed', `only ${role === 'owner' ? 'the owner' : 'an admin or the owner'} may ${what}`)
+  }
+
+  update (actor: string, id: string, request: { name?: unknown, meta?: unknown }): Promise<GroupView> {
+    const change: GroupChange = {}
+    if (request.name !== undefined) change.name = checkName(request.name)
+    if (request.meta !== undefined) change.meta = checkMeta(request.meta) ?? null
+    return this.#change(actor, id, (group) => {
+      this.#require(group, actor, 'admin', 'rename the group or edit its metadata')
+      return { change, event: this.#template(id, 'group_updated', { by: actor, name: change.name ?? group.name, meta: change.meta === undefined ? group.meta ?? null : change.meta }) }
+    })
+  }
+
+  addMembers (actor: string, id: string, users: string[]): Promise<GroupView> {
+    const wanted = [...new Set(users)]
+    if (wanted.length === 0 || wanted.some((user) => !isValidId(user))) throw new GroupRejected('invalid_group', '"users" must be one or more user ids')
+    return this.#change(actor, id, (group) => {
+      this.#require(group, actor, 'admin', 'add members')
+      const already = wanted.filter((user) => group.members.has(user))
+      if (already.length > 0) throw new GroupRejected('already_a_member', `already a member: ${already.join(', ')}`)
+      if (group.members.size + wanted.length > this.#maxMembers) throw new GroupRejected('too_many_members', `a group has at most ${this.#maxMembers} members`)
+      return {
+        change: { upsert: wanted.map((user) => ({ user, role: 'member' as const })) },
+        event: this.#template(id, 'member_added', { by: actor, users: wanted })
+      }
+    })
+  }
+
+  /** Removes `user`; removing oneself is leaving. */
+  removeMember (actor: string, id: string, user: string): Promise<GroupView> {
+    return this.#change(actor, id, (group) => {
+      const role = group.members.get(user)
+      if (role === undefined) throw new GroupRejected('member_not_found', `${user} is not a member`)
+      if (user === actor) {
+        if (role === 'owner' && group.members.size > 1) throw new GroupRejected('owner_must_hand_over', 'the owner must make another member the owner before leaving')
+      } else {
+        this.#require(group, actor, 'admin', 'remove members')
+        if (role === 'owner') throw new GroupRejected('not_allowed', 'the owner cannot be removed')
+        if (role === 'admin' && group.members.get(actor) !== 'owner') throw new GroupRejected('not_allowed', 'only the owner may remove an admin')
+      }
+      return {
+        change: { remove: [user] },
+        event: this.#template(id, 'member_removed', { by: actor, user, reason: user === actor ? 'left' : 'removed' }),
+        // Their own last event of this group.
+        alsoNotify: [user]
+      }
+    })
+  }
+
+  /** Owner only. Making someone the owner hands ownership over: the old owner becomes an admin. */
+  setRole (actor: string, id: string, user: string, role: Role): Promise<GroupView> {
+    return this.#change(actor, id, (group) => {
+      this.#require(group, actor, 'owner', 'change roles')
+      if (!group.members.has(user)) throw new GroupRejected('member_not_found', `${user} is not a member`)
+      if (user === actor) throw new GroupRejected('not_allowed', 'hand ownership over by making another member the owner')
+      const roles: Record<string, Role> = { [user]: role }
+      if (role === 'owner') roles[actor] = 'admin'
+      return {
+        change: { upsert: Object.entries(roles).map(([member, newRole]) => ({ user: member, role: newRole })) },
+        event: this.#template(id, 'role_changed', { by: actor, roles })
+      }
+    })
+  }
+
+  /** A member's message to the group: stored once, in every member's log. Throws PublishRejected. */
+  async send (from: string, group: string, message: { id: string, body: unknown }, durable: boolean): Promise<{ created: boolean, event: string | undefined }> {
+    const ts = this.#now()
+    const post = `,"ts":${ts},"body":${json(message.body)}}`
+    if (!durable) {
+      const current = await this.#groups.getGroup(group)
+      if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
+      const tail = `"type":"message","id":"${message.id}","from":"${from}","group":"${group}"${post}`
+      await Promise.all([...current.members.keys()].map((user) => this.#delivery.toUser(user, `{${tail}`, false)))
+      return { created: true, event: undefined }
+    }
+    const result = await this.#groups.appendGroupMessage({
+      group, from, id: message.id, ts, event: { pre: `"type":"message","id":"${message.id}","from":"${from}","group":"${group}","gseq":`, post }
+    })
+    if (result.status === 'not_a_member') throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
+    if (result.status === 'conflict') throw new PublishRejected('id_conflict', `id "${message.id}" was already used for another conversation`, message.id)
+    if (result.status === 'duplicate') return { created: false, event: result.senderEvent }
+    await this.#deliver(result)
+    if (this.#onStored !== undefined) this.#announce(from, group, message.id, result.recipients).catch(this.#onError)
+    const own = result.recipients.find(([user]) => user === from)
+    return { created: true, event: own === undefined ? undefined : `{"seq":${own[1]},${result.tail}` }
+  }
+
+  /** After the PUBACK: each recipient's push, with the group's name for the alert. */
+  async #announce (from: string, group: string, id: string, recipients: Array<[string, number]>): Promise<void> {
+    const name = (await this.#groups.getGroup(group))?.name ?? group
+    for (const [user, seq] of recipients) if (user !== from) this.#onStored!({ from, to: user, id, seq, group: { id: group, name } })
+  }
+
+  /** Mutes the group's alerts for `user` (until a time in ms, or until unmuted); unread counts go on. */
+  async mute (user: string, group: string, until: number | undefined | null): Promise<{ mutedUntil: number | null }> {
+    await this.#memberView(user, group)
+    await this.#groups.setMute(group, user, until === null ? undefined : until ?? 0)
+    return { mutedUntil: until === null ? null : until ?? 0 }
+  }
+
+  /** Typing in a group: ephemeral, to the other members' connected devices. */
+  async typing (from: string, group: string, active: boolean): Promise<void> {
+    const current = await this.#groups.getGroup(group)
+    if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group')
+    const event = json({ type: 'typing', from, group, active, ts: this.#now() })
+    await Promise.all([...current.members.keys()].filter((user) => user !== from).map((user) => this.#delivery.toUser(user, event, false)))
+  }
+
+  /**
+   * Recalls the group message `gseq`: its sender within the recall window, an
+   * admin or the owner at any time. The one stored copy becomes a tombstone,
+   * so every member's log shows it at once, and every member gets a `recall`.
+   */
+  async recall (actor: string, id: string, gseq: number): Promise<Record<string, unknown>> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const group = await this.#memberView(actor, id)
+      const stored = await this.#groups.groupEvent(id, gseq)
+      const message = stored === undefined ? undefined : JSON.parse(`{${stored}`) as { type: string, id: string, from: string, ts: number, recalled?: boolean }
+      if (message?.type !== 'message') throw new GroupRejected('message_not_found', 'no message with this gseq in the group')
+      if (message.recalled === true) return message
+      const moderator = RANK[group.members.get(actor)!] >= RANK.admin
+      if (!moderator && message.from !== actor) throw new GroupRejected('not_allowed', 'only its sender, an admin or the owner may recall a message')
+      const now = this.#now()
+      if (!moderator && now - message.ts > this.#recallWindowMs) throw new GroupRejected('recall_window_expired', 'the recall window for this message has passed')
+      const tombstone = `"type":"message","id":${json(message.id)},"from":${json(message.from)},"group":"${id}","gseq":${gseq},"ts":${message.ts},"recalled":true,"recalledAt":${now},"by":${json(actor)}}`
+      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, tail: tombstone } },
+        this.#template(id, 'recall', { messageGseq: gseq, id: message.id, from: message.from, by: actor }), [])
+      if (appended === 'stale') continue
+      await this.#deliver(appended)
+      return JSON.parse(`{${tombstone}`) as Record<string, unknown>
+    }
+    throw new Error(`group ${id} kept changing; try again`)
+  }
+
+  /** Marks the group read up to `gseq` for `user`; their other devices get a `receipt` event. */
+  async read (user: string, group: string, gseq: number): Promise<{ readUpTo: number, unread: number }> {
+    const result = await this.#groups.markGroupRead(group, user, gseq, this.#now())
+    if (result === 'not_a_member') throw new GroupRejected('group_not_found', 'no such group among yours')
+    if (result.readerEvent !== undefined) await this.#delivery.toUser(user, result.readerEvent, true)
+    if (result.changed) await this.#collectReaders(user, group, result.previous, result.upTo)
+    return { readUpTo: result.upTo, unread: result.unread }
+  }
+
+  /** The senders of the messages just read learn it, coalesced: one event per sender and window. */
+  async #collectReaders (reader: string, group: string, previous: number, upTo: number): Promise<void> {
+    const page = await this.#groups.groupEvents(group, reader, { after: Math.max(previous, upTo - 100), limit: 100 })
+    if (page === 'not_a_member') return
+    const senders = new Set(page.events.map((event) => JSON.parse(event) as { type: string, from?: string, gseq: number })
+      .filter((event) => event.type === 'message' && event.gseq <= upTo && event.from !== undefined && event.from !== reader)
+      .map((event) => event.from!))
+    for (const sender of senders) {
+      const key = `${group}\n${sender}`
+      let readers = this.#reads.get(key)
+      if (readers === undefined) this.#reads.set(key, readers = new Map())
+      readers.set(reader, Math.max(readers.get(reader) ?? 0, upTo))
+    }
+    if (senders.size > 0) this.#readTimer ??= setTimeout(() => { this.#flushReads().catch(this.#onError) }, this.#readCoalesceMs)
+  }
+
+  async #flushReads (): Promise<void> {
+    this.#readTimer = undefined
+    const ts = this.#now()
+    const notices = [...this.#reads].map(([key, readers]) => {
+      const [group, sender] = key.split('\n') as [string, string]
+      return { user: sender, peer: `g:${group}`, ts, tail: `"type":"receipt","kind":"read","group":"${group}","readers":${json(Object.fromEntries(readers))},"ts":${ts}}` }
+    })
+    this.#reads.clear()
+    const events = await this.#history.appendNotices(notices)
+    await Promise.all(events.map(({ user, event }) => this.#delivery.toUser(user, event, true)))
+  }
+
+  /** A member's device acknowledged a group event (PUBACK): coalesced into one write per window. */
+  delivered (user: string, group: string, gseq: number): void {
+    const key = `${group}\n${user}`
+    if ((this.#delivered.get(key) ?? 0) < gseq) this.#delivered.set(key, gseq)
+    this.#flushTimer ??= setTimeout(() => { this.flush().catch(this.#onError) }, this.#coalesceMs)
+  }
+
+  async flush (): Promise<void> {
+    this.#flushTimer = undefined
+    const marks = [...this.#delivered].map(([key, gseq]) => {
+      const [group, user] = key.split('\n') as [string, string]
+      return { group, user, gseq }
+    })
+    this.#delivered.clear()
+    await this.#groups.markGroupDelivered(marks)
+  }
+
+  async close (): Promise<void> {
+    clearTimeout(this.#flushTimer)
+    clearTimeout(this.#readTimer)
+    await this.flush().catch(this.#onError)
+    await this.#flushReads().catch(this.#onError)
+  }
+
+  /** Who of the current members has read, and whose devices have received, the group event `gseq`. */
+  async receipts (user: string, group: string, gseq: number): Promise<{ read: string[], delivered: string[] }> {
+    const current = await this.#memberView(user, group)
+    const marks = await this.#groups.groupMarks(group)
+    const reached = (map: Map<string, number>): string[] => [...current.members.keys()].filter((member) => (map.get(member) ?? 0) >= gseq).sort()
+    return { read: reached(marks.read), delivered: reached(marks.delivered) }
+  }
+
+  /** The group's events a member may read (from when they joined), by gseq. */
+  async history (user: string, id: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage> {
+    const page = await this.#groups.groupEvents(id, user, range)
+    if (page === 'not_a_member') throw new GroupRejected('group_not_found', 'no such group among yours')
+    return page
+  }
+}
