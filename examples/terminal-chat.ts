@@ -4,6 +4,8 @@
 //   npm run chat -- alice bob           (shell 1)
 //   npm run chat -- bob alice           (shell 2)
 //   npm run chat -- alice bob --e2ee    (end-to-end encrypted; both sides need --e2ee)
+//   npm run chat -- alice --new-group "Trip" bob carol   (creates a group, prints its id, chats in it)
+//   npm run chat -- bob --group <groupId>                (chats in a group you are a member of)
 //
 // Type a line to send it. /history shows the last 20 messages, /quit leaves.
 // Kill it at any time: the outbox and the last seq are kept in a file, so
@@ -13,16 +15,17 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
-import { createClient, generateKeyPair, toBase64, fromBase64, type ClientStorage, type KeyPair, type MessageEvent } from '../client-sdk/src/index.ts'
+import { createClient, generateKeyPair, toBase64, fromBase64, type ClientStorage, type KeyPair, type MessageEvent } from '@inboxd/client'
 
 const [me, peer, ...flags] = process.argv.slice(2)
 const secret = process.env.JWT_SECRET
 if (me === undefined || peer === undefined || !secret) {
-  console.error('usage: JWT_SECRET=... npm run chat -- <me> <peer> [--e2ee]')
+  console.error('usage: JWT_SECRET=... npm run chat -- <me> <peer> [--e2ee]\n       npm run chat -- <me> --group <groupId>\n       npm run chat -- <me> --new-group <name> <member>...')
   process.exit(1)
 }
+const groupMode = peer === '--group' || peer === '--new-group'
 const url = process.env.CHAT_URL ?? 'ws://localhost:8080/mqtt'
-const e2ee = flags.includes('--e2ee')
+const e2ee = flags.includes('--e2ee') && !groupMode
 
 /** The SDK's state in a small JSON file per user, so it survives restarts. */
 class FileStorage implements ClientStorage {
@@ -62,6 +65,7 @@ const client = await createClient({
   ...(e2ee ? { e2ee: { keyPair: keyPairFor(me) } } : {})
 })
 if (e2ee) await client.publishKey()
+if (groupMode) await chatInGroup()
 
 const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: `${me}> ` })
 const print = (line: string): void => {
@@ -97,3 +101,36 @@ rl.on('line', (line) => {
   rl.prompt()
 })
 rl.on('close', () => { void client.stop().then(() => process.exit(0)) })
+
+/** Group mode: the same terminal, talking to a group. */
+async function chatInGroup (): Promise<never> {
+  const group = peer === '--new-group'
+    ? await client.groups.create(flags[0] ?? 'group', flags.slice(1))
+    : await client.groups.get(flags[0] ?? '')
+  const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: `${me}@${group.name}> ` })
+  const print = (line: string): void => { process.stdout.write(`\r\x1b[K${line}\n`); rl.prompt(true) }
+  client.on('message', (message) => {
+    if (message.group !== group.id) return
+    print(show(message))
+    if (message.from !== me && message.gseq !== undefined) void client.groups.markRead(group.id, message.gseq).catch(() => {})
+  })
+  client.on('groupEvent', (event) => { if (event.group === group.id) print(`(${event.type.replace('_', ' ')} by ${event.by})`) })
+  client.on('typing', (typing) => { if (typing.group === group.id && typing.active) print(`(${typing.from} is typing...)`) })
+  client.on('error', (error) => print(`(error: ${error.message})`))
+  print(`in group "${group.name}" (id ${group.id}) with ${group.members.map((m) => m.user).join(', ')}; /history, /quit`)
+  rl.prompt()
+  let lastTyping = 0
+  process.stdin.on('keypress', () => { if (Date.now() - lastTyping > 3_000) { lastTyping = Date.now(); client.typingInGroup(group.id) } })
+  rl.on('line', (line) => {
+    const text = line.trim()
+    if (text === '/quit') return rl.close()
+    if (text === '/history') {
+      client.groups.history(group.id, { limit: 20 }).then(({ events }) => events.forEach((e) => { if (e.type === 'message') print(show(e as unknown as MessageEvent)) }), (error: Error) => print(`(error: ${error.message})`))
+      return
+    }
+    if (text !== '') client.sendToGroup(group.id, text).catch((error: Error) => print(`(not sent: ${error.message})`))
+    rl.prompt()
+  })
+  rl.on('close', () => { void client.stop().then(() => process.exit(0)) })
+  return new Promise<never>(() => {})
+}

@@ -2,5 +2,6 @@
 export { createClient, ChatClient, SendError, type ClientOptions, type ClientEvents } from './client.ts'
 export { MemoryStorage, type ClientStorage } from './storage.ts'
 export { ApiError } from './rest.ts'
+export { GroupsApi } from './groups.ts'
 export { generateKeyPair, toBase64, fromBase64, type KeyPair, type SealedBody } from './e2ee.ts'
 export type * from './types.ts'

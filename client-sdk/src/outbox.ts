@@ -4,11 +4,10 @@
 // idempotency makes the retry harmless.
 import type { ClientStorage } from './storage.ts'
 
-export interface OutboxItem {
-  id: string
-  to: string
-  body: unknown
-}
+/** A send to a person (`to`) or to a group (`group`). Items saved before groups existed have `to`. */
+export type OutboxItem =
+  | { id: string, to: string, group?: undefined, body: unknown }
+  | { id: string, group: string, to?: undefined, body: unknown }
 
 const KEY = 'inboxd.outbox'
 

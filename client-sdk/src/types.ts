@@ -5,7 +5,11 @@ export interface MessageEvent {
   type: 'message'
   id: string
   from: string
-  to: string
+  /** The recipient (1:1 messages). */
+  to?: string
+  /** The group and the message's number in the group's log (group messages). */
+  group?: string
+  gseq?: number
   ts: number
   /** The body as sent; decrypted when end-to-end encryption is on. Absent after a recall. */
   body?: unknown
@@ -36,13 +40,38 @@ export interface RecallEvent {
   ts: number
 }
 
+/** A membership or group change, in every member's log (docs/protocol.md, Groups). */
+export interface GroupEvent {
+  seq: number
+  type: 'group_created' | 'member_added' | 'member_removed' | 'role_changed' | 'group_updated'
+  group: string
+  gseq: number
+  by: string
+  ts: number
+  /** Depending on `type`: name, members, users, user, reason, roles, meta. */
+  [field: string]: unknown
+}
+
+export type Role = 'owner' | 'admin' | 'member'
+
+export interface Group {
+  id: string
+  name: string
+  meta: Record<string, unknown> | null
+  creator: string
+  createdAt: number
+  members: Array<{ user: string, role: Role }>
+}
+
 /** Everything in a user's log: numbered by the user's gapless seq. */
-export type LogEvent = MessageEvent | ReceiptEvent | RecallEvent
+export type LogEvent = MessageEvent | ReceiptEvent | RecallEvent | GroupEvent
 
 export interface TypingEvent {
   type: 'typing'
   from: string
-  to: string
+  /** The person typed to, or the group typed in. */
+  to?: string
+  group?: string
   active: boolean
   ts: number
 }
@@ -63,7 +92,9 @@ export interface ServerErrorEvent {
 }
 
 export interface ConversationSummary {
-  peer: string
+  /** The other person; absent for a group conversation, which has `group`. */
+  peer?: string
+  group?: string
   lastSeq: number
   lastMessage: MessageEvent | null
   unread: number

@@ -1,0 +1,83 @@
+// Receiving: every event, live from the broker or paged from /v1/sync, goes
+// through the InboxSequencer, so the app sees each seq once and in order;
+// the last seq processed is kept in storage for the next start. Sync runs
+// one at a time; a request during a run runs again after it.
+import { InboxSequencer } from './inbox-sequencer.ts'
+import type { RestClient } from './rest.ts'
+import type { ClientStorage } from './storage.ts'
+import type { LogEvent } from './types.ts'
+
+const LAST_SEQ_KEY = 'inboxd.lastSeq'
+
+export interface ReceiverOptions {
+  storage: ClientStorage
+  rest: RestClient
+  gapWaitMs?: number
+  /** Each event in seq order, exactly once. */
+  deliver: (event: LogEvent) => void
+  onError: (error: Error) => void
+}
+
+export class Receiver {
+  readonly #options: ReceiverOptions
+  #sequencer: InboxSequencer | undefined
+  #syncing: Promise<void> | undefined
+  #syncAgain = false
+
+  constructor (options: ReceiverOptions) {
+    this.#options = options
+  }
+
+  async load (): Promise<void> {
+    const lastSeq = Number(await this.#options.storage.get(LAST_SEQ_KEY) ?? 0)
+    this.#sequencer = new InboxSequencer({
+      lastSeq,
+      gapWaitMs: this.#options.gapWaitMs ?? 300,
+      deliver: (event) => {
+        void this.#options.storage.set(LAST_SEQ_KEY, String(event.seq))
+        this.#options.deliver(event)
+      },
+      onGap: () => { void this.sync() }
+    })
+  }
+
+  get #seq (): InboxSequencer {
+    if (this.#sequencer === undefined) throw new Error('not started')
+    return this.#sequencer
+  }
+
+  get lastSeq (): number { return this.#seq.lastSeq }
+
+  accept (event: LogEvent): void { this.#seq.accept(event) }
+
+  sync (): Promise<void> {
+    if (this.#syncing !== undefined) {
+      this.#syncAgain = true
+      return this.#syncing
+    }
+    this.#syncing = (async () => {
+      try {
+        do {
+          this.#syncAgain = false
+          let since = this.#seq.lastSeq
+          for (;;) {
+            const page = await this.#options.rest.request<{ events: LogEvent[], next: number, hasMore: boolean }>('GET', `/v1/sync?since=${since}&limit=500`)
+            const first = page.events[0]
+            // Events before the first returned one are past retention: do not wait for them.
+            if (first !== undefined && since === this.#seq.lastSeq && first.seq > since + 1) this.#seq.skipTo(first.seq - 1)
+            for (const event of page.events) this.#seq.accept(event)
+            since = page.next
+            if (!page.hasMore) break
+          }
+        } while (this.#syncAgain)
+      } catch (error) {
+        this.#options.onError(error as Error)
+      } finally {
+        this.#syncing = undefined
+      }
+    })()
+    return this.#syncing
+  }
+
+  stop (): void { this.#sequencer?.stop() }
+}

@@ -1,0 +1,130 @@
+// Sending: every message goes into the durable outbox first, is published at
+// QoS 1 while connected (republished in order after each reconnect), and its
+// promise resolves with the stamped copy from the server (the inbox echo of
+// one's own message, or, if that does not come, the same id over REST, which
+// the server answers with the stored original). Error events reject it.
+import type { MqttClient } from 'mqtt'
+import type { Outbox, OutboxItem } from './outbox.ts'
+import type { RestClient } from './rest.ts'
+import type { LogEvent, MessageEvent, ServerErrorEvent } from './types.ts'
+
+/** A send the server refused; `code` is the error event's code (docs/protocol.md). */
+export class SendError extends Error {
+  constructor (readonly code: string, message: string, readonly id: string) {
+    super(message)
+  }
+}
+
+interface PendingSend {
+  resolve: (message: MessageEvent) => void
+  reject: (error: Error) => void
+  confirmTimer?: ReturnType<typeof setTimeout>
+}
+
+export interface SenderOptions {
+  outbox: Outbox
+  rest: RestClient
+  mqtt: () => MqttClient | undefined
+  /** A stamped copy fetched over REST goes through the inbox like any event. */
+  accept: (event: LogEvent) => void
+  decrypt: (message: MessageEvent) => MessageEvent
+  onError: (error: Error) => void
+  confirmWaitMs?: number
+}
+
+export class Sender {
+  readonly #options: SenderOptions
+  readonly #pending = new Map<string, PendingSend>()
+  /** Own messages recently seen, by id: resolves a retried send whose copy came earlier. */
+  readonly #recentOwn = new Map<string, MessageEvent>()
+  /** False from a (re)connect until the outbox has been republished, so new sends queue behind it in order. */
+  #flushed = false
+
+  constructor (options: SenderOptions) {
+    this.#options = options
+  }
+
+  /** After a restart: the outbox's unconfirmed sends are tracked again. */
+  async load (): Promise<void> {
+    await this.#options.outbox.load()
+    for (const item of this.#options.outbox.items()) this.#track(item.id)
+  }
+
+  /** Connection lost or not yet republished: new sends wait in the outbox. */
+  hold (): void { this.#flushed = false }
+
+  /** Republishes the outbox, in order, on a new connection. */
+  flush (): void {
+    this.#flushed = true
+    for (const item of this.#options.outbox.items()) this.#publish(item)
+  }
+
+  async send (item: OutboxItem): Promise<MessageEvent> {
+    const confirmed = this.#track(item.id)
+    await this.#options.outbox.add(item)
+    this.#publish(item)
+    return confirmed
+  }
+
+  #track (id: string): Promise<MessageEvent> {
+    return new Promise<MessageEvent>((resolve, reject) => this.#pending.set(id, { resolve, reject }))
+  }
+
+  #publish (item: OutboxItem): void {
+    const client = this.#options.mqtt()
+    if (client === undefined || !client.connected || !this.#flushed) return
+    const topic = item.group === undefined ? `user/${item.to}/inbox` : `group/${item.group}`
+    client.publishAsync(topic, JSON.stringify({ id: item.id, body: item.body }), { qos: 1 }).then(
+      () => this.#acknowledged(item),
+      () => { /* the connection dropped: republished on the next connect */ })
+  }
+
+  /** PUBACK: stored. The stamped copy normally follows on the inbox; if not, ask the server for it. */
+  #acknowledged (item: OutboxItem): void {
+    const pending = this.#pending.get(item.id)
+    if (pending === undefined) return
+    const seen = this.#recentOwn.get(item.id)
+    if (seen !== undefined) return this.stored(seen)
+    clearTimeout(pending.confirmTimer)
+    pending.confirmTimer = setTimeout(() => {
+      if (!this.#pending.has(item.id)) return
+      const target = item.group === undefined ? { to: item.to } : { group: item.group }
+      this.#options.rest.request<{ message: MessageEvent }>('POST', '/v1/messages', { ...target, id: item.id, body: item.body }).then(
+        ({ message }) => {
+          this.#options.accept(message)
+          // Already emitted in an earlier run (seq below lastSeq): resolve anyway.
+          this.stored(this.#options.decrypt(message))
+        },
+        (error: Error) => this.#options.onError(error))
+    }, this.#options.confirmWaitMs ?? 3_000)
+  }
+
+  /** One of our own messages, as stored by the server: resolves its send. */
+  stored (message: MessageEvent): void {
+    this.#recentOwn.set(message.id, message)
+    if (this.#recentOwn.size > 1_000) this.#recentOwn.delete(this.#recentOwn.keys().next().value!)
+    const pending = this.#pending.get(message.id)
+    if (pending === undefined) return
+    clearTimeout(pending.confirmTimer)
+    this.#pending.delete(message.id)
+    void this.#options.outbox.remove(message.id)
+    pending.resolve(message)
+  }
+
+  /** An error event on this device's errors topic: rejects the send it names. */
+  refused (event: ServerErrorEvent): void {
+    const pending = event.id === undefined ? undefined : this.#pending.get(event.id)
+    if (pending === undefined || event.id === undefined) {
+      this.#options.onError(new SendError(event.code, event.message, event.id ?? ''))
+      return
+    }
+    clearTimeout(pending.confirmTimer)
+    this.#pending.delete(event.id)
+    void this.#options.outbox.remove(event.id)
+    pending.reject(new SendError(event.code, event.message, event.id))
+  }
+
+  stop (): void {
+    for (const pending of this.#pending.values()) clearTimeout(pending.confirmTimer)
+  }
+}
