@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import { ApnsClient, ApnsError, Errors, Host, Notification } from 'apns2'
 import { Pool } from 'undici'
-import type { ApnsConfig } from '../server/config.ts'
+import type { ApnsConfig } from '../config/config.ts'
 import type { AlertPush, PushOutcome, PushProvider, PushTarget } from './push-provider.ts'
 
 const BAD_TOKEN_REASONS = new Set<string>([Errors.badDeviceToken, Errors.deviceTokenNotForTopic])

@@ -7,8 +7,9 @@ import { ClassicLevel } from 'classic-level'
 
 export interface RegisteredDevice {
   deviceId: string
-  platform: 'ios'
+  platform: 'ios' | 'android'
   token: string
+  /** APNs only (always false for android). */
   sandbox: boolean
   /** ms; APNs' 410 only removes a token if it was unregistered after this. */
   registeredAt: number
@@ -18,10 +19,18 @@ export interface DeviceRegistry {
   put (user: string, device: RegisteredDevice): Promise<void>
   /** Returns false if there was no such device. */
   remove (user: string, deviceId: string): Promise<boolean>
-  /** Removes the device only while it still has `token` (it may have re-registered meanwhile). */
-  removeToken (user: string, deviceId: string, token: string): Promise<void>
+  /**
+   * Removes the device only while it still has `token` (it may have
+   * re-registered meanwhile) and, if `registeredAt` is given, only while it
+   * is still that registration (not registered again, even with the same token).
+   */
+  removeToken (user: string, deviceId: string, token: string, registeredAt?: number): Promise<void>
   list (user: string): Promise<RegisteredDevice[]>
   close (): Promise<void>
+}
+
+function isRegistration (stored: RegisteredDevice, token: string, registeredAt: number | undefined): boolean {
+  return stored.token === token && (registeredAt === undefined || stored.registeredAt === registeredAt)
 }
 
 const P = 'inboxd:devices:'
@@ -51,9 +60,9 @@ export class RedisDeviceRegistry implements DeviceRegistry {
     return true
   }
 
-  async removeToken (user: string, deviceId: string, token: string): Promise<void> {
+  async removeToken (user: string, deviceId: string, token: string, registeredAt?: number): Promise<void> {
     const stored = await this.redis.hget(P + user, deviceId)
-    if (stored === null || (JSON.parse(stored) as RegisteredDevice).token !== token) return
+    if (stored === null || !isRegistration(JSON.parse(stored) as RegisteredDevice, token, registeredAt)) return
     await this.redis.hdel(P + user, deviceId)
     if (await this.redis.get(`${P}token:${token}`) === `${user}:${deviceId}`) await this.redis.del(`${P}token:${token}`)
   }
@@ -99,9 +108,9 @@ export class LevelDeviceRegistry implements DeviceRegistry {
     return true
   }
 
-  async removeToken (user: string, deviceId: string, token: string): Promise<void> {
+  async removeToken (user: string, deviceId: string, token: string, registeredAt?: number): Promise<void> {
     const stored = await this.db.get(`d!${user}!${deviceId}`)
-    if (stored === undefined || (JSON.parse(stored) as RegisteredDevice).token !== token) return
+    if (stored === undefined || !isRegistration(JSON.parse(stored) as RegisteredDevice, token, registeredAt)) return
     const ops: Array<{ type: 'del', key: string }> = [{ type: 'del', key: `d!${user}!${deviceId}` }]
     if (await this.db.get(`t!${token}`) === `${user}:${deviceId}`) ops.push({ type: 'del', key: `t!${token}` })
     await this.db.batch(ops)

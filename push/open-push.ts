@@ -1,12 +1,15 @@
 // Push for the storage mode: devices and coalescing windows live in Redis
-// (shared by every process) or in DATA_DIR; APNs is on only when configured.
+// (shared by every process) or in DATA_DIR; APNs (iOS) and FCM (Android)
+// are each on only when configured.
 import { join } from 'node:path'
 import type { Logger } from 'pino'
-import type { Config } from '../server/config.ts'
+import type { Config } from '../config/config.ts'
 import type { BrokerStore } from '../storage/broker-store.ts'
 import { LevelDeviceRegistry, RedisDeviceRegistry, type DeviceRegistry } from './device-registry.ts'
 import { MemoryPushGate, RedisPushGate } from './push-gate.ts'
 import { ApnsProvider } from './apns-provider.ts'
+import { FcmProvider } from './fcm-provider.ts'
+import type { PushProvider } from './push-provider.ts'
 import { PushService, type PushServiceOptions } from './push-service.ts'
 
 export async function openDeviceRegistry (config: Config, store: BrokerStore): Promise<DeviceRegistry> {
@@ -17,17 +20,26 @@ export function openPush (
   config: Config,
   store: BrokerStore,
   devices: DeviceRegistry,
-  lookups: Pick<PushServiceOptions, 'isConnected' | 'unreadTotal'>,
+  lookups: Pick<PushServiceOptions, 'isConnected' | 'unreadTotal' | 'isMuted' | 'onOutcome'>,
   log: Logger
 ): PushService | undefined {
-  const apns = config.push.apns
+  const { apns, fcm } = config.push
+  const providers: PushProvider[] = []
   if (apns === undefined) {
-    log.info('push disabled: set APNS_KEY, APNS_KEY_ID, APNS_TEAM_ID and APNS_TOPIC to enable APNs')
-    return undefined
+    log.info('APNs push disabled: set APNS_KEY, APNS_KEY_ID, APNS_TEAM_ID and APNS_TOPIC to enable APNs')
+  } else {
+    log.info({ topic: apns.topic, production: apns.production, origin: apns.origin }, 'push enabled: APNs')
+    providers.push(new ApnsProvider(apns))
   }
-  log.info({ topic: apns.topic, production: apns.production, origin: apns.origin }, 'push enabled: APNs')
+  if (fcm === undefined) {
+    log.info('FCM push disabled: set FCM_SERVICE_ACCOUNT (a service-account JSON key) to enable FCM')
+  } else {
+    log.info({ project: fcm.projectId, origin: fcm.origin, tokenUrl: fcm.tokenUrl }, 'push enabled: FCM')
+    providers.push(new FcmProvider(fcm))
+  }
+  if (providers.length === 0) return undefined
   return new PushService({
-    provider: new ApnsProvider(apns),
+    providers,
     devices,
     gate: store.redis === undefined ? new MemoryPushGate() : new RedisPushGate(store.redis),
     ...lookups,

@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis'
 export interface PushGate {
   /** True if the window was closed: the caller pushes now and owns the new window. */
   open (key: string, windowMs: number): Promise<boolean>
-  /** Remembers the latest message that arrived while the window was open. */
+  /** Remembers the latest message (highest `seq`) that arrived while the window was open; processes may defer out of order. */
   defer (key: string, payload: string, windowMs: number): Promise<void>
   /** Takes what was deferred, if anything. */
   take (key: string): Promise<string | undefined>
@@ -28,7 +28,8 @@ export class MemoryPushGate implements PushGate {
   }
 
   async defer (key: string, payload: string): Promise<void> {
-    this.#deferred.set(key, payload)
+    const current = this.#deferred.get(key)
+    if (current === undefined || seqIn(payload) > seqIn(current)) this.#deferred.set(key, payload)
   }
 
   async take (key: string): Promise<string | undefined> {
@@ -38,20 +39,39 @@ export class MemoryPushGate implements PushGate {
   }
 }
 
+const seqIn = (payload: string): number => (JSON.parse(payload) as { seq: number }).seq
+
 const P = 'inboxd:push:'
 
+/** KEYS: deferred key. ARGV: payload, seq, ttl ms. Keeps the payload with the highest seq. */
+const DEFER_LATEST = `
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current).seq >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+`
+
+interface GateRedis extends Redis {
+  pushDeferLatest (key: string, payload: string, seq: number, ttlMs: number): Promise<number>
+}
+
 export class RedisPushGate implements PushGate {
-  constructor (private readonly redis: Redis) {}
+  readonly #redis: GateRedis
+
+  constructor (redis: Redis) {
+    redis.defineCommand('pushDeferLatest', { numberOfKeys: 1, lua: DEFER_LATEST })
+    this.#redis = redis as GateRedis
+  }
 
   async open (key: string, windowMs: number): Promise<boolean> {
-    return (await this.redis.set(`${P}window:${key}`, '1', 'PX', windowMs, 'NX')) === 'OK'
+    return (await this.#redis.set(`${P}window:${key}`, '1', 'PX', windowMs, 'NX')) === 'OK'
   }
 
   async defer (key: string, payload: string, windowMs: number): Promise<void> {
-    await this.redis.set(`${P}deferred:${key}`, payload, 'PX', windowMs * 3)
+    await this.#redis.pushDeferLatest(`${P}deferred:${key}`, payload, seqIn(payload), windowMs * 3)
   }
 
   async take (key: string): Promise<string | undefined> {
-    return (await this.redis.getdel(`${P}deferred:${key}`)) ?? undefined
+    return (await this.#redis.getdel(`${P}deferred:${key}`)) ?? undefined
   }
 }

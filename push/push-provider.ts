@@ -1,4 +1,4 @@
-// A push service (APNs now, FCM later) behind one interface: the push
+// A push service (APNs for iOS, FCM for Android) behind one interface: the push
 // service decides *when* and *what*; a provider only knows how to deliver
 // one alert to one device token and what the answer means.
 
@@ -26,12 +26,13 @@ export type PushOutcome =
   | { status: 'unregistered', since: number | undefined }
   /** The token was never valid for this app. */
   | { status: 'bad_token', reason: string }
-  /** Worth trying again later (throttled, service trouble, network). */
-  | { status: 'retry', reason: string }
+  /** Worth trying again later (throttled, service trouble, network); not before `afterMs` if the service said so (Retry-After). */
+  | { status: 'retry', reason: string, afterMs?: number }
   | { status: 'failed', reason: string }
 
 export interface PushProvider {
-  readonly platform: string
+  /** The device platform it serves (a registration's `platform`). */
+  readonly platform: 'ios' | 'android'
   send (target: PushTarget, push: AlertPush): Promise<PushOutcome>
   close (): Promise<void>
 }

@@ -1,8 +1,9 @@
 // When a message is stored, alert each registered device of the recipient
 // whose session is not connected on any process. Asynchronous: it never
 // slows or blocks delivery. Coalesced per (device, conversation) window;
-// throttling and server errors are retried with bounded backoff; tokens the
-// push service calls dead are removed.
+// throttling and server errors are retried with bounded backoff (never
+// sooner than a Retry-After); tokens the push service calls dead are removed.
+// Each device goes to the provider of its platform (APNs, FCM).
 import type { Logger } from 'pino'
 import type { StoredMessage } from '../messaging/message-service.ts'
 import type { DeviceRegistry, RegisteredDevice } from './device-registry.ts'
@@ -10,10 +11,15 @@ import type { PushGate } from './push-gate.ts'
 import type { PushProvider } from './push-provider.ts'
 
 export interface PushServiceOptions {
-  provider: PushProvider
+  /** At most one per platform; devices of a platform without one get no push. */
+  providers: PushProvider[]
   devices: DeviceRegistry
   gate: PushGate
   isConnected: (user: string, clientId: string) => Promise<boolean>
+  /** Told of every answer of a push provider (metrics). */
+  onOutcome?: (provider: string, outcome: string) => void
+  /** Whether `user` muted the group (no alerts; unread counts go on). */
+  isMuted?: (user: string, group: string) => Promise<boolean>
   unreadTotal: (user: string) => Promise<number>
   text: string
   coalesceMs: number
@@ -24,16 +30,34 @@ export interface PushServiceOptions {
   log: Logger
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref())
+/** The conversation an alert is about: the sender, or `g:<groupId>`. */
+const conversationOf = (message: StoredMessage): string => message.group === undefined ? message.from : `g:${message.group.id}`
 
 export class PushService {
   readonly #options: PushServiceOptions
+  readonly #providers: Map<string, PushProvider>
+  /** Backoff waits, cut short by close(). */
+  readonly #sleeping = new Set<() => void>()
   readonly #timers = new Set<NodeJS.Timeout>()
   readonly #inflight = new Set<Promise<void>>()
   #closed = false
 
   constructor (options: PushServiceOptions) {
     this.#options = options
+    this.#providers = new Map(options.providers.map((provider) => [provider.platform, provider]))
+  }
+
+  #sleep (ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer)
+        this.#sleeping.delete(wake)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      timer.unref()
+      this.#sleeping.add(wake)
+    })
   }
 
   /** Called for every newly stored message; returns at once. */
@@ -48,11 +72,12 @@ export class PushService {
   }
 
   async #notify (message: StoredMessage): Promise<void> {
-    const { devices, isConnected, gate, coalesceMs } = this.#options
-    const registered = await devices.list(message.to)
+    const { devices, isConnected, isMuted, gate, coalesceMs } = this.#options
+    if (message.group !== undefined && await isMuted?.(message.to, message.group.id) === true) return
+    const registered = (await devices.list(message.to)).filter((device) => this.#providers.has(device.platform))
     await Promise.all(registered.map(async (device) => {
       if (await isConnected(message.to, `${message.to}:${device.deviceId}`)) return
-      const key = `${message.to}:${device.deviceId}:${message.from}`
+      const key = `${message.to}:${device.deviceId}:${conversationOf(message)}`
       if (coalesceMs === 0 || await gate.open(key, coalesceMs)) {
         if (coalesceMs > 0) this.#scheduleTrailing(key, message.to, device)
         await this.#push(message, device)
@@ -86,17 +111,21 @@ export class PushService {
   }
 
   async #push (message: StoredMessage, device: RegisteredDevice): Promise<void> {
-    const { provider, devices, unreadTotal, text, expirySeconds, retryBaseMs, maxAttempts, log } = this.#options
+    const { devices, unreadTotal, text, expirySeconds, retryBaseMs, maxAttempts, log } = this.#options
+    const provider = this.#providers.get(device.platform)
+    if (provider === undefined) return
     for (let attempt = 1; ; attempt++) {
+      // A group alert: the group's name as title, the sender in the text; never the body.
       const push = {
-        title: message.from,
-        text,
+        title: message.group?.name ?? message.from,
+        text: message.group === undefined ? text : `${message.from}: ${text}`,
         badge: await unreadTotal(message.to),
-        collapseKey: message.from,
+        collapseKey: conversationOf(message),
         expiresAt: Math.floor(Date.now() / 1000) + expirySeconds,
-        data: { conversation: message.from, id: message.id, seq: message.seq }
+        data: { conversation: conversationOf(message), id: message.id, seq: message.seq }
       }
       const outcome = await provider.send({ token: device.token, sandbox: device.sandbox }, push)
+      this.#options.onOutcome?.(provider.platform, outcome.status)
       const context = { user: message.to, deviceId: device.deviceId, id: message.id, attempt }
       switch (outcome.status) {
         case 'sent':
@@ -104,14 +133,15 @@ export class PushService {
           return
         case 'unregistered':
           // A 410 older than the registration is about a previous install: keep the token.
+          // Nor is a registration made while the request was under way removed.
           if (outcome.since === undefined || outcome.since > device.registeredAt) {
-            log.info(context, 'push token unregistered: removed')
-            await devices.removeToken(message.to, device.deviceId, device.token)
+            log.info({ ...context, platform: device.platform }, 'push token unregistered: removed')
+            await devices.removeToken(message.to, device.deviceId, device.token, device.registeredAt)
           }
           return
         case 'bad_token':
-          log.info({ ...context, reason: outcome.reason }, 'push token invalid: removed')
-          await devices.removeToken(message.to, device.deviceId, device.token)
+          log.info({ ...context, platform: device.platform, reason: outcome.reason }, 'push token invalid: removed')
+          await devices.removeToken(message.to, device.deviceId, device.token, device.registeredAt)
           return
         case 'failed':
           log.warn({ ...context, reason: outcome.reason }, 'push refused')
@@ -121,8 +151,12 @@ export class PushService {
             log.warn({ ...context, reason: outcome.reason }, 'push given up after retries')
             return
           }
-          // Exponential backoff with jitter: base, 2×base, 4×base, ...
-          await sleep(retryBaseMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2))
+          // Exponential backoff with jitter: base, 2×base, 4×base, ...; at least Retry-After.
+          await this.#sleep(Math.max(retryBaseMs * 2 ** (attempt - 1) * (0.5 + Math.random() / 2), outcome.afterMs ?? 0))
+          if (this.#closed) {
+            log.warn({ ...context, reason: outcome.reason }, 'push given up: shutting down')
+            return
+          }
       }
     }
   }
@@ -130,7 +164,8 @@ export class PushService {
   async close (): Promise<void> {
     this.#closed = true
     for (const timer of this.#timers) clearTimeout(timer)
+    for (const wake of [...this.#sleeping]) wake()
     await Promise.all(this.#inflight)
-    await this.#options.provider.close()
+    await Promise.all(this.#options.providers.map((provider) => provider.close()))
   }
 }

@@ -38,6 +38,7 @@ for (const mode of modesUnderTest()) {
     const url = server.mqttUrl
     const forToken = (token: string) => (request: PushRequest) => request.token === token
     t.match(server.output(), /push enabled: APNs/)
+    t.match(server.output(), /FCM push disabled: set FCM_SERVICE_ACCOUNT/, 'FCM off, said in one line')
 
     t.test('a disconnected device gets an alert without the body; a connected one gets none', async (t) => {
       const alice = uniqueUser('alice')
@@ -69,6 +70,29 @@ for (const mode of modesUnderTest()) {
       t.equal(apns.requests.filter(forToken(tabletToken)).length, 0, 'the connected device got no push')
     })
 
+    t.test('a group message: the group name as title, the sender in the text, muting stops alerts', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const bobApi = apiFor(server.httpUrl, bob)
+      const token = await register(bobApi, 'phone')
+      await offlineDevice(url, bob, 'phone')
+      const aliceApi = apiFor(server.httpUrl, alice)
+      const group = (await aliceApi.post('/v1/groups', { name: 'Weekend plans', members: [bob] })).body.group.id as string
+      await aliceApi.post('/v1/messages', { group, id: 'g1', body: 'secret text' })
+      const [push] = await apns.waitFor(1, forToken(token))
+      t.same(push!.payload.aps.alert, { title: 'Weekend plans', body: `${alice}: New message` })
+      t.equal(push!.headers['apns-collapse-id'], `g:${group}`, 'one collapse id per group')
+      t.match(push!.payload, { conversation: `g:${group}`, id: 'g1' })
+      t.notOk(JSON.stringify(push!.payload).includes('secret text'), 'never the body')
+      t.same((await bobApi.post(`/v1/groups/${group}/mute`, {})).body, { mutedUntil: 0 })
+      await sleep(WINDOW_SECONDS * 1000 + 500)
+      await aliceApi.post('/v1/messages', { group, id: 'g2', body: 'x' })
+      await sleep(WINDOW_SECONDS * 1000 + 500)
+      t.equal(apns.requests.filter(forToken(token)).length, 1, 'a muted group sends no alert')
+      t.match((await bobApi.get('/v1/conversations')).body.conversations, [{ group, unread: 2 }], 'but unread counts go on')
+      t.same((await bobApi.post(`/v1/groups/${group}/mute`, { until: null })).body, { mutedUntil: null }, 'unmuted')
+    })
+
     t.test('a burst is coalesced: one push per conversation per window, badge current', async (t) => {
       const alice = uniqueUser('alice')
       const carol = uniqueUser('carol')
@@ -81,7 +105,9 @@ for (const mode of modesUnderTest()) {
       const fromAlice = (request: PushRequest) => request.token === token && request.payload.conversation === alice
 
       const [first] = await apns.waitFor(1, fromAlice)
-      t.equal(first!.payload.id, 'b0', 'the first message is pushed at once')
+      // With several server processes (WORKERS), whichever reaches the shared
+      // window first is pushed: usually b0, but not necessarily.
+      t.match(first!.payload.id, /^b[0-3]$/, 'a message of the burst is pushed at once')
       t.equal((await apns.waitFor(1, (r) => r.token === token && r.payload.conversation === carol))[0]!.headers['apns-collapse-id'], carol,
         'another conversation has its own window')
       await sleep(500)
@@ -142,7 +168,8 @@ for (const mode of modesUnderTest()) {
       const carol = uniqueUser('carol')
       const bobApi = apiFor(server.httpUrl, bob)
       const carolApi = apiFor(server.httpUrl, carol)
-      t.match(await bobApi.post('/v1/devices', { platform: 'android', token: deviceToken(), deviceId: 'p' }), { status: 400, body: { field: 'body.platform' } })
+      t.match(await bobApi.post('/v1/devices', { platform: 'windows', token: deviceToken(), deviceId: 'p' }), { status: 400, body: { field: 'body.platform' } })
+      t.match(await bobApi.post('/v1/devices', { platform: 'android', token: 'has spaces in it, which no FCM token has', deviceId: 'p' }), { status: 400, body: { field: 'body.token' } })
       t.match(await bobApi.post('/v1/devices', { platform: 'ios', token: 'not-hex', deviceId: 'p' }), { status: 400, body: { field: 'body.token' } })
       t.match(await bobApi.post('/v1/devices', { platform: 'ios', token: deviceToken() }), { status: 400, body: { field: 'body.deviceId' } })
       t.match(await bobApi.post('/v1/devices', { platform: 'ios', token: deviceToken(), deviceId: 'a:b' }), { status: 400, body: { field: 'body.deviceId' } })

@@ -1,0 +1,151 @@
+// The signed-in app: connection, store, and the two panes (conversation
+// list, chat), routed by the URL fragment (#/chat/<peer>) so a reload or
+// the back button keeps you where you were. Narrow screens show one pane
+// at a time; wide ones show both.
+import { h, replace } from './dom.ts'
+import { Connection } from './connection.ts'
+import { claimDevice, LocalStorageStore } from './device.ts'
+import { TokenExpired, USER_ID, checkToken, demoToken, readClaims, tokenSource, type Session } from './session.ts'
+import { ChatStore } from './store.ts'
+import { bannerView } from './views/banner.ts'
+import { chatView, type ChatView } from './views/chat-view.ts'
+import { conversationListView } from './views/conversation-list.ts'
+
+export interface RunningApp {
+  stop (): Promise<void>
+}
+
+export interface AppOptions {
+  root: HTMLElement
+  session: Session
+  /** Called when the session ends (sign out, or a pasted token expired). */
+  signedOut: (reason?: string) => void
+}
+
+/** Checks the session's token before anything is shown; throws a message for the sign-in form. */
+async function userOf (session: Session): Promise<string> {
+  if (session.kind === 'demo') {
+    if (!USER_ID.test(session.user)) throw new Error('A user name is 1–128 characters of A–Z a–z 0–9 . _ @ -')
+    await demoToken(session.user)
+    return session.user
+  }
+  const claims = readClaims(session.token)
+  if (claims === undefined) throw new Error('This is not a JWT with a "sub" (user id).')
+  if (claims.expiresAt !== undefined && claims.expiresAt <= Date.now()) throw new TokenExpired()
+  await checkToken(session.token)
+  return claims.sub
+}
+
+export async function startApp ({ root, session, signedOut }: AppOptions): Promise<RunningApp> {
+  const user = await userOf(session)
+  const device = await claimDevice(user)
+  const store = new ChatStore(user)
+  const banner = bannerView()
+  let ended = false
+
+  const end = (reason?: string): void => {
+    if (ended) return
+    ended = true
+    void stop().then(() => signedOut(reason))
+  }
+
+  const connection = new Connection({
+    deviceId: device.deviceId,
+    getToken: tokenSource(session, () => end(new TokenExpired().message)),
+    storage: new LocalStorageStore(`inboxd.${user}.${device.deviceId}.`)
+  }, {
+    message: (message) => store.onMessage(message),
+    receipt: (receipt) => store.onReceipt(receipt),
+    recall: (recall) => store.onRecall(recall),
+    typing: (typing) => store.onTyping(typing),
+    presence: (who, state) => store.onPresence(who, state),
+    state: (state) => banner.show(state),
+    connected: () => { void loadConversations() },
+    error: (error) => console.warn('inboxd:', error.message)
+  })
+
+  async function loadConversations (): Promise<void> {
+    store.beginLoad()
+    try {
+      const client = await connection.client()
+      const conversations = await client.conversations()
+      store.loaded(conversations)
+    } catch (error) {
+      store.loaded([])
+      banner.notify(`Could not load conversations: ${(error as Error).message}`)
+    }
+  }
+
+  // ---- panes and routing ---------------------------------------------------------
+
+  const chatSlot = h('div', { class: 'chat-slot' })
+  let chat: ChatView | undefined
+  let openPeer: string | undefined
+  let routed = false
+
+  function route (): void {
+    const match = /^#\/chat\/(.+)$/.exec(location.hash)
+    const peer = match === null ? undefined : decodeURIComponent(match[1]!)
+    const valid = peer !== undefined && USER_ID.test(peer) ? peer : undefined
+    if (routed && valid === openPeer) return
+    routed = true
+    chat?.dispose()
+    chat = undefined
+    openPeer = valid
+    root.classList.toggle('in-chat', valid !== undefined)
+    if (valid === undefined) {
+      replace(chatSlot, h('div', { class: 'pane placeholder' }, h('p', {}, 'Select a chat, or start one.')))
+    } else {
+      store.conversation(valid)
+      chat = chatView({ store, connection, peer: valid, back: () => { location.hash = '#/' }, notify: banner.notify })
+      replace(chatSlot, chat.element)
+      if (matchMedia('(min-width: 760px)').matches) chat.focus()
+    }
+    list.element.querySelectorAll('.conversation').forEach((item) => {
+      item.classList.toggle('selected', (item as HTMLElement).dataset.peer === openPeer)
+    })
+  }
+
+  const list = conversationListView({
+    store,
+    deviceId: device.deviceId,
+    selected: () => openPeer,
+    open: (peer) => { location.hash = `#/chat/${encodeURIComponent(peer)}` },
+    signOut: () => end()
+  })
+
+  const updateTitle = (): void => {
+    const unread = store.totalUnread
+    document.title = unread > 0 ? `(${unread}) inboxd chat` : 'inboxd chat'
+  }
+  store.on('conversations', updateTitle)
+  // Presence dots for everyone in the list, including conversations that a new message just started.
+  store.on('conversations', () => { for (const peer of store.conversations.keys()) connection.watch(peer) })
+
+  try {
+    await connection.start()
+  } catch (error) {
+    list.dispose()
+    device.release()
+    throw error
+  }
+  // A pasted token that expired while connecting: sign-in is already showing.
+  if (ended) throw new TokenExpired()
+  replace(root, banner.element, h('div', { class: 'layout' }, list.element, chatSlot))
+  root.classList.add('signed-in')
+  addEventListener('hashchange', route)
+  route()
+  banner.show(connection.state)
+
+  async function stop (): Promise<void> {
+    removeEventListener('hashchange', route)
+    chat?.dispose()
+    list.dispose()
+    await connection.stop()
+    device.release()
+    root.classList.remove('signed-in', 'in-chat')
+    document.title = 'inboxd chat'
+  }
+
+  return { stop }
+}

@@ -1,0 +1,414 @@
+// One conversation: history (older pages load as you scroll up), live
+// messages, ticks (sent ✓, delivered ✓✓, read ✓✓ in colour), the peer's
+// typing and presence, recall, and a composer.
+//
+// Messages are keyed by seq (ours), so a message that comes both from a
+// history page and live, or again after a reconnect, is shown once, and
+// rows are kept in seq order whatever order they arrive in.
+import type { MessageEvent, RecallEvent } from '../../../client-sdk/src/index.ts'
+import { clockTime, dayKey, dayLabel, fullTime, h, replace } from '../dom.ts'
+import type { Connection } from '../connection.ts'
+import { bodyText, peerOf, type ChatStore, type Pending } from '../store.ts'
+import { avatar, presenceDot, presenceText } from './presence.ts'
+
+const PAGE = 40
+const TYPING_REPEAT_MS = 2_500
+const TYPING_IDLE_MS = 4_000
+
+export interface ChatViewOptions {
+  store: ChatStore
+  connection: Connection
+  peer: string
+  /** Narrow screens: back to the list. */
+  back: () => void
+  notify: (text: string) => void
+}
+
+export interface ChatView {
+  element: HTMLElement
+  focus (): void
+  dispose (): void
+}
+
+type Tick = 'sent' | 'delivered' | 'read'
+
+export function chatView ({ store, connection, peer, back, notify }: ChatViewOptions): ChatView {
+  const me = store.me
+  const messages = new Map<number, MessageEvent>()
+  const rows = new Map<number, HTMLElement>()
+  const daySeparators = new Map<string, HTMLElement>()
+  let loaded = false
+  let loadingEarlier = false
+  let hasMore = false
+  /** Seqs below this are not shown until scrolled back to (a gap is never shown). */
+  let oldest = Number.POSITIVE_INFINITY
+  let disposed = false
+
+  // ---- layout -----------------------------------------------------------------
+
+  const status = h('span', { class: 'status', attrs: { 'aria-live': 'polite' } })
+  const headerDot = h('span', { class: 'dot-slot' })
+  const top = h('div', { class: 'history-edge', attrs: { role: 'status' } })
+  const items = h('div', { class: 'items' })
+  const pendingItems = h('div', { class: 'pending-items' })
+  const typingBubble = h('div', { class: 'row theirs typing-indicator', hidden: true, attrs: { 'aria-label': `${peer} is typing` } },
+    h('div', { class: 'bubble' }, h('span', { class: 'typing-dots' }, h('i'), h('i'), h('i'))))
+  const scroller = h('div', { class: 'messages', attrs: { role: 'log', 'aria-label': `Messages with ${peer}` } }, top, items, pendingItems, typingBubble)
+  const input = h('textarea', { name: 'message', rows: 1, placeholder: 'Message', enterKeyHint: 'send', attrs: { 'aria-label': 'Message' } })
+  const sendButton = h('button', { type: 'submit', class: 'send', attrs: { 'aria-label': 'Send' } }, 'Send')
+  const composer = h('form', { class: 'composer' }, input, sendButton)
+
+  const element = h('section', { class: 'pane chat-pane', dataset: { peer }, attrs: { 'aria-label': `Chat with ${peer}` } },
+    h('header', { class: 'bar' },
+      h('button', { type: 'button', class: 'back', attrs: { 'aria-label': 'Back to chats' }, on: { click: back } }, '‹'),
+      avatar(peer, headerDot),
+      h('span', { class: 'title' }, h('span', { class: 'peer' }, peer), status)),
+    scroller,
+    composer)
+
+  // ---- header: presence and typing --------------------------------------------
+
+  function renderHeader (): void {
+    replace(headerDot, presenceDot(store, peer))
+    status.textContent = presenceText(store, peer)
+    status.classList.toggle('typing', store.isTyping(peer))
+    const typing = store.isTyping(peer)
+    if (typingBubble.hidden === typing) {
+      const stick = nearBottom()
+      typingBubble.hidden = !typing
+      if (stick) scrollToBottom()
+    }
+  }
+
+  // ---- rows ---------------------------------------------------------------------
+
+  function tickOf (seq: number): Tick {
+    const conversation = store.conversations.get(peer)
+    if (conversation === undefined) return 'sent'
+    if (seq <= conversation.peerReadUpTo) return 'read'
+    if (seq <= conversation.peerDeliveredUpTo) return 'delivered'
+    return 'sent'
+  }
+
+  function ticks (tick: Tick | 'pending'): HTMLElement {
+    const text = { pending: 'sending…', sent: '✓', delivered: '✓✓', read: '✓✓' }[tick]
+    const label = { pending: 'sending', sent: 'sent', delivered: 'delivered', read: 'read' }[tick]
+    return h('span', { class: `ticks ${tick}`, attrs: { 'aria-label': label, title: label } }, text)
+  }
+
+  function rowFor (message: MessageEvent): HTMLElement {
+    const mine = message.from === me
+    const recalled = message.recalled === true
+    const meta = h('span', { class: 'meta' },
+      h('time', { dateTime: new Date(message.ts).toISOString(), title: fullTime(message.ts) }, clockTime(message.ts)),
+      mine && !recalled && ticks(tickOf(message.seq)))
+    const bubble = h('div', { class: `bubble${recalled ? ' recalled' : ''}` }, h('span', { class: 'text' }, bodyText(message)), meta)
+    const row = h('div', {
+      class: `row ${mine ? 'mine' : 'theirs'}`,
+      dataset: { seq: String(message.seq), id: message.id, day: dayKey(message.ts), ...(mine && !recalled ? { tick: tickOf(message.seq) } : {}) }
+    }, bubble)
+    if (mine && !recalled) {
+      const actions = h('div', { class: 'actions', hidden: true },
+        h('button', { type: 'button', class: 'recall', on: { click: () => recall(message) } }, 'Recall'))
+      // Tap (or Enter on) your own message for its actions; its text stays its accessible name.
+      bubble.tabIndex = 0
+      bubble.setAttribute('role', 'button')
+      bubble.setAttribute('aria-expanded', 'false')
+      bubble.title = 'Tap for options'
+      const toggle = (): void => {
+        actions.hidden = !actions.hidden
+        bubble.setAttribute('aria-expanded', String(!actions.hidden))
+      }
+      bubble.addEventListener('click', toggle)
+      bubble.addEventListener('keydown', (event) => { if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); toggle() } })
+      row.append(actions)
+    }
+    return row
+  }
+
+  /** The separator "Today" / a date goes right before the first row of its day. */
+  function placeDaySeparator (row: HTMLElement, ts: number): void {
+    const day = row.dataset.day!
+    let first = row
+    for (let previous = first.previousElementSibling; previous !== null; previous = previous.previousElementSibling) {
+      if (!(previous instanceof HTMLElement) || previous.classList.contains('day')) continue
+      if (previous.dataset.day !== day) break
+      first = previous
+    }
+    let separator = daySeparators.get(day)
+    if (separator === undefined) daySeparators.set(day, separator = h('div', { class: 'day', attrs: { role: 'separator' } }, h('span', {}, dayLabel(ts))))
+    if (first.previousElementSibling !== separator) first.before(separator)
+  }
+
+  function insert (message: MessageEvent): void {
+    const row = rowFor(message)
+    const existing = rows.get(message.seq)
+    rows.set(message.seq, row)
+    messages.set(message.seq, message)
+    if (existing !== undefined) {
+      existing.replaceWith(row)
+      return
+    }
+    // The next row by seq; usually none (a new message goes last).
+    let next: HTMLElement | undefined
+    let nextSeq = Number.POSITIVE_INFINITY
+    for (const seq of rows.keys()) if (seq > message.seq && seq < nextSeq) { nextSeq = seq; next = rows.get(seq) }
+    if (next === undefined) items.append(row)
+    else {
+      const separator = next.previousElementSibling
+      ;(separator instanceof HTMLElement && separator.classList.contains('day') ? separator : next).before(row)
+    }
+    placeDaySeparator(row, message.ts)
+    if (next !== undefined) placeDaySeparator(next, messages.get(nextSeq)!.ts)
+  }
+
+  function accept (message: MessageEvent): void {
+    if (peerOf(message, me) !== peer) return
+    if (loaded && hasMore && message.seq < oldest) return
+    if (messages.has(message.seq) && messages.get(message.seq)!.recalled === message.recalled) return
+    const stick = nearBottom() || message.from === me
+    insert(message)
+    if (loaded) renderEdge()
+    if (loaded && stick) scrollToBottom()
+    if (message.from !== me) scheduleMarkRead()
+  }
+
+  function applyRecall (recall: RecallEvent): void {
+    const message = messages.get(recall.messageSeq)
+    if (message === undefined || message.recalled === true) return
+    insert({ ...message, body: undefined, recalled: true })
+  }
+
+  function refreshTicks (): void {
+    for (const [seq, row] of rows) {
+      if (row.dataset.tick === undefined) continue
+      const tick = tickOf(seq)
+      if (row.dataset.tick === tick) continue
+      row.dataset.tick = tick
+      row.querySelector('.ticks')?.replaceWith(ticks(tick))
+    }
+  }
+
+  // ---- messages being sent ----------------------------------------------------------
+
+  function renderPending (): void {
+    const stick = nearBottom()
+    replace(pendingItems, ...(store.pending.get(peer) ?? []).map((pending) =>
+      h('div', { class: `row mine pending${pending.failed !== undefined ? ' failed' : ''}`, dataset: { pending: String(pending.key) } },
+        h('div', { class: 'bubble' },
+          h('span', { class: 'text' }, pending.text),
+          h('span', { class: 'meta' }, pending.failed === undefined ? ticks('pending') : h('span', { class: 'error' }, `Not sent: ${pending.failed}`))),
+        pending.failed !== undefined && h('div', { class: 'actions' },
+          h('button', { type: 'button', on: { click: () => store.removePending(pending) } }, 'Dismiss')))))
+    if (stick) scrollToBottom()
+  }
+
+  async function send (): Promise<void> {
+    const text = input.value.trim()
+    if (text === '') return
+    input.value = ''
+    autoGrow()
+    stopTyping()
+    const pending: Pending = store.addPending(peer, text)
+    scrollToBottom()
+    try {
+      const client = await connection.client()
+      await client.send(peer, text)
+      store.removePending(pending)
+    } catch (error) {
+      const code = (error as { code?: unknown }).code
+      store.failPending(pending, typeof code === 'string' ? code.replace(/_/g, ' ') : (error as Error).message)
+    }
+  }
+
+  async function recall (message: MessageEvent): Promise<void> {
+    try {
+      const client = await connection.client()
+      const tombstone = await client.recall(message.id)
+      insert({ ...message, ...tombstone, seq: message.seq, recalled: true, body: undefined })
+    } catch (error) {
+      notify(`Could not recall: ${(error as Error).message}`)
+    }
+  }
+
+  // ---- typing (ours) ---------------------------------------------------------------
+
+  let typingSentAt = 0
+  let typingIdle: ReturnType<typeof setTimeout> | undefined
+
+  function typed (): void {
+    autoGrow()
+    if (input.value.trim() === '') return stopTyping()
+    const now = Date.now()
+    if (now - typingSentAt > TYPING_REPEAT_MS) {
+      typingSentAt = now
+      void connection.client().then((client) => client.typing(peer, true), () => {})
+    }
+    clearTimeout(typingIdle)
+    typingIdle = setTimeout(stopTyping, TYPING_IDLE_MS)
+  }
+
+  function stopTyping (): void {
+    clearTimeout(typingIdle)
+    if (typingSentAt === 0) return
+    typingSentAt = 0
+    void connection.client().then((client) => client.typing(peer, false), () => {})
+  }
+
+  function autoGrow (): void {
+    input.style.height = 'auto'
+    input.style.height = `${Math.min(input.scrollHeight, 140)}px`
+  }
+
+  input.addEventListener('input', typed)
+  input.addEventListener('blur', stopTyping)
+  input.addEventListener('keydown', (event) => {
+    // Enter sends; Shift+Enter (and Enter while composing with an IME) makes a new line.
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault()
+      void send()
+    }
+  })
+  composer.addEventListener('submit', (event) => {
+    event.preventDefault()
+    void send()
+    input.focus()
+  })
+
+  // ---- read marks --------------------------------------------------------------------
+
+  let markTimer: ReturnType<typeof setTimeout> | undefined
+
+  function scheduleMarkRead (): void {
+    clearTimeout(markTimer)
+    markTimer = setTimeout(markRead, 250)
+  }
+
+  async function markRead (): Promise<void> {
+    // Offline: the `online` listener below tries again.
+    if (disposed || document.visibilityState !== 'visible' || !navigator.onLine) return
+    let newest = 0
+    for (const message of messages.values()) if (message.from !== me && message.seq > newest) newest = message.seq
+    const conversation = store.conversations.get(peer)
+    if (newest === 0 || (conversation !== undefined && newest <= conversation.readUpTo && conversation.unread === 0)) return
+    try {
+      const client = await connection.client()
+      store.readMarked(peer, await client.markRead(peer, newest))
+    } catch {
+      // The server could not be reached: try again a little later.
+      if (!disposed) markTimer = setTimeout(markRead, 3_000)
+    }
+  }
+
+  const onVisibility = (): void => { if (document.visibilityState === 'visible') scheduleMarkRead() }
+  document.addEventListener('visibilitychange', onVisibility)
+  addEventListener('online', scheduleMarkRead)
+
+  // ---- history -------------------------------------------------------------------------
+
+  function nearBottom (): boolean {
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120
+  }
+
+  function scrollToBottom (): void {
+    scroller.scrollTop = scroller.scrollHeight
+  }
+
+  function renderEdge (): void {
+    top.textContent = !loaded || loadingEarlier ? 'Loading…' : hasMore ? '' : messages.size === 0 ? `No messages with ${peer} yet. Say hello!` : 'Beginning of the conversation'
+  }
+
+  async function loadPage (before?: number): Promise<MessageEvent[]> {
+    const client = await connection.client()
+    const page = await client.history(peer, before === undefined ? { limit: PAGE } : { before, limit: PAGE })
+    hasMore = page.hasMore
+    const first = page.messages[0]
+    if (first !== undefined) oldest = Math.min(oldest, first.seq)
+    else if (!hasMore) oldest = 0
+    return page.messages
+  }
+
+  async function loadLatest (): Promise<void> {
+    try {
+      const page = await loadPage()
+      if (disposed) return
+      loaded = true
+      // Live events that came meanwhile are kept, unless older than the page (there may be a gap).
+      for (const [seq, row] of rows) if (hasMore && seq < oldest) { row.remove(); rows.delete(seq); messages.delete(seq) }
+      for (const message of page) if (!messages.has(message.seq)) insert(message)
+      renderEdge()
+      scrollToBottom()
+      scheduleMarkRead()
+      await fillScreen()
+    } catch (error) {
+      top.textContent = `Could not load messages: ${(error as Error).message}`
+      setTimeout(() => { if (!disposed && !loaded) void loadLatest() }, 3_000)
+    }
+  }
+
+  async function loadEarlier (): Promise<void> {
+    if (!loaded || loadingEarlier || !hasMore) return
+    loadingEarlier = true
+    renderEdge()
+    try {
+      const page = await loadPage(oldest)
+      if (disposed) return
+      // Keep what is on screen where it is while rows are added above it.
+      const fromBottom = scroller.scrollHeight - scroller.scrollTop
+      for (const message of page) if (!messages.has(message.seq)) insert(message)
+      scroller.scrollTop = scroller.scrollHeight - fromBottom
+    } catch (error) {
+      notify(`Could not load earlier messages: ${(error as Error).message}`)
+    } finally {
+      loadingEarlier = false
+      renderEdge()
+    }
+  }
+
+  /** Loads earlier pages until the list can scroll (else there is no scroll to trigger them). */
+  async function fillScreen (): Promise<void> {
+    while (!disposed && hasMore && scroller.scrollHeight <= scroller.clientHeight + 40) {
+      await loadEarlier()
+      scrollToBottom()
+    }
+  }
+
+  scroller.addEventListener('scroll', () => {
+    if (scroller.scrollTop < 200) void loadEarlier()
+  }, { passive: true })
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  const unsubscribe = [
+    store.on('message', accept),
+    store.on('recall', applyRecall),
+    store.on('marks', (who) => { if (who === peer) refreshTicks() }),
+    store.on('presence', (who) => { if (who === peer) renderHeader() }),
+    store.on('typing', (who) => { if (who === peer) renderHeader() }),
+    store.on('pending', (who) => { if (who === peer) renderPending() })
+  ]
+  connection.watch(peer)
+  // Someone never seen has no retained presence to stream: ask once, so the header can say "offline".
+  if (!store.presence.has(peer)) {
+    void connection.client().then((client) => client.presence(peer)).then(({ status, ts, lastSeen }) => {
+      if (!store.presence.has(peer)) store.onPresence(peer, { status, ts, lastSeen })
+    }, () => {})
+  }
+  renderHeader()
+  renderPending()
+  renderEdge()
+  void loadLatest()
+
+  return {
+    element,
+    focus: () => input.focus(),
+    dispose () {
+      disposed = true
+      stopTyping()
+      clearTimeout(markTimer)
+      document.removeEventListener('visibilitychange', onVisibility)
+      removeEventListener('online', scheduleMarkRead)
+      unsubscribe.forEach((u) => u())
+    }
+  }
+}
