@@ -3,7 +3,7 @@
 // (no `alg: none`, no HS256-with-the-public-key confusion).
 import { createPublicKey } from 'node:crypto'
 import type { FastifyJWTOptions } from '@fastify/jwt'
-import { ConfigError, type JwtKey } from '../server/config.ts'
+import { ConfigError, type JwtKey } from '../config/config.ts'
 
 type Algorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512' | 'EdDSA'
 

@@ -1,0 +1,104 @@
+// Logout and revocation. A token can be refused in three ways, all checked
+// on every CONNECT and every REST request:
+//   - this token (logout of one session): by the SHA-256 of the token, kept
+//     until the token would have expired anyway;
+//   - every token of a user issued until a mark (logout everywhere, or an
+//     admin revoking a user): the token's `iat` (seconds) is at or below it;
+//   - a device (admin): MQTT connections of `<user>:<device>` with a token
+//     issued before the mark. (REST calls carry no device; revoke the user.)
+// The marks live in Redis (or LevelDB embedded), so restarts and other
+// processes see them; cutting live connections is broker/kick.ts's job.
+import { createHash } from 'node:crypto'
+import type { Redis } from 'ioredis'
+import { ClassicLevel } from 'classic-level'
+
+/** Tokens without `exp` are remembered as revoked this long. */
+const NO_EXP_KEEP_SECONDS = 30 * 24 * 3600
+
+export interface TokenFacts {
+  token: string
+  sub: string
+  /** Issued at, seconds; a token without it counts as issued at 0 (before any mark). */
+  iat?: number
+  exp?: number
+}
+
+export interface Revocations {
+  /** True when the token must be refused (for `device`, if given: an MQTT connection). */
+  isRevoked (facts: TokenFacts, device?: string): Promise<boolean>
+  revokeToken (facts: TokenFacts): Promise<void>
+  /** Refuses every token of `user` issued before `at` (seconds). */
+  revokeUser (user: string, at: number): Promise<void>
+  revokeDevice (user: string, device: string, at: number): Promise<void>
+  close (): Promise<void>
+}
+
+export function tokenHash (token: string): string {
+  return createHash('sha256').update(token).digest('base64url')
+}
+
+// `iat` has one-second resolution: a token issued in the mark's own second is
+// refused too (safer than letting one issued just before the mark through).
+const issuedBefore = (facts: TokenFacts, mark: string | null | undefined): boolean => mark !== null && mark !== undefined && (facts.iat ?? 0) <= Number(mark)
+
+const P = 'inboxd:rv:'
+
+export class RedisRevocations implements Revocations {
+  constructor (private readonly redis: Redis) {}
+
+  async isRevoked (facts: TokenFacts, device?: string): Promise<boolean> {
+    const keys = [`${P}t:${tokenHash(facts.token)}`, `${P}u:${facts.sub}`]
+    if (device !== undefined) keys.push(`${P}d:${facts.sub}:${device}`)
+    const [token, user, deviceMark] = await this.redis.mget(...keys)
+    return token !== null || issuedBefore(facts, user) || issuedBefore(facts, deviceMark)
+  }
+
+  async revokeToken (facts: TokenFacts): Promise<void> {
+    const ttl = facts.exp === undefined ? NO_EXP_KEEP_SECONDS : Math.max(1, facts.exp - Math.floor(Date.now() / 1000))
+    await this.redis.set(`${P}t:${tokenHash(facts.token)}`, '1', 'EX', ttl)
+  }
+
+  async revokeUser (user: string, at: number): Promise<void> {
+    await this.redis.set(`${P}u:${user}`, String(at))
+  }
+
+  async revokeDevice (user: string, device: string, at: number): Promise<void> {
+    await this.redis.set(`${P}d:${user}:${device}`, String(at))
+  }
+
+  async close (): Promise<void> {}
+}
+
+export class LevelRevocations implements Revocations {
+  private constructor (private readonly db: ClassicLevel<string, string>) {}
+
+  static async open (path: string): Promise<LevelRevocations> {
+    const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8' })
+    await db.open()
+    return new LevelRevocations(db)
+  }
+
+  async isRevoked (facts: TokenFacts, device?: string): Promise<boolean> {
+    const keys = [`t!${tokenHash(facts.token)}`, `u!${facts.sub}`]
+    if (device !== undefined) keys.push(`d!${facts.sub}!${device}`)
+    const [until, user, deviceMark] = await this.db.getMany(keys)
+    return (until !== undefined && Number(until) > Date.now()) || issuedBefore(facts, user) || issuedBefore(facts, deviceMark)
+  }
+
+  async revokeToken (facts: TokenFacts): Promise<void> {
+    const until = facts.exp === undefined ? Date.now() + NO_EXP_KEEP_SECONDS * 1000 : facts.exp * 1000
+    await this.db.put(`t!${tokenHash(facts.token)}`, String(until))
+  }
+
+  async revokeUser (user: string, at: number): Promise<void> {
+    await this.db.put(`u!${user}`, String(at))
+  }
+
+  async revokeDevice (user: string, device: string, at: number): Promise<void> {
+    await this.db.put(`d!${user}!${device}`, String(at))
+  }
+
+  async close (): Promise<void> {
+    await this.db.close()
+  }
+}

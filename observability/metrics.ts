@@ -1,0 +1,52 @@
+// The server's Prometheus metrics (prom-client's default registry, so that
+// with WORKERS the supervisor can aggregate every worker's figures). The
+// doors and the composition root record into these; domain folders do not
+// import this module, they report through callbacks.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, register } from 'prom-client'
+
+let started = false
+
+export class Metrics {
+  readonly connections = new Gauge({ name: 'inboxd_connections', help: 'Connected MQTT clients, by transport', labelNames: ['transport'] as const })
+  readonly accepted = new Counter({ name: 'inboxd_messages_accepted_total', help: 'Messages accepted (stored, or forwarded at QoS 0), by kind', labelNames: ['kind'] as const })
+  readonly rejected = new Counter({ name: 'inboxd_messages_rejected_total', help: 'Publishes and REST sends refused, by error code', labelNames: ['code'] as const })
+  readonly delivered = new Counter({ name: 'inboxd_deliveries_total', help: 'Log events written to devices, live or from the backlog', labelNames: ['source'] as const })
+  readonly publishToAck = new Histogram({
+    name: 'inboxd_publish_to_puback_seconds',
+    help: 'From an MQTT PUBLISH reaching the server to its PUBACK being due (validation, append, delivery hand-off)',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+  })
+
+  readonly logAppend = new Histogram({
+    name: 'inboxd_log_append_seconds',
+    help: 'Durable appends to the log (1:1 and group messages)',
+    labelNames: ['kind'] as const,
+    buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5]
+  })
+
+  readonly pushes = new Counter({ name: 'inboxd_pushes_total', help: 'Push notifications, by provider and outcome', labelNames: ['provider', 'outcome'] as const })
+  readonly redisErrors = new Counter({ name: 'inboxd_redis_errors_total', help: 'Errors reported by Redis connections' })
+
+  constructor () {
+    // Event-loop lag, heap, GC and the rest of Node's process metrics.
+    if (!started) collectDefaultMetrics()
+    started = true
+  }
+
+  /** This process's metrics in the Prometheus text format. */
+  async text (): Promise<string> {
+    return register.metrics()
+  }
+
+  get contentType (): string {
+    return register.contentType
+  }
+}
+
+/** Times `fn(...)` into `histogram` (with `labels`), whether it resolves or throws. */
+export function timed<A extends unknown[], R> (fn: (...args: A) => Promise<R>, histogram: Histogram<'kind'>, kind: string): (...args: A) => Promise<R> {
+  return async (...args) => {
+    const stop = histogram.startTimer({ kind })
+    try { return await fn(...args) } finally { stop() }
+  }
+}
