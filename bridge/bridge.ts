@@ -4,10 +4,11 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import fastifyWebsocket from '@fastify/websocket'
 import fastifySwagger from '@fastify/swagger'
+import fastifyCors from '@fastify/cors'
 import type { Logger } from 'pino'
-import type { Config } from '../server/config.ts'
+import type { Config } from '../config/config.ts'
 import { jwtOptions } from '../auth/jwt-options.ts'
-import { installErrorHandlers } from './http-errors.ts'
+import { installErrorHandlers, sendError } from './http-errors.ts'
 
 export async function createBridge (config: Config, log: Logger): Promise<FastifyInstance> {
   const app: FastifyInstance = Fastify({
@@ -18,6 +19,25 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
     ajv: { customOptions: { removeAdditional: false } }
   })
   installErrorHandlers(app)
+  // Ajv turns "1e400" in a query into Infinity and lets it through integer
+  // checks; nothing here wants a number that is not finite.
+  app.addHook('preHandler', async (request, reply) => {
+    for (const [part, values] of [['querystring', request.query], ['params', request.params]] as const) {
+      for (const [key, value] of Object.entries((values ?? {}) as Record<string, unknown>)) {
+        if (typeof value === 'number' && !Number.isFinite(value)) return sendError(reply, 400, 'invalid_request', `${part}.${key} must be a finite number`, `${part}.${key}`)
+      }
+    }
+  })
+  // Registered at the root so its headers also reach 401s from the /v1 scope.
+  // Without CORS_ORIGINS nothing is registered: no CORS headers at all.
+  if (config.corsOrigins.length > 0) {
+    await app.register(fastifyCors, {
+      origin: config.corsOrigins[0] === '*' ? '*' : config.corsOrigins,
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: ['Authorization', 'Content-Type'],
+      maxAge: 600
+    })
+  }
   await app.register(fastifyJwt, jwtOptions(config.jwt))
   await app.register(fastifyWebsocket, {
     options: {

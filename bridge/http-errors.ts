@@ -43,6 +43,11 @@ const BY_FASTIFY_CODE: Record<string, [number, string]> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'unsupported_media_type']
 }
 
+/** ioredis gives up on a command after its retries, or refuses it while the connection is down. */
+function isStorageOutage (error: Error): boolean {
+  return error.name === 'MaxRetriesPerRequestError' || /Connection is closed|ECONNREFUSED|Stream isn't writeable|Redis did not answer/.test(error.message)
+}
+
 export function installErrorHandlers (app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error.validation !== undefined) {
@@ -51,11 +56,57 @@ export function installErrorHandlers (app: FastifyInstance): void {
     }
     const known = error.code === undefined ? undefined : BY_FASTIFY_CODE[error.code]
     if (known !== undefined) return sendError(reply, known[0], known[1], error.message)
+    if (error.statusCode === 429) return sendError(reply, 429, 'rate_limited', error.message)
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendError(reply, error.statusCode, 'bad_request', error.message)
+    }
+    // Storage unreachable (Redis down or reconnecting): the client should retry, nothing was half-done.
+    if (isStorageOutage(error)) {
+      request.log.warn({ err: error.message }, 'request refused: storage unavailable')
+      reply.header('retry-after', '5')
+      return sendError(reply, 503, 'storage_unavailable', 'the server cannot reach its storage right now; retry shortly')
     }
     request.log.error({ err: error }, 'request failed')
     return sendError(reply, 500, 'internal_error', 'the server could not complete the request')
   })
   app.setNotFoundHandler((request, reply) => sendError(reply, 404, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`))
+}
+
+const ERROR_DESCRIPTIONS: Record<number, string> = {
+  400: 'Invalid request: a parameter, query or body field failed validation (`field` names it), or the body is not valid JSON',
+  401: 'Missing, invalid or expired Bearer token',
+  403: 'Not allowed: your role does not permit this',
+  404: 'Not found (or not yours)',
+  409: 'Conflict with the current state (see `error`)',
+  413: 'Body too large',
+  415: 'Body is not `application/json`'
+}
+
+type ResponseSchemas = Record<string, Record<string, unknown>>
+
+/**
+ * OpenAPI: declares the errors every route in this scope can answer, in one
+ * place, so the document says what the server does: 401 (the scope's auth
+ * hook), 400 wherever Fastify validates input, 400/413/415 wherever there is
+ * a body (bad JSON, bodyLimit, content type). Each error response gets the
+ * shared errorSchema and a description instead of "Default Response".
+ */
+export function documentErrors (app: FastifyInstance): void {
+  app.addHook('onRoute', (route) => {
+    const schema = route.schema as (Record<string, unknown> & { response?: ResponseSchemas, hide?: boolean }) | undefined
+    if (schema === undefined || schema.hide === true) return
+    const response: ResponseSchemas = { ...schema.response }
+    const statuses = [401]
+    // Fastify parses a body on these methods whatever the schema says.
+    const takesBody = schema.body !== undefined || [route.method].flat().some((method) => ['POST', 'PUT', 'PATCH'].includes(method))
+    if (takesBody || schema.params !== undefined || schema.querystring !== undefined) statuses.push(400)
+    if (takesBody) statuses.push(413, 415)
+    for (const status of statuses) response[status] ??= errorSchema
+    for (const [status, declared] of Object.entries(response)) {
+      const description = ERROR_DESCRIPTIONS[Number(status)]
+      // Copies: errorSchema is shared and must stay as it is.
+      if (description !== undefined && declared.description === undefined) response[status] = { ...declared, description }
+    }
+    route.schema = { ...schema, response }
+  })
 }

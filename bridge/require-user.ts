@@ -2,8 +2,9 @@
 // @fastify/jwt instance the broker uses, with the same claim rules. Every
 // route registered inside this plugin's scope sees `request.userId`.
 import type { FastifyInstance, FastifyRequest, FastifyReply } from 'fastify'
-import { claimsProblem } from '../auth/identity.ts'
+import { claimsProblem } from '../protocol/identity.ts'
 import { sendError } from './http-errors.ts'
+import type { Revocations } from '../auth/revocations.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -12,7 +13,7 @@ declare module 'fastify' {
   }
 }
 
-export function requireUser (app: FastifyInstance): void {
+export function requireUser (app: FastifyInstance, revocations?: Revocations): void {
   app.decorateRequest('userId', '')
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     let claims: unknown
@@ -23,6 +24,11 @@ export function requireUser (app: FastifyInstance): void {
     }
     const problem = claimsProblem(claims)
     if (problem !== undefined) return sendError(reply, 401, 'unauthorized', problem)
+    if (revocations !== undefined) {
+      const facts = claims as { sub: string, iat?: number, exp?: number }
+      const token = request.headers.authorization!.slice('Bearer '.length)
+      if (await revocations.isRevoked({ token, ...facts })) return sendError(reply, 401, 'token_revoked', 'this token was revoked (logout); sign in again')
+    }
     request.userId = (claims as { sub: string }).sub
   })
 }

@@ -1,5 +1,5 @@
 // JSON Schemas shared by the REST routes (validation and the OpenAPI document).
-import { ID_SOURCE } from '../auth/identity.ts'
+import { ID_SOURCE } from '../protocol/identity.ts'
 
 export const idSchema = { type: 'string', pattern: `^${ID_SOURCE}$` } as const
 export const seqSchema = { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER } as const

@@ -2,7 +2,7 @@
 // the hooks in broker/hooks/, and the message service that every accepted
 // publish goes through.
 import { Aedes, type Client } from 'aedes'
-import { parseClientId } from '../auth/identity.ts'
+import { parseClientId } from '../protocol/identity.ts'
 import type { Logger } from 'pino'
 import type { BrokerStore } from '../storage/broker-store.ts'
 import { MessageService, type Delivery, type StoredMessage } from '../messaging/message-service.ts'
@@ -14,20 +14,35 @@ import { connectProblem, rememberKeepalive, type KeepaliveBounds } from './hooks
 import { publishEphemeral } from './ephemeral.ts'
 import { ReceiptService } from '../messaging/receipt-service.ts'
 import type { HistoryStore } from '../history/history-store.ts'
-import { messageHeader } from '../history/events.ts'
+import { groupMessageHeader, messageHeader } from '../history/events.ts'
 import { createAuthenticate, type VerifyToken } from './hooks/authenticate.ts'
-import { authorizeSubscribe } from './hooks/authorize-subscribe.ts'
+import { createAuthorizeSubscribe } from './hooks/authorize-subscribe.ts'
 import { createAuthorizePublish } from './hooks/authorize-publish.ts'
 import { authorizeForward, guardSubscriptionStore } from './guard-persistence.ts'
 import { orderDeliveries } from './ordered-delivery.ts'
 import { limitPacketSize, packetLimitFor } from './packet-size-guard.ts'
 import { TokenExpiry } from './hooks/token-expiry.ts'
-import { publishJson, publishText } from './publish-json.ts'
-import { deviceErrorsTopic, inboxRecipient, inboxTopic, presenceTopic, SINK_TOPIC } from './topics.ts'
+import { publishJson } from './publish-json.ts'
+import { deviceErrorsTopic, inboxRecipient, inboxTopic, presenceTopic, SINK_TOPIC } from '../protocol/topics.ts'
+import { InboxDelivery } from './inbox/inbox-delivery.ts'
+import type { LogFeed } from '../storage/log-feed.ts'
+import type { Metrics } from '../observability/metrics.ts'
+import type { Revocations } from '../auth/revocations.ts'
+import { Kicker } from './kick.ts'
+import { TokenBuckets } from './rate-limits.ts'
+import type { Limits } from '../config/config.ts'
+import type { GroupStore } from '../history/group-store.ts'
+import { GroupService } from '../messaging/group-service.ts'
 
 export interface BrokerOptions {
   store: BrokerStore
   history: HistoryStore
+  /** Tells every process of new log events (durable delivery). */
+  feed: LogFeed
+  groups: GroupStore
+  maxGroupMembers: number
+  /** A reconnecting device is not sent events older than this (BACKLOG_RETENTION_SECONDS). */
+  backlogRetentionMs: number
   recallWindowMs: number
   verifyToken: VerifyToken
   maxPayloadBytes: number
@@ -36,12 +51,16 @@ export interface BrokerOptions {
   keepalive: KeepaliveBounds
   /** Told of every newly stored message (push). */
   onStored?: (message: StoredMessage) => void
+  metrics?: Metrics
+  revocations: Revocations
+  limits: Limits
   log: Logger
 }
 
 export interface MessagingBroker {
   broker: Aedes
   messages: MessageService
+  groups: GroupService
   receipts: ReceiptService
   presence: PresenceTracker
   close (): Promise<void>
@@ -57,20 +76,28 @@ function dropSinkTraffic (mq: BrokerStore['mq']): void {
 }
 
 /** A recipient's device PUBACKed a message: that is a delivery receipt (coalesced). */
-function recordDeliveries (broker: Aedes, receipts: ReceiptService): void {
+function recordDeliveries (broker: Aedes, receipts: ReceiptService, groups: GroupService): void {
   broker.on('ack', (packet, client) => {
     if (packet === undefined || packet === null || client === null || !('payload' in packet)) return
     const reader = parseClientId(client.id)?.userId
     if (reader === undefined || inboxRecipient(packet.topic) !== reader) return
-    const header = messageHeader(packet.payload.toString())
-    if (header !== undefined && header.to === reader && header.from !== reader) receipts.delivered(reader, header.from, header.seq)
+    // The header is in the first bytes; the body is never decoded.
+    const start = packet.payload.toString('utf8', 0, 512)
+    const header = messageHeader(start)
+    if (header !== undefined && header.to === reader && header.from !== reader) return receipts.delivered(reader, header.from, header.seq)
+    const group = groupMessageHeader(start)
+    if (group !== undefined && group.from !== reader) groups.delivered(reader, group.group, group.gseq)
   })
 }
 
 export async function createMessagingBroker (options: BrokerOptions): Promise<MessagingBroker> {
-  const { store, history, recallWindowMs, verifyToken, maxPayloadBytes, nodeId, log } = options
+  const { store, history, feed, recallWindowMs, verifyToken, maxPayloadBytes, nodeId, log } = options
   const expiry = new TokenExpiry()
   let broker: Aedes | undefined
+  let inbox: InboxDelivery | undefined
+  let kicker: Kicker | undefined
+  const publishBuckets = new TokenBuckets(options.limits.publish)
+  const connectBuckets = new TokenBuckets(options.limits.connect)
   const publishPresence = (user: string, state: PresenceState): Promise<void> =>
     publishEphemeral(broker!, presenceTopic(user), JSON.stringify(state), true)
   const presence = new PresenceTracker({ registry: options.presence, log, publish: publishPresence })
@@ -88,37 +115,89 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     authenticate: createAuthenticate({
       verifyToken,
       log,
-      connectProblem: (client) => connectProblem(client, options.keepalive),
-      onAuthenticated: async (client, claims) => {
+      connectProblem: (client) => {
+        // Over WebSocket the address is the HTTP request's socket's.
+        const wire = client as unknown as { conn?: { remoteAddress?: string }, req?: { socket?: { remoteAddress?: string } } }
+        const address = wire.req?.socket?.remoteAddress ?? wire.conn?.remoteAddress ?? 'unknown'
+        const wait = connectBuckets.take(address)
+        if (wait > 0) return { returnCode: 3, reason: `too many connections from ${address}; retry in ${wait} ms` }
+        return connectProblem(client, options.keepalive)
+      },
+      deviceProblem: async (client, user) => {
+        const max = options.limits.devicesPerUser
+        if (max === 0) return undefined
+        const connected = await options.presence.connectedDevices(user)
+        // Reconnecting (a takeover of the same clientId) is always allowed.
+        if (connected.includes(client.id) || connected.length < max) return undefined
+        return { returnCode: 5, reason: `at most ${max} devices of one user may be connected at once` }
+      },
+      isRevoked: (token, claims, deviceId) => options.revocations.isRevoked({ token, ...claims }, deviceId),
+      onAuthenticated: async (client, claims, token) => {
+        kicker!.authenticated(client, token)
+        await inbox!.sessionStarting(client)
         expiry.track(client, claims)
         await presence.connected(client, claims.sub)
       }
     }),
-    authorizeSubscribe,
+    authorizeSubscribe: createAuthorizeSubscribe((client) => inbox!.prepareSubscription(client)),
     authorizeForward: authorizeForward as never
   })
 
   const aedes: Aedes = broker
   limitPacketSize(aedes, packetLimitFor(maxPayloadBytes))
+  kicker = new Kicker(aedes, store.signal)
+  const metrics = options.metrics
+  inbox = new InboxDelivery(aedes, {
+    history, feed, retentionMs: options.backlogRetentionMs, log, ...(metrics === undefined ? {} : { onSent: (source) => metrics.delivered.inc({ source }) })
+  })
+  if (metrics !== undefined) {
+    const transport = (client: Client): string => (client as unknown as { req?: unknown }).req === undefined ? 'tcp' : 'websocket'
+    aedes.on('client', (client) => metrics.connections.inc({ transport: transport(client) }))
+    aedes.on('clientDisconnect', (client) => metrics.connections.dec({ transport: transport(client) }))
+  }
 
   const delivery: Delivery = {
-    toUser: (user, json, durable) => durable
-      ? publishText(aedes, inboxTopic(user), json, 1)
-      : publishEphemeral(aedes, inboxTopic(user), json)
+    // Durable events are already in the log: the feed only says so.
+    toUser: async (user, json, durable) => durable
+      ? feed.publish(user, json)
+      : publishEphemeral(aedes, inboxTopic(user), json),
+    toMembers: async (recipients, tail) => feed.publishMany(tail, recipients)
   }
+  const groups = new GroupService({
+    groups: options.groups,
+    history,
+    delivery,
+    maxMembers: options.maxGroupMembers,
+    recallWindowMs,
+    onStored: options.onStored,
+    onError: (error) => log.error({ err: error }, 'group delivery marks or push lookup failed')
+  })
   const messages = new MessageService({ history, delivery, recallWindowMs, onStored: options.onStored })
   const receipts = new ReceiptService({
     history,
     delivery,
     onError: (error) => log.error({ err: error }, 'could not record a delivery receipt')
   })
-  recordDeliveries(aedes, receipts)
+  recordDeliveries(aedes, receipts, groups)
 
   aedes.authorizePublish = createAuthorizePublish({
     messages,
+    groups,
     maxPayloadBytes,
     log,
-    reportError: (device, event) => publishJson(aedes, deviceErrorsTopic(device.userId, device.deviceId), event, 1)
+    reportError: (device, event) => publishJson(aedes, deviceErrorsTopic(device.userId, device.deviceId), event, 1),
+    takePublish: (user) => publishBuckets.take(user),
+    ...(metrics === undefined
+      ? {}
+      : {
+          observe: {
+            accepted: (kind, seconds) => {
+              metrics.accepted.inc({ kind })
+              if (kind !== 'typing') metrics.publishToAck.observe(seconds)
+            },
+            rejected: (code) => metrics.rejected.inc({ code })
+          }
+        })
   })
 
   // Aedes emits 'error' for store failures it cannot attribute to a client;
@@ -142,12 +221,15 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
   return {
     broker: aedes,
     messages,
+    groups,
     receipts,
     presence,
     async close () {
       await presence.leave().catch((error: unknown) => log.warn({ err: error }, 'could not publish presence at shutdown'))
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
+      await inbox!.close()
       await receipts.close()
+      await groups.close()
     }
   }
 }

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 import { join } from 'node:path'
 import type { BrokerStore } from '../storage/broker-store.ts'
-import type { Config } from '../server/config.ts'
+import type { Config } from '../config/config.ts'
 
 export interface PublishedKey {
   user: string

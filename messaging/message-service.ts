@@ -1,15 +1,18 @@
 // Accepting a message, independent of the transport it arrived on (MQTT or
 // REST): stamp it with what the server can vouch for, append it to the
 // history log (which assigns each side its seq and makes (sender, id)
-// idempotent), then queue it for the recipient's devices and the sender's
-// other devices. Durable sends resolve only once all of that is stored.
-import { stamp } from '../broker/message.ts'
-import { PublishRejected } from '../broker/errors.ts'
+// idempotent; the log is the message's only durable copy), then tell the
+// delivery side that both users' logs have a new event. Durable sends
+// resolve once the append is stored.
+import { stamp } from '../protocol/message.ts'
+import { PublishRejected } from '../protocol/errors.ts'
 import type { HistoryStore } from '../history/history-store.ts'
 
 export interface Delivery {
-  /** Resolves once `json` is queued for every device of `user` (durable) or sent (ephemeral). */
+  /** Durable: `json` is already in `user`'s log; tells the devices' streams. Ephemeral: sends to connected devices only. */
   toUser (user: string, json: string, durable: boolean): Promise<void>
+  /** Durable: one group event, already in each recipient's log at their seq (`{"seq":N,` + tail). */
+  toMembers (recipients: Array<[user: string, seq: number]>, tail: string): Promise<void>
 }
 
 export interface SendResult {
@@ -23,8 +26,8 @@ export type RecallOutcome =
   | { status: 'recalled', message: string }
   | { status: 'not_found' | 'window_expired' }
 
-/** A message just stored for `to` (`seq` is in the recipient's log). */
-export interface StoredMessage { from: string, to: string, id: string, seq: number }
+/** A message just stored for `to` (`seq` is in the recipient's log); `group` for a group message. */
+export interface StoredMessage { from: string, to: string, id: string, seq: number, group?: { id: string, name: string } }
 
 export interface MessageServiceOptions {
   history: HistoryStore

@@ -30,6 +30,10 @@ export class MemoryPresence implements PresenceRegistry {
     return state
   }
 
+  async connectedDevices (user: string): Promise<string[]> {
+    return [...this.#connections.get(user)?.keys() ?? []]
+  }
+
   async isConnected (user: string, clientId: string): Promise<boolean> {
     return this.#connections.get(user)?.has(clientId) ?? false
   }

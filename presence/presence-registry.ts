@@ -26,6 +26,8 @@ export interface PresenceRegistry {
   connected (user: string, clientId: string, token: string, now: number): Promise<PresenceState | undefined>
   /** Forgets a connection if it is still current; returns the new state if the user just went offline. */
   disconnected (user: string, clientId: string, token: string, now: number): Promise<PresenceState | undefined>
+  /** The user's connected clientIds, on every process. */
+  connectedDevices (user: string): Promise<string[]>
   /** Whether a device (clientId `<user>:<device>`) is connected to any process. */
   isConnected (user: string, clientId: string): Promise<boolean>
   /** The current state of each user, in order (offline with lastSeen 0 if never seen). */

@@ -111,6 +111,10 @@ export class RedisPresence implements PresenceRegistry {
     return parse(await this.#redis.presenceDisconnect(P, user, clientId, this.#node, token, now))
   }
 
+  async connectedDevices (user: string): Promise<string[]> {
+    return this.#redis.hkeys(P + 'p:' + user)
+  }
+
   async isConnected (user: string, clientId: string): Promise<boolean> {
     return (await this.#redis.hexists(P + 'p:' + user, clientId)) === 1
   }

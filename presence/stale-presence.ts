@@ -4,7 +4,7 @@
 import type { Aedes } from 'aedes'
 import type { MemoryPresence } from './memory-presence.ts'
 import { offline, type PresenceState } from './presence-registry.ts'
-import { presenceUser } from '../broker/topics.ts'
+import { presenceUser } from '../protocol/topics.ts'
 
 interface RetainedSource {
   createRetainedStreamCombi (patterns: string[]): AsyncIterable<{ topic: string, payload: Buffer }>

@@ -1,6 +1,11 @@
-// `npm start`: read config, start, stop cleanly on SIGTERM/SIGINT.
-import { ConfigError, loadConfig, type Config } from './config.ts'
+// `npm start`: read config, start, stop cleanly on SIGTERM/SIGINT. In Redis
+// mode with WORKERS > 1 this process becomes the supervisor of that many
+// server processes (server/cluster.ts).
+import cluster from 'node:cluster'
+import { pino } from 'pino'
+import { ConfigError, loadConfig, type Config } from '../config/config.ts'
 import { startServer } from './server.ts'
+import { runPrimary, type WorkerReady } from './cluster.ts'
 
 let config: Config
 try {
@@ -13,19 +18,40 @@ try {
   throw error
 }
 
-const server = await startServer(config).catch((error: Error) => {
-  process.stderr.write(`startup failed: ${error.message}\n`)
-  process.exit(1)
-})
+const log = pino({ level: config.logLevel })
+const clustered = config.redisUrl !== undefined && config.workers > 1
 
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
-    server.log.info({ signal }, 'shutting down')
-    const force = setTimeout(() => process.exit(1), 10_000)
-    force.unref()
-    server.stop().then(() => process.exit(0), (error: Error) => {
-      server.log.error({ err: error }, 'unclean shutdown')
-      process.exit(1)
-    })
+if (clustered && cluster.isPrimary) {
+  runPrimary(config.workers, log, config.tls !== undefined)
+} else {
+  if (config.redisUrl === undefined) {
+    log.info('embedded mode runs one server process (LevelDB allows one writer); WORKERS applies to Redis mode')
+  }
+  if (cluster.isWorker && config.nodeId !== undefined) config = { ...config, nodeId: `${config.nodeId}-${cluster.worker!.id}` }
+
+  const server = await startServer(config, log).catch((error: Error) => {
+    process.stderr.write(`startup failed: ${error.message}\n`)
+    process.exit(1)
   })
+  const ready = { mqttPort: server.mqttPort, httpPort: server.httpPort, mqttsPort: server.mqttsPort, httpsPort: server.httpsPort, mode: server.mode, nodeId: server.nodeId }
+  if (cluster.isWorker) {
+    log.info(ready, 'worker ready')
+    process.send!({ type: 'ready', ...ready } satisfies WorkerReady)
+    // A worker never outlives its supervisor (even one killed with -9).
+    process.once('disconnect', () => process.exit(1))
+  } else {
+    log.info({ ...ready, workers: 1 }, 'server ready')
+  }
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      server.log.info({ signal }, 'shutting down')
+      const force = setTimeout(() => process.exit(1), 10_000)
+      force.unref()
+      server.stop().then(() => process.exit(0), (error: Error) => {
+        server.log.error({ err: error }, 'unclean shutdown')
+        process.exit(1)
+      })
+    })
+  }
 }

@@ -2,7 +2,7 @@
 // JWT_SECRET, for trying the server and for development. Production tokens
 // come from your own auth service.
 import { createSigner } from 'fast-jwt'
-import { isValidId } from '../auth/identity.ts'
+import { isValidId } from '../protocol/identity.ts'
 
 const [userId, ttl = '86400'] = process.argv.slice(2)
 const secret = process.env.JWT_SECRET

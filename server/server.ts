@@ -2,22 +2,40 @@
 // WebSocket) and the REST bridge. Tests and main.ts both start it here.
 import { createServer as createTcpServer, type Server as TcpServer, type AddressInfo } from 'node:net'
 import { pino, type Logger } from 'pino'
-import type { Config } from './config.ts'
+import type { Config } from '../config/config.ts'
 import { openBrokerStore } from '../storage/broker-store.ts'
 import { createMessagingBroker } from '../broker/broker.ts'
 import { createBridge, tokenVerifier } from '../bridge/bridge.ts'
 import { healthRoutes } from '../bridge/routes/health.ts'
 import { mqttWebSocketRoute } from '../bridge/routes/mqtt-websocket.ts'
 import { apiRoutes } from '../bridge/routes/api.ts'
+import { demoLoginRoutes } from '../bridge/routes/demo-login.ts'
+import { webPageRoutes } from '../bridge/routes/web-page.ts'
 import { openHistory } from '../history/open-history.ts'
 import { openPresence } from '../presence/open-presence.ts'
 import { openDeviceRegistry, openPush } from '../push/open-push.ts'
 import { openKeyDirectory } from '../keys/key-directory.ts'
 import { randomUUID } from 'node:crypto'
+import { isMuted } from '../messaging/group-service.ts'
+import cluster from 'node:cluster'
+import { Metrics, timed } from '../observability/metrics.ts'
+import { clusterMetrics, joinClusterMetrics } from '../observability/cluster-metrics.ts'
+import { observabilityRoutes } from '../bridge/routes/observability.ts'
+import { startTlsListeners } from './tls.ts'
+import { join } from 'node:path'
+import { LevelRevocations, RedisRevocations } from '../auth/revocations.ts'
+import { adminRoutes } from '../bridge/routes/sessions.ts'
+import { limitRest } from '../bridge/rate-limit.ts'
 
 export interface RunningServer {
-  mqttPort: number
-  httpPort: number
+  /** Undefined with TLS_ONLY. */
+  mqttPort: number | undefined
+  httpPort: number | undefined
+  /** With TLS_CERT and TLS_KEY. */
+  mqttsPort: number | undefined
+  httpsPort: number | undefined
+  mode: 'redis' | 'embedded'
+  nodeId: string
   log: Logger
   stop (): Promise<void>
 }
@@ -31,20 +49,34 @@ function listenTcp (server: TcpServer, port: number, host: string): Promise<numb
 
 export async function startServer (config: Config, log: Logger = pino({ level: config.logLevel })): Promise<RunningServer> {
   let ready = false
-  const store = await openBrokerStore(config, log)
-  const history = await openHistory(config, store)
   const nodeId = config.nodeId ?? randomUUID()
+  const metrics = new Metrics()
+  if (cluster.isWorker) joinClusterMetrics()
+  const store = await openBrokerStore(config, nodeId, log)
+  store.redis?.on('error', () => metrics.redisErrors.inc())
+  const { history, groups } = await openHistory(config, store)
+  const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'))
+  // Append latency, measured at the one place every durable message passes.
+  history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')
+  groups.appendGroupMessage = timed(groups.appendGroupMessage.bind(groups), metrics.logAppend, 'group')
   const presence = await openPresence(store, nodeId)
   const devices = await openDeviceRegistry(config, store)
   const keys = await openKeyDirectory(config, store)
   const push = openPush(config, store, devices, {
     isConnected: (user, clientId) => presence.isConnected(user, clientId),
-    unreadTotal: (user) => history.unreadTotal(user)
+    unreadTotal: (user) => history.unreadTotal(user),
+    isMuted: (user, group) => isMuted(groups, user, group),
+    onOutcome: (provider, outcome) => metrics.pushes.inc({ provider, outcome })
   }, log)
   const app = await createBridge(config, log)
+  await limitRest(app, config.limits.restPerMinute, store.redis)
   const messaging = await createMessagingBroker({
     store,
     history,
+    feed: store.feed,
+    groups,
+    maxGroupMembers: config.maxGroupMembers,
+    backlogRetentionMs: config.backlogRetentionSeconds * 1000,
     recallWindowMs: config.recallWindowMs,
     verifyToken: tokenVerifier(app),
     maxPayloadBytes: config.maxPayloadBytes,
@@ -52,38 +84,69 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     presence,
     keepalive: config.keepalive,
     onStored: push === undefined ? undefined : (message) => push.notify(message),
+    metrics,
+    revocations,
+    limits: config.limits,
     log
   })
 
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode })
+  await app.register(observabilityRoutes, {
+    metrics,
+    collect: () => cluster.isWorker ? clusterMetrics() : metrics.text(),
+    token: config.metricsToken,
+    isReady: () => ready,
+    checkStorage: async () => {
+      if (store.redis === undefined) return
+      const answer = await Promise.race([store.redis.ping(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('Redis did not answer within 1 s')), 1_000).unref())])
+      if (answer !== 'PONG') throw new Error(`Redis answered ${answer}`)
+    }
+  })
   await app.register(mqttWebSocketRoute, { broker: messaging.broker })
+  await app.register(adminRoutes, { revocations, signal: store.signal, adminToken: config.adminToken })
   await app.register(apiRoutes, {
     history,
     messages: messaging.messages,
+    groups: messaging.groups,
     receipts: messaging.receipts,
     presence,
     devices,
     keys,
+    metrics,
+    revocations,
+    signal: store.signal,
     maxPayloadBytes: config.maxPayloadBytes
   })
+  if (config.demoLogin) await app.register(demoLoginRoutes)
+  await app.register(webPageRoutes, { demoLogin: config.demoLogin })
 
+  // Plain listeners, unless TLS_ONLY; the TLS ones serve the same broker and routes.
   const tcp = createTcpServer((socket) => messaging.broker.handle(socket))
-  const mqttPort = await listenTcp(tcp, config.mqttPort, config.host)
-  await app.listen({ port: config.httpPort, host: config.host })
-  const httpPort = (app.server.address() as AddressInfo).port
+  let mqttPort: number | undefined
+  let httpPort: number | undefined
+  if (config.tlsOnly) {
+    await app.ready()
+  } else {
+    mqttPort = await listenTcp(tcp, config.mqttPort, config.host)
+    await app.listen({ port: config.httpPort, host: config.host })
+    httpPort = (app.server.address() as AddressInfo).port
+  }
+  const tls = config.tls === undefined ? undefined : await startTlsListeners(config.tls, config.host, (socket) => messaging.broker.handle(socket), app, log)
   ready = true
-  log.info({ mqttPort, httpPort, mode: store.mode, nodeId: messaging.broker.id }, 'server ready')
 
   let stopping: Promise<void> | undefined
   async function stop (): Promise<void> {
     ready = false
-    const closeTcp = new Promise<void>((resolve) => tcp.close(() => resolve()))
+    const closeTcp = mqttPort === undefined ? Promise.resolve() : new Promise<void>((resolve) => tcp.close(() => resolve()))
+    const closeTls = tls?.close()
     await messaging.close()
     await closeTcp
+    await closeTls
     await app.close()
     await push?.close()
     await devices.close()
     await keys.close()
+    await revocations.close()
     await history.close()
     await store.close()
     log.info('server stopped')
@@ -92,6 +155,10 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   return {
     mqttPort,
     httpPort,
+    mqttsPort: tls?.mqttsPort,
+    httpsPort: tls?.httpsPort,
+    mode: store.mode,
+    nodeId,
     log,
     stop: () => (stopping ??= stop())
   }

@@ -1,7 +1,7 @@
 // Process lifecycle: config errors, health, clean shutdown, embedded store under load.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { startServerProcess, serverEnv, flushRedisDb, modesUnderTest, SERVER_ARGS } from './helpers/server-process.ts'
+import { startServerProcess, serverEnv, flushRedisDb, modesUnderTest, tempDataDir, SERVER_ARGS } from './helpers/server-process.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { sendMany } from './helpers/backlog.ts'
@@ -42,6 +42,15 @@ t.test('invalid configuration: non-zero exit and one line naming the variable', 
     t.equal(lines.length, 1, `${variable}: one line`)
     t.match(lines[0], variable, `${variable}: names the variable`)
   }
+})
+
+t.test('a second embedded server on the same DATA_DIR says another process holds it', async (t) => {
+  const dataDir = tempDataDir()
+  const first = await startServerProcess({ mode: 'embedded', dataDir })
+  t.teardown(() => first.stop())
+  const { status, stderr } = startWith(serverEnv({ mode: 'embedded', dataDir }))
+  t.equal(status, 1, 'exits with 1')
+  t.match(stderr, /another process holds DATA_DIR/, 'names the problem')
 })
 
 t.test('healthz answers 200 once ready; SIGTERM exits cleanly', async (t) => {

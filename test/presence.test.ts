@@ -179,6 +179,10 @@ for (const mode of modesUnderTest()) {
       t.equal(error!.code, 'forbidden_topic')
       await sleep(300)
       t.same(watcher.seen, [], 'bob\'s presence is untouched')
+      // Nor one's own: only the server says what is true (a will there is accepted and ignored).
+      await phone.sendRaw(`presence/${alice}`, '{"status":"online","ts":1,"lastSeen":1}')
+      const [, own] = await phone.waitForErrors(2)
+      t.match(own, { code: 'forbidden_topic', topic: `presence/${alice}` }, 'a publish to your own presence is refused too')
     })
 
     t.test('typing indicators are ephemeral', async (t) => {

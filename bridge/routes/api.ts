@@ -3,8 +3,15 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { HistoryStore } from '../../history/history-store.ts'
 import type { MessageService } from '../../messaging/message-service.ts'
+import type { GroupService } from '../../messaging/group-service.ts'
+import { groupRoutes } from './groups.ts'
+import type { Metrics } from '../../observability/metrics.ts'
+import type { Revocations } from '../../auth/revocations.ts'
+import type { ClusterSignal } from '../../storage/cluster-signal.ts'
+import { sessionRoutes } from './sessions.ts'
 import type { ReceiptService } from '../../messaging/receipt-service.ts'
 import { requireUser } from '../require-user.ts'
+import { documentErrors } from '../http-errors.ts'
 import { messageRoutes } from './messages.ts'
 import { conversationRoutes } from './conversations.ts'
 import { syncRoutes } from './sync.ts'
@@ -18,16 +25,23 @@ import type { DeviceRegistry } from '../../push/device-registry.ts'
 export interface ApiOptions {
   history: HistoryStore
   messages: MessageService
+  groups: GroupService
   receipts: ReceiptService
   presence: PresenceRegistry
   devices: DeviceRegistry
   keys: KeyDirectory
   maxPayloadBytes: number
+  metrics?: Metrics
+  revocations: Revocations
+  signal: ClusterSignal
 }
 
 export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) => {
-  requireUser(app)
-  await app.register(messageRoutes, { messages: options.messages, maxPayloadBytes: options.maxPayloadBytes })
+  requireUser(app, options.revocations)
+  documentErrors(app)
+  await app.register(sessionRoutes, { revocations: options.revocations, signal: options.signal })
+  await app.register(messageRoutes, { messages: options.messages, groups: options.groups, maxPayloadBytes: options.maxPayloadBytes, metrics: options.metrics })
+  await app.register(groupRoutes, { groups: options.groups })
   await app.register(conversationRoutes, { history: options.history, receipts: options.receipts })
   await app.register(syncRoutes, { history: options.history })
   await app.register(presenceRoutes, { presence: options.presence })

@@ -33,7 +33,8 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
               items: {
                 type: 'object',
                 properties: {
-                  peer: { type: 'string' },
+                  peer: { type: 'string', description: 'the other person (1:1 conversations)' },
+                  group: { type: 'string', description: 'the group id (group conversations; see /v1/groups)' },
                   lastSeq: { type: 'integer' },
                   lastMessage: { ...eventSchema, nullable: true },
                   unread: { type: 'integer' },
@@ -53,7 +54,9 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
     const page = await history.conversations(request.userId, request.query)
     return {
       hasMore: page.hasMore,
-      conversations: page.conversations.map((summary) => ({
+      conversations: page.conversations.map(({ peer, ...summary }) => ({
+        // A group is the conversation `g:<groupId>` in your log.
+        ...(peer.startsWith('g:') ? { group: peer.slice(2) } : { peer }),
         ...summary,
         lastMessage: summary.lastMessage === undefined ? null : parseEvent(summary.lastMessage)
       }))
@@ -103,6 +106,6 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
     const upTo = seq ?? await history.seqOfMessage(request.userId, peer, id!)
     if (upTo === undefined) return sendError(reply, 404, 'message_not_found', `no message "${id}" in your conversation with ${peer}`)
     const result = await receipts.mark('read', request.userId, peer, upTo)
-    return { peer, readUpTo: result.upTo, unread: result.unread }
+    return { peer, readUpTo: result.upTo, unread: result.unread ?? 0 }
   })
 }

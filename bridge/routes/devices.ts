@@ -18,7 +18,7 @@ const deviceSchema = {
 } as const
 
 export const deviceRoutes: FastifyPluginAsync<{ devices: DeviceRegistry }> = async (app, { devices }) => {
-  app.post<{ Body: { platform: 'ios', token: string, deviceId: string, sandbox?: boolean } }>('/v1/devices', {
+  app.post<{ Body: { platform: 'ios' | 'android', token: string, deviceId: string, sandbox?: boolean } }>('/v1/devices', {
     schema: {
       summary: 'Register (or update) a device for push',
       security: bearerSecurity,
@@ -27,17 +27,23 @@ export const deviceRoutes: FastifyPluginAsync<{ devices: DeviceRegistry }> = asy
         required: ['platform', 'token', 'deviceId'],
         additionalProperties: false,
         properties: {
-          platform: { type: 'string', enum: ['ios'] },
-          token: { type: 'string', pattern: '^[0-9a-fA-F]{32,200}$', description: 'the APNs device token, hex' },
+          platform: { type: 'string', enum: ['ios', 'android'] },
+          token: { type: 'string', description: 'ios: the APNs device token, hex; android: the FCM registration token' },
           deviceId: idSchema,
-          sandbox: { type: 'boolean', default: false, description: 'a development build (APNs sandbox)' }
-        }
+          sandbox: { type: 'boolean', default: false, description: 'a development build (APNs sandbox); ignored for android' }
+        },
+        if: { properties: { platform: { const: 'ios' } } },
+        then: { properties: { token: { type: 'string', pattern: '^[0-9a-fA-F]{32,200}$' } } },
+        else: { properties: { token: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{32,1024}$' } } }
       },
       response: { 201: { type: 'object', properties: { device: deviceSchema } }, 400: errorSchema }
     }
   }, async (request, reply) => {
     const { platform, token, deviceId, sandbox = false } = request.body
-    const device = { deviceId, platform, token: token.toLowerCase(), sandbox, registeredAt: Date.now() }
+    // APNs tokens are hex (any case); FCM tokens are case-sensitive.
+    const device = platform === 'ios'
+      ? { deviceId, platform, token: token.toLowerCase(), sandbox, registeredAt: Date.now() }
+      : { deviceId, platform, token, sandbox: false, registeredAt: Date.now() }
     await devices.put(request.userId, device)
     return reply.code(201).send({ device })
   })

@@ -3,47 +3,58 @@
 // MessageService). POST /v1/messages/:id/recall: the sender takes one back.
 import type { FastifyPluginAsync } from 'fastify'
 import type { MessageService } from '../../messaging/message-service.ts'
-import { parseOutgoing } from '../../broker/message.ts'
-import { PublishRejected, type ErrorCode } from '../../broker/errors.ts'
+import type { GroupService } from '../../messaging/group-service.ts'
+import type { Metrics } from '../../observability/metrics.ts'
+import { parseOutgoing } from '../../protocol/message.ts'
+import { PublishRejected, type ErrorCode } from '../../protocol/errors.ts'
 import { sendError, errorSchema } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { eventSchema, idSchema, parseEvent } from '../schemas.ts'
 
 export interface MessageRoutesOptions {
   messages: MessageService
+  groups: GroupService
+  metrics?: Metrics
   maxPayloadBytes: number
 }
 
-const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409 }
+const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409, not_a_member: 404 }
 
-export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, maxPayloadBytes }) => {
-  app.post<{ Body: { to: string, id: string, body: unknown } }>('/v1/messages', {
+export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, groups, maxPayloadBytes, metrics }) => {
+  app.post<{ Body: { to?: string, group?: string, id: string, body: unknown } }>('/v1/messages', {
     schema: {
       summary: 'Send a message (idempotent per sender and id)',
       security: bearerSecurity,
       body: {
         type: 'object',
-        required: ['to', 'id', 'body'],
+        required: ['id', 'body'],
         additionalProperties: false,
-        properties: { to: idSchema, id: idSchema, body: { description: 'Any JSON value; the server never reads it' } }
+        // Exactly one of `to` (a person) and `group`.
+        oneOf: [{ required: ['to'] }, { required: ['group'] }],
+        properties: { to: idSchema, group: idSchema, id: idSchema, body: { description: 'Any JSON value; the server never reads it' } }
       },
       response: {
         200: { description: 'Already sent earlier: the stored message', type: 'object', properties: { message: eventSchema } },
         201: { description: 'Stored and queued for delivery', type: 'object', properties: { message: eventSchema } },
         400: errorSchema,
+        404: errorSchema,
         409: errorSchema,
         413: errorSchema
       }
     }
   }, async (request, reply) => {
-    const { to, id, body } = request.body
+    const { to, group, id, body } = request.body
     try {
       // The same size and shape rules as an MQTT payload.
       const message = parseOutgoing(Buffer.from(JSON.stringify({ id, body })), maxPayloadBytes)
-      const result = await messages.send(request.userId, to, message, true)
+      const result = group === undefined
+        ? await messages.send(request.userId, to!, message, true)
+        : await groups.send(request.userId, group, message, true)
+      metrics?.accepted.inc({ kind: group === undefined ? 'direct' : 'group' })
       return reply.code(result.created ? 201 : 200).send({ message: result.event === undefined ? undefined : parseEvent(result.event) })
     } catch (error) {
       if (!(error instanceof PublishRejected)) throw error
+      metrics?.rejected.inc({ code: error.code })
       return sendError(reply, STATUS_FOR[error.code] ?? 400, error.code, error.message)
     }
   })

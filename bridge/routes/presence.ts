@@ -1,7 +1,7 @@
 // Presence over REST: one user, or up to 100 at once. Any authenticated user
 // may ask (as any may subscribe to presence/<user>).
 import type { FastifyPluginAsync } from 'fastify'
-import { isValidId } from '../../auth/identity.ts'
+import { isValidId } from '../../protocol/identity.ts'
 import type { PresenceRegistry } from '../../presence/presence-registry.ts'
 import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'

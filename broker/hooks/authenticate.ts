@@ -3,7 +3,7 @@
 // as, take over, or drain the queue of another user's device.
 import type { Client } from 'aedes'
 import type { AuthenticateError } from 'aedes'
-import { claimsProblem, parseClientId, type TokenClaims } from '../../auth/identity.ts'
+import { claimsProblem, parseClientId, type TokenClaims } from '../../protocol/identity.ts'
 import type { Logger } from 'pino'
 
 export type VerifyToken = (token: string) => Promise<unknown>
@@ -25,10 +25,14 @@ export interface AuthenticateOptions {
   /** Rules on the CONNECT itself (keepalive, will), checked first. */
   connectProblem: (client: Client) => { returnCode: number, reason: string } | undefined
   /** Called for every accepted client before the CONNACK; a rejection refuses the connection. */
-  onAuthenticated: (client: Client, claims: TokenClaims) => Promise<void>
+  onAuthenticated: (client: Client, claims: TokenClaims, token: string) => Promise<void>
+  /** A reason to refuse this user's new device (too many connected), with its CONNACK code. */
+  deviceProblem?: (client: Client, userId: string) => Promise<{ returnCode: number, reason: string } | undefined>
+  /** True when the token was revoked (logout, or an admin) for this device. */
+  isRevoked: (token: string, claims: TokenClaims, deviceId: string) => Promise<boolean>
 }
 
-export function createAuthenticate ({ verifyToken, log, connectProblem, onAuthenticated }: AuthenticateOptions) {
+export function createAuthenticate ({ verifyToken, log, connectProblem, onAuthenticated, isRevoked, deviceProblem }: AuthenticateOptions) {
   return function authenticate (
     client: Client,
     _username: string | undefined,
@@ -48,18 +52,36 @@ export function createAuthenticate ({ verifyToken, log, connectProblem, onAuthen
     if (password === undefined || password.length === 0) {
       return done(refusal(BAD_USERNAME_OR_PASSWORD, 'password must be a JWT'), false)
     }
-    verifyToken(password.toString('utf8')).then((claims) => {
+    const token = password.toString('utf8')
+    verifyToken(token).then(async (claims) => {
       const problem = claimsProblem(claims)
       if (problem !== undefined) {
         log.info({ clientId: client.id, problem }, 'connect refused: unusable token')
         return done(refusal(BAD_USERNAME_OR_PASSWORD, problem), false)
       }
-      const { sub, exp } = claims as TokenClaims
+      const { sub, exp, iat } = claims as TokenClaims
       if (sub !== device.userId) {
         log.info({ clientId: client.id, sub }, 'connect refused: clientId belongs to another user')
         return done(refusal(IDENTIFIER_REJECTED, 'clientId must start with the token\'s sub'), false)
       }
-      onAuthenticated(client, exp === undefined ? { sub } : { sub, exp }).then(() => done(null, true), (error: Error) => {
+      const facts: TokenClaims = { sub, ...(exp === undefined ? {} : { exp }), ...(iat === undefined ? {} : { iat }) }
+      let revoked: boolean
+      try {
+        revoked = await isRevoked(token, facts, device.deviceId)
+      } catch (error) {
+        log.error({ err: error, clientId: client.id }, 'connect refused: could not check revocations')
+        return done(refusal(SERVER_UNAVAILABLE, 'server unavailable'), false)
+      }
+      if (revoked) {
+        log.info({ clientId: client.id }, 'connect refused: token revoked')
+        return done(refusal(BAD_USERNAME_OR_PASSWORD, 'token revoked'), false)
+      }
+      const tooMany = await deviceProblem?.(client, sub).catch(() => undefined)
+      if (tooMany !== undefined) {
+        log.info({ clientId: client.id, reason: tooMany.reason }, 'connect refused')
+        return done(refusal(tooMany.returnCode, tooMany.reason), false)
+      }
+      onAuthenticated(client, facts, token).then(() => done(null, true), (error: Error) => {
         log.error({ err: error, clientId: client.id }, 'connect refused: could not record the connection')
         done(refusal(SERVER_UNAVAILABLE, 'server unavailable'), false)
       })

@@ -4,21 +4,32 @@
 // publish step, so durability has to be reached here, in the hook).
 // The client's raw packet is then redirected to the sink topic.
 // Anything unacceptable is acknowledged, not delivered, and explained with
-// an error event on the sender's errors topic (see broker/errors.ts).
+// an error event on the sender's errors topic (see protocol/errors.ts).
 import type { Client } from 'aedes'
 import type { PublishPacket } from 'aedes'
 import type { Logger } from 'pino'
-import { isValidId, parseClientId, type DeviceIdentity } from '../../auth/identity.ts'
-import { errorEvent, PublishRejected } from '../errors.ts'
-import { parseInboxPayload } from '../message.ts'
-import { inboxRecipient, presenceTopic, SINK_TOPIC } from '../topics.ts'
+import { isValidId, parseClientId, type DeviceIdentity } from '../../protocol/identity.ts'
+import { errorEvent, PublishRejected } from '../../protocol/errors.ts'
+import { parseInboxPayload, sniffId } from '../../protocol/message.ts'
+import { groupOfTopic, inboxRecipient, presenceTopic, SINK_TOPIC } from '../../protocol/topics.ts'
 import type { MessageService } from '../../messaging/message-service.ts'
+import type { GroupService } from '../../messaging/group-service.ts'
 
 export interface AuthorizePublishOptions {
   messages: MessageService
+  groups: GroupService
   reportError: (device: DeviceIdentity, event: ReturnType<typeof errorEvent>) => Promise<void>
   maxPayloadBytes: number
   log: Logger
+  /** Told of each outcome (metrics). */
+  observe?: PublishObserver
+  /** Per-user publish rate: 0 when allowed, else ms until the next publish is. */
+  takePublish?: (user: string) => number
+}
+
+export interface PublishObserver {
+  accepted (kind: 'direct' | 'group' | 'typing', seconds: number): void
+  rejected (code: string): void
 }
 
 const EMPTY = Buffer.alloc(0)
@@ -29,22 +40,42 @@ function redirectToSink (packet: PublishPacket): void {
   packet.retain = false
 }
 
-export function createAuthorizePublish ({ messages, reportError, maxPayloadBytes, log }: AuthorizePublishOptions) {
-  async function accept (sender: DeviceIdentity, packet: PublishPacket): Promise<void> {
+export function createAuthorizePublish ({ messages, groups, reportError, maxPayloadBytes, log, observe, takePublish }: AuthorizePublishOptions) {
+  async function accept (sender: DeviceIdentity, packet: PublishPacket, isWill: boolean): Promise<'direct' | 'group' | 'typing' | undefined> {
     // The only will a client may set (see connect-rules.ts). The server
     // publishes presence from connection events, so the will is dropped.
-    if (packet.topic === presenceTopic(sender.userId)) return
+    // A client's own PUBLISH to presence is refused like any other topic.
+    if (isWill && packet.topic === presenceTopic(sender.userId)) return undefined
+    const wait = takePublish?.(sender.userId) ?? 0
+    if (wait > 0) throw new PublishRejected('rate_limited', `more than the allowed publishes per second; retry in ${wait} ms`, sniffId(packet.payload), wait)
+    const group = groupOfTopic(packet.topic)
+    if (group !== undefined) {
+      // An unknown group and one you are not in look the same: not_a_member.
+      if (!isValidId(group)) throw new PublishRejected('not_a_member', 'you are not a member of this group')
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+      const parsed = parseInboxPayload(payload, maxPayloadBytes)
+      if (parsed.type === 'typing') {
+        await groups.typing(sender.userId, group, parsed.active)
+        return 'typing'
+      }
+      await groups.send(sender.userId, group, parsed, packet.qos > 0)
+      return 'group'
+    }
     const recipient = inboxRecipient(packet.topic)
     if (recipient === undefined) {
-      throw new PublishRejected('forbidden_topic', 'clients may publish only to user/<userId>/inbox')
+      throw new PublishRejected('forbidden_topic', 'clients may publish only to user/<userId>/inbox or group/<groupId>')
     }
     if (!isValidId(recipient)) {
       throw new PublishRejected('unknown_recipient', 'recipient id is not a valid user id')
     }
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
     const parsed = parseInboxPayload(payload, maxPayloadBytes)
-    if (parsed.type === 'typing') return messages.typing(sender.userId, recipient, parsed.active)
+    if (parsed.type === 'typing') {
+      await messages.typing(sender.userId, recipient, parsed.active)
+      return 'typing'
+    }
     await messages.send(sender.userId, recipient, parsed, packet.qos > 0)
+    return 'direct'
   }
 
   return function authorizePublish (
@@ -56,7 +87,11 @@ export function createAuthorizePublish ({ messages, reportError, maxPayloadBytes
     const sender = client === null ? undefined : parseClientId(client.id)
     if (sender === undefined) return done(new Error('unauthenticated publish'))
     const topic = packet.topic
-    accept(sender, packet).then(() => {
+    // Aedes passes the client's stored will itself when it publishes it.
+    const isWill = (client as unknown as { will?: unknown }).will === packet
+    const started = performance.now()
+    accept(sender, packet, isWill).then((kind) => {
+      if (kind !== undefined) observe?.accepted(kind, (performance.now() - started) / 1000)
       redirectToSink(packet)
       done(null)
     }, (error: unknown) => {
@@ -66,6 +101,7 @@ export function createAuthorizePublish ({ messages, reportError, maxPayloadBytes
         log.error({ err: error, clientId: sender.clientId }, 'could not accept publish')
         return done(error instanceof Error ? error : new Error(String(error)))
       }
+      observe?.rejected(error.code)
       log.debug({ clientId: sender.clientId, code: error.code, topic }, 'publish rejected')
       reportError(sender, errorEvent(error, topic, Date.now())).then(() => {
         redirectToSink(packet)

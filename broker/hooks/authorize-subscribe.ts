@@ -3,8 +3,8 @@
 // wildcards, no $SYS. Anything else gets SUBACK 0x80.
 import type { Client } from 'aedes'
 import type { Subscription } from 'aedes'
-import { isValidId, parseClientId } from '../../auth/identity.ts'
-import { deviceErrorsTopic, inboxTopic, presenceUser } from '../topics.ts'
+import { isValidId, parseClientId } from '../../protocol/identity.ts'
+import { deviceErrorsTopic, inboxRecipient, inboxTopic, presenceUser } from '../../protocol/topics.ts'
 
 /** Whether the device with this clientId may hold a subscription to `topic`. */
 export function mayHold (clientId: string, topic: string): boolean {
@@ -14,13 +14,21 @@ export function mayHold (clientId: string, topic: string): boolean {
   return isValidId(presenceUser(topic))
 }
 
-export function authorizeSubscribe (
-  client: Client,
-  subscription: Subscription,
-  done: (error: Error | null, subscription?: Subscription | null) => void
-): void {
-  if (!mayHold(client.id, subscription.topic)) return done(null, null)
-  // QoS 2 may be granted, but the server publishes at QoS 1 (at-least-once),
-  // so deliveries arrive at QoS 1 whatever was granted.
-  done(null, subscription)
+/**
+ * `prepareInbox` runs before an inbox subscription is granted (so before the
+ * SUBACK): a persistent session's cursor is created there. If it fails, the
+ * subscription is refused (0x80) rather than granted without a queue.
+ */
+export function createAuthorizeSubscribe (prepareInbox: (client: Client) => Promise<void>) {
+  return function authorizeSubscribe (
+    client: Client,
+    subscription: Subscription,
+    done: (error: Error | null, subscription?: Subscription | null) => void
+  ): void {
+    if (!mayHold(client.id, subscription.topic)) return done(null, null)
+    // QoS 2 may be granted, but the server publishes at QoS 1 (at-least-once),
+    // so deliveries arrive at QoS 1 whatever was granted.
+    if (inboxRecipient(subscription.topic) === undefined) return done(null, subscription)
+    prepareInbox(client).then(() => done(null, subscription), () => done(null, null))
+  }
 }

@@ -6,8 +6,8 @@
 //    payload is never used; it cannot forge anyone's presence.
 // MQTT 3.1.1 has no return code for either; see docs/protocol.md.
 import type { Client } from 'aedes'
-import { parseClientId } from '../../auth/identity.ts'
-import { presenceTopic } from '../topics.ts'
+import { parseClientId } from '../../protocol/identity.ts'
+import { presenceTopic } from '../../protocol/topics.ts'
 
 export interface KeepaliveBounds { min: number, max: number }
 

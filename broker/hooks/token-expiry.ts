@@ -1,7 +1,7 @@
 // A connection lives no longer than the token that opened it: at `exp` the
 // server closes it, and the client must reconnect with a fresh token.
 import type { Client } from 'aedes'
-import type { TokenClaims } from '../../auth/identity.ts'
+import type { TokenClaims } from '../../protocol/identity.ts'
 
 const MAX_TIMER_MS = 2 ** 31 - 1
 

@@ -9,6 +9,9 @@ export interface Response<T = any> {
 export interface Api {
   get<T = any> (path: string): Promise<Response<T>>
   post<T = any> (path: string, body?: unknown): Promise<Response<T>>
+  put<T = any> (path: string, body: unknown): Promise<Response<T>>
+  patch<T = any> (path: string, body: unknown): Promise<Response<T>>
+  delete<T = any> (path: string): Promise<Response<T>>
   /** Follows /v1/sync from `since` until hasMore is false; returns every event. */
   syncAll (since?: number, limit?: number): Promise<Array<Record<string, any>>>
 }
@@ -27,6 +30,9 @@ export function apiFor (httpUrl: string, userId: string, options: { token?: stri
   const api: Api = {
     get: (path) => call('GET', path),
     post: (path, body) => call('POST', path, body ?? {}),
+    put: (path, body) => call('PUT', path, body),
+    patch: (path, body) => call('PATCH', path, body),
+    delete: (path) => call('DELETE', path),
     async syncAll (since = 0, limit = 100) {
       const events: Array<Record<string, any>> = []
       for (;;) {
