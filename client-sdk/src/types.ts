@@ -24,9 +24,12 @@ export interface ReceiptEvent {
   type: 'receipt'
   kind: 'delivered' | 'read'
   by: string
-  peer: string
+  /** The conversation (1:1): `upTo` is a seq of yours. */
+  peer?: string
+  /** The conversation (group): `upTo` is a gseq. */
+  group?: string
   upTo: number
-  id: string
+  id?: string
   ts: number
 }
 
@@ -35,8 +38,13 @@ export interface RecallEvent {
   type: 'recall'
   id: string
   from: string
-  to: string
-  messageSeq: number
+  /** 1:1: the recipient, and the recalled message's seq in your log. */
+  to?: string
+  messageSeq?: number
+  /** Group: the group, and the recalled message's gseq; `by` is who recalled it (the sender or an admin). */
+  group?: string
+  messageGseq?: number
+  by?: string
   ts: number
 }
 

@@ -1,12 +1,13 @@
 // The signed-in app: connection, store, and the two panes (conversation
-// list, chat), routed by the URL fragment (#/chat/<peer>) so a reload or
-// the back button keeps you where you were. Narrow screens show one pane
+// list, chat), routed by the URL fragment (#/chat/<peer>, #/group/<id>) so
+// a reload or the back button keeps you where you were. Narrow screens show one pane
 // at a time; wide ones show both.
 import { h, replace } from './dom.ts'
 import { Connection } from './connection.ts'
 import { claimDevice, LocalStorageStore } from './device.ts'
 import { TokenExpired, USER_ID, checkToken, demoToken, readClaims, tokenSource, type Session } from './session.ts'
-import { ChatStore } from './store.ts'
+import { ChatStore, groupKey, groupOfKey } from './store.ts'
+import { groupTarget, peerTarget } from './chat-target.ts'
 import { bannerView } from './views/banner.ts'
 import { chatView, type ChatView } from './views/chat-view.ts'
 import { conversationListView } from './views/conversation-list.ts'
@@ -57,6 +58,7 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
     message: (message) => store.onMessage(message),
     receipt: (receipt) => store.onReceipt(receipt),
     recall: (recall) => store.onRecall(recall),
+    groupEvent: (event) => store.onGroupEvent(event),
     typing: (typing) => store.onTyping(typing),
     presence: (who, state) => store.onPresence(who, state),
     state: (state) => banner.show(state),
@@ -68,7 +70,8 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
     store.beginLoad()
     try {
       const client = await connection.client()
-      const conversations = await client.conversations()
+      const [conversations, groups] = await Promise.all([client.conversations(), client.groups.list()])
+      store.groupsLoaded(groups)
       store.loaded(conversations)
     } catch (error) {
       store.loaded([])
@@ -80,37 +83,55 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
 
   const chatSlot = h('div', { class: 'chat-slot' })
   let chat: ChatView | undefined
-  let openPeer: string | undefined
+  /** The open conversation's key: a peer, or `g:<groupId>`. */
+  let openKey: string | undefined
   let routed = false
 
+  /** The conversation the URL names, if it names a valid one. */
+  function keyOfHash (): string | undefined {
+    const match = /^#\/(chat|group)\/(.+)$/.exec(location.hash)
+    if (match === null) return undefined
+    const id = decodeURIComponent(match[2]!)
+    if (!USER_ID.test(id)) return undefined
+    return match[1] === 'group' ? groupKey(id) : id
+  }
+
   function route (): void {
-    const match = /^#\/chat\/(.+)$/.exec(location.hash)
-    const peer = match === null ? undefined : decodeURIComponent(match[1]!)
-    const valid = peer !== undefined && USER_ID.test(peer) ? peer : undefined
-    if (routed && valid === openPeer) return
+    const key = keyOfHash()
+    if (routed && key === openKey) return
     routed = true
     chat?.dispose()
     chat = undefined
-    openPeer = valid
-    root.classList.toggle('in-chat', valid !== undefined)
-    if (valid === undefined) {
+    openKey = key
+    root.classList.toggle('in-chat', key !== undefined)
+    if (key === undefined) {
       replace(chatSlot, h('div', { class: 'pane placeholder' }, h('p', {}, 'Select a chat, or start one.')))
     } else {
-      store.conversation(valid)
-      chat = chatView({ store, connection, peer: valid, back: () => { location.hash = '#/' }, notify: banner.notify })
+      store.conversation(key)
+      const group = groupOfKey(key)
+      const target = group === undefined ? peerTarget(connection, user, key) : groupTarget(connection, group)
+      chat = chatView({ store, connection, target, back: () => { location.hash = '#/' }, notify: banner.notify })
       replace(chatSlot, chat.element)
       if (matchMedia('(min-width: 760px)').matches) chat.focus()
     }
     list.element.querySelectorAll('.conversation').forEach((item) => {
-      item.classList.toggle('selected', (item as HTMLElement).dataset.peer === openPeer)
+      item.classList.toggle('selected', (item as HTMLElement).dataset.key === openKey)
     })
   }
 
   const list = conversationListView({
     store,
     deviceId: device.deviceId,
-    selected: () => openPeer,
-    open: (peer) => { location.hash = `#/chat/${encodeURIComponent(peer)}` },
+    selected: () => openKey,
+    open: (key) => {
+      const group = groupOfKey(key)
+      location.hash = group === undefined ? `#/chat/${encodeURIComponent(key)}` : `#/group/${encodeURIComponent(group)}`
+    },
+    async createGroup (name, members) {
+      const created = await (await connection.client()).groups.create(name, members)
+      store.groupsLoaded([created])
+      return groupKey(created.id)
+    },
     signOut: () => end()
   })
 
@@ -120,7 +141,7 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
   }
   store.on('conversations', updateTitle)
   // Presence dots for everyone in the list, including conversations that a new message just started.
-  store.on('conversations', () => { for (const peer of store.conversations.keys()) connection.watch(peer) })
+  store.on('conversations', () => { for (const conversation of store.conversations.values()) if (conversation.peer !== undefined) connection.watch(conversation.peer) })
 
   try {
     await connection.start()

@@ -22,6 +22,7 @@ export interface ConnectionHandlers {
   message: (message: MessageEvent) => void
   receipt: ClientEvents['receipt']
   recall: ClientEvents['recall']
+  groupEvent: ClientEvents['groupEvent']
   typing: ClientEvents['typing']
   presence: (user: string, state: PresenceState) => void
   /** The SDK's state, or 'offline' while the browser has no network. */
@@ -106,6 +107,7 @@ export class Connection {
         client.on('message', handlers.message),
         client.on('receipt', handlers.receipt),
         client.on('recall', handlers.recall),
+        client.on('groupEvent', handlers.groupEvent),
         client.on('typing', handlers.typing),
         client.on('presence', handlers.presence),
         client.on('error', handlers.error),

@@ -1,15 +1,29 @@
 // What the page knows: conversations (last message, unread, receipt marks),
-// presence, typing, and the messages being sent. It is fed by the SDK's
-// events and REST answers, and tells the views what changed.
-import type { ConversationSummary, MessageEvent, PresenceState, ReceiptEvent, RecallEvent, TypingEvent } from '../../client-sdk/src/index.ts'
+// group names, presence, typing, and the messages being sent. It is fed by
+// the SDK's events and REST answers, and tells the views what changed.
+//
+// A conversation has a key: the peer's user id (1:1), or `g:<groupId>`
+// (user ids cannot contain ':', so the two never collide).
+import type { ConversationSummary, Group, GroupEvent, MessageEvent, PresenceState, ReceiptEvent, RecallEvent, TypingEvent } from '../../client-sdk/src/index.ts'
 
-/** A 1:1 conversation (the page does not show groups yet). */
-export type Conversation = ConversationSummary & { peer: string }
+/** A conversation as listed; `readUpTo` is a seq of ours (1:1) or a gseq (group). */
+export type Conversation = ConversationSummary & { key: string }
+
+export const groupKey = (group: string): string => `g:${group}`
+export const groupOfKey = (key: string): string | undefined => key.startsWith('g:') ? key.slice(2) : undefined
+
+/** A group as the page knows it: its name, its members, and whether we are still in it. */
+export interface GroupInfo {
+  name: string
+  members: string[]
+  left: boolean
+}
 
 /** A message typed here that the server has not stored yet. */
 export interface Pending {
   key: number
-  peer: string
+  /** The conversation's key. */
+  conversation: string
   text: string
   failed?: string
 }
@@ -20,18 +34,28 @@ export interface StoreEvents {
   message: (message: MessageEvent) => void
   recall: (recall: RecallEvent) => void
   /** Receipt marks or unread count of one conversation moved. */
-  marks: (peer: string) => void
+  marks: (key: string) => void
   presence: (user: string) => void
-  typing: (user: string) => void
-  pending: (peer: string) => void
+  /** Someone started or stopped typing in a conversation. */
+  typing: (key: string) => void
+  pending: (key: string) => void
+  /** A membership or group change (also in the group's history). */
+  groupEvent: (event: GroupEvent) => void
+  /** A group's name or members changed. */
+  group: (group: string) => void
 }
 
 const TYPING_SHOWN_MS = 6_000
 
-/** The other person of a 1:1 message (group messages have no `to` and are not shown here). */
-export function peerOf (message: { from: string, to?: string }, me: string): string {
+/** The conversation a message (or recall) belongs to. */
+export function keyOf (message: { from: string, to?: string, group?: string }, me: string): string {
+  if (message.group !== undefined) return groupKey(message.group)
   return message.from === me ? message.to ?? '' : message.from
 }
+
+/** Where a message stands in its conversation: gseq in a group, our seq in a 1:1 conversation. */
+export const positionOf = (message: { seq: number, gseq?: number, group?: string }): number =>
+  message.group !== undefined ? message.gseq ?? 0 : message.seq
 
 /** A message body as text: the SDK and the terminal chat send strings; anything else is shown as JSON. */
 export function bodyText (message: MessageEvent): string {
@@ -46,8 +70,10 @@ export function bodyText (message: MessageEvent): string {
 export class ChatStore {
   readonly conversations = new Map<string, Conversation>()
   readonly presence = new Map<string, PresenceState>()
-  readonly #typingUntil = new Map<string, number>()
-  /** Server time of each user's latest typing event. */
+  readonly groups = new Map<string, GroupInfo>()
+  /** Per conversation key: who is typing there, until when. */
+  readonly #typingUntil = new Map<string, Map<string, number>>()
+  /** Server time of each `<key> <user>`'s latest typing event. */
   readonly #typingAt = new Map<string, number>()
   readonly #typingTimers = new Map<string, ReturnType<typeof setTimeout>>()
   readonly pending = new Map<string, Pending[]>()
@@ -77,14 +103,21 @@ export class ChatStore {
 
   /** Conversations, most recent first; new empty ones (opened but no message yet) last. */
   sortedConversations (): Conversation[] {
-    return [...this.conversations.values()].sort((a, b) => (b.lastMessage?.ts ?? 0) - (a.lastMessage?.ts ?? 0) || a.peer.localeCompare(b.peer))
+    return [...this.conversations.values()].sort((a, b) => (b.lastMessage?.ts ?? 0) - (a.lastMessage?.ts ?? 0) || a.key.localeCompare(b.key))
   }
 
-  conversation (peer: string): Conversation {
-    let conversation = this.conversations.get(peer)
+  /** A conversation's title: the peer, or the group's name. */
+  title (key: string): string {
+    const group = groupOfKey(key)
+    return group === undefined ? key : this.groups.get(group)?.name ?? 'Group'
+  }
+
+  conversation (key: string): Conversation {
+    let conversation = this.conversations.get(key)
     if (conversation === undefined) {
-      conversation = { peer, lastSeq: 0, lastMessage: null, unread: 0, readUpTo: 0, peerReadUpTo: 0, peerDeliveredUpTo: 0 }
-      this.conversations.set(peer, conversation)
+      const group = groupOfKey(key)
+      conversation = { key, ...(group === undefined ? { peer: key } : { group }), lastSeq: 0, lastMessage: null, unread: 0, readUpTo: 0, peerReadUpTo: 0, peerDeliveredUpTo: 0 }
+      this.conversations.set(key, conversation)
       this.#emit('conversations')
     }
     return conversation
@@ -97,22 +130,36 @@ export class ChatStore {
   /** The server's summaries; events that came meanwhile are applied again on top (those already counted are skipped by seq). */
   loaded (summaries: ConversationSummary[]): void {
     for (const summary of summaries) {
-      // Groups are listed by the server too; this page shows 1:1 conversations only.
-      if (summary.peer === undefined) continue
-      const local = this.conversations.get(summary.peer)
-      const conversation: Conversation = { ...summary, peer: summary.peer }
+      const key = summary.group !== undefined ? groupKey(summary.group) : summary.peer
+      if (key === undefined) continue
+      const local = this.conversations.get(key)
+      const conversation: Conversation = { ...summary, key }
       // A read mark we made while the summary was on its way is newer than it.
       if (local !== undefined && local.readUpTo > conversation.readUpTo) {
         conversation.readUpTo = local.readUpTo
-        if (local.readUpTo >= conversation.lastSeq) conversation.unread = 0
+        if (local.readUpTo >= this.#lastPosition(conversation)) conversation.unread = 0
       }
-      this.conversations.set(summary.peer, conversation)
+      this.conversations.set(key, conversation)
     }
     const buffered = this.#buffered ?? []
     this.#buffered = undefined
     for (const apply of buffered) apply()
     this.#emit('conversations')
-    for (const peer of this.conversations.keys()) this.#emit('marks', peer)
+    for (const key of this.conversations.keys()) this.#emit('marks', key)
+  }
+
+  /** The groups we are in, with names (GET /v1/groups). */
+  groupsLoaded (groups: Group[]): void {
+    for (const group of groups) {
+      this.groups.set(group.id, { name: group.name, members: group.members.map((member) => member.user), left: false })
+      this.#emit('group', group.id)
+    }
+    this.#emit('conversations')
+  }
+
+  #lastPosition (conversation: Conversation): number {
+    const last = conversation.lastMessage
+    return last === null ? 0 : conversation.group !== undefined ? last.gseq ?? 0 : conversation.lastSeq
   }
 
   #whenLoaded (apply: () => void): void {
@@ -121,46 +168,73 @@ export class ChatStore {
   }
 
   onMessage (message: MessageEvent): void {
-    if (message.group !== undefined) return
-    const peer = peerOf(message, this.me)
-    if (message.from === this.me) this.#settlePending(peer, message)
+    const key = keyOf(message, this.me)
+    if (message.from === this.me) this.#settlePending(key, message)
     // A message ends its sender's typing, unless they started typing again after it
     // (typing is not stored, so it can overtake the message it follows).
-    else if ((this.#typingAt.get(peer) ?? 0) <= message.ts) this.#stopTyping(peer)
+    else if ((this.#typingAt.get(`${key} ${message.from}`) ?? 0) <= message.ts) this.#stopTyping(key, message.from)
     this.#emit('message', message)
     this.#whenLoaded(() => {
-      const conversation = this.conversation(peer)
+      const conversation = this.conversation(key)
       // Already counted in the server's summary (or seen before a reconnect).
       if (message.seq <= conversation.lastSeq) return
       conversation.lastSeq = message.seq
       conversation.lastMessage = message
-      if (message.from !== this.me && message.seq > conversation.readUpTo) conversation.unread++
+      if (message.from !== this.me && positionOf(message) > conversation.readUpTo) conversation.unread++
       this.#emit('conversations')
     })
   }
 
-  onReceipt (receipt: ReceiptEvent): void {
+  onGroupEvent (event: GroupEvent): void {
+    const info = this.groups.get(event.group) ?? { name: 'Group', members: [], left: false }
+    const users = (list: unknown): string[] => Array.isArray(list) ? list.filter((user): user is string => typeof user === 'string') : []
+    if (typeof event.name === 'string') info.name = event.name
+    if (event.type === 'group_created') info.members = users(event.members)
+    if (event.type === 'member_added') {
+      info.members = [...new Set([...info.members, ...users(event.users)])]
+      if (users(event.users).includes(this.me)) info.left = false
+    }
+    if (event.type === 'member_removed') {
+      info.members = info.members.filter((user) => user !== event.user)
+      if (event.user === this.me) info.left = true
+    }
+    this.groups.set(event.group, info)
+    this.#emit('groupEvent', event)
+    this.#emit('group', event.group)
     this.#whenLoaded(() => {
-      const conversation = this.conversation(receipt.peer)
+      // A new group shows in the list at once (before any message).
+      const key = groupKey(event.group)
+      if (!this.conversations.has(key)) this.conversation(key)
+      else this.#emit('conversations')
+    })
+  }
+
+  onReceipt (receipt: ReceiptEvent): void {
+    const key = receipt.group !== undefined ? groupKey(receipt.group) : receipt.peer
+    if (key === undefined) return
+    this.#whenLoaded(() => {
+      const conversation = this.conversation(key)
       if (receipt.by === this.me) {
         // Read on another of my devices.
         if (receipt.kind === 'read' && receipt.upTo > conversation.readUpTo) {
           conversation.readUpTo = receipt.upTo
-          if (receipt.upTo >= conversation.lastSeq) conversation.unread = 0
+          if (receipt.upTo >= this.#lastPosition(conversation)) conversation.unread = 0
           this.#emit('conversations')
         }
         return
       }
+      // Groups: receipts of others are not shown as ticks (GET .../receipts has them).
+      if (conversation.group !== undefined) return
       if (receipt.upTo > conversation.peerDeliveredUpTo) conversation.peerDeliveredUpTo = receipt.upTo
       if (receipt.kind === 'read' && receipt.upTo > conversation.peerReadUpTo) conversation.peerReadUpTo = receipt.upTo
-      this.#emit('marks', receipt.peer)
+      this.#emit('marks', key)
     })
   }
 
   onRecall (recall: RecallEvent): void {
     this.#emit('recall', recall)
     this.#whenLoaded(() => {
-      const conversation = this.conversations.get(peerOf(recall, this.me))
+      const conversation = this.conversations.get(keyOf(recall, this.me))
       const last = conversation?.lastMessage
       if (last?.id === recall.id && last.from === recall.from) {
         conversation!.lastMessage = { ...last, body: undefined, recalled: true }
@@ -170,8 +244,8 @@ export class ChatStore {
   }
 
   /** The answer to our own markRead. */
-  readMarked (peer: string, result: { readUpTo: number, unread: number }): void {
-    const conversation = this.conversation(peer)
+  readMarked (key: string, result: { readUpTo: number, unread: number }): void {
+    const conversation = this.conversation(key)
     conversation.readUpTo = Math.max(conversation.readUpTo, result.readUpTo)
     conversation.unread = result.unread
     this.#emit('conversations')
@@ -179,49 +253,59 @@ export class ChatStore {
 
   onPresence (user: string, state: PresenceState): void {
     this.presence.set(user, state)
-    if (state.status === 'offline') this.#stopTyping(user)
+    if (state.status === 'offline') for (const key of this.#typingUntil.keys()) this.#stopTyping(key, user)
     this.#emit('presence', user)
   }
 
   onTyping (typing: TypingEvent): void {
     if (typing.from === this.me) return
-    if (!typing.active) return this.#stopTyping(typing.from)
-    this.#typingAt.set(typing.from, typing.ts)
-    this.#typingUntil.set(typing.from, Date.now() + TYPING_SHOWN_MS)
-    clearTimeout(this.#typingTimers.get(typing.from))
-    this.#typingTimers.set(typing.from, setTimeout(() => this.#stopTyping(typing.from), TYPING_SHOWN_MS))
-    this.#emit('typing', typing.from)
+    const key = typing.group !== undefined ? groupKey(typing.group) : typing.from
+    if (!typing.active) return this.#stopTyping(key, typing.from)
+    const timer = `${key} ${typing.from}`
+    this.#typingAt.set(timer, typing.ts)
+    let typers = this.#typingUntil.get(key)
+    if (typers === undefined) this.#typingUntil.set(key, typers = new Map())
+    typers.set(typing.from, Date.now() + TYPING_SHOWN_MS)
+    clearTimeout(this.#typingTimers.get(timer))
+    this.#typingTimers.set(timer, setTimeout(() => this.#stopTyping(key, typing.from), TYPING_SHOWN_MS))
+    this.#emit('typing', key)
   }
 
-  isTyping (user: string): boolean {
-    return (this.#typingUntil.get(user) ?? 0) > Date.now()
+  /** Who is typing in a conversation now (for a 1:1 conversation: the peer, or nobody). */
+  typingIn (key: string): string[] {
+    const now = Date.now()
+    return [...this.#typingUntil.get(key) ?? []].filter(([, until]) => until > now).map(([user]) => user)
   }
 
-  #stopTyping (user: string): void {
-    if (!this.#typingUntil.delete(user)) return
-    clearTimeout(this.#typingTimers.get(user))
-    this.#emit('typing', user)
+  isTyping (key: string): boolean {
+    return this.typingIn(key).length > 0
+  }
+
+  #stopTyping (key: string, user: string): void {
+    if (this.#typingUntil.get(key)?.delete(user) !== true) return
+    clearTimeout(this.#typingTimers.get(`${key} ${user}`))
+    this.#emit('typing', key)
   }
 
   // ---- messages being sent ---------------------------------------------------
 
-  addPending (peer: string, text: string): Pending {
-    const pending: Pending = { key: ++this.#pendingKey, peer, text }
-    this.pending.set(peer, [...this.pending.get(peer) ?? [], pending])
-    this.#emit('pending', peer)
+  addPending (conversation: string, text: string): Pending {
+    const pending: Pending = { key: ++this.#pendingKey, conversation, text }
+    this.pending.set(conversation, [...this.pending.get(conversation) ?? [], pending])
+    this.#emit('pending', conversation)
     return pending
   }
 
   removePending (pending: Pending): void {
-    const list = this.pending.get(pending.peer) ?? []
+    const list = this.pending.get(pending.conversation) ?? []
     if (!list.includes(pending)) return
-    this.pending.set(pending.peer, list.filter((item) => item !== pending))
-    this.#emit('pending', pending.peer)
+    this.pending.set(pending.conversation, list.filter((item) => item !== pending))
+    this.#emit('pending', pending.conversation)
   }
 
   failPending (pending: Pending, reason: string): void {
     pending.failed = reason
-    this.#emit('pending', pending.peer)
+    this.#emit('pending', pending.conversation)
   }
 
   /**
@@ -229,9 +313,9 @@ export class ChatStore {
    * the same text. (The send() promise settles it too, but after a client
    * replacement only this event does: the outbox is resent by the new client.)
    */
-  #settlePending (peer: string, message: MessageEvent): void {
+  #settlePending (key: string, message: MessageEvent): void {
     const text = bodyText(message)
-    const match = (this.pending.get(peer) ?? []).find((item) => item.failed === undefined && item.text === text)
+    const match = (this.pending.get(key) ?? []).find((item) => item.failed === undefined && item.text === text)
     if (match !== undefined) this.removePending(match)
   }
 }

@@ -1,14 +1,16 @@
-// One conversation: history (older pages load as you scroll up), live
-// messages, ticks (sent ✓, delivered ✓✓, read ✓✓ in colour), the peer's
-// typing and presence, recall, and a composer.
+// One conversation, 1:1 or group: history (older pages load as you scroll
+// up), live messages, ticks (1:1: sent ✓, delivered ✓✓, read ✓✓ in colour),
+// typing, presence (1:1) or members (group), recall, and a composer.
 //
-// Messages are keyed by seq (ours), so a message that comes both from a
-// history page and live, or again after a reconnect, is shown once, and
-// rows are kept in seq order whatever order they arrive in.
-import type { MessageEvent, RecallEvent } from '../../../client-sdk/src/index.ts'
+// Rows are keyed by their position (our seq in a 1:1 conversation, the gseq
+// in a group), so a message that comes both from a history page and live,
+// or again after a reconnect, is shown once, and rows are kept in order
+// whatever order they arrive in.
+import type { GroupEvent, MessageEvent, RecallEvent } from '../../../client-sdk/src/index.ts'
 import { clockTime, dayKey, dayLabel, fullTime, h, replace } from '../dom.ts'
 import type { Connection } from '../connection.ts'
-import { bodyText, peerOf, type ChatStore, type Pending } from '../store.ts'
+import { groupItem, itemPosition, type ChatItem, type ChatTarget } from '../chat-target.ts'
+import { bodyText, type ChatStore, type Pending } from '../store.ts'
 import { avatar, presenceDot, presenceText } from './presence.ts'
 
 const PAGE = 40
@@ -18,7 +20,7 @@ const TYPING_IDLE_MS = 4_000
 export interface ChatViewOptions {
   store: ChatStore
   connection: Connection
-  peer: string
+  target: ChatTarget
   /** Narrow screens: back to the list. */
   back: () => void
   notify: (text: string) => void
@@ -32,9 +34,11 @@ export interface ChatView {
 
 type Tick = 'sent' | 'delivered' | 'read'
 
-export function chatView ({ store, connection, peer, back, notify }: ChatViewOptions): ChatView {
+export function chatView ({ store, connection, target, back, notify }: ChatViewOptions): ChatView {
   const me = store.me
-  const messages = new Map<number, MessageEvent>()
+  const key = target.key
+  const group = target.kind === 'group'
+  const messages = new Map<number, ChatItem>()
   const rows = new Map<number, HTMLElement>()
   const daySeparators = new Map<string, HTMLElement>()
   let loaded = false
@@ -51,28 +55,39 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
   const top = h('div', { class: 'history-edge', attrs: { role: 'status' } })
   const items = h('div', { class: 'items' })
   const pendingItems = h('div', { class: 'pending-items' })
-  const typingBubble = h('div', { class: 'row theirs typing-indicator', hidden: true, attrs: { 'aria-label': `${peer} is typing` } },
+  const typingBubble = h('div', { class: 'row theirs typing-indicator', hidden: true, attrs: { 'aria-label': 'typing' } },
     h('div', { class: 'bubble' }, h('span', { class: 'typing-dots' }, h('i'), h('i'), h('i'))))
-  const scroller = h('div', { class: 'messages', attrs: { role: 'log', 'aria-label': `Messages with ${peer}` } }, top, items, pendingItems, typingBubble)
+  const scroller = h('div', { class: 'messages', attrs: { role: 'log', 'aria-label': `Messages in ${store.title(key)}` } }, top, items, pendingItems, typingBubble)
   const input = h('textarea', { name: 'message', rows: 1, placeholder: 'Message', enterKeyHint: 'send', attrs: { 'aria-label': 'Message' } })
   const sendButton = h('button', { type: 'submit', class: 'send', attrs: { 'aria-label': 'Send' } }, 'Send')
   const composer = h('form', { class: 'composer' }, input, sendButton)
 
-  const element = h('section', { class: 'pane chat-pane', dataset: { peer }, attrs: { 'aria-label': `Chat with ${peer}` } },
+  const titleText = h('span', { class: 'peer' }, store.title(key))
+  const element = h('section', { class: 'pane chat-pane', dataset: group ? { group: target.id } : { peer: target.id }, attrs: { 'aria-label': `Chat with ${store.title(key)}` } },
     h('header', { class: 'bar' },
       h('button', { type: 'button', class: 'back', attrs: { 'aria-label': 'Back to chats' }, on: { click: back } }, '‹'),
-      avatar(peer, headerDot),
-      h('span', { class: 'title' }, h('span', { class: 'peer' }, peer), status)),
+      avatar(group ? store.title(key) : target.id, headerDot),
+      h('span', { class: 'title' }, titleText, status)),
     scroller,
     composer)
 
   // ---- header: presence and typing --------------------------------------------
 
   function renderHeader (): void {
-    replace(headerDot, presenceDot(store, peer))
-    status.textContent = presenceText(store, peer)
-    status.classList.toggle('typing', store.isTyping(peer))
-    const typing = store.isTyping(peer)
+    const typists = store.typingIn(key)
+    const typing = typists.length > 0
+    if (group) {
+      const info = store.groups.get(target.id)
+      titleText.textContent = store.title(key)
+      status.textContent = typing
+        ? `${typists.join(', ')} ${typists.length === 1 ? 'is' : 'are'} typing…`
+        : info === undefined ? '' : info.left ? 'you are no longer a member' : `${info.members.length} members`
+      composer.hidden = info?.left === true
+    } else {
+      replace(headerDot, presenceDot(store, target.id))
+      status.textContent = presenceText(store, target.id)
+    }
+    status.classList.toggle('typing', typing)
     if (typingBubble.hidden === typing) {
       const stick = nearBottom()
       typingBubble.hidden = !typing
@@ -83,7 +98,7 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
   // ---- rows ---------------------------------------------------------------------
 
   function tickOf (seq: number): Tick {
-    const conversation = store.conversations.get(peer)
+    const conversation = store.conversations.get(key)
     if (conversation === undefined) return 'sent'
     if (seq <= conversation.peerReadUpTo) return 'read'
     if (seq <= conversation.peerDeliveredUpTo) return 'delivered'
@@ -96,16 +111,23 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
     return h('span', { class: `ticks ${tick}`, attrs: { 'aria-label': label, title: label } }, text)
   }
 
-  function rowFor (message: MessageEvent): HTMLElement {
+  function rowFor (item: ChatItem): HTMLElement {
+    if (item.type === 'notice') {
+      return h('div', { class: 'row system', dataset: { position: String(item.position), day: dayKey(item.ts) } }, h('span', { class: 'text' }, item.text))
+    }
+    const message = item
+    const position = itemPosition(message)
     const mine = message.from === me
     const recalled = message.recalled === true
     const meta = h('span', { class: 'meta' },
       h('time', { dateTime: new Date(message.ts).toISOString(), title: fullTime(message.ts) }, clockTime(message.ts)),
-      mine && !recalled && ticks(tickOf(message.seq)))
-    const bubble = h('div', { class: `bubble${recalled ? ' recalled' : ''}` }, h('span', { class: 'text' }, bodyText(message)), meta)
+      mine && !recalled && ticks(tickOf(position)))
+    const bubble = h('div', { class: `bubble${recalled ? ' recalled' : ''}` },
+      group && !mine && h('span', { class: 'from' }, message.from),
+      h('span', { class: 'text' }, bodyText(message)), meta)
     const row = h('div', {
       class: `row ${mine ? 'mine' : 'theirs'}`,
-      dataset: { seq: String(message.seq), id: message.id, day: dayKey(message.ts), ...(mine && !recalled ? { tick: tickOf(message.seq) } : {}) }
+      dataset: { position: String(position), id: message.id, day: dayKey(message.ts), ...(mine && !recalled ? { tick: tickOf(position) } : {}) }
     }, bubble)
     if (mine && !recalled) {
       const actions = h('div', { class: 'actions', hidden: true },
@@ -140,42 +162,57 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
     if (first.previousElementSibling !== separator) first.before(separator)
   }
 
-  function insert (message: MessageEvent): void {
-    const row = rowFor(message)
-    const existing = rows.get(message.seq)
-    rows.set(message.seq, row)
-    messages.set(message.seq, message)
+  function insert (item: ChatItem): void {
+    const position = itemPosition(item)
+    const row = rowFor(item)
+    const existing = rows.get(position)
+    rows.set(position, row)
+    messages.set(position, item)
     if (existing !== undefined) {
       existing.replaceWith(row)
       return
     }
-    // The next row by seq; usually none (a new message goes last).
+    // The next row by position; usually none (a new message goes last).
     let next: HTMLElement | undefined
-    let nextSeq = Number.POSITIVE_INFINITY
-    for (const seq of rows.keys()) if (seq > message.seq && seq < nextSeq) { nextSeq = seq; next = rows.get(seq) }
+    let nextPosition = Number.POSITIVE_INFINITY
+    for (const other of rows.keys()) if (other > position && other < nextPosition) { nextPosition = other; next = rows.get(other) }
     if (next === undefined) items.append(row)
     else {
       const separator = next.previousElementSibling
       ;(separator instanceof HTMLElement && separator.classList.contains('day') ? separator : next).before(row)
     }
-    placeDaySeparator(row, message.ts)
-    if (next !== undefined) placeDaySeparator(next, messages.get(nextSeq)!.ts)
+    placeDaySeparator(row, item.ts)
+    if (next !== undefined) placeDaySeparator(next, messages.get(nextPosition)!.ts)
   }
 
-  function accept (message: MessageEvent): void {
-    if (peerOf(message, me) !== peer) return
-    if (loaded && hasMore && message.seq < oldest) return
-    if (messages.has(message.seq) && messages.get(message.seq)!.recalled === message.recalled) return
-    const stick = nearBottom() || message.from === me
-    insert(message)
+  const recalledFlag = (item: ChatItem | undefined): boolean | undefined => item?.type === 'message' ? item.recalled : undefined
+
+  function accept (item: ChatItem): void {
+    const position = itemPosition(item)
+    if (loaded && hasMore && position < oldest) return
+    if (messages.has(position) && recalledFlag(messages.get(position)) === recalledFlag(item)) return
+    const mine = item.type === 'message' && item.from === me
+    const stick = nearBottom() || mine
+    insert(item)
     if (loaded) renderEdge()
     if (loaded && stick) scrollToBottom()
-    if (message.from !== me) scheduleMarkRead()
+    if (item.type === 'message' && !mine) scheduleMarkRead()
+  }
+
+  function acceptMessage (message: MessageEvent): void {
+    if (target.has(message)) accept(message)
+  }
+
+  function acceptGroupEvent (event: GroupEvent): void {
+    if (event.group !== target.id) return
+    const item = groupItem(event)
+    if (item !== undefined) accept(item)
   }
 
   function applyRecall (recall: RecallEvent): void {
-    const message = messages.get(recall.messageSeq)
-    if (message === undefined || message.recalled === true) return
+    const position = target.recalled(recall)
+    const message = position === undefined ? undefined : messages.get(position)
+    if (message?.type !== 'message' || message.recalled === true) return
     insert({ ...message, body: undefined, recalled: true })
   }
 
@@ -193,7 +230,7 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
 
   function renderPending (): void {
     const stick = nearBottom()
-    replace(pendingItems, ...(store.pending.get(peer) ?? []).map((pending) =>
+    replace(pendingItems, ...(store.pending.get(key) ?? []).map((pending) =>
       h('div', { class: `row mine pending${pending.failed !== undefined ? ' failed' : ''}`, dataset: { pending: String(pending.key) } },
         h('div', { class: 'bubble' },
           h('span', { class: 'text' }, pending.text),
@@ -209,11 +246,10 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
     input.value = ''
     autoGrow()
     stopTyping()
-    const pending: Pending = store.addPending(peer, text)
+    const pending: Pending = store.addPending(key, text)
     scrollToBottom()
     try {
-      const client = await connection.client()
-      await client.send(peer, text)
+      await target.send(text)
       store.removePending(pending)
     } catch (error) {
       const code = (error as { code?: unknown }).code
@@ -223,9 +259,8 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
 
   async function recall (message: MessageEvent): Promise<void> {
     try {
-      const client = await connection.client()
-      const tombstone = await client.recall(message.id)
-      insert({ ...message, ...tombstone, seq: message.seq, recalled: true, body: undefined })
+      await target.recall(message)
+      insert({ ...message, recalled: true, body: undefined })
     } catch (error) {
       notify(`Could not recall: ${(error as Error).message}`)
     }
@@ -242,7 +277,7 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
     const now = Date.now()
     if (now - typingSentAt > TYPING_REPEAT_MS) {
       typingSentAt = now
-      void connection.client().then((client) => client.typing(peer, true), () => {})
+      target.typing(true)
     }
     clearTimeout(typingIdle)
     typingIdle = setTimeout(stopTyping, TYPING_IDLE_MS)
@@ -252,7 +287,7 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
     clearTimeout(typingIdle)
     if (typingSentAt === 0) return
     typingSentAt = 0
-    void connection.client().then((client) => client.typing(peer, false), () => {})
+    target.typing(false)
   }
 
   function autoGrow (): void {
@@ -287,15 +322,18 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
   async function markRead (): Promise<void> {
     // Offline: the `online` listener below tries again.
     if (disposed || document.visibilityState !== 'visible' || !navigator.onLine) return
+    if (group && store.groups.get(target.id)?.left === true) return
     let newest = 0
-    for (const message of messages.values()) if (message.from !== me && message.seq > newest) newest = message.seq
-    const conversation = store.conversations.get(peer)
+    for (const [position, item] of messages) if (item.type === 'message' && item.from !== me && position > newest) newest = position
+    const conversation = store.conversations.get(key)
     if (newest === 0 || (conversation !== undefined && newest <= conversation.readUpTo && conversation.unread === 0)) return
     try {
-      const client = await connection.client()
-      store.readMarked(peer, await client.markRead(peer, newest))
-    } catch {
-      // The server could not be reached: try again a little later.
+      store.readMarked(key, await target.markRead(newest))
+    } catch (error) {
+      // The server could not be reached: try again a little later (a refusal, such as
+      // a group we were just removed from, is final).
+      const status = (error as { status?: unknown }).status
+      if (typeof status === 'number' && status >= 400 && status < 500) return
       if (!disposed) markTimer = setTimeout(markRead, 3_000)
     }
   }
@@ -315,17 +353,16 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
   }
 
   function renderEdge (): void {
-    top.textContent = !loaded || loadingEarlier ? 'Loading…' : hasMore ? '' : messages.size === 0 ? `No messages with ${peer} yet. Say hello!` : 'Beginning of the conversation'
+    top.textContent = !loaded || loadingEarlier ? 'Loading…' : hasMore ? '' : messages.size === 0 ? `No messages in ${store.title(key)} yet. Say hello!` : 'Beginning of the conversation'
   }
 
-  async function loadPage (before?: number): Promise<MessageEvent[]> {
-    const client = await connection.client()
-    const page = await client.history(peer, before === undefined ? { limit: PAGE } : { before, limit: PAGE })
+  async function loadPage (before?: number): Promise<ChatItem[]> {
+    const page = await target.history(before, PAGE)
     hasMore = page.hasMore
-    const first = page.messages[0]
-    if (first !== undefined) oldest = Math.min(oldest, first.seq)
+    const first = page.items[0]
+    if (first !== undefined) oldest = Math.min(oldest, itemPosition(first))
     else if (!hasMore) oldest = 0
-    return page.messages
+    return page.items
   }
 
   async function loadLatest (): Promise<void> {
@@ -334,8 +371,8 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
       if (disposed) return
       loaded = true
       // Live events that came meanwhile are kept, unless older than the page (there may be a gap).
-      for (const [seq, row] of rows) if (hasMore && seq < oldest) { row.remove(); rows.delete(seq); messages.delete(seq) }
-      for (const message of page) if (!messages.has(message.seq)) insert(message)
+      for (const [position, row] of rows) if (hasMore && position < oldest) { row.remove(); rows.delete(position); messages.delete(position) }
+      for (const item of page) if (!messages.has(itemPosition(item))) insert(item)
       renderEdge()
       scrollToBottom()
       scheduleMarkRead()
@@ -355,7 +392,7 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
       if (disposed) return
       // Keep what is on screen where it is while rows are added above it.
       const fromBottom = scroller.scrollHeight - scroller.scrollTop
-      for (const message of page) if (!messages.has(message.seq)) insert(message)
+      for (const item of page) if (!messages.has(itemPosition(item))) insert(item)
       scroller.scrollTop = scroller.scrollHeight - fromBottom
     } catch (error) {
       notify(`Could not load earlier messages: ${(error as Error).message}`)
@@ -380,19 +417,24 @@ export function chatView ({ store, connection, peer, back, notify }: ChatViewOpt
   // ---- wiring ---------------------------------------------------------------------------
 
   const unsubscribe = [
-    store.on('message', accept),
+    store.on('message', acceptMessage),
+    store.on('groupEvent', acceptGroupEvent),
     store.on('recall', applyRecall),
-    store.on('marks', (who) => { if (who === peer) refreshTicks() }),
-    store.on('presence', (who) => { if (who === peer) renderHeader() }),
-    store.on('typing', (who) => { if (who === peer) renderHeader() }),
-    store.on('pending', (who) => { if (who === peer) renderPending() })
+    store.on('marks', (which) => { if (which === key) refreshTicks() }),
+    store.on('presence', (who) => { if (who === target.id) renderHeader() }),
+    store.on('typing', (which) => { if (which === key) renderHeader() }),
+    store.on('group', (which) => { if (which === target.id) renderHeader() }),
+    store.on('pending', (which) => { if (which === key) renderPending() })
   ]
-  connection.watch(peer)
-  // Someone never seen has no retained presence to stream: ask once, so the header can say "offline".
-  if (!store.presence.has(peer)) {
-    void connection.client().then((client) => client.presence(peer)).then(({ status, ts, lastSeen }) => {
-      if (!store.presence.has(peer)) store.onPresence(peer, { status, ts, lastSeen })
-    }, () => {})
+  if (!group) {
+    const peer = target.id
+    connection.watch(peer)
+    // Someone never seen has no retained presence to stream: ask once, so the header can say "offline".
+    if (!store.presence.has(peer)) {
+      void connection.client().then((client) => client.presence(peer)).then(({ status, ts, lastSeen }) => {
+        if (!store.presence.has(peer)) store.onPresence(peer, { status, ts, lastSeen })
+      }, () => {})
+    }
   }
   renderHeader()
   renderPending()
