@@ -86,3 +86,41 @@ t.test('embedded: a revocation survives a restart', async (t) => {
   t.match(await apiFor(server.httpUrl, carol, { token: jwt }).get('/v1/conversations'), { status: 401, body: { error: 'token_revoked' } })
   t.equal(await refusedCode(server.mqttUrl, carol, 'phone', jwt), 4)
 })
+
+t.test('the SDK: logout() ends in "loggedOut"; a logout everywhere from another device ends it in "revoked", and it stops reconnecting', async (t) => {
+  const { createClient } = await import('../client-sdk/src/index.ts')
+  const server = await startServerProcess({ mode: 'embedded' })
+  t.teardown(() => server.stop())
+  const dave = uniqueUser('dave')
+  const started = async (deviceId: string, jwt: string) => {
+    let tokens = 0
+    const states: string[] = []
+    const client = await createClient({ url: server.wsUrl, deviceId, getToken: async () => { tokens++; return jwt }, reconnect: { minDelayMs: 100, maxDelayMs: 200 } })
+    client.on('state', (state) => states.push(state))
+    client.on('error', () => {})
+    t.teardown(() => client.stop())
+    return { client, states, tokens: () => tokens }
+  }
+  const until = async (check: () => boolean, what: string): Promise<void> => {
+    for (const deadline = Date.now() + 5_000; !check(); await sleep(20)) if (Date.now() > deadline) throw new Error(`timed out: ${what}`)
+  }
+
+  // Distinct tokens (different expiry) even when signed in the same second.
+  const tabletToken = token(dave, { expiresInMs: 3_600_000 })
+  const tablet = await started('tablet', tabletToken)
+  t.match((await apiFor(server.httpUrl, dave, { token: tabletToken }).get('/v1/sessions/current')).body, { user: dave, issuedAt: Number, expiresAt: Number }, 'GET /v1/sessions/current: the token is good')
+  await tablet.client.logout()
+  t.equal(tablet.client.state, 'loggedOut')
+  t.match(await apiFor(server.httpUrl, dave, { token: tabletToken }).get('/v1/sessions/current'), { status: 401, body: { error: 'token_revoked' } }, 'and the server refuses its token')
+
+  await sleep(1_100) // a token from a later second than the logout mark
+  const phone = await started('phone', token(dave, { expiresInMs: 3_601_000 }))
+  const laptopToken = token(dave, { expiresInMs: 3_602_000 })
+  t.same((await apiFor(server.httpUrl, dave, { token: laptopToken }).post('/v1/sessions/logout', { all: true })).body, { loggedOut: 'all' })
+  await until(() => phone.client.state === 'revoked', 'the phone client to be revoked')
+  t.pass(`the phone's client went ${phone.states.join(' → ')}`)
+  const attempts = phone.tokens()
+  await sleep(1_000)
+  t.equal(phone.client.state, 'revoked', 'and stays there')
+  t.equal(phone.tokens(), attempts, 'without asking for tokens (no reconnect attempts)')
+})

@@ -2,6 +2,8 @@
 //   POST /v1/sessions/logout            the presented token stops working, and
 //                                       the MQTT connections that used it close
 //   POST /v1/sessions/logout {all:true} every token of yours issued until now
+//   GET  /v1/sessions/current           is this token still good (the SDK asks
+//                                       after a refused CONNECT)
 //   POST /v1/admin/revoke {user, deviceId?}   with ADMIN_TOKEN: a user, or one
 //                                       device's MQTT sessions
 // Live connections on every server process close within a second.
@@ -41,6 +43,21 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (ap
     }
     await signal.send({ type: 'kick', user: request.userId, tokenHash: tokenHash(token) })
     return { loggedOut: 'session' }
+  })
+
+  app.get('/v1/sessions/current', {
+    schema: {
+      summary: 'The presented token\'s user and times: 200 while it is good, 401 `token_revoked` after a logout or revocation',
+      security: bearerSecurity,
+      response: { 200: { type: 'object', properties: { user: { type: 'string' }, issuedAt: { type: 'integer' }, expiresAt: { type: 'integer' } } }, 401: errorSchema }
+    }
+  }, async (request) => {
+    const claims = request.user as { iat?: number, exp?: number }
+    return {
+      user: request.userId,
+      ...(claims.iat === undefined ? {} : { issuedAt: claims.iat * 1000 }),
+      ...(claims.exp === undefined ? {} : { expiresAt: claims.exp * 1000 })
+    }
   })
 }
 

@@ -89,7 +89,8 @@ export class ChatClient extends Emitter<ClientEvents> {
       },
       onConnect: (client) => { void this.#onConnect(client) },
       onPacket: (topic, payload) => this.#onPacket(topic, payload),
-      onError
+      onError,
+      isRevoked: (token) => this.#rest.isRevoked(token)
     })
     const mqtt = (): MqttClient | undefined => this.#connection.mqtt
     this.#rest = new RestClient(options.apiUrl ?? defaultApiUrl(options.url), (forceNew) => this.#connection.token(forceNew))
@@ -127,6 +128,19 @@ export class ChatClient extends Emitter<ClientEvents> {
     this.#receiver.stop()
     this.#sender.stop()
     await this.#connection.stop()
+  }
+
+  /**
+   * Logs out: the server refuses this token from now on (with `all`, every token
+   * of yours issued until now, closing your other devices' connections too), and
+   * this client stops in the state `loggedOut`. Unsent messages stay in storage.
+   */
+  async logout (options: { all?: boolean } = {}): Promise<void> {
+    await this.#rest.request('POST', '/v1/sessions/logout', options.all === true ? { all: true } : {})
+    this.#stopped = true
+    this.#receiver.stop()
+    this.#sender.stop()
+    await this.#connection.finish('loggedOut')
   }
 
   async #onConnect (client: MqttClient): Promise<void> {

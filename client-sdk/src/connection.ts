@@ -17,12 +17,16 @@ export interface ConnectionOptions {
   onConnect: (client: MqttClient) => void
   onPacket: (topic: string, payload: Buffer | Uint8Array) => void
   onError: (error: Error) => void
+  /** After the server refused a token: was it revoked (then the client stops for good)? */
+  isRevoked?: (token: string) => Promise<boolean>
 }
 
 export class Connection {
   readonly #options: ConnectionOptions
   #token: TokenInfo | undefined
   #tokenInvalid = false
+  /** The token of the last CONNACK refusal, until it is checked for revocation. */
+  #refusedToken: string | undefined
   #mqtt: MqttClient | undefined
   #state: ConnectionState = 'offline'
   #attempt = 0
@@ -55,6 +59,12 @@ export class Connection {
 
   start (): Promise<void> {
     return this.#connect()
+  }
+
+  /** Stops for good in a final state (`revoked`, `loggedOut`). */
+  async finish (state: 'revoked' | 'loggedOut'): Promise<void> {
+    await this.stop()
+    this.#setState(state)
   }
 
   async stop (): Promise<void> {
@@ -111,15 +121,30 @@ export class Connection {
     client.on('message', (topic, payload) => this.#options.onPacket(topic, payload))
     client.on('error', (error: Error & { code?: number }) => {
       // CONNACK 4 or 5: the token was refused; get a new one for the next try.
-      if (error.code === 4 || error.code === 5) this.#tokenInvalid = true
+      if (error.code === 4 || error.code === 5) {
+        this.#tokenInvalid = true
+        this.#refusedToken = token
+      }
       this.#options.onError(error)
     })
     client.on('close', () => {
       if (this.#mqtt !== client) return
       clearTimeout(this.#refreshTimer)
       this.#setState('offline')
-      this.#scheduleReconnect()
+      void this.#afterClose()
     })
+  }
+
+  /** Reconnects, unless the refusal that closed the connection was a revocation. */
+  async #afterClose (): Promise<void> {
+    const refused = this.#refusedToken
+    this.#refusedToken = undefined
+    if (refused !== undefined && this.#options.isRevoked !== undefined && !this.#stopped) {
+      let revoked = false
+      try { revoked = await this.#options.isRevoked(refused) } catch { /* unreachable: reconnect as usual */ }
+      if (revoked) return this.finish('revoked')
+    }
+    this.#scheduleReconnect()
   }
 
   #scheduleReconnect (): void {

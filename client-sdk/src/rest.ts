@@ -29,4 +29,12 @@ export class RestClient {
       return json as T
     }
   }
+
+  /** Whether the server refuses this token as revoked (logout, admin): `GET /v1/sessions/current` answers 401 `token_revoked`. */
+  async isRevoked (token: string): Promise<boolean> {
+    const response = await fetch(`${this.baseUrl}/v1/sessions/current`, { headers: { authorization: `Bearer ${token}` } })
+    if (response.status !== 401) return false
+    const json = await response.json().catch(() => undefined) as { error?: string } | undefined
+    return json?.error === 'token_revoked'
+  }
 }

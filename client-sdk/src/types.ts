@@ -111,4 +111,9 @@ export interface ConversationSummary {
   peerDeliveredUpTo: number
 }
 
-export type ConnectionState = 'connecting' | 'online' | 'offline'
+/**
+ * `revoked`: the server refused this device's token as revoked (a logout on
+ * another device, or an admin); `loggedOut`: this client's `logout()`. Both
+ * are final: the client stops reconnecting; sign in again with a new client.
+ */
+export type ConnectionState = 'connecting' | 'online' | 'offline' | 'revoked' | 'loggedOut'

@@ -61,7 +61,11 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
     groupEvent: (event) => store.onGroupEvent(event),
     typing: (typing) => store.onTyping(typing),
     presence: (who, state) => store.onPresence(who, state),
-    state: (state) => banner.show(state),
+    state: (state) => {
+      // Logged out elsewhere ("everywhere" on another device) or by an administrator: final.
+      if (state === 'revoked') end('You were signed out: this session was logged out from another device or by an administrator.')
+      else banner.show(state)
+    },
     connected: () => { void loadConversations() },
     error: (error) => console.warn('inboxd:', error.message)
   })
@@ -132,7 +136,8 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
       store.groupsLoaded([created])
       return groupKey(created.id)
     },
-    signOut: () => end()
+    // Signing out also logs the token out on the server (best effort: offline, it just ends here).
+    signOut: () => { void connection.client().then((client) => client.logout()).catch(() => {}).finally(() => end()) }
   })
 
   const updateTitle = (): void => {

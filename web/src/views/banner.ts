@@ -21,6 +21,8 @@ export function bannerView (): Banner {
     element: h('div', { class: 'banners' }, connection, notice),
     show (state) {
       clearTimeout(hideTimer)
+      // Final states end the session; the app shows the sign-in form.
+      if (state === 'revoked' || state === 'loggedOut') return
       if (state === 'online') {
         const recovered = wasDown && everOnline
         everOnline = true
