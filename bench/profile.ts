@@ -5,7 +5,7 @@
 import { createSigner } from 'fast-jwt'
 import { SECRET } from '../test/helpers/tokens.ts'
 
-export type TargetKind = 'inboxd-redis' | 'inboxd-embedded' | 'aedes-memory' | 'mosquitto'
+export type TargetKind = 'inboxd-redis' | 'inboxd-embedded' | 'aedes-memory' | 'mosquitto' | 'mosquitto-unlimited'
 
 export interface Profile {
   credentials (user: string, device: string): { clientId: string, username?: string, password?: string }

@@ -1,18 +1,27 @@
 // The systems under test, each in its own process: our server in Redis and
 // embedded mode (started exactly as `npm start` starts it), bare Aedes, and
-// the Mosquitto already running at 127.0.0.1:1883 when it is reachable.
-import { spawn, execFileSync } from 'node:child_process'
+// two Mosquittos: the packaged one on 127.0.0.1:1883 (the reference for
+// throughput, latency, memory and the storm, as in earlier runs), and one the
+// harness starts on a spare port with an unlimited queue and no persistence
+// (the packaged one keeps only 1,000 queued messages per client), the
+// reference for the drain.
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createConnection } from 'node:net'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { once } from 'node:events'
-import { startServerProcess, flushRedisDb, freePort } from '../test/helpers/server-process.ts'
+import { startServerProcess, flushRedisDb, freePort, REDIS_BASE } from '../test/helpers/server-process.ts'
 import type { TargetKind } from './profile.ts'
 
 export const BENCH_REDIS_DB = 15
+export const BENCH_REDIS_URL = `${REDIS_BASE}/${BENCH_REDIS_DB}`
 
 export interface RunningTarget {
   kind: TargetKind
   port: number
+  /** Our server's REST port (group scenarios create groups over REST). */
+  httpPort?: number
   pid: number
   stop (): Promise<void>
 }
@@ -21,12 +30,18 @@ export const TARGETS: Array<{ kind: TargetKind, label: string }> = [
   { kind: 'inboxd-redis', label: 'inboxd, Redis mode (durable)' },
   { kind: 'inboxd-embedded', label: 'inboxd, embedded mode (LevelDB)' },
   { kind: 'aedes-memory', label: 'bare Aedes, in-memory' },
-  { kind: 'mosquitto', label: 'Mosquitto (C)' }
+  { kind: 'mosquitto', label: 'Mosquitto (C), packaged configuration' },
+  { kind: 'mosquitto-unlimited', label: 'Mosquitto (C), unlimited queue, no persistence' }
 ]
 
+/** Resident memory of a process and all its descendants (WORKERS forks server processes). */
 export function rssKb (pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return match === null ? NaN : Number(match[1])
+  let children: number[] = []
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+  } catch { /* no children file: no children */ }
+  return (match === null ? NaN : Number(match[1])) + children.reduce((sum, child) => sum + rssKb(child), 0)
 }
 
 function reachable (port: number): Promise<boolean> {
@@ -37,16 +52,31 @@ function reachable (port: number): Promise<boolean> {
   })
 }
 
-export async function mosquittoAvailable (): Promise<boolean> {
-  return reachable(1883)
+/** Whether a Mosquitto of this kind can be benchmarked here. */
+export async function mosquittoAvailable (kind: 'mosquitto' | 'mosquitto-unlimited'): Promise<boolean> {
+  return kind === 'mosquitto' ? reachable(1883) : spawnSync('mosquitto', ['-h']).error === undefined
+}
+
+async function startMosquitto (): Promise<RunningTarget> {
+  const port = await freePort()
+  const config = join(mkdtempSync(join(tmpdir(), 'bench-mosquitto-')), 'mosquitto.conf')
+  writeFileSync(config, `listener ${port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n`)
+  const child = spawn('mosquitto', ['-c', config], { stdio: 'ignore' })
+  const started = Date.now()
+  while (!(await reachable(port))) {
+    if (child.exitCode !== null || Date.now() - started > 5_000) throw new Error('could not start mosquitto')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return { kind: 'mosquitto-unlimited', port, pid: child.pid!, stop: async () => { child.kill('SIGTERM'); await once(child, 'exit') } }
 }
 
 export async function startTarget (kind: TargetKind): Promise<RunningTarget> {
   if (kind === 'inboxd-redis' || kind === 'inboxd-embedded') {
     const mode = kind === 'inboxd-redis' ? 'redis' : 'embedded'
     if (mode === 'redis') await flushRedisDb(BENCH_REDIS_DB)
-    const server = await startServerProcess({ mode, redisDb: BENCH_REDIS_DB })
-    return { kind, port: server.mqttPort, pid: server.child.pid!, stop: async () => { await server.stop() } }
+    // Large groups need MAX_GROUP_MEMBERS above its default; limits stay at their defaults.
+    const server = await startServerProcess({ mode, redisDb: BENCH_REDIS_DB, env: { MAX_GROUP_MEMBERS: '10000' } })
+    return { kind, port: server.mqttPort, httpPort: server.httpPort, pid: server.child.pid!, stop: async () => { await server.stop() } }
   }
   if (kind === 'aedes-memory') {
     const port = await freePort()
@@ -55,6 +85,7 @@ export async function startTarget (kind: TargetKind): Promise<RunningTarget> {
     child.stdout!.resume()
     return { kind, port, pid: child.pid!, stop: async () => { child.kill('SIGTERM'); await once(child, 'exit') } }
   }
-  const pid = Number(execFileSync('pgrep', ['-o', 'mosquitto'], { encoding: 'utf8' }).trim())
+  if (kind === 'mosquitto-unlimited') return startMosquitto()
+  const pid = Number(execFileSync('pgrep', ['-o', '-x', 'mosquitto'], { encoding: 'utf8' }).trim())
   return { kind, port: 1883, pid, stop: async () => {} }
 }
