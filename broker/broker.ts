@@ -12,17 +12,17 @@ import { correctStalePresence } from '../presence/stale-presence.ts'
 import { PresenceTracker } from '../presence/presence-tracker.ts'
 import { connectProblem, rememberKeepalive, type KeepaliveBounds } from './hooks/connect-rules.ts'
 import { publishEphemeral } from './ephemeral.ts'
+import { publishJson } from './publish-json.ts'
 import { ReceiptService } from '../messaging/receipt-service.ts'
 import type { HistoryStore } from '../history/history-store.ts'
 import { groupMessageHeader, messageHeader } from '../history/events.ts'
 import { createAuthenticate, type VerifyToken } from './hooks/authenticate.ts'
 import { createAuthorizeSubscribe } from './hooks/authorize-subscribe.ts'
 import { createAuthorizePublish } from './hooks/authorize-publish.ts'
-import { authorizeForward, guardSubscriptionStore } from './guard-persistence.ts'
+import { createAuthorizeForward, guardSubscriptionStore } from './guard-persistence.ts'
 import { orderDeliveries } from './ordered-delivery.ts'
 import { limitPacketSize, packetLimitFor } from './packet-size-guard.ts'
 import { TokenExpiry } from './hooks/token-expiry.ts'
-import { publishJson } from './publish-json.ts'
 import { deviceErrorsTopic, inboxRecipient, inboxTopic, presenceTopic, SINK_TOPIC } from '../protocol/topics.ts'
 import { InboxDelivery } from './inbox/inbox-delivery.ts'
 import type { LogFeed } from '../storage/log-feed.ts'
@@ -33,6 +33,8 @@ import { TokenBuckets } from './rate-limits.ts'
 import type { Limits } from '../config/config.ts'
 import type { GroupStore } from '../history/group-store.ts'
 import { GroupService } from '../messaging/group-service.ts'
+import { BlockService } from '../messaging/block-service.ts'
+import { PresenceVisibility, type PresenceVisibilityMode } from '../presence/presence-visibility.ts'
 
 export interface BrokerOptions {
   store: BrokerStore
@@ -54,6 +56,8 @@ export interface BrokerOptions {
   metrics?: Metrics
   revocations: Revocations
   limits: Limits
+  /** PRESENCE_VISIBILITY. */
+  presenceVisibility: PresenceVisibilityMode
   log: Logger
 }
 
@@ -62,7 +66,10 @@ export interface MessagingBroker {
   messages: MessageService
   groups: GroupService
   receipts: ReceiptService
+  blocks: BlockService
   presence: PresenceTracker
+  /** Who may see whose presence (also for REST). */
+  visibility: PresenceVisibility
   close (): Promise<void>
 }
 
@@ -101,6 +108,31 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
   const publishPresence = (user: string, state: PresenceState): Promise<void> =>
     publishEphemeral(broker!, presenceTopic(user), JSON.stringify(state), true)
   const presence = new PresenceTracker({ registry: options.presence, log, publish: publishPresence })
+  const visibility = new PresenceVisibility({
+    mode: options.presenceVisibility,
+    facts: {
+      isBlocked: (blocker, user) => history.isBlocked(blocker, user),
+      async shareConversation (a, b) {
+        // Both logs: a message withheld by a block puts the conversation in the sender's log only.
+        if (await history.hasConversation(a, b) && await history.hasConversation(b, a)) return true
+        const [mine, theirs] = await Promise.all([options.groups.groupsOf(a), options.groups.groupsOf(b)])
+        const shared = new Set(mine)
+        return theirs.some((group) => shared.has(group))
+      }
+    },
+    // The viewer missed the subject's current state while hidden: send it again (idempotent for the others).
+    becameVisible: (_viewer, subject) => {
+      options.presence.states([subject])
+        .then(([state]) => state === undefined ? undefined : publishEphemeral(broker!, presenceTopic(subject), JSON.stringify(state)))
+        .catch((error: unknown) => log.warn({ err: error }, 'could not send presence again'))
+    }
+  })
+  // Blocks and first conversations change who sees whom, on every process.
+  const reconsider = (a: string, b: string): Promise<void> => store.signal.send({ type: 'visibility', a, b })
+  store.signal.listen((message) => {
+    if (message.type !== 'visibility' || typeof message.a !== 'string' || typeof message.b !== 'string') return
+    visibility.reconsider(message.a, message.b).catch((error: unknown) => log.warn({ err: error }, 'could not decide presence visibility'))
+  })
   dropSinkTraffic(store.mq)
   guardSubscriptionStore(store.persistence as never)
   orderDeliveries(store.persistence as never)
@@ -139,8 +171,8 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
         await presence.connected(client, claims.sub)
       }
     }),
-    authorizeSubscribe: createAuthorizeSubscribe((client) => inbox!.prepareSubscription(client)),
-    authorizeForward: authorizeForward as never
+    authorizeSubscribe: createAuthorizeSubscribe((client) => inbox!.prepareSubscription(client), (viewer, subject) => visibility.check(viewer, subject)),
+    authorizeForward: createAuthorizeForward((viewer, subject) => visibility.visible(viewer, subject)) as never
   })
 
   const aedes: Aedes = broker
@@ -172,7 +204,14 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     onStored: options.onStored,
     onError: (error) => log.error({ err: error }, 'group delivery marks or push lookup failed')
   })
-  const messages = new MessageService({ history, delivery, recallWindowMs, onStored: options.onStored })
+  const messages = new MessageService({
+    history,
+    delivery,
+    recallWindowMs,
+    onStored: options.onStored,
+    onNewConversation: (from, to) => { reconsider(from, to).catch((error: unknown) => log.warn({ err: error }, 'could not signal a new conversation')) }
+  })
+  const blocks = new BlockService({ history, onChange: reconsider })
   const receipts = new ReceiptService({
     history,
     delivery,
@@ -223,8 +262,11 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     messages,
     groups,
     receipts,
+    blocks,
     presence,
+    visibility,
     async close () {
+      visibility.close()
       await presence.leave().catch((error: unknown) => log.warn({ err: error }, 'could not publish presence at shutdown'))
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       await inbox!.close()

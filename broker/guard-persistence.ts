@@ -8,6 +8,8 @@
 //     one waiter and the SUBACK never comes. So one call per array is made.
 import type { Client } from 'aedes'
 import { mayHold } from './hooks/authorize-subscribe.ts'
+import { parseClientId } from '../protocol/identity.ts'
+import { presenceUser } from '../protocol/topics.ts'
 
 interface Subscription { topic: string, qos: number }
 interface SubscriptionStore {
@@ -28,7 +30,17 @@ export function guardSubscriptionStore (persistence: SubscriptionStore): void {
   }
 }
 
-/** Defence in depth: whatever is in the store, a device is only ever sent its own topics. */
-export function authorizeForward (client: Client, packet: { topic: string }): typeof packet | null {
-  return mayHold(client.id, packet.topic) ? packet : null
+/**
+ * Defence in depth: whatever is in the store, a device is only ever sent its
+ * own topics; and another user's presence only when `maySee` (blocks, and
+ * PRESENCE_VISIBILITY) allows it.
+ */
+export function createAuthorizeForward (maySee: (viewer: string, subject: string) => boolean) {
+  return function authorizeForward (client: Client, packet: { topic: string }): typeof packet | null {
+    if (!mayHold(client.id, packet.topic)) return null
+    const subject = presenceUser(packet.topic)
+    if (subject === undefined) return packet
+    const viewer = parseClientId(client.id)?.userId
+    return viewer !== undefined && maySee(viewer, subject) ? packet : null
+  }
 }

@@ -37,6 +37,8 @@ export interface Config {
   /** Redis mode: server processes behind the same ports (node:cluster); embedded mode always runs one. */
   workers: number
   maxGroupMembers: number
+  /** PRESENCE_VISIBILITY: `contacts` (users who share a conversation or group) or `all`; blocks hide it either way. */
+  presenceVisibility: 'all' | 'contacts'
   /** TLS_CERT and TLS_KEY set: mqtts and HTTPS/WSS listeners. */
   tls: TlsConfig | undefined
   /** TLS_ONLY=1: no plain MQTT or HTTP listener. */
@@ -115,6 +117,12 @@ export interface PushConfig {
 type Env = Record<string, string | undefined>
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+function presenceVisibility (env: Env): 'all' | 'contacts' {
+  const value = env.PRESENCE_VISIBILITY || 'contacts'
+  if (value !== 'all' && value !== 'contacts') throw new ConfigError('PRESENCE_VISIBILITY', `must be "contacts" or "all", got "${value}"`)
+  return value
+}
 
 function integer (env: Env, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name]
@@ -312,6 +320,7 @@ export function loadConfig (env: Env = process.env): Config {
     nodeId: env.NODE_ID || undefined,
     workers: integer(env, 'WORKERS', availableParallelism(), 1, 256),
     maxGroupMembers: integer(env, 'MAX_GROUP_MEMBERS', 1000, 2, 100_000),
+    presenceVisibility: presenceVisibility(env),
     metricsToken: metricsToken(env),
     adminToken: adminToken(env),
     limits: {

@@ -19,8 +19,13 @@ export interface NewMessage {
 }
 
 export type AppendResult =
-  /** `recipientEvent` is absent for a message to oneself; `recipientSeq` is then the sender's seq. */
-  | { status: 'stored', senderEvent: string, recipientEvent: string | undefined, recipientSeq: number }
+  /**
+   * `recipientEvent` is absent for a message to oneself (`recipientSeq` is then the sender's
+   * seq) and for one withheld because the recipient blocked the sender (`withheld`, seq 0: it
+   * is in the sender's log only). `newConversation`: the sender's log had no conversation with
+   * the recipient before.
+   */
+  | { status: 'stored', senderEvent: string, recipientEvent: string | undefined, recipientSeq: number, withheld?: true, newConversation?: true }
   /** The same (sender, id) was stored before: nothing new was written. */
   | { status: 'duplicate', senderEvent: string | undefined }
   /** The same (sender, id) was used before for a different recipient. */
@@ -100,6 +105,19 @@ export interface HistoryStore {
   saveCursors (cursors: DeviceCursor[]): Promise<void>
   /** Forgets the device's cursor (its session was discarded). */
   dropCursor (user: string, device: string): Promise<void>
+
+  // Blocking (messaging/block-service.ts). Kept beside the logs, so that an append
+  // withholds a blocked sender's message in the same atomic step.
+
+  /** `blocker` blocks `user`; returns since when (the first time, if already blocked). */
+  setBlocked (blocker: string, user: string, since: number): Promise<number>
+  /** False when `user` was not blocked. */
+  setUnblocked (blocker: string, user: string): Promise<boolean>
+  /** Whom `blocker` blocked, most recent first. */
+  blocked (blocker: string): Promise<Array<{ user: string, since: number }>>
+  isBlocked (blocker: string, user: string): Promise<boolean>
+  /** Whether `user`'s log holds a 1:1 conversation with `peer`. */
+  hasConversation (user: string, peer: string): Promise<boolean>
 
   /** Appends server notices (e.g. group read receipts) to users' logs: `{"seq":N,` + tail each; returns the events. */
   appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>>

@@ -9,6 +9,7 @@
 //   c!u!peer!<seq>    conversation       in!u!peer!<seq>    incoming, unrecalled
 //   convs!u!peer      last message seq   ids!u!id           senderSeq|recipientSeq|to|ts|flag
 //   mark!u!<read|dlv|readby|dlvby>!peer  seq                cur!u!device       device cursor
+//   blk!u!user        since (ms): u blocked user
 import { ClassicLevel } from 'classic-level'
 import type { Notice } from './history-store.ts'
 import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
@@ -130,8 +131,11 @@ export class LevelHistory implements HistoryStore {
         const stored = tx.get(evKey(from, previous.senderSeq))
         return { status: 'duplicate', senderEvent: stored === undefined ? undefined : eventOf(stored) }
       }
+      // A recipient who blocked the sender gets nothing: the message is in the sender's log only.
+      const withheld = to !== from && tx.get(`blk!${to}!${from}`) !== undefined
+      const newConversation = tx.get(`convs!${from}!${to}`) === undefined
       const senderSeq = nextSeq(tx, from)
-      const recipientSeq = to === from ? senderSeq : nextSeq(tx, to)
+      const recipientSeq = withheld ? 0 : to === from ? senderSeq : nextSeq(tx, to)
       const store = (user: string, peer: string, seq: number, peerSeq: number, dir: LogMeta['dir']): string => {
         const event = withSeq(seq, tail)
         putEvent(tx, user, { seq, ts, peer, kind: 'm', dir, id, peerSeq }, event)
@@ -141,15 +145,47 @@ export class LevelHistory implements HistoryStore {
         return event
       }
       const senderEvent = store(from, to, senderSeq, recipientSeq, to === from ? 'self' : 'out')
-      const recipientEvent = to === from ? undefined : store(to, from, recipientSeq, senderSeq, 'in')
+      const recipientEvent = to === from || withheld ? undefined : store(to, from, recipientSeq, senderSeq, 'in')
       tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: false }))
-      return { status: 'stored', senderEvent, recipientEvent, recipientSeq }
+      return { status: 'stored', senderEvent, recipientEvent, recipientSeq, ...(withheld ? { withheld: true } : {}), ...(newConversation ? { newConversation: true } : {}) }
     })
     if (result.status === 'stored') {
       this.#trimSoon(from, ts)
-      this.#trimSoon(to, ts)
+      if (result.withheld !== true) this.#trimSoon(to, ts)
     }
     return result
+  }
+
+  setBlocked (blocker: string, user: string, since: number): Promise<number> {
+    return this.#commit.run((tx) => {
+      const existing = tx.get(`blk!${blocker}!${user}`)
+      if (existing !== undefined) return Number(existing)
+      tx.put(`blk!${blocker}!${user}`, String(since))
+      return since
+    })
+  }
+
+  setUnblocked (blocker: string, user: string): Promise<boolean> {
+    return this.#commit.run((tx) => {
+      if (tx.get(`blk!${blocker}!${user}`) === undefined) return false
+      tx.del(`blk!${blocker}!${user}`)
+      return true
+    })
+  }
+
+  async blocked (blocker: string): Promise<Array<{ user: string, since: number }>> {
+    const prefix = `blk!${blocker}!`
+    const all: Array<{ user: string, since: number }> = []
+    for await (const [key, value] of this.#db.iterator({ gt: prefix, lt: prefix + '~' })) all.push({ user: key.slice(prefix.length), since: Number(value) })
+    return all.sort((a, b) => b.since - a.since)
+  }
+
+  async isBlocked (blocker: string, user: string): Promise<boolean> {
+    return await this.#db.get(`blk!${blocker}!${user}`) !== undefined
+  }
+
+  async hasConversation (user: string, peer: string): Promise<boolean> {
+    return await this.#db.get(`convs!${user}!${peer}`) !== undefined
   }
 
   async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {
@@ -211,7 +247,8 @@ export class LevelHistory implements HistoryStore {
       tx.put(`ids!${sender}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
       const senderEvent = addRecallEvent(sender, to, senderSeq, 'out')
       let recipientEvent: string | undefined
-      if (to !== sender) {
+      // recipientSeq 0: the recipient had blocked the sender and never got it.
+      if (to !== sender && recipientSeq !== 0) {
         replaceWithTombstone(to, recipientSeq)
         tx.del(`in!${to}!${sender}!${pad(recipientSeq)}`)
         recipientEvent = addRecallEvent(to, sender, recipientSeq, 'in')

@@ -7,7 +7,7 @@ import { parseMeta, seqFromIdRecords } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
 import { withSeq } from './events.ts'
 import type { Notice } from './history-store.ts'
-import { NOTICES, APPEND, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
+import { NOTICES, APPEND, BLOCK, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
 
 const PREFIX = 'inboxd:h:'
 /** Group logs (history/redis-group-scripts.ts). */
@@ -24,6 +24,7 @@ interface ScriptedRedis extends Redis {
   historyOpenCursor (...args: Array<string | number>): Promise<number>
   historySaveCursors (...args: Array<string | number>): Promise<number>
   historyNotices (...args: Array<string | number>): Promise<string[]>
+  historyBlock (...args: Array<string | number>): Promise<string>
 }
 
 const key = (user: string, name: string): string => `${PREFIX}${user}:${name}`
@@ -43,21 +44,46 @@ export class RedisHistory implements HistoryStore {
     redis.defineCommand('historyOpenCursor', { numberOfKeys: 0, lua: OPEN_CURSOR })
     redis.defineCommand('historySaveCursors', { numberOfKeys: 0, lua: SAVE_CURSORS })
     redis.defineCommand('historyNotices', { numberOfKeys: 0, lua: NOTICES })
+    redis.defineCommand('historyBlock', { numberOfKeys: 0, lua: BLOCK })
     this.#redis = redis as ScriptedRedis
     this.#keepMs = keepMs
   }
 
   async appendMessage (message: NewMessage): Promise<AppendResult> {
-    const [status, first, recipientSeq] = await this.#redis.historyAppend(
+    const [status, first, recipientSeq, newConversation] = await this.#redis.historyAppend(
       PREFIX, message.from, message.to, message.id, message.ts, this.#keepMs, message.tail)
     if (status === 'conflict') return { status }
     if (status === 'duplicate') return { status, senderEvent: orUndefined(first) }
+    const withheld = Number(recipientSeq) === 0
     return {
       status: 'stored',
       senderEvent: withSeq(Number(first), message.tail),
-      recipientEvent: message.to === message.from ? undefined : withSeq(Number(recipientSeq), message.tail),
-      recipientSeq: Number(recipientSeq)
+      recipientEvent: message.to === message.from || withheld ? undefined : withSeq(Number(recipientSeq), message.tail),
+      recipientSeq: Number(recipientSeq),
+      ...(withheld ? { withheld: true } : {}),
+      ...(newConversation === 1 ? { newConversation: true } : {})
     }
+  }
+
+  async setBlocked (blocker: string, user: string, since: number): Promise<number> {
+    return Number(await this.#redis.historyBlock(PREFIX, blocker, user, since))
+  }
+
+  async setUnblocked (blocker: string, user: string): Promise<boolean> {
+    return await this.#redis.hdel(key(blocker, 'blocks'), user) === 1
+  }
+
+  async blocked (blocker: string): Promise<Array<{ user: string, since: number }>> {
+    const all = await this.#redis.hgetall(key(blocker, 'blocks'))
+    return Object.entries(all).map(([user, since]) => ({ user, since: Number(since) })).sort((a, b) => b.since - a.since)
+  }
+
+  async isBlocked (blocker: string, user: string): Promise<boolean> {
+    return await this.#redis.hexists(key(blocker, 'blocks'), user) === 1
+  }
+
+  async hasConversation (user: string, peer: string): Promise<boolean> {
+    return await this.#redis.zscore(key(user, 'convs'), peer) !== null
   }
 
   async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {

@@ -8,6 +8,7 @@
 //   ids    hash  id -> `senderSeq|recipientSeq|to|ts|flag` (idempotency, recall)
 //   read / dlv       hash peer -> own mark (own seq space)
 //   readby / dlvby   hash peer -> how far the peer got (own seq space)
+//   blocks hash  blocked user -> since (ms)
 // Ids are validated `[A-Za-z0-9._@-]`, so they are safe inside JSON strings
 // and `|`-separated metadata without escaping.
 
@@ -43,9 +44,10 @@ end
 `
 
 /**
- * ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {'stored', senderSeq, recipientSeq},
+ * ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {'stored', senderSeq, recipientSeq, newConversation},
  * {'duplicate', senderEvent} or {'conflict'}. The caller builds the stored events
- * (`{"seq":N,` + tail) itself, so they do not cross the wire twice.
+ * (`{"seq":N,` + tail) itself, so they do not cross the wire twice. A recipient who
+ * blocked the sender gets nothing: the message is in the sender's log only (recipientSeq 0).
  */
 export const APPEND = COMMON + `
 local from, to, id, ts, keep, tail = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
@@ -58,12 +60,15 @@ if existing then
     return {'duplicate', redis.call('HGET', k(from, 'ev'), sSeq) or false}
   end
 end
+local withheld = to ~= from and redis.call('HEXISTS', k(to, 'blocks'), from) == 1
+local newConversation = 0
+if not redis.call('ZSCORE', k(from, 'convs'), to) then newConversation = 1 end
 local sSeq = redis.call('INCR', k(from, 'seq'))
 local rSeq = sSeq
-if to ~= from then rSeq = redis.call('INCR', k(to, 'seq')) end
+if withheld then rSeq = 0 elseif to ~= from then rSeq = redis.call('INCR', k(to, 'seq')) end
 -- Retention is applied every 16th event of a log (and before every read), not on each append.
 if sSeq % 16 == 0 then trim(from, tonumber(ts), keep) end
-if to ~= from and rSeq % 16 == 0 then trim(to, tonumber(ts), keep) end
+if to ~= from and rSeq > 0 and rSeq % 16 == 0 then trim(to, tonumber(ts), keep) end
 local function store(user, peer, seq, peerSeq, dir)
   put(user, seq, '{"seq":' .. seq .. ',' .. tail, meta(seq, ts, peer, 'm', dir, id, peerSeq))
   redis.call('ZADD', k(user, 'c:' .. peer), seq, seq)
@@ -74,10 +79,10 @@ if to == from then
   store(from, to, sSeq, sSeq, 'self')
 else
   store(from, to, sSeq, rSeq, 'out')
-  store(to, from, rSeq, sSeq, 'in')
+  if not withheld then store(to, from, rSeq, sSeq, 'in') end
 end
 redis.call('HSET', k(from, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|')
-return {'stored', sSeq, rSeq}
+return {'stored', sSeq, rSeq, newConversation}
 `
 
 /** ARGV: prefix, kind, reader, peer, upTo, ts, keepMs. Returns {changed, upTo, unread, peerEvent, readerEvent}. */
@@ -139,7 +144,8 @@ redis.call('HSET', k(sender, 'ev'), sSeq, tombstone(sSeq))
 redis.call('HSET', k(sender, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|r')
 local senderEvent = recallEvent(sender, to, sSeq, 'out')
 local recipientEvent = false
-if to ~= sender then
+-- rSeq 0: the recipient had blocked the sender and never got it.
+if to ~= sender and rSeq ~= '0' then
   redis.call('HSET', k(to, 'ev'), rSeq, tombstone(rSeq))
   redis.call('ZREM', k(to, 'in:' .. sender), rSeq)
   recipientEvent = recallEvent(to, sender, rSeq, 'in')
@@ -212,4 +218,11 @@ for i = 2, #ARGV, 3 do
   if seq > current then redis.call('HSET', key, ARGV[i + 1], seq) end
 end
 return 1
+`
+
+/** ARGV: prefix, blocker, user, since. Returns since (the first one, if already blocked). */
+export const BLOCK = `
+local key = ARGV[1] .. ARGV[2] .. ':blocks'
+redis.call('HSETNX', key, ARGV[3], ARGV[4])
+return redis.call('HGET', key, ARGV[3])
 `

@@ -3,7 +3,8 @@
 // history log (which assigns each side its seq and makes (sender, id)
 // idempotent; the log is the message's only durable copy), then tell the
 // delivery side that both users' logs have a new event. Durable sends
-// resolve once the append is stored.
+// resolve once the append is stored. A recipient who blocked the sender
+// gets nothing (the append keeps it in the sender's log only).
 import { stamp } from '../protocol/message.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { HistoryStore } from '../history/history-store.ts'
@@ -34,6 +35,8 @@ export interface MessageServiceOptions {
   delivery: Delivery
   /** Told of every newly stored message, after delivery was queued (push hooks in here). Must not throw. */
   onStored?: (message: StoredMessage) => void
+  /** Two users' first message (presence may become visible between them). Must not throw. */
+  onNewConversation?: (from: string, to: string) => void
   recallWindowMs: number
   now?: () => number
 }
@@ -44,9 +47,11 @@ export class MessageService {
   readonly #recallWindowMs: number
   readonly #now: () => number
   readonly #onStored: (message: StoredMessage) => void
+  readonly #onNewConversation: (from: string, to: string) => void
 
-  constructor ({ history, delivery, recallWindowMs, onStored = () => {}, now = Date.now }: MessageServiceOptions) {
+  constructor ({ history, delivery, recallWindowMs, onStored = () => {}, onNewConversation = () => {}, now = Date.now }: MessageServiceOptions) {
     this.#onStored = onStored
+    this.#onNewConversation = onNewConversation
     this.#history = history
     this.#delivery = delivery
     this.#recallWindowMs = recallWindowMs
@@ -58,8 +63,8 @@ export class MessageService {
     const ts = this.#now()
     const envelope = JSON.stringify(stamp(message, from, to, ts))
     if (!durable) {
-      // Ephemeral (QoS 0): forwarded to connected devices only, never logged.
-      await this.#delivery.toUser(to, envelope, false)
+      // Ephemeral (QoS 0): forwarded to connected devices only, never logged (nor to a blocker).
+      if (!await this.#history.isBlocked(to, from)) await this.#delivery.toUser(to, envelope, false)
       return { created: true, event: undefined }
     }
     const result = await this.#history.appendMessage({ from, to, id: message.id, ts, tail: envelope.slice(1) })
@@ -71,12 +76,17 @@ export class MessageService {
       this.#delivery.toUser(from, result.senderEvent, true),
       result.recipientEvent === undefined ? undefined : this.#delivery.toUser(to, result.recipientEvent, true)
     ])
-    if (from !== to) this.#onStored({ from, to, id: message.id, seq: result.recipientSeq })
+    // Withheld (the recipient blocked the sender): in the sender's log only, so no push either.
+    if (from !== to && result.withheld !== true) {
+      this.#onStored({ from, to, id: message.id, seq: result.recipientSeq })
+      if (result.newConversation === true) this.#onNewConversation(from, to)
+    }
     return { created: true, event: result.senderEvent }
   }
 
-  /** Typing indicators: ephemeral, never logged, queued or pushed. */
+  /** Typing indicators: ephemeral, never logged, queued or pushed; dropped for a recipient who blocked the sender. */
   async typing (from: string, to: string, active: boolean): Promise<void> {
+    if (await this.#history.isBlocked(to, from)) return
     await this.#delivery.toUser(to, JSON.stringify({ type: 'typing', from, to, active, ts: this.#now() }), false)
   }
 

@@ -87,6 +87,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     metrics,
     revocations,
     limits: config.limits,
+    presenceVisibility: config.presenceVisibility,
     log
   })
 
@@ -115,6 +116,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     metrics,
     revocations,
     signal: store.signal,
+    blocks: messaging.blocks,
+    visibility: messaging.visibility,
     maxPayloadBytes: config.maxPayloadBytes
   })
   if (config.demoLogin) await app.register(demoLoginRoutes)

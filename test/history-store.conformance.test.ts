@@ -203,3 +203,34 @@ for (const { name, open } of STORES) {
     t.equal((await send(store, alice, bob, 'old')).status, 'stored', 'an id past retention can be reused')
   })
 }
+
+for (const { name, open } of STORES) {
+  t.test(`${name}: blocking withholds in the append, and conversations are known`, async (t) => {
+    const { store, close } = await open(0)
+    t.teardown(close)
+    const [alice, mallory, bob] = [uniqueUser('alice'), uniqueUser('mallory'), uniqueUser('bob')]
+    t.equal(await store.isBlocked(alice, mallory), false)
+    t.equal(await store.setBlocked(alice, mallory, 1000), 1000)
+    t.equal(await store.setBlocked(alice, mallory, 2000), 1000, 'blocking again keeps the first time')
+    await store.setBlocked(alice, bob, 3000)
+    t.same(await store.blocked(alice), [{ user: bob, since: 3000 }, { user: mallory, since: 1000 }], 'most recent first')
+    t.equal(await store.setUnblocked(alice, bob), true)
+    t.equal(await store.setUnblocked(alice, bob), false, 'unblocking twice: false')
+    t.equal(await store.isBlocked(alice, mallory), true)
+    t.equal(await store.isBlocked(mallory, alice), false, 'one way only')
+
+    const withheld = await send(store, mallory, alice, 'w1')
+    t.match(withheld, { status: 'stored', recipientEvent: undefined, recipientSeq: 0, withheld: true, newConversation: true })
+    t.equal(await store.head(alice), 0, 'nothing in the blocker\'s log')
+    t.equal((await store.events(mallory, 0, 10)).events.length, 1, 'the sender\'s log has it')
+    t.equal(await store.hasConversation(mallory, alice), true)
+    t.equal(await store.hasConversation(alice, mallory), false)
+    t.match(await send(store, mallory, alice, 'w1'), { status: 'duplicate' }, 'a retry is a duplicate, as ever')
+    t.match(await store.recall(mallory, 'w1', Date.now(), 60_000), { status: 'recalled', recipientEvent: undefined })
+    t.equal(await store.head(alice), 0, 'a recall of a withheld message writes nothing for the blocker')
+
+    t.match(await send(store, alice, mallory, 'a1'), { status: 'stored', withheld: undefined, newConversation: true }, 'the blocker may still write')
+    await store.setUnblocked(alice, mallory)
+    t.match(await send(store, mallory, alice, 'w2'), { status: 'stored', withheld: undefined, newConversation: undefined, recipientSeq: 2 }, 'after unblocking: delivered')
+  })
+}

@@ -13,7 +13,9 @@ await flushRedisDb(9)
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 // The test server accepts keepalives from 1 s, so silent loss is quick to see.
-const ENV = { KEEPALIVE_MIN_SECONDS: '1' }
+// These tests are about how presence is computed, watched by users who never
+// talked, so everyone may see everyone here; who may see whom is test/privacy.test.ts.
+const ENV = { KEEPALIVE_MIN_SECONDS: '1', PRESENCE_VISIBILITY: 'all' }
 
 interface Seen { status: string, ts: number, lastSeen: number, at: number }
 

@@ -73,9 +73,12 @@ t.test('two users in two browsers', async (t) => {
     await signIn(b, bob)
 
     await openChat(a, bob)
-    await a.waitForSelector('.chat-pane .bar .dot[data-presence="online"]', WAIT)
-    t.pass('alice sees bob online')
+    // PRESENCE_VISIBILITY=contacts (the default): strangers do not see each other's presence.
+    await a.waitForSelector('.chat-pane .bar .dot[data-presence="offline"]', WAIT)
+    t.equal(await a.locator('.chat-pane .bar .status').textContent(), 'offline', 'before they have talked, bob looks like someone never seen')
     await send(a, 'Hi Bob!')
+    await a.waitForSelector('.chat-pane .bar .dot[data-presence="online"]', WAIT)
+    t.pass('her first message makes bob\'s presence visible: alice sees him online')
     await send(a, 'Are you there?')
     await waitForShown(a, ['Hi Bob!', 'Are you there?'])
     await a.waitForFunction(() => document.querySelectorAll('.row.mine[data-tick="delivered"]').length === 2, undefined, WAIT)

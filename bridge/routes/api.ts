@@ -10,6 +10,9 @@ import type { Revocations } from '../../auth/revocations.ts'
 import type { ClusterSignal } from '../../storage/cluster-signal.ts'
 import { sessionRoutes } from './sessions.ts'
 import type { ReceiptService } from '../../messaging/receipt-service.ts'
+import { blockRoutes } from './blocks.ts'
+import type { BlockService } from '../../messaging/block-service.ts'
+import type { PresenceVisibility } from '../../presence/presence-visibility.ts'
 import { requireUser } from '../require-user.ts'
 import { documentErrors } from '../http-errors.ts'
 import { messageRoutes } from './messages.ts'
@@ -34,6 +37,8 @@ export interface ApiOptions {
   metrics?: Metrics
   revocations: Revocations
   signal: ClusterSignal
+  blocks: BlockService
+  visibility: PresenceVisibility
 }
 
 export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) => {
@@ -44,7 +49,8 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   await app.register(groupRoutes, { groups: options.groups })
   await app.register(conversationRoutes, { history: options.history, receipts: options.receipts })
   await app.register(syncRoutes, { history: options.history })
-  await app.register(presenceRoutes, { presence: options.presence })
+  await app.register(presenceRoutes, { presence: options.presence, visibility: options.visibility })
+  await app.register(blockRoutes, { blocks: options.blocks })
   await app.register(deviceRoutes, { devices: options.devices })
   await app.register(keyRoutes, { keys: options.keys })
 }

@@ -1,8 +1,10 @@
-// Presence over REST: one user, or up to 100 at once. Any authenticated user
-// may ask (as any may subscribe to presence/<user>).
+// Presence over REST: one user, or up to 100 at once. Who may see whom is
+// decided as for presence/<user> subscriptions (presence/presence-visibility.ts);
+// a hidden user looks like one never seen, so nothing tells them apart.
 import type { FastifyPluginAsync } from 'fastify'
 import { isValidId } from '../../protocol/identity.ts'
-import type { PresenceRegistry } from '../../presence/presence-registry.ts'
+import type { PresenceRegistry, PresenceState } from '../../presence/presence-registry.ts'
+import type { PresenceVisibility } from '../../presence/presence-visibility.ts'
 import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { idSchema } from '../schemas.ts'
@@ -19,7 +21,14 @@ const presenceSchema = {
   }
 } as const
 
-export const presenceRoutes: FastifyPluginAsync<{ presence: PresenceRegistry }> = async (app, { presence }) => {
+const NEVER_SEEN: PresenceState = { status: 'offline', ts: 0, lastSeen: 0 }
+
+export const presenceRoutes: FastifyPluginAsync<{ presence: PresenceRegistry, visibility: PresenceVisibility }> = async (app, { presence, visibility }) => {
+  async function visibleStates (viewer: string, users: string[]): Promise<PresenceState[]> {
+    const [states, visible] = await Promise.all([presence.states(users), Promise.all(users.map((user) => visibility.check(viewer, user)))])
+    return states.map((state, i) => visible[i] === true ? state : NEVER_SEEN)
+  }
+
   app.get<{ Params: { user: string } }>('/v1/presence/:user', {
     schema: {
       summary: 'A user\'s presence, aggregated over all of their devices',
@@ -28,7 +37,7 @@ export const presenceRoutes: FastifyPluginAsync<{ presence: PresenceRegistry }> 
       response: { 200: presenceSchema, 400: errorSchema }
     }
   }, async (request) => {
-    const [state] = await presence.states([request.params.user])
+    const [state] = await visibleStates(request.userId, [request.params.user])
     return { user: request.params.user, ...state }
   })
 
@@ -44,7 +53,7 @@ export const presenceRoutes: FastifyPluginAsync<{ presence: PresenceRegistry }> 
     if (users.length > MAX_USERS) return sendError(reply, 400, 'invalid_request', `at most ${MAX_USERS} users per request`, 'querystring.users')
     const invalid = users.find((user) => !isValidId(user))
     if (invalid !== undefined) return sendError(reply, 400, 'invalid_request', `"${invalid}" is not a valid user id`, 'querystring.users')
-    const states = await presence.states(users)
+    const states = await visibleStates(request.userId, users)
     return { presence: users.map((user, i) => ({ user, ...states[i] })) }
   })
 }

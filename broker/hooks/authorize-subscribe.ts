@@ -18,14 +18,27 @@ export function mayHold (clientId: string, topic: string): boolean {
  * `prepareInbox` runs before an inbox subscription is granted (so before the
  * SUBACK): a persistent session's cursor is created there. If it fails, the
  * subscription is refused (0x80) rather than granted without a queue.
+ * `decidePresence` runs before a presence subscription is granted, so the
+ * retained state that follows the SUBACK is already filtered by who may see
+ * it (presence/presence-visibility.ts). A presence subscription is granted
+ * either way: a refusal would tell who is hidden from you.
  */
-export function createAuthorizeSubscribe (prepareInbox: (client: Client) => Promise<void>) {
+export function createAuthorizeSubscribe (
+  prepareInbox: (client: Client) => Promise<void>,
+  decidePresence: (viewer: string, subject: string) => Promise<unknown>
+) {
   return function authorizeSubscribe (
     client: Client,
     subscription: Subscription,
     done: (error: Error | null, subscription?: Subscription | null) => void
   ): void {
     if (!mayHold(client.id, subscription.topic)) return done(null, null)
+    const subject = presenceUser(subscription.topic)
+    if (subject !== undefined) {
+      const viewer = parseClientId(client.id)!.userId
+      decidePresence(viewer, subject).then(() => done(null, subscription), () => done(null, subscription))
+      return
+    }
     // QoS 2 may be granted, but the server publishes at QoS 1 (at-least-once),
     // so deliveries arrive at QoS 1 whatever was granted.
     if (inboxRecipient(subscription.topic) === undefined) return done(null, subscription)

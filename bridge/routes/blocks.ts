@@ -1,0 +1,44 @@
+// Blocking over REST: PUT /v1/blocks/:user, DELETE /v1/blocks/:user,
+// GET /v1/blocks. What a block does is in messaging/block-service.ts.
+import type { FastifyPluginAsync } from 'fastify'
+import type { BlockService } from '../../messaging/block-service.ts'
+import { errorSchema, sendError } from '../http-errors.ts'
+import { bearerSecurity } from '../require-user.ts'
+import { idSchema } from '../schemas.ts'
+
+const userParams = { type: 'object', required: ['user'], properties: { user: idSchema } } as const
+const blockSchema = { type: 'object', properties: { user: { type: 'string' }, since: { type: 'integer', description: 'ms' } } } as const
+
+export const blockRoutes: FastifyPluginAsync<{ blocks: BlockService }> = async (app, { blocks }) => {
+  app.put<{ Params: { user: string } }>('/v1/blocks/:user', {
+    schema: {
+      summary: 'Block a user: their 1:1 messages and typing no longer reach you, and they no longer see your presence. They are not told',
+      security: bearerSecurity,
+      params: userParams,
+      response: { 200: blockSchema, 400: errorSchema }
+    }
+  }, async (request, reply) => {
+    if (request.params.user === request.userId) return sendError(reply, 400, 'invalid_request', 'you cannot block yourself', 'user')
+    return blocks.block(request.userId, request.params.user)
+  })
+
+  app.delete<{ Params: { user: string } }>('/v1/blocks/:user', {
+    schema: {
+      summary: 'Unblock a user (messages they sent meanwhile stay undelivered)',
+      security: bearerSecurity,
+      params: userParams,
+      response: { 200: { type: 'object', properties: { user: { type: 'string' }, unblocked: { type: 'boolean' } } }, 400: errorSchema, 404: errorSchema }
+    }
+  }, async (request, reply) => {
+    if (!await blocks.unblock(request.userId, request.params.user)) return sendError(reply, 404, 'not_blocked', `you have not blocked ${request.params.user}`)
+    return { user: request.params.user, unblocked: true }
+  })
+
+  app.get('/v1/blocks', {
+    schema: {
+      summary: 'The users you have blocked, most recent first',
+      security: bearerSecurity,
+      response: { 200: { type: 'object', properties: { blocks: { type: 'array', items: blockSchema } } } }
+    }
+  }, async (request) => ({ blocks: await blocks.list(request.userId) }))
+}

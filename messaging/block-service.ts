@@ -1,0 +1,48 @@
+// Blocking (docs/protocol.md, Blocking): the blocker stops receiving the
+// blocked user's 1:1 messages and typing, and the blocked user stops seeing
+// the blocker's presence. The sender is not told: their messages are kept in
+// their own log only (one tick, never delivered), as in WhatsApp or Signal,
+// so blocking reveals no more than a recipient who never opens the app.
+// The history store does the withholding inside its append, atomically.
+import type { HistoryStore } from '../history/history-store.ts'
+
+export interface BlockServiceOptions {
+  history: HistoryStore
+  /** A block between two users changed (presence visibility is decided again, on every server process). */
+  onChange?: (blocker: string, user: string) => Promise<void>
+  now?: () => number
+}
+
+export class BlockService {
+  readonly #history: HistoryStore
+  readonly #onChange: (blocker: string, user: string) => Promise<void>
+  readonly #now: () => number
+
+  constructor ({ history, onChange = async () => {}, now = Date.now }: BlockServiceOptions) {
+    this.#history = history
+    this.#onChange = onChange
+    this.#now = now
+  }
+
+  /** Blocks `user` for `blocker`; blocking again keeps the first time. Returns when it took effect. */
+  async block (blocker: string, user: string): Promise<{ user: string, since: number }> {
+    const since = await this.#history.setBlocked(blocker, user, this.#now())
+    await this.#onChange(blocker, user)
+    return { user, since }
+  }
+
+  /** Unblocks; false when `user` was not blocked. */
+  async unblock (blocker: string, user: string): Promise<boolean> {
+    const removed = await this.#history.setUnblocked(blocker, user)
+    if (removed) await this.#onChange(blocker, user)
+    return removed
+  }
+
+  list (blocker: string): Promise<Array<{ user: string, since: number }>> {
+    return this.#history.blocked(blocker)
+  }
+
+  isBlocked (blocker: string, user: string): Promise<boolean> {
+    return this.#history.isBlocked(blocker, user)
+  }
+}
