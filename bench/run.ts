@@ -26,6 +26,8 @@ interface Scenario {
   timeoutMs: number
   /** Only for these targets (default: all). */
   targets?: TargetKind[]
+  /** Our server's settings for this scenario. */
+  env?: Record<string, string>
 }
 
 const SCENARIOS: Scenario[] = [
@@ -39,6 +41,9 @@ const SCENARIOS: Scenario[] = [
   { id: 'groupFanout', script: 'groups', args: { mode: 'fanout', members: 100, durationMs: quick ? 3_000 : 5_000 }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis', 'inboxd-embedded', 'aedes-memory', 'mosquitto'] },
   { id: 'group1k', script: 'groups', args: { mode: 'large', members: 1_000, redisUrl: BENCH_REDIS_URL }, repeats: 1, timeoutMs: 300_000, targets: ['inboxd-redis', 'inboxd-embedded'] },
   { id: 'group10k', script: 'groups', args: { mode: 'large', members: 10_000, redisUrl: BENCH_REDIS_URL }, repeats: 1, timeoutMs: 900_000, targets: ['inboxd-redis', 'inboxd-embedded'] },
+  // A chat setting for the publish limit (README): 100 msg/s per user, bursts of 200.
+  { id: 'flood', script: 'flood', args: { phaseMs: quick ? 3_000 : 6_000 }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis', 'inboxd-embedded'], env: { PUBLISH_RATE: '100', PUBLISH_BURST: '200' } },
+  { id: 'floodUnlimited', script: 'flood', args: { phaseMs: quick ? 3_000 : 6_000 }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis', 'inboxd-embedded'] },
   { id: 'commands', script: 'commands', args: { count: 10_000, redisUrl: BENCH_REDIS_URL }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis'] }
 ]
 
@@ -67,7 +72,7 @@ function runLoad (script: string, args: Record<string, unknown>, timeoutMs: numb
 }
 
 async function runScenario (kind: TargetKind, scenario: Scenario, run: string): Promise<Result> {
-  const target = await startTarget(kind)
+  const target = await startTarget(kind, scenario.env)
   try {
     const args = { ...scenario.args, kind, port: target.port, httpPort: target.httpPort, run }
     if (scenario.script !== 'idle') return await runLoad(scenario.script, args, scenario.timeoutMs).done
@@ -223,6 +228,19 @@ if (shown.some((t) => results.has(`${t.kind}/groupFanout`))) {
   }
 }
 
+if (shown.some((t) => results.has(`${t.kind}/flood`))) {
+  lines.push('', '## 6. One client floods', '')
+  lines.push('10 senders offer 1,000 msg/s in total to 10 receivers (QoS 1, 200 B); their end-to-end latency for 6 s with nobody else sending, then for 6 s while one more client publishes QoS 1 as fast as it can (200 in flight) to one victim. "Limited": `PUBLISH_RATE=100 PUBLISH_BURST=200` (the flood beyond it is refused with `rate_limited` and not stored); "unlimited": the default, `PUBLISH_RATE=0`.', '')
+  lines.push('| target | publish limit | others idle: p50 / p99 ms | during the flood: p50 / p99 ms | p99 ratio | flood offered, msg/s | stored for the victim | rate_limited events |', '|---|---|---|---|---|---|---|---|')
+  for (const t of shown) {
+    for (const [scenario, label] of [['flood', 'limited'], ['floodUnlimited', 'unlimited']] as const) {
+      if (!results.has(`${t.kind}/${scenario}`)) continue
+      const v = (field: string, digits = 0): string => fmt(get(t.kind, scenario, field), digits)
+      lines.push(`| ${t.label} | ${label} | ${v('idleP50', 2)} / ${v('idleP99', 2)} | ${v('floodP50', 2)} / ${v('floodP99', 2)} | ${v('p99Ratio', 2)}× | ${v('flooderPerSec')} | ${v('victimReceived')} | ${v('refusals')} |`)
+    }
+  }
+}
+
 const mosquitto = (scenario: string, field: string): number | null => get(scenario.startsWith('drain') ? 'mosquitto-unlimited' : 'mosquitto', scenario, field)
 const atLeast = (value: number | null, reference: number | null, factor: number): boolean | null =>
   value === null || reference === null ? null : value >= factor * reference
@@ -258,6 +276,10 @@ const body4k = get('inboxd-redis', 'group10k', 'bytesPerMessage4k')
 // allow a tenth of that for measurement noise (used_memory moves as hash tables resize).
 targetsMet.push(['Group message memory does not grow with body × members (10k members, Redis)', body200 === null || body4k === null ? null : body4k - body200 < 0.1 * (4096 - 200) * 10_000,
   `${fmt(body200)} B per message at 200 B, ${fmt(body4k)} B at 4 KB: +${fmt(body200 === null || body4k === null ? null : body4k - body200)} B, where a copy per member would add ${fmt((4096 - 200) * 10_000)} B`])
+for (const [kind, mode] of [['inboxd-redis', 'Redis'], ['inboxd-embedded', 'embedded']] as const) {
+  targetsMet.push([`Others' p99 within 2× of idle while one client floods, PUBLISH_RATE set (${mode})`, atMost(get(kind, 'flood', 'p99Ratio'), 2),
+    `${fmt(get(kind, 'flood', 'idleP99'), 2)} ms idle, ${fmt(get(kind, 'flood', 'floodP99'), 2)} ms during the flood`])
+}
 targetsMet.push(['Redis commands per 1:1 message ≤ 3', atMost(perMessage, 3),
   perMessage === null ? 'n/a' : `${perMessage} per message (${Object.entries(commands?.top ?? {}).map(([name, calls]) => `${name} ${fmt(Number(calls) / Number(commands?.messages ?? 1), 2)}`).join(', ')})`])
 if (results.has('inboxd-redis/throughput') && results.has('inboxd-embedded/throughput')) {

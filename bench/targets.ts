@@ -70,12 +70,13 @@ async function startMosquitto (): Promise<RunningTarget> {
   return { kind: 'mosquitto-unlimited', port, pid: child.pid!, stop: async () => { child.kill('SIGTERM'); await once(child, 'exit') } }
 }
 
-export async function startTarget (kind: TargetKind): Promise<RunningTarget> {
+/** `env`: our server's settings for one scenario (e.g. PUBLISH_RATE); the other targets have none. */
+export async function startTarget (kind: TargetKind, env: Record<string, string> = {}): Promise<RunningTarget> {
   if (kind === 'inboxd-redis' || kind === 'inboxd-embedded') {
     const mode = kind === 'inboxd-redis' ? 'redis' : 'embedded'
     if (mode === 'redis') await flushRedisDb(BENCH_REDIS_DB)
     // Large groups need MAX_GROUP_MEMBERS above its default; limits stay at their defaults.
-    const server = await startServerProcess({ mode, redisDb: BENCH_REDIS_DB, env: { MAX_GROUP_MEMBERS: '10000' } })
+    const server = await startServerProcess({ mode, redisDb: BENCH_REDIS_DB, env: { MAX_GROUP_MEMBERS: '10000', ...env } })
     return { kind, port: server.mqttPort, httpPort: server.httpPort, pid: server.child.pid!, stop: async () => { await server.stop() } }
   }
   if (kind === 'aedes-memory') {

@@ -12,7 +12,6 @@ import { correctStalePresence } from '../presence/stale-presence.ts'
 import { PresenceTracker } from '../presence/presence-tracker.ts'
 import { connectProblem, rememberKeepalive, type KeepaliveBounds } from './hooks/connect-rules.ts'
 import { publishEphemeral } from './ephemeral.ts'
-import { publishJson } from './publish-json.ts'
 import { ReceiptService } from '../messaging/receipt-service.ts'
 import type { HistoryStore } from '../history/history-store.ts'
 import { groupMessageHeader, messageHeader } from '../history/events.ts'
@@ -224,7 +223,9 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     groups,
     maxPayloadBytes,
     log,
-    reportError: (device, event) => publishJson(aedes, deviceErrorsTopic(device.userId, device.deviceId), event, 1),
+    // Straight to the connected device (QoS 0, no store): it only matters to the device that
+    // just published, and a refusal must cost far less than a message (one client may flood).
+    reportError: (device, event) => publishEphemeral(aedes, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event)),
     takePublish: (user) => publishBuckets.take(user),
     ...(metrics === undefined
       ? {}
