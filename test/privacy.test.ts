@@ -116,3 +116,31 @@ t.test('PRESENCE_VISIBILITY=all: anyone sees presence, except whom the subject b
   await sleep(300)
   t.same(blockedWatch.seen, [], 'the blocked user sees nothing')
 })
+
+t.test('the SDK: blocks.block / list / unblock, and a blocked sender\'s send still resolves', async (t) => {
+  const { createClient } = await import('../client-sdk/src/index.ts')
+  const { token } = await import('./helpers/tokens.ts')
+  const server = await startServerProcess({ mode: 'embedded' })
+  t.teardown(() => server.stop())
+  const [alice, mallory] = [uniqueUser('alice'), uniqueUser('mallory')]
+  const client = async (user: string) => {
+    const c = await createClient({ url: server.wsUrl, deviceId: 'app', getToken: async () => token(user) })
+    c.on('error', () => {})
+    t.teardown(() => c.stop())
+    return c
+  }
+  const a = await client(alice)
+  const m = await client(mallory)
+  const received: string[] = []
+  a.on('message', (message) => received.push(String(message.body)))
+  t.match(await a.blocks.block(mallory), { user: mallory, since: Number })
+  t.match(await a.blocks.list(), [{ user: mallory }])
+  t.match(await m.send(alice, 'are you there?'), { from: mallory, to: alice, body: 'are you there?' }, 'the blocked sender\'s send resolves as usual')
+  await sleep(300)
+  t.same(received, [], 'alice receives nothing')
+  t.equal(await a.blocks.unblock(mallory), true)
+  t.equal(await a.blocks.unblock(mallory), false, 'unblocking again: false')
+  await m.send(alice, 'now?')
+  await until(() => received.length === 1, 'alice to receive the message after the unblock')
+  t.same(received, ['now?'])
+})

@@ -15,6 +15,7 @@ import { PresenceWatch } from './presence-watch.ts'
 import { Receiver } from './receiver.ts'
 import { RestClient } from './rest.ts'
 import { Sender } from './sender.ts'
+import { BlocksApi } from './blocks.ts'
 import { GroupsApi } from './groups.ts'
 import { MemoryStorage, type ClientStorage } from './storage.ts'
 import type { KeyPair } from './e2ee.ts'
@@ -68,6 +69,8 @@ export class ChatClient extends Emitter<ClientEvents> {
   readonly deviceId: string
   /** Groups over REST: create, membership, roles, history, read marks, receipts, recall, mute. */
   readonly groups: GroupsApi
+  /** Blocking over REST: block, unblock, list. */
+  readonly blocks: BlocksApi
   readonly #connection: Connection
   readonly #rest: RestClient
   readonly #encryption: Encryption
@@ -96,6 +99,7 @@ export class ChatClient extends Emitter<ClientEvents> {
     this.#rest = new RestClient(options.apiUrl ?? defaultApiUrl(options.url), (forceNew) => this.#connection.token(forceNew))
     this.#encryption = new Encryption(options.e2ee?.keyPair, this.#rest)
     this.groups = new GroupsApi(this.#rest)
+    this.blocks = new BlocksApi(this.#rest)
     this.#receiver = new Receiver({ storage, rest: this.#rest, gapWaitMs: options.gapWaitMs, deliver: (event) => this.#deliver(event), onError })
     this.#sender = new Sender({
       outbox: new Outbox(storage),
