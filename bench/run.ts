@@ -115,7 +115,7 @@ function summarise (results: Result[]): Result {
 const results = new Map<string, Result>() // `${kind}/${scenario}`
 const raw: Record<string, Result[]> = {}
 const remeasured: string[] = []
-/** In merge mode: the previous file's "Measured ..." line and its "Re-measured ..." lines, kept. */
+/** In merge mode: the previous file's "Measured ..." line and its "Re-measured ..." and "Note ..." lines, kept. */
 let measuredLine: string | undefined
 const remeasuredBefore: string[] = []
 // BENCH_MERGE=1: start from the runs in the current BENCHMARKS.md and replace
@@ -123,7 +123,7 @@ const remeasuredBefore: string[] = []
 if (process.env.BENCH_MERGE === '1') {
   const file = readFileSync(process.env.BENCH_OUT ?? 'BENCHMARKS.md', 'utf8')
   measuredLine = /^Measured .*$/m.exec(file)?.[0]
-  remeasuredBefore.push(...file.match(/^- Re-measured .*$/gm) ?? [])
+  remeasuredBefore.push(...file.match(/^- (Re-measured|Note) .*$/gm) ?? [])
   const previous = /```json\n([\s\S]*?)\n```/.exec(file)?.[1]
   for (const [key, runs] of Object.entries(JSON.parse(previous ?? '{}') as Record<string, Result[]>)) {
     raw[key] = runs
