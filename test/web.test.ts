@@ -201,6 +201,26 @@ t.test('two users in two browsers', async (t) => {
     await b.setViewportSize(LAPTOP.viewport)
   })
 
+  await t.test('blocking from the chat header', async (t) => {
+    const eve = uniqueUser('eve')
+    const eveApi = apiFor(server.httpUrl, eve)
+    await eveApi.post('/v1/messages', { to: bob, id: 'e1', body: 'hello from eve' })
+    await b.click(`.conversation[data-peer="${eve}"]`)
+    await waitForShown(b, ['hello from eve'])
+    await b.click('.chat-pane .bar button.block')
+    await b.waitForSelector('.chat-pane .bar button.block[data-blocked="true"]:text("Unblock")', WAIT)
+    t.match((await apiFor(server.httpUrl, bob).get('/v1/blocks')).body, { blocks: [{ user: eve }] }, 'the page blocked eve')
+    await screenshot(b, '12-blocked-laptop')
+    await eveApi.post('/v1/messages', { to: bob, id: 'e2', body: 'you cannot see this' })
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    t.same(await shown(b), ['hello from eve'], 'nothing from eve while she is blocked')
+    await b.click('.chat-pane .bar button.block')
+    await b.waitForSelector('.chat-pane .bar button.block[data-blocked="false"]:text("Block")', WAIT)
+    await eveApi.post('/v1/messages', { to: bob, id: 'e3', body: 'and now?' })
+    await waitForShown(b, ['hello from eve', 'and now?'])
+    t.pass('unblocked: her next message arrives (the one sent meanwhile never does)')
+  })
+
   await t.test('presence: bob leaving shows offline and last seen', async (t) => {
     await bobContext.close()
     await a.waitForSelector('.chat-pane .bar .dot[data-presence="offline"]', WAIT)

@@ -74,8 +74,9 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
     store.beginLoad()
     try {
       const client = await connection.client()
-      const [conversations, groups] = await Promise.all([client.conversations(), client.groups.list()])
+      const [conversations, groups, blocks] = await Promise.all([client.conversations(), client.groups.list(), client.blocks.list()])
       store.groupsLoaded(groups)
+      for (const { user: blocked } of blocks) store.setBlocked(blocked, true)
       store.loaded(conversations)
     } catch (error) {
       store.loaded([])

@@ -43,6 +43,8 @@ export interface StoreEvents {
   groupEvent: (event: GroupEvent) => void
   /** A group's name or members changed. */
   group: (group: string) => void
+  /** You blocked or unblocked someone. */
+  blocks: (user: string) => void
 }
 
 const TYPING_SHOWN_MS = 6_000
@@ -71,6 +73,8 @@ export class ChatStore {
   readonly conversations = new Map<string, Conversation>()
   readonly presence = new Map<string, PresenceState>()
   readonly groups = new Map<string, GroupInfo>()
+  /** Users you blocked (their 1:1 messages and typing do not reach you). */
+  readonly blocked = new Set<string>()
   /** Per conversation key: who is typing there, until when. */
   readonly #typingUntil = new Map<string, Map<string, number>>()
   /** Server time of each `<key> <user>`'s latest typing event. */
@@ -155,6 +159,12 @@ export class ChatStore {
       this.#emit('group', group.id)
     }
     this.#emit('conversations')
+  }
+
+  setBlocked (user: string, blocked: boolean): void {
+    if (blocked) this.blocked.add(user)
+    else this.blocked.delete(user)
+    this.#emit('blocks', user)
   }
 
   #lastPosition (conversation: Conversation): number {

@@ -63,15 +63,37 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
   const composer = h('form', { class: 'composer' }, input, sendButton)
 
   const titleText = h('span', { class: 'peer' }, store.title(key))
+  // 1:1 only: blocking withholds the peer's messages and typing, and hides your presence from them.
+  const blockButton = h('button', { type: 'button', class: 'link block', on: { click: () => { void toggleBlock() } } })
   const element = h('section', { class: 'pane chat-pane', dataset: group ? { group: target.id } : { peer: target.id }, attrs: { 'aria-label': `Chat with ${store.title(key)}` } },
     h('header', { class: 'bar' },
       h('button', { type: 'button', class: 'back', attrs: { 'aria-label': 'Back to chats' }, on: { click: back } }, '‹'),
       avatar(group ? store.title(key) : target.id, headerDot),
-      h('span', { class: 'title' }, titleText, status)),
+      h('span', { class: 'title' }, titleText, status),
+      !group && blockButton),
     scroller,
     composer)
 
   // ---- header: presence and typing --------------------------------------------
+
+  function renderBlock (): void {
+    const blocked = store.blocked.has(target.id)
+    blockButton.textContent = blocked ? 'Unblock' : 'Block'
+    blockButton.dataset.blocked = String(blocked)
+  }
+
+  async function toggleBlock (): Promise<void> {
+    const blocked = store.blocked.has(target.id)
+    try {
+      const client = await connection.client()
+      if (blocked) await client.blocks.unblock(target.id)
+      else await client.blocks.block(target.id)
+      store.setBlocked(target.id, !blocked)
+      notify(blocked ? `${target.id} can reach you again.` : `You blocked ${target.id}: their messages will not reach you, and they no longer see when you are online.`)
+    } catch (error) {
+      notify(`Could not ${blocked ? 'unblock' : 'block'}: ${(error as Error).message}`)
+    }
+  }
 
   function renderHeader (): void {
     const typists = store.typingIn(key)
@@ -424,7 +446,8 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     store.on('presence', (who) => { if (who === target.id) renderHeader() }),
     store.on('typing', (which) => { if (which === key) renderHeader() }),
     store.on('group', (which) => { if (which === target.id) renderHeader() }),
-    store.on('pending', (which) => { if (which === key) renderPending() })
+    store.on('pending', (which) => { if (which === key) renderPending() }),
+    store.on('blocks', (who) => { if (who === target.id) renderBlock() })
   ]
   if (!group) {
     const peer = target.id
@@ -437,6 +460,7 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     }
   }
   renderHeader()
+  renderBlock()
   renderPending()
   renderEdge()
   void loadLatest()
