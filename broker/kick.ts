@@ -14,25 +14,40 @@ export interface Kick {
   tokenHash?: string
 }
 
+/** How long a kick is remembered for connections still between authentication and CONNACK. */
+const RECENT_MS = 10_000
+
 /** Remembers which token each connection used, and closes connections when a kick arrives. */
 export class Kicker {
   readonly #tokens = new WeakMap<Client, string>()
+  readonly #authenticatedAt = new WeakMap<Client, number>()
+  /** Kicks of the last RECENT_MS: a connection that passed authentication just before a kick is not yet in the broker's client list when it arrives. */
+  #recent: Array<{ kick: Kick, at: number }> = []
 
   constructor (aedes: Aedes, signal: ClusterSignal) {
     signal.listen((message) => {
       if (message.type !== 'kick' || typeof message.user !== 'string') return
       const kick = message as unknown as Kick
+      const now = Date.now()
+      this.#recent = this.#recent.filter((entry) => now - entry.at < RECENT_MS)
+      this.#recent.push({ kick, at: now })
       const clients = (aedes as unknown as { clients: Record<string, Client> }).clients
-      for (const [clientId, client] of Object.entries(clients)) {
-        if (!clientId.startsWith(`${kick.user}:`)) continue
-        if (kick.device !== undefined && clientId !== `${kick.user}:${kick.device}`) continue
-        if (kick.tokenHash !== undefined && this.#tokens.get(client) !== kick.tokenHash) continue
-        client.close()
-      }
+      for (const client of Object.values(clients)) if (this.#matches(kick, client)) client.close()
     })
+    aedes.on('clientReady', (client) => {
+      const since = this.#authenticatedAt.get(client) ?? 0
+      if (this.#recent.some((entry) => entry.at >= since && this.#matches(entry.kick, client))) client.close()
+    })
+  }
+
+  #matches (kick: Kick, client: Client): boolean {
+    if (!client.id.startsWith(`${kick.user}:`)) return false
+    if (kick.device !== undefined && client.id !== `${kick.user}:${kick.device}`) return false
+    return kick.tokenHash === undefined || this.#tokens.get(client) === kick.tokenHash
   }
 
   authenticated (client: Client, token: string): void {
     this.#tokens.set(client, tokenHash(token))
+    this.#authenticatedAt.set(client, Date.now())
   }
 }

@@ -117,7 +117,7 @@ t.test('the SDK: logout() ends in "loggedOut"; a logout everywhere from another 
   const phone = await started('phone', token(dave, { expiresInMs: 3_601_000 }))
   const laptopToken = token(dave, { expiresInMs: 3_602_000 })
   t.same((await apiFor(server.httpUrl, dave, { token: laptopToken }).post('/v1/sessions/logout', { all: true })).body, { loggedOut: 'all' })
-  await until(() => phone.client.state === 'revoked', 'the phone client to be revoked')
+  await until(() => phone.client.state === 'revoked', 'the phone client to be revoked').catch((error: Error) => { throw new Error(`${error.message}; its states: ${phone.states.join(' → ')}`) })
   t.pass(`the phone's client went ${phone.states.join(' → ')}`)
   const attempts = phone.tokens()
   await sleep(1_000)
