@@ -3,22 +3,15 @@
 // devices, too many CONNECTs from one address, too many REST requests.
 import t from 'tap'
 import { startServerProcess, flushRedisDb } from './helpers/server-process.ts'
-import { connectDevice } from './helpers/devices.ts'
+import { connackRefusal, connectDevice } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { apiFor } from './helpers/rest.ts'
 
 const REDIS_DB = 6
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function refusedCode (url: string, user: string, deviceId: string): Promise<number | undefined> {
-  try {
-    const device = await connectDevice({ url, userId: user, deviceId, subscribe: false })
-    await device.end(true)
-    return undefined
-  } catch (error) {
-    return (error as { code?: number }).code
-  }
-}
+const refusedCode = (url: string, user: string, deviceId: string): Promise<number | undefined> =>
+  connackRefusal({ url, userId: user, deviceId })
 
 t.test('embedded: publish rate, devices per user, connect rate, REST rate', async (t) => {
   const server = await startServerProcess({

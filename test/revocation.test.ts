@@ -3,7 +3,7 @@
 // a restart.
 import t from 'tap'
 import { startServerProcess, flushRedisDb, tempDataDir, freePort } from './helpers/server-process.ts'
-import { connectDevice, type Device } from './helpers/devices.ts'
+import { connackRefusal, connectDevice, type Device } from './helpers/devices.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { apiFor } from './helpers/rest.ts'
 
@@ -22,15 +22,8 @@ function closedWithin (device: Device, ms: number): Promise<number> {
   })
 }
 
-async function refusedCode (url: string, user: string, deviceId: string, jwt: string): Promise<number | undefined> {
-  try {
-    const device = await connectDevice({ url, userId: user, deviceId, token: jwt })
-    await device.end(true)
-    return undefined
-  } catch (error) {
-    return (error as { code?: number }).code
-  }
-}
+const refusedCode = (url: string, user: string, deviceId: string, jwt: string): Promise<number | undefined> =>
+  connackRefusal({ url, userId: user, deviceId, token: jwt })
 
 t.test('redis, two processes: logout, logout everywhere, admin revoke', async (t) => {
   const nodeA = await startServerProcess({ mode: 'redis', redisDb: REDIS_DB, env: { WORKERS: '1', ADMIN_TOKEN: ADMIN } })

@@ -94,3 +94,14 @@ export async function connectDevice (options: DeviceOptions): Promise<Device> {
     }
   }
 }
+
+/** The CONNACK return code a device gets when it tries to connect (undefined: it was accepted, and is closed again). */
+export async function connackRefusal (options: DeviceOptions): Promise<number | undefined> {
+  try {
+    const device = await connectDevice({ subscribe: false, ...options })
+    await device.end(true)
+    return undefined
+  } catch (error) {
+    return (error as { code?: number }).code
+  }
+}
