@@ -225,7 +225,8 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     log,
     // Straight to the connected device (QoS 0, no store): it only matters to the device that
     // just published, and a refusal must cost far less than a message (one client may flood).
-    reportError: (device, event) => publishEphemeral(aedes, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event)),
+    // Its PUBACK waits for the write to its own socket, so a flood is paced by the flooder.
+    reportError: (device, event) => publishEphemeral(aedes, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event), false, true),
     takePublish: (user) => publishBuckets.take(user),
     ...(metrics === undefined
       ? {}

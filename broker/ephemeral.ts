@@ -11,14 +11,25 @@ interface BrokerInternals {
   mq: { emit (packet: unknown, callback: (error?: Error) => void): void }
 }
 
-export async function publishEphemeral (aedes: Aedes, topic: string, json: string, retain = false): Promise<void> {
+/**
+ * Resolves once handed to the bus, not once delivered: the in-process bus
+ * (embedded mode) calls back only after every subscriber's socket took the
+ * packet, so one device that stopped reading would hold up whoever sent it a
+ * typing event (Aedes handles a client's packets one at a time). Ephemeral
+ * means at most once: a failed bus publish loses only this packet.
+ * `awaitDelivery`: wait anyway. For an error event to the device that caused
+ * it, that is the point: a client that publishes faster than it reads its own
+ * refusals is slowed down by its own socket (a flood throttles itself).
+ */
+export async function publishEphemeral (aedes: Aedes, topic: string, json: string, retain = false, awaitDelivery = false): Promise<void> {
   const broker = aedes as unknown as BrokerInternals
   const packet = { cmd: 'publish' as const, topic, payload: Buffer.from(json), qos: 0 as const, retain, dup: false }
   if (retain) await broker.persistence.storeRetained(packet)
-  // Resolved once handed to the bus, not once delivered. The in-process bus
-  // (embedded mode) calls back only after every subscriber's socket took the
-  // packet, so one device that stopped reading would hold up whoever sent it a
-  // typing event or an error event (Aedes handles a client's packets one at a
-  // time). Ephemeral means at most once: a failed bus publish loses only this.
-  broker.mq.emit(packet, () => {})
+  if (!awaitDelivery) {
+    broker.mq.emit(packet, () => {})
+    return
+  }
+  await new Promise<void>((resolve, reject) => {
+    broker.mq.emit(packet, (error?: Error) => { error ? reject(error) : resolve() })
+  })
 }
