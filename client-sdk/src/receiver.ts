@@ -23,6 +23,10 @@ export class Receiver {
   #sequencer: InboxSequencer | undefined
   #syncing: Promise<void> | undefined
   #syncAgain = false
+  /** A failed catch-up is tried again (1 s, doubling to 30 s) rather than waiting for the next reconnect. */
+  #retryTimer: ReturnType<typeof setTimeout> | undefined
+  #retryDelayMs = 1_000
+  #stopped = false
 
   constructor (options: ReceiverOptions) {
     this.#options = options
@@ -70,8 +74,14 @@ export class Receiver {
             if (!page.hasMore) break
           }
         } while (this.#syncAgain)
+        this.#retryDelayMs = 1_000
       } catch (error) {
         this.#options.onError(error as Error)
+        if (!this.#stopped) {
+          clearTimeout(this.#retryTimer)
+          this.#retryTimer = setTimeout(() => { void this.sync() }, this.#retryDelayMs)
+          this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, 30_000)
+        }
       } finally {
         this.#syncing = undefined
       }
@@ -79,5 +89,9 @@ export class Receiver {
     return this.#syncing
   }
 
-  stop (): void { this.#sequencer?.stop() }
+  stop (): void {
+    this.#stopped = true
+    clearTimeout(this.#retryTimer)
+    this.#sequencer?.stop()
+  }
 }
