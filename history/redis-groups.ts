@@ -4,9 +4,8 @@ import type { Redis } from 'ioredis'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTemplate, GroupMessageResult, GroupPage, GroupStore, Role } from './group-store.ts'
 import { visibleWindow } from './group-store.ts'
 import { GROUP_CHANGE, GROUP_CREATE, GROUP_DELIVERED, GROUP_MESSAGE, GROUP_READ } from './redis-group-scripts.ts'
-import { GROUP_PREFIX } from './redis-history.ts'
+import { GROUP_PREFIX, PREFIX } from './redis-history.ts'
 
-const PREFIX = 'inboxd:h:'
 type Reply = Array<string | number | null>
 
 interface ScriptedRedis extends Redis {

@@ -9,7 +9,8 @@ import { withSeq } from './events.ts'
 import type { Notice } from './history-store.ts'
 import { NOTICES, APPEND, BLOCK, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
 
-const PREFIX = 'inboxd:h:'
+/** Per-user log keys (history/redis-scripts.ts); the group scripts write into them too. */
+export const PREFIX = 'inboxd:h:'
 /** Group logs (history/redis-group-scripts.ts). */
 export const GROUP_PREFIX = 'inboxd:g:'
 
