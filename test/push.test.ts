@@ -128,6 +128,8 @@ for (const mode of modesUnderTest()) {
       const gone = await register(bobApi, 'gone')
       const bad = await register(bobApi, 'bad')
       for (const id of ['old', 'gone', 'bad']) await offlineDevice(url, bob, id)
+      // A device is pushed only once the server has seen it go (the DISCONNECT is processed after end() returns).
+      for (const deadline = Date.now() + 5_000; (await bobApi.get(`/v1/presence/${bob}`)).body.status !== 'offline' && Date.now() < deadline;) await sleep(20)
       const registeredAt = Date.now()
       apns.respond = (request) => {
         if (request.token === stale) return { status: 410, body: { reason: 'Unregistered', timestamp: registeredAt - 60_000 } }
