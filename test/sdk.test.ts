@@ -12,11 +12,11 @@ await flushRedisDb(11)
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function until (check: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+async function until (check: () => boolean, what: string, timeoutMs = 20_000, pollMs = 20): Promise<void> {
   const started = Date.now()
   while (!check()) {
     if (Date.now() - started > timeoutMs) throw new Error(`timed out: ${what}`)
-    await sleep(20)
+    await sleep(pollMs)
   }
 }
 
@@ -86,6 +86,35 @@ for (const mode of modesUnderTest()) {
     await until(() => again.messages.length >= 40, 'catch-up')
     await sleep(500)
     t.same(again.messages.map((m) => m.body), Array.from({ length: 40 }, (_, i) => `while away ${i}`), 'all 40, once, in order, nothing from before')
+  })
+
+  t.test(`${mode}: a stopped client processes nothing more, so the next one resumes where it stopped`, async (t) => {
+    const server = await startServerProcess({ mode, redisDb: 11 })
+    t.teardown(() => server.stop())
+    const alice = uniqueUser('alice')
+    const bob = uniqueUser('bob')
+    const storage = new MemoryStorage()
+    const first = await sdkClient(server.wsUrl, bob, { storage })
+    const sender = await sdkClient(server.wsUrl, alice)
+    t.teardown(() => sender.client.stop())
+    // Stop while a dense stream is arriving: packets already on the wire reach
+    // mqtt.js after its end() has resolved.
+    const writer = Promise.all(Array.from({ length: 150 }, (_, i) => sender.client.send(bob, i)))
+    await until(() => first.messages.length >= 10, 'the stream started', 20_000, 1)
+    await first.client.stop()
+    const emittedAtStop = first.messages.length
+    const savedAtStop = await storage.get('inboxd.lastSeq')
+    await writer
+    await sleep(500)
+    t.equal(first.messages.length, emittedAtStop, 'nothing emitted after stop() resolved')
+    t.equal(await storage.get('inboxd.lastSeq'), savedAtStop, 'the saved seq did not move after stop()')
+    t.equal(savedAtStop, String(first.messages.at(-1)!.seq), 'the saved seq is the last one emitted')
+
+    const next = await sdkClient(server.wsUrl, bob, { storage })
+    t.teardown(() => next.client.stop())
+    await until(() => emittedAtStop + next.messages.length >= 150, 'the rest')
+    await sleep(300)
+    t.same([...first.messages, ...next.messages].map((m) => m.body), Array.from({ length: 150 }, (_, i) => i), 'together: all 150, once each, in order')
   })
 
   t.test(`${mode}: history and the live stream overlap without duplicates`, async (t) => {

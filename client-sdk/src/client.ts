@@ -160,6 +160,7 @@ export class ChatClient extends Emitter<ClientEvents> {
   }
 
   #onPacket (topic: string, payload: Buffer | Uint8Array): void {
+    if (this.#stopped) return // mqtt.js may still hand over packets read before the socket closed
     let event: unknown
     try { event = JSON.parse(new TextDecoder().decode(payload)) } catch { return }
     if (topic.startsWith('presence/')) return this.emit('presence', topic.slice('presence/'.length), event as PresenceState)

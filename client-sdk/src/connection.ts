@@ -98,6 +98,7 @@ export class Connection {
       this.#options.onError(error as Error)
       return this.#scheduleReconnect()
     }
+    if (this.#stopped) return // stopped while the token was being fetched
     const user = this.#token!.sub
     // A new client per connection: the outbox, not mqtt.js' in-memory store,
     // is what carries unconfirmed sends across connections.
@@ -120,6 +121,7 @@ export class Connection {
     })
     client.on('message', (topic, payload) => this.#options.onPacket(topic, payload))
     client.on('error', (error: Error & { code?: number }) => {
+      if (this.#stopped) return // e.g. "write after end" from a PUBACK while closing
       // CONNACK 4 or 5: the token was refused; get a new one for the next try.
       if (error.code === 4 || error.code === 5) {
         this.#tokenInvalid = true

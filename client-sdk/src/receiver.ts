@@ -38,6 +38,10 @@ export class Receiver {
       lastSeq,
       gapWaitMs: this.#options.gapWaitMs ?? 300,
       deliver: (event) => {
+        // A stopped client processes nothing more: a packet still in flight when
+        // stop() was called, or a sync page, must not move the saved seq under
+        // the next client that starts with the same storage.
+        if (this.#stopped) return
         void this.#options.storage.set(LAST_SEQ_KEY, String(event.seq))
         this.#options.deliver(event)
       },
@@ -52,7 +56,9 @@ export class Receiver {
 
   get lastSeq (): number { return this.#seq.lastSeq }
 
-  accept (event: LogEvent): void { this.#seq.accept(event) }
+  accept (event: LogEvent): void {
+    if (!this.#stopped) this.#seq.accept(event)
+  }
 
   sync (): Promise<void> {
     if (this.#syncing !== undefined) {
@@ -66,6 +72,7 @@ export class Receiver {
           let since = this.#seq.lastSeq
           for (;;) {
             const page = await this.#options.rest.request<{ events: LogEvent[], next: number, hasMore: boolean }>('GET', `/v1/sync?since=${since}&limit=500`)
+            if (this.#stopped) return
             const first = page.events[0]
             // Events before the first returned one are past retention: do not wait for them.
             if (first !== undefined && since === this.#seq.lastSeq && first.seq > since + 1) this.#seq.skipTo(first.seq - 1)
@@ -76,12 +83,11 @@ export class Receiver {
         } while (this.#syncAgain)
         this.#retryDelayMs = 1_000
       } catch (error) {
+        if (this.#stopped) return
         this.#options.onError(error as Error)
-        if (!this.#stopped) {
-          clearTimeout(this.#retryTimer)
-          this.#retryTimer = setTimeout(() => { void this.sync() }, this.#retryDelayMs)
-          this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, 30_000)
-        }
+        clearTimeout(this.#retryTimer)
+        this.#retryTimer = setTimeout(() => { void this.sync() }, this.#retryDelayMs)
+        this.#retryDelayMs = Math.min(this.#retryDelayMs * 2, 30_000)
       } finally {
         this.#syncing = undefined
       }
