@@ -19,6 +19,7 @@ import { createAuthenticate, type VerifyToken } from './hooks/authenticate.ts'
 import { createAuthorizeSubscribe } from './hooks/authorize-subscribe.ts'
 import { createAuthorizePublish } from './hooks/authorize-publish.ts'
 import { createAuthorizeForward, guardSubscriptionStore } from './guard-persistence.ts'
+import { unsentBytes } from './backpressure.ts'
 import { orderDeliveries } from './ordered-delivery.ts'
 import { limitPacketSize, packetLimitFor } from './packet-size-guard.ts'
 import { TokenExpiry } from './hooks/token-expiry.ts'
@@ -171,7 +172,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
       }
     }),
     authorizeSubscribe: createAuthorizeSubscribe((client) => inbox!.prepareSubscription(client), (viewer, subject) => visibility.check(viewer, subject)),
-    authorizeForward: createAuthorizeForward((viewer, subject) => visibility.visible(viewer, subject)) as never
+    authorizeForward: createAuthorizeForward((viewer, subject) => visibility.visible(viewer, subject), () => options.metrics?.ephemeralDropped.inc({ reason: 'slow_consumer' })) as never
   })
 
   const aedes: Aedes = broker
@@ -185,6 +186,11 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     const transport = (client: Client): string => (client as unknown as { req?: unknown }).req === undefined ? 'tcp' : 'websocket'
     aedes.on('client', (client) => metrics.connections.inc({ transport: transport(client) }))
     aedes.on('clientDisconnect', (client) => metrics.connections.dec({ transport: transport(client) }))
+    metrics.unsentBytesSource = () => {
+      let total = 0
+      for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) total += unsentBytes(client)
+      return total
+    }
   }
 
   const delivery: Delivery = {

@@ -10,6 +10,7 @@ import type { Client } from 'aedes'
 import { mayHold } from './hooks/authorize-subscribe.ts'
 import { parseClientId } from '../protocol/identity.ts'
 import { presenceUser } from '../protocol/topics.ts'
+import { isBehind } from './backpressure.ts'
 
 interface Subscription { topic: string, qos: number }
 interface SubscriptionStore {
@@ -33,11 +34,16 @@ export function guardSubscriptionStore (persistence: SubscriptionStore): void {
 /**
  * Defence in depth: whatever is in the store, a device is only ever sent its
  * own topics; and another user's presence only when `maySee` (blocks, and
- * PRESENCE_VISIBILITY) allows it.
+ * PRESENCE_VISIBILITY) allows it. Also where QoS 0 packets to a device that
+ * is behind are dropped (see backpressure.ts).
  */
-export function createAuthorizeForward (maySee: (viewer: string, subject: string) => boolean) {
-  return function authorizeForward (client: Client, packet: { topic: string }): typeof packet | null {
+export function createAuthorizeForward (maySee: (viewer: string, subject: string) => boolean, onDropped?: () => void) {
+  return function authorizeForward (client: Client, packet: { topic: string, qos?: number }): typeof packet | null {
     if (!mayHold(client.id, packet.topic)) return null
+    if (packet.qos === 0 && isBehind(client, packet.topic.endsWith('/errors'))) {
+      onDropped?.()
+      return null
+    }
     const subject = presenceUser(packet.topic)
     if (subject === undefined) return packet
     const viewer = parseClientId(client.id)?.userId

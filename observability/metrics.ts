@@ -25,6 +25,15 @@ export class Metrics {
   })
 
   readonly pushes = new Counter({ name: 'inboxd_pushes_total', help: 'Push notifications, by provider and outcome', labelNames: ['provider', 'outcome'] as const })
+  readonly ephemeralDropped = new Counter({ name: 'inboxd_ephemeral_dropped_total', help: 'QoS 0 packets (typing, presence, QoS 0 messages, error events) not sent to a device, by reason', labelNames: ['reason'] as const })
+  /** Set by the broker: the sum of its connections' unsent bytes, read at each scrape. */
+  unsentBytesSource: (() => number) | undefined
+  readonly unsentBytes = new Gauge({
+    name: 'inboxd_unsent_bytes',
+    help: 'Bytes written to device connections that the kernel has not taken yet (devices that read slowly), summed',
+    collect: () => { if (this.unsentBytesSource !== undefined) this.unsentBytes.set(this.unsentBytesSource()) }
+  })
+
   readonly redisErrors = new Counter({ name: 'inboxd_redis_errors_total', help: 'Errors reported by Redis connections' })
 
   constructor () {

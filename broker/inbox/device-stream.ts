@@ -27,6 +27,8 @@ export interface StreamPort {
   write (packet: InboxPacket): boolean
   /** Resolves when the socket can take more (or is gone). */
   drained (): Promise<void>
+  /** True when the socket holds so much unsent that a catch-up page should stop here. */
+  full (): boolean
   nextMessageId (): number
   /** The acknowledged position moved forward to `seq`. */
   advanced (seq: number): void
@@ -122,14 +124,18 @@ export class DeviceStream {
       const entries = await port.readLog(this.#sent!, limit)
       if (this.#closed) return
       const cutoff = Date.now() - retentionMs
+      let stoppedEarly = false
       for (const entry of entries) {
         if (entry.seq <= this.#sent!) continue
+        // A device that reads slowly gets the rest of the page after a drain
+        // (read again from the log), not all of it buffered in the server.
+        if (this.#needsDrain && port.full()) { stoppedEarly = true; break }
         if (entry.ts < cutoff) this.#skip(entry.seq)
         else this.#send(entry.seq, entry.event)
       }
       // Caught up with the log as of that read, and nothing was offered since:
       // from here the live path takes over (this runs in the same turn as the read).
-      if (entries.length < limit && !this.#again) {
+      if (!stoppedEarly && entries.length < limit && !this.#again) {
         this.#catchingUp = false
         return
       }

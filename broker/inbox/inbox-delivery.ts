@@ -17,6 +17,7 @@ import type { DeviceCursor, HistoryStore } from '../../history/history-store.ts'
 import type { LogFeed } from '../../storage/log-feed.ts'
 import { inboxTopic } from '../../protocol/topics.ts'
 import { DeviceStream, type InboxPacket } from './device-stream.ts'
+import { STREAM_BUFFER_BYTES } from '../backpressure.ts'
 
 export interface InboxDeliveryOptions {
   history: HistoryStore
@@ -122,6 +123,7 @@ export class InboxDelivery {
           conn.once('drain', done)
           conn.once('close', done)
         }),
+        full: () => conn.writableLength > STREAM_BUFFER_BYTES,
         nextMessageId: () => {
           const internals = client as unknown as { _nextId: number }
           const id = internals._nextId
