@@ -25,8 +25,11 @@ t.test('embedded: publish rate, devices per user, connect rate, REST rate', asyn
   const calm = await connectDevice({ url: server.mqttUrl, userId: carol, deviceId: 'phone', subscribe: false })
   t.teardown(() => Promise.all([receiver, sender, calm].map((device) => device.end(true))))
 
-  await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(bob, { id: `f${i}`, body: i })))
+  const floodStarted = Date.now()
+  const flood = Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(bob, { id: `f${i}`, body: i })))
   await calm.send(bob, { id: 'calm', body: 'still here' })
+  await flood
+  t.ok(Date.now() - floodStarted >= 1_000, 'the refusals (their PUBACKs) are held back 1 s: a flooder is slowed by its own connection')
   const errors = await sender.waitForErrors(14)
   t.ok(errors.every((event) => event.code === 'rate_limited' && (event.retryAfterMs as number) > 0 && typeof event.id === 'string'), 'each throttled publish is explained, with retryAfterMs and its id')
   await sleep(300)

@@ -33,6 +33,8 @@ export interface PublishObserver {
 }
 
 const EMPTY = Buffer.alloc(0)
+/** How long the refusal of a publish over the rate limit is held back (see below). */
+export const RATE_LIMITED_HOLD_MS = 1_000
 
 function redirectToSink (packet: PublishPacket): void {
   packet.topic = SINK_TOPIC
@@ -103,10 +105,18 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
       }
       observe?.rejected(error.code)
       log.debug({ clientId: sender.clientId, code: error.code, topic }, 'publish rejected')
-      reportError(sender, errorEvent(error, topic, Date.now())).then(() => {
-        redirectToSink(packet)
-        done(null)
-      }, (reportFailure: Error) => done(reportFailure))
+      const refuse = (): void => {
+        reportError(sender, errorEvent(error, topic, Date.now())).then(() => {
+          redirectToSink(packet)
+          done(null)
+        }, (reportFailure: Error) => done(reportFailure))
+      }
+      // Over its rate, a client's refusal is held back: Aedes reads nothing
+      // more from a connection until the packets of its last read are done,
+      // so a flooder is slowed to about its window per hold instead of
+      // costing the server a refusal for everything it can send.
+      if (error.code === 'rate_limited') setTimeout(refuse, RATE_LIMITED_HOLD_MS).unref()
+      else refuse()
     })
   }
 }
