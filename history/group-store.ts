@@ -117,6 +117,16 @@ export function groupPeer (group: string): string {
   return `g:${group}`
 }
 
+/** Group logs are trimmed by history retention too, a few events per message (bounded work). */
+export const GROUP_TRIM_EVERY = 16
+export const GROUP_TRIM_MAX = 50
+
+/** The `ts` of a stored group event: every template puts the envelope's `ts` before any user content. */
+export function groupEventTs (tail: string): number | undefined {
+  const match = /"ts":(\d+)/.exec(tail)
+  return match === null ? undefined : Number(match[1])
+}
+
 /** The gseqs a page covers: group seqs are contiguous, so a page is arithmetic. */
 export function visibleWindow (joined: number, head: number, range: { before?: number, after?: number, limit: number }): { from: number, to: number, hasMore: boolean } {
   if (range.after !== undefined) {

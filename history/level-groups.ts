@@ -4,10 +4,11 @@
 // synchronously inside a transaction (parsed once per version).
 //   g!<group>!info   {name, meta, creator, createdAt, v, members, joined}
 //   g!<group>!seq    gseq counter        g!<group>!ev!<gseq>   event JSON without its `{`
+//   g!<group>!low    the oldest gseq not yet removed by retention
 //   ug!<user>!<group>                    the user's groups
 import type { ClassicLevel } from 'classic-level'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTemplate, GroupMessageResult, GroupPage, GroupStore, Role } from './group-store.ts'
-import { groupPeer, groupRef, visibleWindow } from './group-store.ts'
+import { GROUP_TRIM_EVERY, GROUP_TRIM_MAX, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, type LogMeta } from './history-store.ts'
 import type { GroupCommit, Transaction } from './level-group-commit.ts'
 
@@ -31,7 +32,11 @@ export class LevelGroups implements GroupStore {
   readonly #commit: GroupCommit
   readonly #parsed = new Map<string, { raw: string, info: Info }>()
 
-  constructor (db: ClassicLevel<string, string>, commit: GroupCommit) {
+  /** History retention, applied to group logs too (0 keeps them forever). */
+  readonly #keepMs: number
+
+  constructor (db: ClassicLevel<string, string>, commit: GroupCommit, keepMs = 0) {
+    this.#keepMs = keepMs
     this.#db = db
     this.#commit = commit
   }
@@ -52,6 +57,26 @@ export class LevelGroups implements GroupStore {
     const tail = event.pre + gseq + event.post
     tx.put(groupEventKey(group, gseq), tail)
     return { gseq, tail }
+  }
+
+  /**
+   * Drops the group log's oldest events past retention (bounded work per
+   * call); `low` is the oldest gseq that may still exist. Members' entries for
+   * them go with their own logs' retention.
+   */
+  #trim (tx: Transaction, group: string, head: number, now: number): void {
+    if (this.#keepMs <= 0) return
+    const cutoff = now - this.#keepMs
+    let low = Number(tx.get(`g!${group}!low`) ?? 1)
+    for (let n = 0; low < head && n < GROUP_TRIM_MAX; n++, low++) {
+      const tail = tx.get(groupEventKey(group, low))
+      if (tail !== undefined) {
+        const ts = groupEventTs(tail)
+        if (ts === undefined || ts >= cutoff) break
+        tx.del(groupEventKey(group, low))
+      }
+    }
+    tx.put(`g!${group}!low`, String(low))
   }
 
   /** The group event into one member's log, as a reference. */
@@ -141,6 +166,7 @@ export class LevelGroups implements GroupStore {
         return [user, seq]
       })
       tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq: gseq, to: peer, ts, recalled: false }))
+      if (gseq % GROUP_TRIM_EVERY === 0) this.#trim(tx, group, gseq, ts)
       return { status: 'stored', gseq, tail, recipients }
     })
   }
@@ -149,7 +175,9 @@ export class LevelGroups implements GroupStore {
     const info = this.#info({ get: (key) => this.#commit.read(key) }, id)
     const joined = info?.joined[member]
     if (joined === undefined) return 'not_a_member'
-    const window = visibleWindow(joined, Number(this.#commit.read(`g!${id}!seq`) ?? 0), range)
+    // Nothing before `low` exists any more (retention): pages stop there.
+    const low = Number(this.#commit.read(`g!${id}!low`) ?? 1)
+    const window = visibleWindow(Math.max(joined, low - 1), Number(this.#commit.read(`g!${id}!seq`) ?? 0), range)
     if (window.to < window.from) return { events: [], hasMore: window.hasMore }
     const keys = Array.from({ length: window.to - window.from + 1 }, (_, i) => groupEventKey(id, window.from + i))
     const tails = await this.#db.getMany(keys)

@@ -61,7 +61,7 @@ export class LevelHistory implements HistoryStore {
 
   /** The group store on the same database and group commit (a group event and its member entries land in one batch). */
   groups (): LevelGroups {
-    return new LevelGroups(this.#db, this.#commit)
+    return new LevelGroups(this.#db, this.#commit, this.#keepMs)
   }
 
   /** Stored log values (`meta \n event`) as delivered events: group references become the full envelope. */

@@ -2,6 +2,7 @@
 // log, its gseq, the membership and every member's own log move together,
 // across any number of server processes.
 // Group keys (prefix G = `inboxd:g:`), `<G><group>:<name>`:
+//   low   the oldest gseq not yet removed by retention
 //   info  hash name, meta, creator, createdAt, v (version)
 //   m     hash member -> role            j   hash member -> gseq before they joined
 //   seq   counter (gseq)                 ev  hash gseq -> event JSON without its `{`
@@ -9,6 +10,7 @@
 // plus the ordinary log keys, where a group event is the entry `@<group>|<gseq>`
 // in `ev` and a meta line whose peer is `g:<group>` (kind `m` for messages,
 // `e` for membership events).
+import { GROUP_TRIM_EVERY, GROUP_TRIM_MAX } from './group-store.ts'
 
 const COMMON = `
 local P, G = ARGV[1], ARGV[2]
@@ -27,6 +29,27 @@ local function fanout(group, user, gseq, ts, kind, dir, id)
   end
   redis.call('ZADD', k(user, 'convs'), seq, peer)
   return seq
+end
+-- History retention for the group log: drops its oldest events past \`keep\`
+-- (bounded work per call); \`low\` is the oldest gseq that may still exist.
+-- Members' entries for them go with their own logs' retention.
+local function gtrim(group, now, keep)
+  if keep <= 0 then return end
+  local cutoff = now - keep
+  local low = tonumber(redis.call('GET', gk(group, 'low')) or '1')
+  local head = tonumber(redis.call('GET', gk(group, 'seq')) or '0')
+  local n = 0
+  while low < head and n < ${GROUP_TRIM_MAX} do
+    local tail = redis.call('HGET', gk(group, 'ev'), low)
+    if tail then
+      local ts = tonumber(string.match(tail, '"ts":(%d+)'))
+      if ts == nil or ts >= cutoff then break end
+      redis.call('HDEL', gk(group, 'ev'), low)
+    end
+    low = low + 1
+    n = n + 1
+  end
+  redis.call('SET', gk(group, 'low'), low)
 end
 local function append(group, pre, post)
   local gseq = redis.call('INCR', gk(group, 'seq'))
@@ -131,9 +154,9 @@ end
 return 1
 `
 
-/** ARGV: P, G, group, from, id, ts, pre, post. */
+/** ARGV: P, G, group, from, id, ts, pre, post, keepMs. */
 export const GROUP_MESSAGE = COMMON + `
-local group, from, id, ts = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local group, from, id, ts, keep = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[9])
 if not redis.call('HGET', gk(group, 'm'), from) then return {'not_a_member'} end
 local peer = 'g:' .. group
 local existing = redis.call('HGET', k(from, 'ids'), id)
@@ -156,5 +179,6 @@ for _, user in ipairs(redis.call('HKEYS', gk(group, 'm'))) do
   table.insert(out, seq)
 end
 redis.call('HSET', k(from, 'ids'), id, senderSeq .. '|' .. gseq .. '|' .. peer .. '|' .. ts .. '|')
+if gseq % ${GROUP_TRIM_EVERY} == 0 then gtrim(group, tonumber(ts), keep) end
 return out
 `

@@ -26,8 +26,11 @@ function appended (reply: Reply): GroupAppend {
 
 export class RedisGroups implements GroupStore {
   readonly #redis: ScriptedRedis
+  readonly #keepMs: number
 
-  constructor (redis: Redis) {
+  /** `keepMs`: history retention, applied to group logs too (0 keeps them forever). */
+  constructor (redis: Redis, keepMs = 0) {
+    this.#keepMs = keepMs
     redis.defineCommand('groupCreate', { numberOfKeys: 0, lua: GROUP_CREATE })
     redis.defineCommand('groupChange', { numberOfKeys: 0, lua: GROUP_CHANGE })
     redis.defineCommand('groupMessage', { numberOfKeys: 0, lua: GROUP_MESSAGE })
@@ -69,16 +72,17 @@ export class RedisGroups implements GroupStore {
   }
 
   async appendGroupMessage ({ group, from, id, ts, event }: { group: string, from: string, id: string, ts: number, event: GroupEventTemplate }): Promise<GroupMessageResult> {
-    const reply = await this.#redis.groupMessage(PREFIX, GROUP_PREFIX, group, from, id, ts, event.pre, event.post)
+    const reply = await this.#redis.groupMessage(PREFIX, GROUP_PREFIX, group, from, id, ts, event.pre, event.post, this.#keepMs)
     if (reply[0] === 'not_a_member' || reply[0] === 'conflict') return { status: reply[0] }
     if (reply[0] === 'duplicate') return { status: 'duplicate', senderEvent: typeof reply[1] === 'string' ? reply[1] : undefined }
     return { status: 'stored', ...appended(reply) }
   }
 
   async groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'> {
-    const [joined, head] = await Promise.all([this.#redis.hget(gkey(id, 'j'), member), this.#redis.get(gkey(id, 'seq'))])
+    const [joined, head, low] = await Promise.all([this.#redis.hget(gkey(id, 'j'), member), this.#redis.get(gkey(id, 'seq')), this.#redis.get(gkey(id, 'low'))])
     if (joined === null) return 'not_a_member'
-    const window = visibleWindow(Number(joined), Number(head ?? 0), range)
+    // Nothing before `low` exists any more (retention): pages stop there.
+    const window = visibleWindow(Math.max(Number(joined), Number(low ?? 1) - 1), Number(head ?? 0), range)
     if (window.to < window.from) return { events: [], hasMore: window.hasMore }
     const gseqs = Array.from({ length: window.to - window.from + 1 }, (_, i) => String(window.from + i))
     const tails = await this.#redis.hmget(gkey(id, 'ev'), ...gseqs)

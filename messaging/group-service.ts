@@ -115,7 +115,8 @@ export class GroupService {
   }
 
   #template (group: string, type: string, fields: Record<string, unknown>): GroupEventTemplate {
-    const rest = Object.entries({ ...fields, ts: this.#now() }).map(([key, value]) => `${json(key)}:${json(value)}`).join(',')
+    // `ts` first: retention finds it before any user content (see groupEventTs).
+    const rest = Object.entries({ ts: this.#now(), ...fields }).map(([key, value]) => `${json(key)}:${json(value)}`).join(',')
     return { pre: `"type":"${type}","group":"${group}","gseq":`, post: `,${rest}}` }
   }
 

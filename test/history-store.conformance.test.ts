@@ -21,7 +21,7 @@ const STORES: Array<{ name: string, open: (keepMs: number) => Promise<{ store: H
     open: async (keepMs) => {
       const redis = new Redis(`${REDIS_BASE}/${REDIS_DB}`, { enableAutoPipelining: true })
       const store = new RedisHistory(redis, keepMs)
-      return { store, groups: new RedisGroups(redis), close: async () => { await store.close(); redis.disconnect() } }
+      return { store, groups: new RedisGroups(redis, keepMs), close: async () => { await store.close(); redis.disconnect() } }
     }
   },
   {
@@ -205,6 +205,30 @@ for (const { name, open } of STORES) {
 }
 
 for (const { name, open } of STORES) {
+  t.test(`${name}: group logs follow history retention`, async (t) => {
+    const { store, groups, close } = await open(1000)
+    t.teardown(close)
+    const owner = uniqueUser('owner')
+    const ann = uniqueUser('ann')
+    const group = uniqueUser('g')
+    const old = Date.now() - 5000
+    await groups.createGroup({ id: group, name: 'Team', meta: undefined, creator: owner, createdAt: old, members: [{ user: owner, role: 'owner' }, { user: ann, role: 'member' }] },
+      template(group, 'group_created', `"ts":${old},"by":"${owner}"`))
+    const message = (id: string, ts: number) => groups.appendGroupMessage({ group, from: owner, id, ts, event: { pre: `"type":"message","id":"${id}","from":"${owner}","group":"${group}","gseq":`, post: `,"ts":${ts},"body":{"ts":0}}` } })
+    for (let i = 0; i < 20; i++) await message(`old${i}`, old)
+    for (let i = 0; i < 20; i++) await message(`new${i}`, Date.now())
+    t.equal(await groups.groupEvent(group, 2), undefined, 'an old group event is gone from the group log')
+    t.not(await groups.groupEvent(group, 41), undefined, 'a new one is kept')
+    const page = await groups.groupEvents(group, ann, { limit: 100 })
+    t.not(page, 'not_a_member')
+    if (page === 'not_a_member') return
+    t.same(page.events.map((event) => JSON.parse(event).id), Array.from({ length: 20 }, (_, i) => `new${i}`), 'group history has only what retention keeps')
+    t.equal(page.hasMore, false, 'and does not promise older pages')
+    const older = await groups.groupEvents(group, ann, { before: 22, limit: 10 })
+    t.same(older !== 'not_a_member' && older.events.length, 0, 'paging back past retention finds nothing')
+    t.same((await store.events(ann, 0, 100)).events.map((event) => JSON.parse(event).id), Array.from({ length: 20 }, (_, i) => `new${i}`), 'a member\'s log shows only what is kept, in order')
+  })
+
   t.test(`${name}: blocking withholds in the append, and conversations are known`, async (t) => {
     const { store, close } = await open(0)
     t.teardown(close)
