@@ -140,6 +140,10 @@ export class LevelGroups implements GroupStore {
       }
       tx.put(infoKey(id), JSON.stringify(info))
       const ts = Date.now()
+      if (change.replace !== undefined) {
+        // A recalled message no longer counts as unread.
+        for (const user of Object.keys(info.members)) tx.del(`in!${user}!${groupPeer(id)}!${pad(change.replace.gseq)}`)
+      }
       const everyone = new Set([...Object.keys(info.members), ...alsoNotify])
       const recipients: Array<[string, number]> = [...everyone].map((user) => [user, this.#fanout(tx, id, user, gseq, ts, 'e', 'in', '')])
       return { gseq, tail, recipients }

@@ -114,6 +114,8 @@ for j = 1, n do extra[ARGV[i + j]] = true end
 local out = {'ok', gseq, tail}
 for _, user in ipairs(redis.call('HKEYS', gk(group, 'm'))) do
   extra[user] = nil
+  -- A recalled message no longer counts as unread.
+  if ARGV[12] ~= '' then redis.call('ZREMRANGEBYSCORE', k(user, 'in:g:' .. group), ARGV[12], ARGV[12]) end
   table.insert(out, user)
   table.insert(out, fanout(group, user, gseq, ts, 'e', 'in', ''))
 end

@@ -126,9 +126,12 @@ for (const mode of modesUnderTest()) {
       await api(owner).put(`/v1/groups/${group}/members/${admin}/role`, { role: 'admin' })
       const gseqOf = async (user: string, id: string): Promise<number> => (await api(user).post('/v1/messages', { group, id, body: 'secret' })).body.message.gseq
       const first = await gseqOf(ann, 'oops')
+      const unreadOf = async (user: string): Promise<number> => ((await api(user).get('/v1/conversations')).body.conversations as Array<{ group?: string, unread: number }>).find((c) => c.group === group)!.unread
+      const unreadBefore = await unreadOf(ben)
       t.match(await api(ben).post(`/v1/groups/${group}/messages/${first}/recall`), { status: 403, body: { error: 'not_allowed' } }, 'another member may not')
       t.match(await api(ann).post(`/v1/groups/${group}/messages/${first}/recall`), { status: 200, body: { message: { id: 'oops', recalled: true, by: ann } } })
       t.match(await api(ann).post(`/v1/groups/${group}/messages/${first}/recall`), { status: 200 }, 'recalling twice is harmless')
+      t.equal(await unreadOf(ben), unreadBefore - 1, 'a recalled message no longer counts as unread')
       const benLog = await api(ben).syncAll()
       const copy = benLog.find((event) => event.id === 'oops' && event.type === 'message')
       t.match(copy, { recalled: true, gseq: first }, 'every member\'s log shows the tombstone')
