@@ -5,8 +5,9 @@ import type { Client } from 'aedes'
 import type { AuthenticateError } from 'aedes'
 import { claimsProblem, parseClientId, type TokenClaims } from '../../protocol/identity.ts'
 import type { Logger } from 'pino'
+import type { VerifyToken } from '../../auth/token-verifier.ts'
 
-export type VerifyToken = (token: string) => Promise<unknown>
+export type { VerifyToken }
 
 // MQTT 3.1.1 CONNACK return codes.
 const IDENTIFIER_REJECTED = 2

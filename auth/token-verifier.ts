@@ -1,0 +1,31 @@
+// The one token verifier: the broker's CONNECT hook and the REST routes both
+// call it, so they can never disagree. fast-jwt checks signature and claims
+// with JWT_SECRET or JWT_PUBLIC_KEY. Algorithms are pinned to the key type,
+// so a token can never choose its own verification method (no `alg: none`,
+// no HS256 signed with a public key).
+import { createPublicKey } from 'node:crypto'
+import { createVerifier, type Algorithm } from 'fast-jwt'
+import { ConfigError, type JwtKey } from '../config/config.ts'
+
+/** Resolves with the token's claims, or rejects (refused). */
+export type VerifyToken = (token: string) => Promise<unknown>
+
+function algorithmsFor (publicKeyPem: string): Algorithm[] {
+  let type: string | undefined
+  try {
+    type = createPublicKey(publicKeyPem).asymmetricKeyType
+  } catch {
+    throw new ConfigError('JWT_PUBLIC_KEY', 'is not a readable PEM public key')
+  }
+  if (type === 'rsa') return ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']
+  if (type === 'ec') return ['ES256', 'ES384', 'ES512']
+  if (type === 'ed25519') return ['EdDSA']
+  throw new ConfigError('JWT_PUBLIC_KEY', `has unsupported key type ${type ?? 'unknown'}`)
+}
+
+export function createTokenVerifier (key: JwtKey): VerifyToken {
+  const verify = key.kind === 'secret'
+    ? createVerifier({ key: key.secret, algorithms: ['HS256', 'HS384', 'HS512'] })
+    : createVerifier({ key: key.publicKey, algorithms: algorithmsFor(key.publicKey) })
+  return async (token) => verify(token)
+}
