@@ -4,8 +4,8 @@
 // so a token can never choose its own verification method (no `alg: none`,
 // no HS256 signed with a public key).
 import { createPublicKey } from 'node:crypto'
-import { createVerifier, type Algorithm } from 'fast-jwt'
-import { ConfigError, type JwtKey } from '../config/config.ts'
+import { createVerifier, type Algorithm, type VerifierOptions } from 'fast-jwt'
+import { ConfigError, type JwtClaims, type JwtKey } from '../config/config.ts'
 
 /** Resolves with the token's claims, or rejects (refused). */
 export type VerifyToken = (token: string) => Promise<unknown>
@@ -23,9 +23,19 @@ function algorithmsFor (publicKeyPem: string): Algorithm[] {
   throw new ConfigError('JWT_PUBLIC_KEY', `has unsupported key type ${type ?? 'unknown'}`)
 }
 
-export function createTokenVerifier (key: JwtKey): VerifyToken {
+// fast-jwt skips a claim check when the claim is absent: require it too.
+function claimOptions ({ issuer, audience }: JwtClaims): Partial<VerifierOptions> {
+  return {
+    ...(issuer === undefined ? {} : { allowedIss: issuer }),
+    ...(audience === undefined ? {} : { allowedAud: audience }),
+    requiredClaims: [...(issuer === undefined ? [] : ['iss']), ...(audience === undefined ? [] : ['aud'])]
+  }
+}
+
+export function createTokenVerifier (key: JwtKey, claims: JwtClaims): VerifyToken {
+  const checks = claimOptions(claims)
   const verify = key.kind === 'secret'
-    ? createVerifier({ key: key.secret, algorithms: ['HS256', 'HS384', 'HS512'] })
-    : createVerifier({ key: key.publicKey, algorithms: algorithmsFor(key.publicKey) })
+    ? createVerifier({ key: key.secret, algorithms: ['HS256', 'HS384', 'HS512'], ...checks })
+    : createVerifier({ key: key.publicKey, algorithms: algorithmsFor(key.publicKey), ...checks })
   return async (token) => verify(token)
 }

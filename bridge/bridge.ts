@@ -45,9 +45,16 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
       maxAge: 600
     })
   }
-  app.decorate('verifyToken', createTokenVerifier(config.jwt))
+  app.decorate('verifyToken', createTokenVerifier(config.jwt, config.jwtClaims))
   // Only signs DEMO_LOGIN tokens (which need JWT_SECRET); tokens are verified by app.verifyToken.
-  if (config.jwt.kind === 'secret') await app.register(fastifyJwt, { secret: config.jwt.secret, verify: { algorithms: ['HS256', 'HS384', 'HS512'] } })
+  if (config.jwt.kind === 'secret') {
+    const { issuer, audience } = config.jwtClaims
+    await app.register(fastifyJwt, {
+      secret: config.jwt.secret,
+      sign: { ...(issuer === undefined ? {} : { iss: issuer }), ...(audience === undefined ? {} : { aud: audience }) },
+      verify: { algorithms: ['HS256', 'HS384', 'HS512'] }
+    })
+  }
   await app.register(fastifyWebsocket, {
     options: {
       maxPayload: config.maxPayloadBytes + 16 * 1024,

@@ -16,6 +16,12 @@ export type JwtKey =
   | { kind: 'secret', secret: string }
   | { kind: 'public-key', publicKey: string }
 
+/** JWT_ISSUER / JWT_AUDIENCE: when set, every token must carry this `iss` / `aud`, whatever the key. */
+export interface JwtClaims {
+  issuer: string | undefined
+  audience: string | undefined
+}
+
 export interface Config {
   mqttPort: number
   httpPort: number
@@ -23,6 +29,7 @@ export interface Config {
   redisUrl: string | undefined
   dataDir: string
   jwt: JwtKey
+  jwtClaims: JwtClaims
   logLevel: string
   maxPayloadBytes: number
   backlogRetentionSeconds: number
@@ -144,6 +151,10 @@ function jwtKey (env: Env): JwtKey {
   if (!secret) throw new ConfigError('JWT_SECRET', 'is required (or set JWT_PUBLIC_KEY for RS256/ES256 tokens)')
   if (secret.length < 32) throw new ConfigError('JWT_SECRET', 'must be at least 32 characters')
   return { kind: 'secret', secret }
+}
+
+function jwtClaims (env: Env): JwtClaims {
+  return { issuer: env.JWT_ISSUER || undefined, audience: env.JWT_AUDIENCE || undefined }
 }
 
 function redisUrl (env: Env): string | undefined {
@@ -311,6 +322,7 @@ export function loadConfig (env: Env = process.env): Config {
     redisUrl: redisUrl(env),
     dataDir: env.DATA_DIR || './data',
     jwt: jwtKey(env),
+    jwtClaims: jwtClaims(env),
     logLevel,
     maxPayloadBytes: integer(env, 'MAX_PAYLOAD_BYTES', 64 * 1024, 256, 16 * 1024 * 1024),
     backlogRetentionSeconds: integer(env, 'BACKLOG_RETENTION_SECONDS', 7 * 24 * 3600, 1, 10 * 365 * 24 * 3600),
