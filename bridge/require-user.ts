@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyRequest, FastifyReply } from 'fastify'
 import { claimsProblem, type TokenClaims } from '../protocol/identity.ts'
 import { sendError } from './http-errors.ts'
 import type { Revocations } from '../auth/revocations.ts'
+import { KeysUnavailableError } from '../auth/token-verifier.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -30,6 +31,11 @@ export function requireUser (app: FastifyInstance, revocations?: Revocations): v
     try {
       claims = await app.verifyToken(token)
     } catch (error) {
+      if (error instanceof KeysUnavailableError) {
+        request.log.warn({ err: error.message }, 'request refused: token keys unavailable')
+        reply.header('retry-after', '5')
+        return sendError(reply, 503, 'auth_unavailable', 'the server cannot fetch the keys that check tokens right now; retry shortly')
+      }
       return sendError(reply, 401, 'unauthorized', (error as Error).message)
     }
     const problem = claimsProblem(claims)
