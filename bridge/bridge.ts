@@ -7,8 +7,15 @@ import fastifySwagger from '@fastify/swagger'
 import fastifyCors from '@fastify/cors'
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.ts'
-import { jwtOptions } from '../auth/jwt-options.ts'
+import { createTokenVerifier, type VerifyToken } from '../auth/token-verifier.ts'
 import { installErrorHandlers, sendError } from './http-errors.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The one token verifier, for REST (bridge/require-user.ts) and MQTT CONNECT alike. */
+    verifyToken: VerifyToken
+  }
+}
 
 export async function createBridge (config: Config, log: Logger): Promise<FastifyInstance> {
   const app: FastifyInstance = Fastify({
@@ -38,7 +45,16 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
       maxAge: 600
     })
   }
-  await app.register(fastifyJwt, jwtOptions(config.jwt))
+  app.decorate('verifyToken', createTokenVerifier(config.jwt, config.jwtClaims))
+  // Only signs DEMO_LOGIN tokens (which need JWT_SECRET); tokens are verified by app.verifyToken.
+  if (config.jwt.kind === 'secret') {
+    const { issuer, audience } = config.jwtClaims
+    await app.register(fastifyJwt, {
+      secret: config.jwt.secret,
+      sign: { ...(issuer === undefined ? {} : { iss: issuer }), ...(audience === undefined ? {} : { aud: audience }) },
+      verify: { algorithms: ['HS256', 'HS384', 'HS512'] }
+    })
+  }
   await app.register(fastifyWebsocket, {
     options: {
       maxPayload: config.maxPayloadBytes + 16 * 1024,
@@ -56,6 +72,6 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
 }
 
 /** The verifier the broker uses: the very same one the REST routes use. */
-export function tokenVerifier (app: FastifyInstance) {
-  return async (token: string): Promise<unknown> => app.jwt.verify(token)
+export function tokenVerifier (app: FastifyInstance): VerifyToken {
+  return app.verifyToken
 }

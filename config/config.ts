@@ -15,6 +15,14 @@ export class ConfigError extends Error {
 export type JwtKey =
   | { kind: 'secret', secret: string }
   | { kind: 'public-key', publicKey: string }
+  /** Keys fetched from an identity provider's JWKS; unknown `kid`s refetch it at most once per cooldown. */
+  | { kind: 'jwks', url: string, cooldownMs: number }
+
+/** JWT_ISSUER / JWT_AUDIENCE: when set, every token must carry this `iss` / `aud`, whatever the key. */
+export interface JwtClaims {
+  issuer: string | undefined
+  audience: string | undefined
+}
 
 export interface Config {
   mqttPort: number
@@ -23,6 +31,7 @@ export interface Config {
   redisUrl: string | undefined
   dataDir: string
   jwt: JwtKey
+  jwtClaims: JwtClaims
   logLevel: string
   maxPayloadBytes: number
   backlogRetentionSeconds: number
@@ -133,17 +142,34 @@ function integer (env: Env, name: string, fallback: number, min: number, max: nu
   return value
 }
 
+const JWT_KEY_VARIABLES = ['JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWT_JWKS_URL'] as const
+
 function jwtKey (env: Env): JwtKey {
-  const secret = env.JWT_SECRET
+  const set = JWT_KEY_VARIABLES.filter((name) => env[name])
+  if (set.length > 1) throw new ConfigError(set[0]!, `and ${set.slice(1).join(' and ')} are set together; set exactly one of ${JWT_KEY_VARIABLES.join(', ')}`)
   const publicKey = env.JWT_PUBLIC_KEY
-  if (secret && publicKey) throw new ConfigError('JWT_SECRET', 'and JWT_PUBLIC_KEY are both set; set exactly one')
   if (publicKey) {
     if (!publicKey.includes('-----BEGIN')) throw new ConfigError('JWT_PUBLIC_KEY', 'must be a PEM public key')
     return { kind: 'public-key', publicKey: publicKey.replace(/\\n/g, '\n') }
   }
-  if (!secret) throw new ConfigError('JWT_SECRET', 'is required (or set JWT_PUBLIC_KEY for RS256/ES256 tokens)')
+  if (env.JWT_JWKS_URL) return jwks(env, env.JWT_JWKS_URL)
+  const secret = env.JWT_SECRET
+  if (!secret) throw new ConfigError('JWT_SECRET', 'is required (or set JWT_PUBLIC_KEY or JWT_JWKS_URL for RS256/ES256 tokens)')
   if (secret.length < 32) throw new ConfigError('JWT_SECRET', 'must be at least 32 characters')
   return { kind: 'secret', secret }
+}
+
+function jwks (env: Env, raw: string): JwtKey {
+  let url: URL
+  try { url = new URL(raw) } catch { throw new ConfigError('JWT_JWKS_URL', `is not a URL: "${raw}"`) }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new ConfigError('JWT_JWKS_URL', 'must be an https:// (or http://) URL')
+  // fetch() refuses URLs with credentials: say so now rather than at the first token.
+  if (url.username !== '' || url.password !== '') throw new ConfigError('JWT_JWKS_URL', 'must not contain a user name or password')
+  return { kind: 'jwks', url: url.href, cooldownMs: integer(env, 'JWT_JWKS_COOLDOWN_SECONDS', 30, 1, 3600) * 1000 }
+}
+
+function jwtClaims (env: Env): JwtClaims {
+  return { issuer: env.JWT_ISSUER || undefined, audience: env.JWT_AUDIENCE || undefined }
 }
 
 function redisUrl (env: Env): string | undefined {
@@ -297,7 +323,7 @@ function demoLogin (env: Env, jwt: JwtKey): boolean {
   if (raw !== '1') return false
   // It hands out a token for any user name: never on a production server.
   if (env.NODE_ENV === 'production') throw new ConfigError('DEMO_LOGIN', 'must not be set when NODE_ENV=production (it lets anyone sign in as anyone)')
-  if (jwt.kind !== 'secret') throw new ConfigError('DEMO_LOGIN', 'needs JWT_SECRET (the server cannot sign tokens with only JWT_PUBLIC_KEY)')
+  if (jwt.kind !== 'secret') throw new ConfigError('DEMO_LOGIN', 'needs JWT_SECRET (the server cannot sign tokens with JWT_PUBLIC_KEY or JWT_JWKS_URL)')
   return true
 }
 
@@ -311,6 +337,7 @@ export function loadConfig (env: Env = process.env): Config {
     redisUrl: redisUrl(env),
     dataDir: env.DATA_DIR || './data',
     jwt: jwtKey(env),
+    jwtClaims: jwtClaims(env),
     logLevel,
     maxPayloadBytes: integer(env, 'MAX_PAYLOAD_BYTES', 64 * 1024, 256, 16 * 1024 * 1024),
     backlogRetentionSeconds: integer(env, 'BACKLOG_RETENTION_SECONDS', 7 * 24 * 3600, 1, 10 * 365 * 24 * 3600),

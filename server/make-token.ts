@@ -1,6 +1,7 @@
 // `npm run token -- <userId> [ttlSeconds]`: prints an HS256 token signed with
-// JWT_SECRET, for trying the server and for development. Production tokens
-// come from your own auth service.
+// JWT_SECRET (with JWT_ISSUER / JWT_AUDIENCE as iss / aud when set), for
+// trying the server and for development. Production tokens come from your
+// own auth service.
 import { createSigner } from 'fast-jwt'
 import { isValidId } from '../protocol/identity.ts'
 
@@ -14,4 +15,6 @@ if (!secret || secret.length < 32) {
   process.stderr.write('invalid configuration: JWT_SECRET must be set to the server\'s secret (32+ characters)\n')
   process.exit(1)
 }
-process.stdout.write(createSigner({ key: secret, algorithm: 'HS256', expiresIn: Number(ttl) * 1000 })({ sub: userId }) + '\n')
+const iss = process.env.JWT_ISSUER || undefined
+const aud = process.env.JWT_AUDIENCE || undefined
+process.stdout.write(createSigner({ key: secret, algorithm: 'HS256', expiresIn: Number(ttl) * 1000, iss, aud })({ sub: userId }) + '\n')

@@ -4,7 +4,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { createSigner } from 'fast-jwt'
 import { startServerProcess } from './helpers/server-process.ts'
 import { connectDevice, inboxOf } from './helpers/devices.ts'
-import { expiredToken, forgedToken, token, uniqueUser, unsignedToken } from './helpers/tokens.ts'
+import { expiredToken, forgedToken, SECRET, token, uniqueUser, unsignedToken } from './helpers/tokens.ts'
 
 async function refusal (promise: Promise<unknown>): Promise<number | undefined> {
   try {
@@ -102,4 +102,26 @@ t.test('public-key server (ES256) refuses algorithm confusion', async (t) => {
   await device.end()
   const confused = createSigner({ key: publicPem, algorithm: 'HS256' })({ sub: user })
   t.equal(await refusal(connectDevice({ url: server.mqttUrl, userId: user, deviceId: 'd', token: confused })), 4, 'HS256 signed with the public key is refused')
+})
+
+t.test('JWT_ISSUER and JWT_AUDIENCE hold for HS256 tokens too', async (t) => {
+  const server = await startServerProcess({ mode: 'embedded', env: { JWT_ISSUER: 'https://auth.example.com', JWT_AUDIENCE: 'chat' } })
+  t.teardown(() => server.stop())
+  const user = uniqueUser('gina')
+  const signed = (claims: Record<string, unknown>): string => createSigner({ key: SECRET, algorithm: 'HS256' })({ sub: user, ...claims })
+  const status = async (token: string): Promise<number> => (await fetch(`${server.httpUrl}/v1/sessions/current`, { headers: { authorization: `Bearer ${token}` } })).status
+  const good = signed({ iss: 'https://auth.example.com', aud: 'chat' })
+  const device = await connectDevice({ url: server.mqttUrl, userId: user, deviceId: 'd', token: good })
+  t.ok(device.client.connected, 'right iss and aud connect')
+  await device.end()
+  t.equal(await status(good), 200, 'and are accepted over REST')
+  const refused: Array<[string, string]> = [
+    ['without them', token(user)],
+    ['another issuer', signed({ iss: 'https://evil.example.com', aud: 'chat' })],
+    ['another audience', signed({ iss: 'https://auth.example.com', aud: 'mail' })]
+  ]
+  for (const [what, bad] of refused) {
+    t.equal(await refusal(connectDevice({ url: server.mqttUrl, userId: user, deviceId: 'd', token: bad })), 4, `${what}: CONNACK 4`)
+    t.equal(await status(bad), 401, `${what}: REST 401`)
+  }
 })

@@ -51,3 +51,11 @@ t.test('on: a short-lived token for any valid user name, which the API accepts',
   const openapi = await (await fetch(`${server.httpUrl}/openapi.json`)).json() as { paths: Record<string, unknown> }
   t.notOk('/v1/demo/token' in openapi.paths, 'not in the OpenAPI document (not part of the API)')
 })
+
+t.test('with JWT_ISSUER and JWT_AUDIENCE, demo tokens carry them (else the API would refuse its own tokens)', async (t) => {
+  const server = await startServerProcess({ mode: 'embedded', env: { DEMO_LOGIN: '1', JWT_ISSUER: 'https://auth.example.com', JWT_AUDIENCE: 'chat' } })
+  t.teardown(() => server.stop())
+  const { token } = await (await mint(server.httpUrl, { user: 'dora' })).json() as { token: string }
+  t.match(JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()), { iss: 'https://auth.example.com', aud: 'chat' })
+  t.equal((await apiFor(server.httpUrl, 'dora', { token }).get('/v1/conversations')).status, 200, 'the API accepts it')
+})

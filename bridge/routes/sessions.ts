@@ -13,7 +13,7 @@ import type { Revocations } from '../../auth/revocations.ts'
 import { tokenHash } from '../../auth/revocations.ts'
 import type { ClusterSignal } from '../../storage/cluster-signal.ts'
 import { sendError, errorSchema } from '../http-errors.ts'
-import { bearerSecurity } from '../require-user.ts'
+import { bearerSecurity, bearerToken } from '../require-user.ts'
 import { idSchema } from '../schemas.ts'
 
 export interface SessionRoutesOptions {
@@ -32,9 +32,8 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (ap
       response: { 200: { type: 'object', properties: { loggedOut: { type: 'string', enum: ['session', 'all'] } } }, 400: errorSchema, 401: errorSchema }
     }
   }, async (request) => {
-    const token = request.headers.authorization!.slice('Bearer '.length)
-    const claims = request.user as { sub: string, iat?: number, exp?: number }
-    await revocations.revokeToken({ token, ...claims })
+    const token = bearerToken(request.headers.authorization)!
+    await revocations.revokeToken({ token, ...request.claims })
     if (request.body?.all === true) {
       // Tokens issued in this very second are refused too: a new sign-in needs a token from the next second.
       await revocations.revokeUser(request.userId, nowSeconds())
@@ -52,7 +51,7 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (ap
       response: { 200: { type: 'object', properties: { user: { type: 'string' }, issuedAt: { type: 'integer' }, expiresAt: { type: 'integer' } } }, 401: errorSchema }
     }
   }, async (request) => {
-    const claims = request.user as { iat?: number, exp?: number }
+    const claims = request.claims
     return {
       user: request.userId,
       ...(claims.iat === undefined ? {} : { issuedAt: claims.iat * 1000 }),

@@ -5,8 +5,9 @@ import type { Client } from 'aedes'
 import type { AuthenticateError } from 'aedes'
 import { claimsProblem, parseClientId, type TokenClaims } from '../../protocol/identity.ts'
 import type { Logger } from 'pino'
+import { KeysUnavailableError, type VerifyToken } from '../../auth/token-verifier.ts'
 
-export type VerifyToken = (token: string) => Promise<unknown>
+export type { VerifyToken }
 
 // MQTT 3.1.1 CONNACK return codes.
 const IDENTIFIER_REJECTED = 2
@@ -86,6 +87,11 @@ export function createAuthenticate ({ verifyToken, log, connectProblem, onAuthen
         done(refusal(SERVER_UNAVAILABLE, 'server unavailable'), false)
       })
     }, (error: Error) => {
+      // The token was not judged (the JWKS could not be fetched): "try later", not "bad password".
+      if (error instanceof KeysUnavailableError) {
+        log.warn({ clientId: client.id, reason: error.message }, 'connect refused: token keys unavailable')
+        return done(refusal(SERVER_UNAVAILABLE, 'server unavailable'), false)
+      }
       log.info({ clientId: client.id, reason: error.message }, 'connect refused: token rejected')
       done(refusal(BAD_USERNAME_OR_PASSWORD, 'token rejected'), false)
     })
