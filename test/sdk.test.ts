@@ -37,6 +37,16 @@ async function sdkClient (wsUrl: string, user: string, options: Partial<ClientOp
   return result
 }
 
+/** Bob's first client (its storage kept for a second one) and a client of Alice's to send to him. */
+async function bobWithStorageAndAlice (t: { teardown: (fn: () => unknown) => void }, wsUrl: string): Promise<{ bob: string, storage: MemoryStorage, first: TestClient, sender: TestClient }> {
+  const bob = uniqueUser('bob')
+  const storage = new MemoryStorage()
+  const first = await sdkClient(wsUrl, bob, { storage })
+  const sender = await sdkClient(wsUrl, uniqueUser('alice'))
+  t.teardown(() => sender.client.stop())
+  return { bob, storage, first, sender }
+}
+
 for (const mode of modesUnderTest()) {
   t.test(`${mode}: the server is killed and restarted during a burst of sends`, async (t) => {
     const dataDir = tempDataDir()
@@ -69,12 +79,7 @@ for (const mode of modesUnderTest()) {
   t.test(`${mode}: a device whose broker queue is gone recovers everything via sync`, async (t) => {
     const server = await startServerProcess({ mode, redisDb: 11, env: { BACKLOG_RETENTION_SECONDS: '1', RETENTION_SWEEP_SECONDS: '1' } })
     t.teardown(() => server.stop())
-    const alice = uniqueUser('alice')
-    const bob = uniqueUser('bob')
-    const storage = new MemoryStorage()
-    const first = await sdkClient(server.wsUrl, bob, { storage })
-    const sender = await sdkClient(server.wsUrl, alice)
-    t.teardown(() => sender.client.stop())
+    const { bob, storage, first, sender } = await bobWithStorageAndAlice(t, server.wsUrl)
     await sender.client.send(bob, 'before')
     await until(() => first.messages.length === 1, 'first message')
     await first.client.stop()
@@ -91,12 +96,7 @@ for (const mode of modesUnderTest()) {
   t.test(`${mode}: a stopped client processes nothing more, so the next one resumes where it stopped`, async (t) => {
     const server = await startServerProcess({ mode, redisDb: 11 })
     t.teardown(() => server.stop())
-    const alice = uniqueUser('alice')
-    const bob = uniqueUser('bob')
-    const storage = new MemoryStorage()
-    const first = await sdkClient(server.wsUrl, bob, { storage })
-    const sender = await sdkClient(server.wsUrl, alice)
-    t.teardown(() => sender.client.stop())
+    const { bob, storage, first, sender } = await bobWithStorageAndAlice(t, server.wsUrl)
     // Stop while a dense stream is arriving: packets already on the wire reach
     // mqtt.js after its end() has resolved.
     const writer = Promise.all(Array.from({ length: 150 }, (_, i) => sender.client.send(bob, i)))
