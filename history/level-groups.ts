@@ -85,11 +85,9 @@ export class LevelGroups implements GroupStore {
     tx.put(`seq!${user}`, String(seq))
     const peer = groupPeer(group)
     tx.put(`ev!${user}!${pad(seq)}`, `${formatMeta({ seq, ts, peer, kind, dir, id, peerSeq: gseq })}\n${groupRef(group, gseq)}`)
-    if (kind === 'm') {
-      tx.put(`c!${user}!${peer}!${pad(seq)}`, '')
-      // Keyed by gseq, so unread counts and read marks of a group are in gseq.
-      if (dir === 'in') tx.put(`in!${user}!${peer}!${pad(gseq)}`, '')
-    }
+    // Keyed by gseq, so unread counts and read marks of a group are in gseq.
+    // (No per-member conversation index: a group's history is its own log.)
+    if (kind === 'm' && dir === 'in') tx.put(`in!${user}!${peer}!${pad(gseq)}`, '')
     tx.put(`convs!${user}!${peer}`, String(seq))
     return seq
   }

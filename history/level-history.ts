@@ -6,7 +6,7 @@
 // (after which it survives kill -9). The key layout mirrors redis-scripts.ts
 // with seqs zero-padded so that key order is seq order:
 //   seq!u             counter            ev!u!<seq>         meta \n event JSON
-//   c!u!peer!<seq>    conversation       in!u!peer!<seq>    incoming, unrecalled
+//   c!u!peer!<seq>    1:1 conversation   in!u!peer!<seq>    incoming, unrecalled
 //   convs!u!peer      last message seq   ids!u!id           senderSeq|recipientSeq|to|ts|flag
 //   mark!u!<read|dlv|readby|dlvby>!peer  seq                cur!u!device       device cursor
 //   blk!u!user        since (ms): u blocked user
@@ -101,9 +101,10 @@ export class LevelHistory implements HistoryStore {
         if (tx.get(evKey(user, meta.seq)) === undefined) continue
         tx.del(evKey(user, meta.seq))
         if (meta.kind !== 'm') continue
-        tx.del(`c!${user}!${meta.peer}!${pad(meta.seq)}`)
-        // A group's incoming index is keyed by gseq (level-groups.ts).
-        tx.del(`in!${user}!${meta.peer}!${pad(meta.peer.startsWith('g:') ? meta.peerSeq : meta.seq)}`)
+        const group = meta.peer.startsWith('g:')
+        // Groups have no per-member conversation index, and their incoming index is keyed by gseq (level-groups.ts).
+        if (!group) tx.del(`c!${user}!${meta.peer}!${pad(meta.seq)}`)
+        tx.del(`in!${user}!${meta.peer}!${pad(group ? meta.peerSeq : meta.seq)}`)
         const record = meta.dir === 'in' ? undefined : tx.get(`ids!${user}!${meta.id}`)
         if (record !== undefined && parseIdRecord(record).senderSeq === meta.seq) tx.del(`ids!${user}!${meta.id}`)
         // The conversation's last message is past retention, so all of it is.

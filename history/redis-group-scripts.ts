@@ -22,11 +22,9 @@ local function fanout(group, user, gseq, ts, kind, dir, id)
   local peer = 'g:' .. group
   redis.call('HSET', k(user, 'ev'), seq, '@' .. group .. '|' .. gseq)
   redis.call('ZADD', k(user, 'log'), seq, seq .. '|' .. ts .. '|' .. peer .. '|' .. kind .. '|' .. dir .. '|' .. id .. '|' .. gseq)
-  if kind == 'm' then
-    redis.call('ZADD', k(user, 'c:' .. peer), seq, seq)
-    -- Scored by gseq, so unread counts and read marks of a group are in gseq.
-    if dir == 'in' then redis.call('ZADD', k(user, 'in:' .. peer), gseq, seq) end
-  end
+  -- Scored by gseq, so unread counts and read marks of a group are in gseq.
+  -- (No per-member conversation index: a group's history is its own log.)
+  if kind == 'm' and dir == 'in' then redis.call('ZADD', k(user, 'in:' .. peer), gseq, seq) end
   redis.call('ZADD', k(user, 'convs'), seq, peer)
   return seq
 end

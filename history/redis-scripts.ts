@@ -2,7 +2,7 @@
 // gapless and the indexes consistent across any number of server processes.
 // Keys: `<prefix><user>:<name>`:
 //   seq    counter              ev     hash  seq -> event JSON
-//   log    zset seq -> meta     c:<peer>   zset of message seqs in a conversation
+//   log    zset seq -> meta     c:<peer>   zset of message seqs in a 1:1 conversation
 //   in:<peer>  zset of incoming, unrecalled message seqs (unread counting)
 //   convs  zset peer by last message seq
 //   ids    hash  id -> `senderSeq|recipientSeq|to|ts|flag` (idempotency, recall)
@@ -37,7 +37,9 @@ local function trim(user, now, keep)
       redis.call('ZREM', k(user, 'c:' .. peer), seq)
       redis.call('ZREM', k(user, 'in:' .. peer), seq)
       if dir ~= 'in' then redis.call('HDEL', k(user, 'ids'), id) end
-      if redis.call('ZCARD', k(user, 'c:' .. peer)) == 0 then redis.call('ZREM', k(user, 'convs'), peer) end
+      -- The conversation's last event is past retention, so all of it is.
+      local last = redis.call('ZSCORE', k(user, 'convs'), peer)
+      if last and tonumber(last) <= tonumber(seq) then redis.call('ZREM', k(user, 'convs'), peer) end
     end
   end
 end

@@ -196,11 +196,15 @@ for (const { name, open } of STORES) {
     t.teardown(close)
     const alice = uniqueUser('alice')
     const bob = uniqueUser('bob')
+    const carol = uniqueUser('carol')
     const old = Date.now() - 5000
     await send(store, alice, bob, 'old', old)
+    await send(store, carol, bob, 'gone', old)
     await send(store, alice, bob, 'new')
     t.same((await store.events(bob, 0, 10)).events.map((event) => JSON.parse(event).id), ['new'], 'events past retention are gone')
     t.equal((await send(store, alice, bob, 'old')).status, 'stored', 'an id past retention can be reused')
+    await store.events(bob, 0, 10) // a read applies retention first
+    t.same((await store.conversations(bob, { limit: 10 })).conversations.map((c) => c.peer), [alice], 'a conversation whose messages are all past retention leaves the list')
   })
 }
 
