@@ -17,6 +17,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config/config.ts'
 import { startRetentionSweep } from './level-retention.ts'
 import { lookUpRetainedByKey } from './level-retained-lookup.ts'
+import { lookUpOnlyPresence } from './retained-presence-only.ts'
 import { LocalFeed, type LogFeed } from './log-feed.ts'
 import { RedisFeed } from './redis-log-feed.ts'
 import { LocalSignal, RedisSignal, type ClusterSignal } from './cluster-signal.ts'
@@ -59,6 +60,7 @@ async function openRedis (config: Config, redisUrl: string, nodeId: string, log:
   // returns an async generator from it: adapt, or every SUBSCRIBE hangs.
   const retained = persistence.createRetainedStreamCombi.bind(persistence)
   persistence.createRetainedStreamCombi = (patterns: string[]) => Readable.from(retained(patterns))
+  lookUpOnlyPresence(persistence)
   // The bus gets connections that are already connected: handed a fresh one,
   // mqemitter-redis can SUBSCRIBE before ioredis' ready check (INFO) runs,
   // and that error, emitted with no listener, killed the process.
@@ -102,6 +104,7 @@ async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> 
   })
   const persistence = new AsyncLevelPersistence(level)
   lookUpRetainedByKey(persistence, level)
+  lookUpOnlyPresence(persistence)
   const mq = mqemitter({ concurrency: 100, matchEmptyLevels: true })
   const stopSweep = startRetentionSweep(level, config.backlogRetentionSeconds, config.retentionSweepSeconds, log)
   return {
