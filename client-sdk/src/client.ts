@@ -83,7 +83,8 @@ export class ChatClient extends Emitter<ClientEvents> {
     super()
     this.deviceId = options.deviceId
     const storage = options.storage ?? new MemoryStorage()
-    const onError = (error: Error): void => this.emit('error', error)
+    // A stopped client reports nothing more (e.g. a subscribe cut short by stop()).
+    const onError = (error: Error): void => { if (!this.#stopped) this.emit('error', error) }
     this.#connection = new Connection({
       ...options,
       onState: (state) => {
@@ -153,7 +154,7 @@ export class ChatClient extends Emitter<ClientEvents> {
       await client.subscribeAsync([`user/${user}/inbox`, `user/${user}/device/${this.deviceId}/errors`], { qos: 1 })
       await this.#presence.resubscribe(client)
     } catch (error) {
-      this.emit('error', error as Error)
+      if (!this.#stopped) this.emit('error', error as Error)
     }
     this.#sender.flush()
     await this.#receiver.sync()

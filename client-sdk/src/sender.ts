@@ -39,6 +39,8 @@ export class Sender {
   readonly #recentOwn = new Map<string, MessageEvent>()
   /** False from a (re)connect until the outbox has been republished, so new sends queue behind it in order. */
   #flushed = false
+  /** Stopped: nothing more is sent or written to the outbox (a next client may share the storage). */
+  #stopped = false
 
   constructor (options: SenderOptions) {
     this.#options = options
@@ -55,6 +57,7 @@ export class Sender {
 
   /** Republishes the outbox, in order, on a new connection. */
   flush (): void {
+    if (this.#stopped) return
     this.#flushed = true
     for (const item of this.#options.outbox.items()) this.#publish(item)
   }
@@ -82,25 +85,27 @@ export class Sender {
   /** PUBACK: stored. The stamped copy normally follows on the inbox; if not, ask the server for it. */
   #acknowledged (item: OutboxItem): void {
     const pending = this.#pending.get(item.id)
-    if (pending === undefined) return
+    if (pending === undefined || this.#stopped) return
     const seen = this.#recentOwn.get(item.id)
     if (seen !== undefined) return this.stored(seen)
     clearTimeout(pending.confirmTimer)
     pending.confirmTimer = setTimeout(() => {
-      if (!this.#pending.has(item.id)) return
+      if (!this.#pending.has(item.id) || this.#stopped) return
       const target = item.group === undefined ? { to: item.to } : { group: item.group }
       this.#options.rest.request<{ message: MessageEvent }>('POST', '/v1/messages', { ...target, id: item.id, body: item.body }).then(
         ({ message }) => {
+          if (this.#stopped) return
           this.#options.accept(message)
           // Already emitted in an earlier run (seq below lastSeq): resolve anyway.
           this.stored(this.#options.decrypt(message))
         },
-        (error: Error) => this.#options.onError(error))
+        (error: Error) => { if (!this.#stopped) this.#options.onError(error) })
     }, this.#options.confirmWaitMs ?? 3_000)
   }
 
   /** One of our own messages, as stored by the server: resolves its send. */
   stored (message: MessageEvent): void {
+    if (this.#stopped) return
     this.#recentOwn.set(message.id, message)
     if (this.#recentOwn.size > 1_000) this.#recentOwn.delete(this.#recentOwn.keys().next().value!)
     const pending = this.#pending.get(message.id)
@@ -113,6 +118,7 @@ export class Sender {
 
   /** An error event on this device's errors topic: rejects the send it names. */
   refused (event: ServerErrorEvent): void {
+    if (this.#stopped) return
     const pending = event.id === undefined ? undefined : this.#pending.get(event.id)
     if (pending === undefined || event.id === undefined) {
       this.#options.onError(new SendError(event.code, event.message, event.id ?? ''))
@@ -125,6 +131,7 @@ export class Sender {
   }
 
   stop (): void {
+    this.#stopped = true
     for (const pending of this.#pending.values()) clearTimeout(pending.confirmTimer)
   }
 }
