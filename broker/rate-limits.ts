@@ -2,8 +2,8 @@
 // server process (cheap: no storage round trip on the message path):
 //   - per user, publishes per second with a burst (token bucket): over the
 //     limit a publish is acknowledged, not stored, and the sender gets the
-//     error event `rate_limited` with `retryAfterMs`, held back 1 s so the
-//     flooder's connection slows down (see hooks/authorize-publish.ts);
+//     error event `rate_limited` with `retryAfterMs`, held back 1 s so a
+//     flooder that waits for its PUBACKs slows down (hooks/authorize-publish.ts);
 //   - per source address, CONNECTs per second with a burst: over the limit the
 //     CONNACK is 3 (server unavailable, retry later).
 // With several processes (WORKERS, machines) a user whose devices sit on n

@@ -35,6 +35,8 @@ export interface PublishObserver {
 const EMPTY = Buffer.alloc(0)
 /** How long the refusal of a publish over the rate limit is held back (see below). */
 export const RATE_LIMITED_HOLD_MS = 1_000
+/** Refusals held at once per connection; beyond that they are answered at once, so holding costs bounded memory. */
+export const MAX_HELD_REFUSALS = 100
 
 function redirectToSink (packet: PublishPacket): void {
   packet.topic = SINK_TOPIC
@@ -43,6 +45,7 @@ function redirectToSink (packet: PublishPacket): void {
 }
 
 export function createAuthorizePublish ({ messages, groups, reportError, maxPayloadBytes, log, observe, takePublish }: AuthorizePublishOptions) {
+  const held = new WeakMap<Client, number>()
   async function accept (sender: DeviceIdentity, packet: PublishPacket, isWill: boolean): Promise<'direct' | 'group' | 'typing' | undefined> {
     // The only will a client may set (see connect-rules.ts). The server
     // publishes presence from connection events, so the will is dropped.
@@ -111,12 +114,19 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
           done(null)
         }, (reportFailure: Error) => done(reportFailure))
       }
-      // Over its rate, a client's refusal is held back: Aedes reads nothing
-      // more from a connection until the packets of its last read are done,
-      // so a flooder is slowed to about its window per hold instead of
-      // costing the server a refusal for everything it can send.
-      if (error.code === 'rate_limited') setTimeout(refuse, RATE_LIMITED_HOLD_MS).unref()
-      else refuse()
+      // Over its rate, a client's refusal (its PUBACK and error event) is held
+      // back: a client that waits for PUBACKs is slowed to about its in-flight
+      // window per hold, and Aedes reads little more from it meanwhile,
+      // instead of the server refusing everything it can send.
+      const holding = held.get(client!) ?? 0
+      if (error.code !== 'rate_limited' || holding >= MAX_HELD_REFUSALS) return refuse()
+      held.set(client!, holding + 1)
+      setTimeout(() => {
+        held.set(client!, (held.get(client!) ?? 1) - 1)
+        // Gone meanwhile: no event, or a reconnected device could take it for its resend of the same id.
+        if (client!.closed) return done(null)
+        refuse()
+      }, RATE_LIMITED_HOLD_MS).unref()
     })
   }
 }
