@@ -121,10 +121,14 @@ export function groupPeer (group: string): string {
 export const GROUP_TRIM_EVERY = 16
 export const GROUP_TRIM_MAX = 50
 
-/** The `ts` of a stored group event: every template puts the envelope's `ts` before any user content. */
+/** The envelope's `ts` of a stored group event (decoded: events stored before ts came first may carry a `ts` in their metadata). */
 export function groupEventTs (tail: string): number | undefined {
-  const match = /"ts":(\d+)/.exec(tail)
-  return match === null ? undefined : Number(match[1])
+  try {
+    const ts = (JSON.parse(`{${tail}`) as { ts?: unknown }).ts
+    return typeof ts === 'number' ? ts : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** The gseqs a page covers: group seqs are contiguous, so a page is arithmetic. */

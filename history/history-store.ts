@@ -54,6 +54,11 @@ export type RecallResult =
 export interface Page {
   events: string[]
   hasMore: boolean
+  /**
+   * For a log page (`events`): the highest seq it covered. Seqs up to it that
+   * are not in `events` no longer exist (a group event removed by retention).
+   */
+  scannedTo?: number
 }
 
 export interface ConversationSummary {
@@ -73,7 +78,8 @@ export interface ConversationSummary {
 export interface LogEntry {
   seq: number
   ts: number
-  event: string
+  /** Undefined when the entry's group event was removed by retention: the seq is passed over. */
+  event: string | undefined
 }
 
 export interface HistoryStore {

@@ -122,7 +122,8 @@ export class LevelGroups implements GroupStore {
       const info: Info = { ...current, v: current.v + 1, members: { ...current.members }, joined: { ...current.joined } }
       if (change.name !== undefined) info.name = change.name
       if (change.meta !== undefined) info.meta = change.meta ?? undefined
-      if (change.replace !== undefined) tx.put(groupEventKey(id, change.replace.gseq), change.replace.tail)
+      // A recall's tombstone, unless retention removed the event meanwhile.
+      if (change.replace !== undefined && tx.get(groupEventKey(id, change.replace.gseq)) !== undefined) tx.put(groupEventKey(id, change.replace.gseq), change.replace.tail)
       const { gseq, tail } = this.#append(tx, id, event)
       for (const { user, role } of change.upsert ?? []) {
         if (info.members[user] === undefined) {

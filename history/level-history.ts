@@ -94,20 +94,24 @@ export class LevelHistory implements HistoryStore {
     if (this.#keepMs <= 0) return
     const cutoff = now - this.#keepMs
     const oldest = await this.#db.values({ gt: `ev!${user}!`, lt: `ev!${user}!~`, limit: 50 }).all()
-    const expired = oldest.map(metaOf).filter((meta) => meta.ts < cutoff)
+    // In seq order, up to the first one still kept (as in Redis).
+    const metas = oldest.map(metaOf)
+    const kept = metas.findIndex((meta) => meta.ts >= cutoff)
+    const expired = kept < 0 ? metas : metas.slice(0, kept)
     if (expired.length === 0) return
     await this.#commit.run((tx) => {
       for (const meta of expired) {
         if (tx.get(evKey(user, meta.seq)) === undefined) continue
         tx.del(evKey(user, meta.seq))
-        if (meta.kind !== 'm') continue
-        const group = meta.peer.startsWith('g:')
-        // Groups have no per-member conversation index, and their incoming index is keyed by gseq (level-groups.ts).
-        if (!group) tx.del(`c!${user}!${meta.peer}!${pad(meta.seq)}`)
-        tx.del(`in!${user}!${meta.peer}!${pad(group ? meta.peerSeq : meta.seq)}`)
-        const record = meta.dir === 'in' ? undefined : tx.get(`ids!${user}!${meta.id}`)
-        if (record !== undefined && parseIdRecord(record).senderSeq === meta.seq) tx.del(`ids!${user}!${meta.id}`)
-        // The conversation's last message is past retention, so all of it is.
+        if (meta.kind === 'm') {
+          // A group's incoming index is keyed by gseq (level-groups.ts). Groups no longer write a
+          // conversation index entry, but data from before that may still have one.
+          tx.del(`c!${user}!${meta.peer}!${pad(meta.seq)}`)
+          tx.del(`in!${user}!${meta.peer}!${pad(meta.peer.startsWith('g:') ? meta.peerSeq : meta.seq)}`)
+          const record = meta.dir === 'in' ? undefined : tx.get(`ids!${user}!${meta.id}`)
+          if (record !== undefined && parseIdRecord(record).senderSeq === meta.seq) tx.del(`ids!${user}!${meta.id}`)
+        }
+        // Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.
         const last = tx.get(`convs!${user}!${meta.peer}`)
         if (last !== undefined && Number(last) <= meta.seq) tx.del(`convs!${user}!${meta.peer}`)
       }
@@ -267,7 +271,8 @@ export class LevelHistory implements HistoryStore {
   async events (user: string, since: number, limit: number): Promise<Page> {
     await this.#trim(user, Date.now())
     const rows = await this.#db.values({ ...after(`ev!${user}!`, since), limit: limit + 1 }).all()
-    return { events: await this.#resolve(rows.slice(0, limit)), hasMore: rows.length > limit }
+    const page = rows.slice(0, limit)
+    return { events: await this.#resolve(page), hasMore: rows.length > limit, scannedTo: page.length === 0 ? since : metaOf(page.at(-1)!).seq }
   }
 
   async conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page> {
@@ -330,10 +335,8 @@ export class LevelHistory implements HistoryStore {
     const events = hasRefs ? await this.#resolveEach(rows) : rows.map(eventOf)
     const entries: LogEntry[] = []
     rows.forEach((stored, i) => {
-      const event = events[i]
-      if (event === undefined) return
       const [seq, ts] = stored.slice(0, stored.indexOf('\n')).split('|', 2)
-      entries.push({ seq: Number(seq), ts: Number(ts), event })
+      entries.push({ seq: Number(seq), ts: Number(ts), event: events[i] })
     })
     return entries
   }

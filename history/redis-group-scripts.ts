@@ -40,7 +40,9 @@ local function gtrim(group, now, keep)
   while low < head and n < ${GROUP_TRIM_MAX} do
     local tail = redis.call('HGET', gk(group, 'ev'), low)
     if tail then
-      local ts = tonumber(string.match(tail, '"ts":(%d+)'))
+      -- Decoded: events stored before ts came first may carry a ts in their metadata.
+      local ok, event = pcall(cjson.decode, '{' .. tail)
+      local ts = ok and type(event) == 'table' and tonumber(event.ts) or nil
       if ts == nil or ts >= cutoff then break end
       redis.call('HDEL', gk(group, 'ev'), low)
     end
@@ -85,7 +87,8 @@ if redis.call('HGET', gk(group, 'info'), 'v') ~= ARGV[4] then return {'stale'} e
 redis.call('HINCRBY', gk(group, 'info'), 'v', 1)
 if ARGV[8] == '1' then redis.call('HSET', gk(group, 'info'), 'name', ARGV[9]) end
 if ARGV[10] == '1' then redis.call('HSET', gk(group, 'info'), 'meta', ARGV[11]) end
-if ARGV[12] ~= '' then redis.call('HSET', gk(group, 'ev'), ARGV[12], ARGV[13]) end
+-- A recall's tombstone, unless retention removed the event meanwhile.
+if ARGV[12] ~= '' and redis.call('HEXISTS', gk(group, 'ev'), ARGV[12]) == 1 then redis.call('HSET', gk(group, 'ev'), ARGV[12], ARGV[13]) end
 local gseq, tail = append(group, ARGV[6], ARGV[7])
 local i = 14
 local n = tonumber(ARGV[i])

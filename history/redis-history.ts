@@ -137,7 +137,7 @@ export class RedisHistory implements HistoryStore {
     await this.#trim(user)
     const entries = await this.#redis.zrangebyscore(key(user, 'log'), `(${since}`, '+inf', 'LIMIT', 0, limit + 1)
     const seqs = entries.slice(0, limit).map((entry) => String(parseMeta(entry).seq))
-    return { events: await this.#eventsAt(user, seqs), hasMore: entries.length > limit }
+    return { events: await this.#eventsAt(user, seqs), hasMore: entries.length > limit, scannedTo: seqs.length === 0 ? since : Number(seqs.at(-1)) }
   }
 
   async conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page> {
@@ -218,7 +218,8 @@ export class RedisHistory implements HistoryStore {
     for (let i = 0; i < flat.length; i += 2) {
       const meta = flat[i]!
       const bar = meta.indexOf('|')
-      entries.push({ seq: Number(meta.slice(0, bar)), ts: Number(meta.slice(bar + 1, meta.indexOf('|', bar + 1))), event: flat[i + 1]! })
+      const event = flat[i + 1]!
+      entries.push({ seq: Number(meta.slice(0, bar)), ts: Number(meta.slice(bar + 1, meta.indexOf('|', bar + 1))), event: event === '' ? undefined : event })
     }
     return entries
   }

@@ -37,10 +37,10 @@ local function trim(user, now, keep)
       redis.call('ZREM', k(user, 'c:' .. peer), seq)
       redis.call('ZREM', k(user, 'in:' .. peer), seq)
       if dir ~= 'in' then redis.call('HDEL', k(user, 'ids'), id) end
-      -- The conversation's last event is past retention, so all of it is.
-      local last = redis.call('ZSCORE', k(user, 'convs'), peer)
-      if last and tonumber(last) <= tonumber(seq) then redis.call('ZREM', k(user, 'convs'), peer) end
     end
+    -- Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.
+    local last = redis.call('ZSCORE', k(user, 'convs'), peer)
+    if last and tonumber(last) <= tonumber(seq) then redis.call('ZREM', k(user, 'convs'), peer) end
   end
 end
 `
@@ -161,7 +161,7 @@ trim(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 return 1
 `
 
-/** ARGV: prefix, user, after, limit, group prefix. Returns {meta, event, meta, event, ...} for seq > after, oldest first. */
+/** ARGV: prefix, user, after, limit, group prefix. Returns {meta, event, meta, event, ...} for seq > after, oldest first ('' for a group event that is gone). */
 export const READ_LOG = `
 local P = ARGV[1]
 local user = ARGV[2]
@@ -177,7 +177,8 @@ for i, m in ipairs(metas) do
   if event and string.sub(event, 1, 1) == '@' then
     local group, gseq = string.match(event, '^@([^|]+)|(%d+)$')
     local tail = redis.call('HGET', ARGV[5] .. group .. ':ev', gseq)
-    if tail then event = '{"seq":' .. seqs[i] .. ',' .. tail else event = nil end
+    -- Gone (group retention): an empty event, so the reader can pass over the seq.
+    if tail then event = '{"seq":' .. seqs[i] .. ',' .. tail else event = '' end
   end
   if event then table.insert(out, m); table.insert(out, event) end
 end

@@ -62,7 +62,7 @@ for (const { name, open } of STORES) {
     if (sent.status !== 'stored') return
     t.same(Object.fromEntries(sent.recipients), { [owner]: 2, [ann]: 2 })
     const [ownerCopy] = await store.readLog(owner, 1, 10)
-    t.same(JSON.parse(ownerCopy!.event), { seq: 2, type: 'message', id: 'm1', from: ann, group, gseq: 2, ts: 2000, body: 'hello' }, 'the member log resolves to the full envelope')
+    t.same(JSON.parse(ownerCopy!.event!), { seq: 2, type: 'message', id: 'm1', from: ann, group, gseq: 2, ts: 2000, body: 'hello' }, 'the member log resolves to the full envelope')
     t.same((await store.events(ann, 0, 10)).events.map((event) => JSON.parse(event).gseq), [1, 2], 'sync resolves it too')
     t.match(await message(ann, 'm1'), { status: 'duplicate' }, 'a retry is stored once')
     t.same((await store.readLog(owner, 0, 10)).length, 2, 'and appears once in each log')
@@ -80,7 +80,7 @@ for (const { name, open } of STORES) {
     if (removed === 'stale') return
     t.ok(removed.recipients.some(([user]) => user === ann), 'the removed member gets the removal as their last event')
     await message(owner, 'after')
-    t.notOk((await store.readLog(ann, 0, 100)).some((entry) => entry.event.includes('"after"')), 'nothing sent after the removal reaches them')
+    t.notOk((await store.readLog(ann, 0, 100)).some((entry) => entry.event!.includes('"after"')), 'nothing sent after the removal reaches them')
     t.same(await groups.groupsOf(ben), [group])
     t.same(await groups.groupsOf(ann), [])
     const page = await groups.groupEvents(group, owner, { after: 1, limit: 2 })
@@ -120,7 +120,7 @@ for (const { name, open } of STORES) {
       await Promise.all(senders.flatMap((sender) => Array.from({ length: 40 }, (_, i) => send(store, sender, bob, `c${i}`))))
       const log = await store.readLog(bob, 0, 1000)
       t.same(log.map((entry) => entry.seq), Array.from({ length: 200 }, (_, i) => i + 1))
-      t.ok(log.every((entry) => JSON.parse(entry.event).seq === entry.seq && typeof entry.ts === 'number'), 'entries carry their seq and ts')
+      t.ok(log.every((entry) => JSON.parse(entry.event!).seq === entry.seq && typeof entry.ts === 'number'), 'entries carry their seq and ts')
     })
 
     t.test('readLog pages by seq and matches events()', async (t) => {
@@ -147,7 +147,7 @@ for (const { name, open } of STORES) {
       const recalled = await store.recall(alice, 'r1', Date.now(), 60_000)
       t.match(recalled, { status: 'recalled', to: bob })
       t.equal(await store.head(bob), 4, 'the recall is an event in the recipient log')
-      t.match(JSON.parse((await store.readLog(bob, 3, 1))[0]!.event), { type: 'recall', id: 'r1', messageSeq: 1 })
+      t.match(JSON.parse((await store.readLog(bob, 3, 1))[0]!.event!), { type: 'recall', id: 'r1', messageSeq: 1 })
       t.same(await store.recall(alice, 'missing', Date.now(), 60_000), { status: 'not_found' })
     })
 
@@ -222,6 +222,11 @@ for (const { name, open } of STORES) {
     for (let i = 0; i < 20; i++) await message(`old${i}`, old)
     for (let i = 0; i < 20; i++) await message(`new${i}`, Date.now())
     t.equal(await groups.groupEvent(group, 2), undefined, 'an old group event is gone from the group log')
+    // Before the member's own log is trimmed, its entries for those events remain: readers pass over them.
+    const raw = await store.readLog(ann, 0, 100)
+    t.same(raw.map((entry) => entry.seq), Array.from({ length: 41 }, (_, i) => i + 1), 'readLog returns every entry, in order')
+    t.ok(raw.slice(0, 21).every((entry) => entry.event === undefined) && raw.slice(21).every((entry) => entry.event !== undefined),
+      'an entry whose group event is gone has no event (the device stream passes over it)')
     t.not(await groups.groupEvent(group, 41), undefined, 'a new one is kept')
     const page = await groups.groupEvents(group, ann, { limit: 100 })
     t.not(page, 'not_a_member')
@@ -230,7 +235,10 @@ for (const { name, open } of STORES) {
     t.equal(page.hasMore, false, 'and does not promise older pages')
     const older = await groups.groupEvents(group, ann, { before: 22, limit: 10 })
     t.same(older !== 'not_a_member' && older.events.length, 0, 'paging back past retention finds nothing')
-    t.same((await store.events(ann, 0, 100)).events.map((event) => JSON.parse(event).id), Array.from({ length: 20 }, (_, i) => `new${i}`), 'a member\'s log shows only what is kept, in order')
+    const synced = await store.events(ann, 0, 100)
+    t.same(synced.events.map((event) => JSON.parse(event).id), Array.from({ length: 20 }, (_, i) => `new${i}`), 'a member\'s log shows only what is kept, in order')
+    t.equal(synced.scannedTo, 41, 'and says how far it looked')
+    t.equal((await store.events(ann, 30, 5)).scannedTo, 35, 'a partial page says where it stopped')
   })
 
   t.test(`${name}: blocking withholds in the append, and conversations are known`, async (t) => {

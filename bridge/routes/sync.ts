@@ -33,6 +33,7 @@ export const syncRoutes: FastifyPluginAsync<{ history: HistoryStore }> = async (
     const page = await history.events(request.userId, since, limit)
     const events = page.events.map(parseEvent)
     const last = events.at(-1)
-    return { events, next: last === undefined ? since : last.seq as number, hasMore: page.hasMore }
+    // `next` covers entries passed over (group events removed by retention), so a client never asks for them again.
+    return { events, next: page.scannedTo ?? (last === undefined ? since : last.seq as number), hasMore: page.hasMore }
   })
 }

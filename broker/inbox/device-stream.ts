@@ -130,7 +130,7 @@ export class DeviceStream {
         // A device that reads slowly gets the rest of the page after a drain
         // (read again from the log), not all of it buffered in the server.
         if (this.#needsDrain && port.full()) { stoppedEarly = true; break }
-        if (entry.ts < cutoff) this.#skip(entry.seq)
+        if (entry.event === undefined || entry.ts < cutoff) this.#skip(entry.seq)
         else this.#send(entry.seq, entry.event)
       }
       // Caught up with the log as of that read, and nothing was offered since:
@@ -158,7 +158,7 @@ export class DeviceStream {
     if (qos === 0) this.#advance()
   }
 
-  /** Past retention: not sent, but counted as done so the cursor can move past it. */
+  /** Past retention (or its group event is gone): not sent, but counted as done so the cursor can move past it. */
   #skip (seq: number): void {
     this.#order.push({ seq, acked: true })
     this.#sent = seq

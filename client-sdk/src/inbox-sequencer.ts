@@ -32,11 +32,21 @@ export class InboxSequencer {
     this.#drain()
   }
 
-  /** Events before `seq` no longer exist (past the server's retention): stop waiting for them. */
-  skipTo (seq: number): void {
-    if (seq <= this.#lastSeq) return
-    this.#lastSeq = seq
-    for (const held of this.#held.keys()) if (held <= seq) this.#held.delete(held)
+  /**
+   * Seqs up to `upTo` that have not arrived no longer exist on the server
+   * (past its retention): deliver what is held up to there, in order, and
+   * stop waiting for the rest.
+   */
+  skipMissing (upTo: number): void {
+    if (upTo <= this.#lastSeq) return
+    const held = [...this.#held.keys()].filter((seq) => seq <= upTo).sort((a, b) => a - b)
+    for (const seq of held) {
+      const event = this.#held.get(seq)!
+      this.#held.delete(seq)
+      this.#lastSeq = seq
+      this.#options.deliver(event)
+    }
+    this.#lastSeq = upTo
     this.#drain()
   }
 

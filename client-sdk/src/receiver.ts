@@ -73,10 +73,9 @@ export class Receiver {
           for (;;) {
             const page = await this.#options.rest.request<{ events: LogEvent[], next: number, hasMore: boolean }>('GET', `/v1/sync?since=${since}&limit=500`)
             if (this.#stopped) return
-            const first = page.events[0]
-            // Events before the first returned one are past retention: do not wait for them.
-            if (first !== undefined && since === this.#seq.lastSeq && first.seq > since + 1) this.#seq.skipTo(first.seq - 1)
             for (const event of page.events) this.#seq.accept(event)
+            // The page covered every seq up to `next`: one it did not return is past the server's retention.
+            this.#seq.skipMissing(page.next)
             since = page.next
             if (!page.hasMore) break
           }
