@@ -89,6 +89,8 @@ export class ChatClient extends Emitter<ClientEvents> {
       ...options,
       onState: (state) => {
         if (state !== 'online') this.#sender.hold()
+        // A final state (revoked, loggedOut) stops everything, e.g. a catch-up retry that would ask for a token again.
+        if (state === 'revoked' || state === 'loggedOut') this.#halt()
         this.emit('state', state)
       },
       onConnect: (client) => { void this.#onConnect(client) },
@@ -129,10 +131,15 @@ export class ChatClient extends Emitter<ClientEvents> {
 
   async stop (): Promise<void> {
     if (this.#stopped) return
+    this.#halt()
+    await this.#connection.stop()
+  }
+
+  /** Nothing more is received, sent or reported. */
+  #halt (): void {
     this.#stopped = true
     this.#receiver.stop()
     this.#sender.stop()
-    await this.#connection.stop()
   }
 
   /**
@@ -142,9 +149,7 @@ export class ChatClient extends Emitter<ClientEvents> {
    */
   async logout (options: { all?: boolean } = {}): Promise<void> {
     await this.#rest.request('POST', '/v1/sessions/logout', options.all === true ? { all: true } : {})
-    this.#stopped = true
-    this.#receiver.stop()
-    this.#sender.stop()
+    this.#halt()
     await this.#connection.finish('loggedOut')
   }
 
