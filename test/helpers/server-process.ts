@@ -82,7 +82,15 @@ export async function startServerProcess (options: StartOptions): Promise<Server
   const child = spawn(process.execPath, SERVER_ARGS, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  // Generous: on a loaded 2-core CI machine two workers compiling with tsx can take a while.
+  // A server that never gets ready is killed, so the test fails now instead of hanging on it.
+  let notReady: ReturnType<typeof setTimeout> | undefined
   const ready = new Promise<{ mqttPort: number, httpPort: number }>((resolve, reject) => {
+    notReady = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`server not ready after ${READY_TIMEOUT_MS / 1000} s:\n${output}`))
+    }, READY_TIMEOUT_MS)
+    notReady.unref()
     let buffer = ''
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString()
@@ -93,17 +101,14 @@ export async function startServerProcess (options: StartOptions): Promise<Server
         buffer = buffer.slice(newline + 1)
         try {
           const record = JSON.parse(line) as { msg?: string, mqttPort?: number, httpPort?: number }
-          if (record.msg === 'server ready') resolve({ mqttPort: record.mqttPort!, httpPort: record.httpPort! })
+          if (record.msg === 'server ready') {
+            clearTimeout(notReady)
+            resolve({ mqttPort: record.mqttPort!, httpPort: record.httpPort! })
+          }
         } catch { /* not a log line */ }
       }
     })
     child.once('exit', (code) => reject(new Error(`server exited with ${code} before ready:\n${output}`)))
-    // Generous: on a loaded 2-core CI machine two workers compiling with tsx can take a while.
-    // A server that never gets ready is killed, so the test fails now instead of hanging on it.
-    setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`server not ready after ${READY_TIMEOUT_MS / 1000} s:\n${output}`))
-    }, READY_TIMEOUT_MS).unref()
   })
   const { mqttPort, httpPort } = await ready
   const exited = once(child, 'exit')
