@@ -15,7 +15,7 @@ export const STREAM_BUFFER_BYTES = 1024 * 1024
  */
 export const OWN_ERRORS_BUFFER_BYTES = 1024 * 1024
 
-interface Buffered { writableLength?: number, writableNeedDrain?: boolean, destroyed?: boolean }
+interface Buffered { writableLength?: number, writableNeedDrain?: boolean }
 
 /** Bytes written to the connection that the kernel has not taken yet. */
 export function unsentBytes (client: Client): number {
@@ -28,7 +28,6 @@ export function unsentBytes (client: Client): number {
  * full too), or, for its own error events, more than OWN_ERRORS_BUFFER_BYTES.
  */
 export function isBehind (client: Client, ownErrors: boolean): boolean {
-  const conn = client.conn as unknown as Buffered
-  if (ownErrors) return (conn.writableLength ?? 0) > OWN_ERRORS_BUFFER_BYTES
-  return conn.writableNeedDrain === true
+  if (ownErrors) return unsentBytes(client) > OWN_ERRORS_BUFFER_BYTES
+  return (client.conn as unknown as Buffered).writableNeedDrain === true
 }

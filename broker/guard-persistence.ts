@@ -9,7 +9,7 @@
 import type { Client } from 'aedes'
 import { mayHold } from './hooks/authorize-subscribe.ts'
 import { parseClientId } from '../protocol/identity.ts'
-import { presenceUser } from '../protocol/topics.ts'
+import { isDeviceErrorsTopic, presenceUser } from '../protocol/topics.ts'
 import { isBehind } from './backpressure.ts'
 
 interface Subscription { topic: string, qos: number }
@@ -40,7 +40,7 @@ export function guardSubscriptionStore (persistence: SubscriptionStore): void {
 export function createAuthorizeForward (maySee: (viewer: string, subject: string) => boolean, onDropped?: () => void) {
   return function authorizeForward (client: Client, packet: { topic: string, qos?: number }): typeof packet | null {
     if (!mayHold(client.id, packet.topic)) return null
-    if (packet.qos === 0 && isBehind(client, packet.topic.endsWith('/errors'))) {
+    if (packet.qos === 0 && isBehind(client, isDeviceErrorsTopic(packet.topic))) {
       onDropped?.()
       return null
     }

@@ -11,6 +11,13 @@ export function deviceErrorsTopic (userId: string, deviceId: string): string {
   return `user/${userId}/device/${deviceId}/errors`
 }
 
+const DEVICE_ERRORS = /^user\/[^/]+\/device\/[^/]+\/errors$/
+
+/** True for a device's errors topic. */
+export function isDeviceErrorsTopic (topic: string): boolean {
+  return DEVICE_ERRORS.test(topic)
+}
+
 /**
  * Accepted client publishes are re-published by the server in stamped form;
  * the client's original packet is redirected here so Aedes still sends the
@@ -47,4 +54,9 @@ const PRESENCE = /^presence\/([^/+#]+)$/
 /** The user of a presence topic, or undefined if `topic` is not one. */
 export function presenceUser (topic: string): string | undefined {
   return PRESENCE.exec(topic)?.[1]
+}
+
+/** True when a subscription pattern could match a presence topic (the only topics ever retained). */
+export function mayMatchPresence (pattern: string): boolean {
+  return pattern.startsWith('presence/') || pattern.startsWith('+') || pattern.startsWith('#')
 }

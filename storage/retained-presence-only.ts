@@ -5,14 +5,10 @@
 // cost a storage read (a LevelDB getMany or a Redis round trip), two per
 // reconnecting device.
 import { Readable } from 'node:stream'
+import { mayMatchPresence } from '../protocol/topics.ts'
 
 interface RetainedStore {
   createRetainedStreamCombi (patterns: string[]): Readable
-}
-
-/** True when a subscription pattern could match a presence topic. */
-function mayMatchPresence (pattern: string): boolean {
-  return pattern.startsWith('presence/') || pattern.startsWith('+') || pattern.startsWith('#')
 }
 
 export function lookUpOnlyPresence (persistence: RetainedStore): void {
