@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config/config.ts'
 import { createTokenVerifier, type VerifyToken } from '../auth/token-verifier.ts'
 import { installErrorHandlers, sendError } from './http-errors.ts'
+import { installJsonBodyParser } from './json-body.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -26,6 +27,7 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
     ajv: { customOptions: { removeAdditional: false } }
   })
   installErrorHandlers(app)
+  installJsonBodyParser(app)
   // Ajv turns "1e400" in a query into Infinity and lets it through integer
   // checks; nothing here wants a number that is not finite.
   app.addHook('preHandler', async (request, reply) => {

@@ -3,6 +3,7 @@
 // and show `message`. Validation errors name the offending field, e.g.
 // `querystring.limit` or `body.to`.
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
+import { JSON_TOO_DEEP } from './json-body.ts'
 
 export interface ApiError {
   error: string
@@ -54,6 +55,7 @@ export function installErrorHandlers (app: FastifyInstance): void {
       const field = fieldOf(error)
       return sendError(reply, 400, 'invalid_request', `${field ?? 'request'} ${error.validation[0]?.message ?? 'is invalid'}`, field)
     }
+    if (error.code === JSON_TOO_DEEP) return sendError(reply, 400, 'invalid_request', error.message, 'body')
     const known = error.code === undefined ? undefined : BY_FASTIFY_CODE[error.code]
     if (known !== undefined) return sendError(reply, known[0], known[1], error.message)
     if (error.statusCode === 429) return sendError(reply, 429, 'rate_limited', error.message)

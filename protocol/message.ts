@@ -5,6 +5,7 @@
 // and its own clock.
 import { PublishRejected } from './errors.ts'
 import { ID_SOURCE, isValidId, MAX_ID_LENGTH } from './identity.ts'
+import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.ts'
 
 
 export interface MessageEnvelope {
@@ -43,6 +44,10 @@ function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new PublishRejected('invalid_message', 'payload must be a JSON object {"id", "body"}')
+  }
+  // Checked once the bytes are known to be JSON (the parser copes with any depth; what comes after may not).
+  if (nestsDeeperThan(payload)) {
+    throw new PublishRejected('invalid_message', `payload is nested deeper than ${MAX_JSON_DEPTH} levels`, sniffId(payload))
   }
   return parsed as Record<string, unknown>
 }
