@@ -11,6 +11,7 @@ import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTempla
 import { GROUP_TRIM_EVERY, GROUP_TRIM_MAX, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, type LogMeta } from './history-store.ts'
 import type { GroupCommit, Transaction } from './level-group-commit.ts'
+import { BoundedMap } from './bounded-map.ts'
 
 interface Info {
   name: string
@@ -30,7 +31,8 @@ const infoKey = (group: string): string => `g!${group}!info`
 export class LevelGroups implements GroupStore {
   readonly #db: ClassicLevel<string, string>
   readonly #commit: GroupCommit
-  readonly #parsed = new Map<string, { raw: string, info: Info }>()
+  /** Parsed group records, by group: a cache (at most 10,000 groups; one evicted is parsed again). */
+  readonly #parsed = new BoundedMap<string, { raw: string, info: Info }>(10_000)
 
   /** History retention, applied to group logs too (0 keeps them forever). */
   readonly #keepMs: number

@@ -18,6 +18,7 @@ import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
 import { GroupCommit, type Transaction } from './level-group-commit.ts'
 import { parseGroupRef } from './group-store.ts'
 import { groupEventKey, LevelGroups } from './level-groups.ts'
+import { BoundedMap } from './bounded-map.ts'
 
 type Mark = 'read' | 'dlv' | 'readby' | 'dlvby'
 
@@ -51,7 +52,8 @@ export class LevelHistory implements HistoryStore {
   readonly #db: ClassicLevel<string, string>
   readonly #keepMs: number
   readonly #commit: GroupCommit
-  readonly #lastTrim = new Map<string, number>()
+  /** When each user's log was last trimmed; a user evicted from it is only trimmed a little early. */
+  readonly #lastTrim = new BoundedMap<string, number>(10_000)
 
   private constructor (db: ClassicLevel<string, string>, keepMs: number) {
     this.#db = db
