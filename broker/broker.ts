@@ -216,7 +216,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     onStored: options.onStored,
     onNewConversation: (from, to) => { reconsider(from, to).catch((error: unknown) => log.warn({ err: error }, 'could not signal a new conversation')) }
   })
-  const blocks = new BlockService({ history, onChange: reconsider })
+  const blocks = new BlockService({ history, maxBlocks: options.limits.blocksPerUser, onChange: reconsider })
   const receipts = new ReceiptService({
     history,
     delivery,
