@@ -205,6 +205,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     history,
     delivery,
     maxMembers: options.maxGroupMembers,
+    maxGroupsPerUser: options.limits.groupsPerUser,
     recallWindowMs,
     onStored: options.onStored,
     onError: (error) => log.error({ err: error }, 'group delivery marks or push lookup failed')
