@@ -205,6 +205,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     history,
     delivery,
     maxMembers: options.maxGroupMembers,
+    maxGroupsPerUser: options.limits.groupsPerUser,
     recallWindowMs,
     onStored: options.onStored,
     onError: (error) => log.error({ err: error }, 'group delivery marks or push lookup failed')
@@ -216,7 +217,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     onStored: options.onStored,
     onNewConversation: (from, to) => { reconsider(from, to).catch((error: unknown) => log.warn({ err: error }, 'could not signal a new conversation')) }
   })
-  const blocks = new BlockService({ history, onChange: reconsider })
+  const blocks = new BlockService({ history, maxBlocks: options.limits.blocksPerUser, onChange: reconsider })
   const receipts = new ReceiptService({
     history,
     delivery,

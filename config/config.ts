@@ -75,6 +75,12 @@ export interface Limits {
   devicesPerUser: number
   /** REST requests per minute per token (or address), across processes in Redis mode (0: off). */
   restPerMinute: number
+  /** Push registrations (POST /v1/devices) one user may hold at once (0: off). */
+  pushDevicesPerUser: number
+  /** Users one user may block (0: off). */
+  blocksPerUser: number
+  /** Groups one user may be a member of, created or added to (0: off). */
+  groupsPerUser: number
 }
 
 export interface TlsConfig {
@@ -355,7 +361,11 @@ export function loadConfig (env: Env = process.env): Config {
       publish: { perSecond: integer(env, 'PUBLISH_RATE', 0, 0, 1_000_000), burst: integer(env, 'PUBLISH_BURST', 1_000, 1, 10_000_000) },
       connect: { perSecond: integer(env, 'CONNECT_RATE', 500, 0, 1_000_000), burst: integer(env, 'CONNECT_BURST', 2_000, 1, 10_000_000) },
       devicesPerUser: integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000),
-      restPerMinute: integer(env, 'REST_RATE_PER_MINUTE', 6_000, 0, 10_000_000)
+      restPerMinute: integer(env, 'REST_RATE_PER_MINUTE', 6_000, 0, 10_000_000),
+      // What one account may keep on the server: generous for people, a wall for a script.
+      pushDevicesPerUser: integer(env, 'MAX_PUSH_DEVICES_PER_USER', 20, 0, 100_000),
+      blocksPerUser: integer(env, 'MAX_BLOCKS_PER_USER', 10_000, 0, 10_000_000),
+      groupsPerUser: integer(env, 'MAX_GROUPS_PER_USER', 500, 0, 1_000_000)
     },
     tls: tlsConfig(env),
     tlsOnly: tlsOnly(env),

@@ -62,16 +62,30 @@ export interface GroupPage {
   hasMore: boolean
 }
 
+/**
+ * Thrown by createGroup and changeGroup, which then change nothing: these
+ * users would join a group while already members of `maxGroupsPerUser`.
+ */
+export class GroupsFull extends Error {
+  constructor (readonly users: string[]) {
+    super(`already in the most groups allowed: ${users.join(', ')}`)
+  }
+}
+
 export interface GroupStore {
   getGroup (id: string): Promise<Group | undefined>
-  /** Creates the group with its members and appends `group_created` (gseq 1) to every member's log. */
-  createGroup (group: Omit<Group, 'version' | 'members'> & { members: Array<{ user: string, role: Role }> }, event: GroupEventTemplate): Promise<GroupAppend>
+  /**
+   * Creates the group with its members and appends `group_created` (gseq 1) to every member's log.
+   * Throws GroupsFull if a member is already in `maxGroupsPerUser` groups (0: no limit).
+   */
+  createGroup (group: Omit<Group, 'version' | 'members'> & { members: Array<{ user: string, role: Role }> }, event: GroupEventTemplate, maxGroupsPerUser?: number): Promise<GroupAppend>
   /**
    * Applies `change` and appends `event` to the group log and to the log of
    * every member after the change, plus `alsoNotify` (a removed member's last
    * event). Returns 'stale' if the group's version is no longer `expectedVersion`.
+   * Throws GroupsFull if a user it adds is already in `maxGroupsPerUser` groups (0: no limit).
    */
-  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[]): Promise<GroupAppend | 'stale'>
+  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[], maxGroupsPerUser?: number): Promise<GroupAppend | 'stale'>
   /** A member's message: stored once, fanned out to the current members; idempotent per (sender, id). */
   appendGroupMessage (message: { group: string, from: string, id: string, ts: number, event: GroupEventTemplate }): Promise<GroupMessageResult>
   /** The group's events visible to `member` (those after they joined): after `after`, or the newest before `before`. */

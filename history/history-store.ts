@@ -115,8 +115,11 @@ export interface HistoryStore {
   // Blocking (messaging/block-service.ts). Kept beside the logs, so that an append
   // withholds a blocked sender's message in the same atomic step.
 
-  /** `blocker` blocks `user`; returns since when (the first time, if already blocked). */
-  setBlocked (blocker: string, user: string, since: number): Promise<number>
+  /**
+   * `blocker` blocks `user`; returns since when (the first time, if already blocked),
+   * or 'limit' when `user` is not blocked yet and `blocker` already blocks `limit` users (0: no limit).
+   */
+  setBlocked (blocker: string, user: string, since: number, limit?: number): Promise<number | 'limit'>
   /** False when `user` was not blocked. */
   setUnblocked (blocker: string, user: string): Promise<boolean>
   /** Whom `blocker` blocked, most recent first. */

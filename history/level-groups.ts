@@ -6,9 +6,11 @@
 //   g!<group>!seq    gseq counter        g!<group>!ev!<gseq>   event JSON without its `{`
 //   g!<group>!low    the oldest gseq not yet removed by retention
 //   ug!<user>!<group>                    the user's groups
+//   ugn!<user>       how many groups the user is in (written by every membership
+//                    change; absent for data from before it: counted once from ug!)
 import type { ClassicLevel } from 'classic-level'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTemplate, GroupMessageResult, GroupPage, GroupStore, Role } from './group-store.ts'
-import { GROUP_TRIM_EVERY, GROUP_TRIM_MAX, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
+import { GROUP_TRIM_EVERY, GROUP_TRIM_MAX, GroupsFull, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, type LogMeta } from './history-store.ts'
 import type { GroupCommit, Transaction } from './level-group-commit.ts'
 import { BoundedMap } from './bounded-map.ts'
@@ -81,6 +83,39 @@ export class LevelGroups implements GroupStore {
     tx.put(`g!${group}!low`, String(low))
   }
 
+  /**
+   * How many groups each of `users` is in, for those without a `ugn!` counter
+   * yet: their ug! keys on disk, counted before the transaction (which cannot
+   * iterate). Exact when the transaction still finds no counter: every
+   * membership change writes one, so unwritten batches hold no ug! key of a
+   * user without one.
+   */
+  async #countGroups (users: Iterable<string>): Promise<Map<string, number>> {
+    const uncounted = [...new Set(users)].filter((user) => this.#commit.read(`ugn!${user}`) === undefined)
+    const counts = await Promise.all(uncounted.map(async (user) => (await this.#db.keys({ gt: `ug!${user}!`, lt: `ug!${user}!~` }).all()).length))
+    return new Map(uncounted.map((user, i) => [user, counts[i]!]))
+  }
+
+  /** Joins and leaves inside a transaction, keeping each user's count of groups. */
+  #memberships (tx: Transaction, group: string, counted: Map<string, number>) {
+    const count = (user: string): number => Number(tx.get(`ugn!${user}`) ?? counted.get(user) ?? 0)
+    return {
+      /** The users not yet in `group` already in `limit` groups (0: no limit). */
+      full: (users: string[], limit: number): string[] =>
+        limit <= 0 ? [] : users.filter((user) => tx.get(`ug!${user}!${group}`) === undefined && count(user) >= limit),
+      join: (user: string): void => {
+        if (tx.get(`ug!${user}!${group}`) !== undefined) return
+        tx.put(`ugn!${user}`, String(count(user) + 1))
+        tx.put(`ug!${user}!${group}`, '')
+      },
+      leave: (user: string): void => {
+        if (tx.get(`ug!${user}!${group}`) === undefined) return
+        tx.put(`ugn!${user}`, String(Math.max(0, count(user) - 1)))
+        tx.del(`ug!${user}!${group}`)
+      }
+    }
+  }
+
   /** The group event into one member's log, as a reference. */
   #fanout (tx: Transaction, group: string, user: string, gseq: number, ts: number, kind: LogMeta['kind'], dir: LogMeta['dir'], id: string): number {
     const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
@@ -100,16 +135,20 @@ export class LevelGroups implements GroupStore {
     return { id, name: info.name, meta: info.meta, creator: info.creator, createdAt: info.createdAt, version: info.v, members: new Map(Object.entries(info.members)) }
   }
 
-  createGroup (group: Parameters<GroupStore['createGroup']>[0], event: GroupEventTemplate): Promise<GroupAppend> {
+  async createGroup (group: Parameters<GroupStore['createGroup']>[0], event: GroupEventTemplate, maxGroupsPerUser = 0): Promise<GroupAppend> {
+    const counted = await this.#countGroups(group.members.map(({ user }) => user))
     return this.#commit.run((tx) => {
       if (tx.get(infoKey(group.id)) !== undefined) throw new Error(`group ${group.id} exists`)
+      const memberships = this.#memberships(tx, group.id, counted)
+      const refused = memberships.full(group.members.map(({ user }) => user), maxGroupsPerUser)
+      if (refused.length > 0) throw new GroupsFull(refused)
       const { gseq, tail } = this.#append(tx, group.id, event)
       const info: Info = { name: group.name, meta: group.meta, creator: group.creator, createdAt: group.createdAt, v: 1, members: {}, joined: {} }
       const recipients: Array<[string, number]> = []
       for (const { user, role } of group.members) {
         info.members[user] = role
         info.joined[user] = gseq - 1
-        tx.put(`ug!${user}!${group.id}`, '')
+        memberships.join(user)
         recipients.push([user, this.#fanout(tx, group.id, user, gseq, group.createdAt, 'e', 'in', '')])
       }
       tx.put(infoKey(group.id), JSON.stringify(info))
@@ -117,10 +156,14 @@ export class LevelGroups implements GroupStore {
     })
   }
 
-  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[]): Promise<GroupAppend | 'stale'> {
+  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[], maxGroupsPerUser = 0): Promise<GroupAppend | 'stale'> {
+    const counted = await this.#countGroups([...(change.upsert ?? []).map(({ user }) => user), ...change.remove ?? []])
     return this.#commit.run((tx) => {
       const current = this.#info(tx, id)
       if (current === undefined || current.v !== expectedVersion) return 'stale' as const
+      const memberships = this.#memberships(tx, id, counted)
+      const refused = memberships.full((change.upsert ?? []).map(({ user }) => user).filter((user) => current.members[user] === undefined), maxGroupsPerUser)
+      if (refused.length > 0) throw new GroupsFull(refused)
       const info: Info = { ...current, v: current.v + 1, members: { ...current.members }, joined: { ...current.joined } }
       if (change.name !== undefined) info.name = change.name
       if (change.meta !== undefined) info.meta = change.meta ?? undefined
@@ -130,14 +173,14 @@ export class LevelGroups implements GroupStore {
       for (const { user, role } of change.upsert ?? []) {
         if (info.members[user] === undefined) {
           info.joined[user] = gseq - 1
-          tx.put(`ug!${user}!${id}`, '')
+          memberships.join(user)
         }
         info.members[user] = role
       }
       for (const user of change.remove ?? []) {
         delete info.members[user]
         delete info.joined[user]
-        tx.del(`ug!${user}!${id}`)
+        memberships.leave(user)
       }
       tx.put(infoKey(id), JSON.stringify(info))
       const ts = Date.now()

@@ -10,6 +10,8 @@
 //   convs!u!peer      last message seq   ids!u!id           senderSeq|recipientSeq|to|ts|flag
 //   mark!u!<read|dlv|readby|dlvby>!peer  seq                cur!u!device       device cursor
 //   blk!u!user        since (ms): u blocked user
+//   blkn!u            how many users u blocks (written by every block change; absent
+//                     for data from before it: counted once from the blk! keys)
 import { ClassicLevel } from 'classic-level'
 import type { Notice } from './history-store.ts'
 import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
@@ -163,19 +165,37 @@ export class LevelHistory implements HistoryStore {
     return result
   }
 
-  setBlocked (blocker: string, user: string, since: number): Promise<number> {
+  /**
+   * What a block change needs to know how many users `blocker` blocks: nothing
+   * once the `blkn!` counter exists, else the blk! keys on disk, counted before
+   * the transaction (which cannot iterate). That count is exact when the
+   * transaction still finds no counter: every block change writes one, and the
+   * overlay of unwritten batches holds blk! keys only beside a counter.
+   */
+  async #blockCount (blocker: string): Promise<number | undefined> {
+    if (this.#commit.read(`blkn!${blocker}`) !== undefined) return undefined
+    return (await this.#db.keys({ gt: `blk!${blocker}!`, lt: `blk!${blocker}!~` }).all()).length
+  }
+
+  async setBlocked (blocker: string, user: string, since: number, limit = 0): Promise<number | 'limit'> {
+    const counted = await this.#blockCount(blocker)
     return this.#commit.run((tx) => {
       const existing = tx.get(`blk!${blocker}!${user}`)
       if (existing !== undefined) return Number(existing)
+      const count = Number(tx.get(`blkn!${blocker}`) ?? counted ?? 0)
+      if (limit > 0 && count >= limit) return 'limit' as const
       tx.put(`blk!${blocker}!${user}`, String(since))
+      tx.put(`blkn!${blocker}`, String(count + 1))
       return since
     })
   }
 
-  setUnblocked (blocker: string, user: string): Promise<boolean> {
+  async setUnblocked (blocker: string, user: string): Promise<boolean> {
+    const counted = await this.#blockCount(blocker)
     return this.#commit.run((tx) => {
       if (tx.get(`blk!${blocker}!${user}`) === undefined) return false
       tx.del(`blk!${blocker}!${user}`)
+      tx.put(`blkn!${blocker}`, String(Math.max(0, Number(tx.get(`blkn!${blocker}`) ?? counted ?? 1) - 1)))
       return true
     })
   }

@@ -6,7 +6,8 @@
 //   info  hash name, meta, creator, createdAt, v (version)
 //   m     hash member -> role            j   hash member -> gseq before they joined
 //   seq   counter (gseq)                 ev  hash gseq -> event JSON without its `{`
-// and per user (prefix P, as in redis-scripts.ts): `groups` set of group ids,
+// and per user (prefix P, as in redis-scripts.ts): `groups` set of group ids
+// (its size is what MAX_GROUPS_PER_USER bounds, checked in the same script),
 // plus the ordinary log keys, where a group event is the entry `@<group>|<gseq>`
 // in `ev` and a meta line whose peer is `g:<group>` (kind `m` for messages,
 // `e` for membership events).
@@ -51,6 +52,16 @@ local function gtrim(group, now, keep)
   end
   redis.call('SET', gk(group, 'low'), low)
 end
+-- The users among \`users\` (not yet members) already in \`limit\` groups: a
+-- change that would add any of them is refused before it writes anything.
+local function full(users, limit)
+  local out = {'too_many_groups'}
+  if limit <= 0 then return out end
+  for _, user in ipairs(users) do
+    if redis.call('SCARD', k(user, 'groups')) >= limit then table.insert(out, user) end
+  end
+  return out
+end
 local function append(group, pre, post)
   local gseq = redis.call('INCR', gk(group, 'seq'))
   local tail = pre .. gseq .. post
@@ -59,14 +70,18 @@ local function append(group, pre, post)
 end
 `
 
-/** ARGV: P, G, group, creator, ts, name, meta, pre, post, then (user, role) pairs. */
+/** ARGV: P, G, group, creator, ts, name, meta, pre, post, maxGroupsPerUser, then (user, role) pairs. */
 export const GROUP_CREATE = COMMON + `
 local group, creator, ts = ARGV[3], ARGV[4], ARGV[5]
 if redis.call('EXISTS', gk(group, 'info')) == 1 then return {'exists'} end
+local joining = {}
+for i = 11, #ARGV, 2 do table.insert(joining, ARGV[i]) end
+local refused = full(joining, tonumber(ARGV[10]))
+if #refused > 1 then return refused end
 redis.call('HSET', gk(group, 'info'), 'name', ARGV[6], 'meta', ARGV[7], 'creator', creator, 'createdAt', ts, 'v', 1)
 local gseq, tail = append(group, ARGV[8], ARGV[9])
 local out = {'ok', gseq, tail}
-for i = 10, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
   local user = ARGV[i]
   redis.call('HSET', gk(group, 'm'), user, ARGV[i + 1])
   redis.call('HSET', gk(group, 'j'), user, gseq - 1)
@@ -79,18 +94,25 @@ return out
 
 /**
  * ARGV: P, G, group, expectedVersion, ts, pre, post, setName, name, setMeta, meta, replaceGseq ('' for none), replaceTail,
- * then n + n (user, role) pairs to upsert, n + n users to remove, n + n users to notify as well.
+ * maxGroupsPerUser, then n + n (user, role) pairs to upsert, n + n users to remove, n + n users to notify as well.
  */
 export const GROUP_CHANGE = COMMON + `
 local group, ts = ARGV[3], ARGV[5]
 if redis.call('HGET', gk(group, 'info'), 'v') ~= ARGV[4] then return {'stale'} end
+local joining = {}
+for j = 1, tonumber(ARGV[15]) do
+  local user = ARGV[15 + 2 * j - 1]
+  if not redis.call('HGET', gk(group, 'm'), user) then table.insert(joining, user) end
+end
+local refused = full(joining, tonumber(ARGV[14]))
+if #refused > 1 then return refused end
 redis.call('HINCRBY', gk(group, 'info'), 'v', 1)
 if ARGV[8] == '1' then redis.call('HSET', gk(group, 'info'), 'name', ARGV[9]) end
 if ARGV[10] == '1' then redis.call('HSET', gk(group, 'info'), 'meta', ARGV[11]) end
 -- A recall's tombstone, unless retention removed the event meanwhile.
 if ARGV[12] ~= '' and redis.call('HEXISTS', gk(group, 'ev'), ARGV[12]) == 1 then redis.call('HSET', gk(group, 'ev'), ARGV[12], ARGV[13]) end
 local gseq, tail = append(group, ARGV[6], ARGV[7])
-local i = 14
+local i = 15
 local n = tonumber(ARGV[i])
 for j = 1, n do
   local user, role = ARGV[i + 2 * j - 1], ARGV[i + 2 * j]

@@ -2,7 +2,7 @@
 // server process, on the history store's connection.
 import type { Redis } from 'ioredis'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTemplate, GroupMessageResult, GroupPage, GroupStore, Role } from './group-store.ts'
-import { visibleWindow } from './group-store.ts'
+import { GroupsFull, visibleWindow } from './group-store.ts'
 import { GROUP_CHANGE, GROUP_CREATE, GROUP_DELIVERED, GROUP_MESSAGE, GROUP_READ } from './redis-group-scripts.ts'
 import { GROUP_PREFIX, PREFIX } from './redis-history.ts'
 
@@ -53,21 +53,23 @@ export class RedisGroups implements GroupStore {
     }
   }
 
-  async createGroup (group: Parameters<GroupStore['createGroup']>[0], event: GroupEventTemplate): Promise<GroupAppend> {
+  async createGroup (group: Parameters<GroupStore['createGroup']>[0], event: GroupEventTemplate, maxGroupsPerUser = 0): Promise<GroupAppend> {
     const reply = await this.#redis.groupCreate(PREFIX, GROUP_PREFIX, group.id, group.creator, group.createdAt, group.name,
-      group.meta === undefined ? '' : JSON.stringify(group.meta), event.pre, event.post, ...group.members.flatMap(({ user, role }) => [user, role]))
+      group.meta === undefined ? '' : JSON.stringify(group.meta), event.pre, event.post, maxGroupsPerUser, ...group.members.flatMap(({ user, role }) => [user, role]))
     if (reply[0] === 'exists') throw new Error(`group ${group.id} exists`)
+    if (reply[0] === 'too_many_groups') throw new GroupsFull(reply.slice(1).map(String))
     return appended(reply)
   }
 
-  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[]): Promise<GroupAppend | 'stale'> {
+  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[], maxGroupsPerUser = 0): Promise<GroupAppend | 'stale'> {
     const upsert = change.upsert ?? []
     const remove = change.remove ?? []
     const reply = await this.#redis.groupChange(PREFIX, GROUP_PREFIX, id, expectedVersion, Date.now(), event.pre, event.post,
       change.name === undefined ? '0' : '1', change.name ?? '',
       change.meta === undefined ? '0' : '1', change.meta === null || change.meta === undefined ? '' : JSON.stringify(change.meta),
-      change.replace === undefined ? '' : change.replace.gseq, change.replace?.tail ?? '',
+      change.replace === undefined ? '' : change.replace.gseq, change.replace?.tail ?? '', maxGroupsPerUser,
       upsert.length, ...upsert.flatMap(({ user, role }) => [user, role]), remove.length, ...remove, alsoNotify.length, ...alsoNotify)
+    if (reply[0] === 'too_many_groups') throw new GroupsFull(reply.slice(1).map(String))
     return reply[0] === 'stale' ? 'stale' : appended(reply)
   }
 

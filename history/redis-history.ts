@@ -66,8 +66,9 @@ export class RedisHistory implements HistoryStore {
     }
   }
 
-  async setBlocked (blocker: string, user: string, since: number): Promise<number> {
-    return Number(await this.#redis.historyBlock(PREFIX, blocker, user, since))
+  async setBlocked (blocker: string, user: string, since: number, limit = 0): Promise<number | 'limit'> {
+    const reply = await this.#redis.historyBlock(PREFIX, blocker, user, since, limit)
+    return reply === 'limit' ? reply : Number(reply)
   }
 
   async setUnblocked (blocker: string, user: string): Promise<boolean> {

@@ -223,9 +223,13 @@ end
 return 1
 `
 
-/** ARGV: prefix, blocker, user, since. Returns since (the first one, if already blocked). */
+/** ARGV: prefix, blocker, user, since, limit (0: none). Returns since (the first one, if already blocked), or 'limit'. */
 export const BLOCK = `
 local key = ARGV[1] .. ARGV[2] .. ':blocks'
-redis.call('HSETNX', key, ARGV[3], ARGV[4])
-return redis.call('HGET', key, ARGV[3])
+local existing = redis.call('HGET', key, ARGV[3])
+if existing then return existing end
+local limit = tonumber(ARGV[5])
+if limit > 0 and redis.call('HLEN', key) >= limit then return 'limit' end
+redis.call('HSET', key, ARGV[3], ARGV[4])
+return ARGV[4]
 `

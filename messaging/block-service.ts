@@ -6,8 +6,15 @@
 // The history store does the withholding inside its append, atomically.
 import type { HistoryStore } from '../history/history-store.ts'
 
+/** A block refused: `blocker` already blocks the most users allowed. */
+export class BlockRejected extends Error {
+  readonly code = 'too_many_blocks'
+}
+
 export interface BlockServiceOptions {
   history: HistoryStore
+  /** Users one user may block (0: no limit); blocking one more is refused, unblocking makes room. */
+  maxBlocks?: number
   /** A block between two users changed (presence visibility is decided again, on every server process). */
   onChange?: (blocker: string, user: string) => Promise<void>
   now?: () => number
@@ -17,16 +24,19 @@ export class BlockService {
   readonly #history: HistoryStore
   readonly #onChange: (blocker: string, user: string) => Promise<void>
   readonly #now: () => number
+  readonly #maxBlocks: number
 
-  constructor ({ history, onChange = async () => {}, now = Date.now }: BlockServiceOptions) {
+  constructor ({ history, maxBlocks = 0, onChange = async () => {}, now = Date.now }: BlockServiceOptions) {
     this.#history = history
+    this.#maxBlocks = maxBlocks
     this.#onChange = onChange
     this.#now = now
   }
 
-  /** Blocks `user` for `blocker`; blocking again keeps the first time. Returns when it took effect. */
+  /** Blocks `user` for `blocker`; blocking again keeps the first time. Returns when it took effect. Throws BlockRejected. */
   async block (blocker: string, user: string): Promise<{ user: string, since: number }> {
-    const since = await this.#history.setBlocked(blocker, user, this.#now())
+    const since = await this.#history.setBlocked(blocker, user, this.#now(), this.#maxBlocks)
+    if (since === 'limit') throw new BlockRejected(`you block ${this.#maxBlocks} users, the most allowed; unblock one first`)
     await this.#onChange(blocker, user)
     return { user, since }
   }

@@ -9,7 +9,7 @@
 //          owner, not another admin).
 //   member: sends, reads, leaves.
 import { randomUUID } from 'node:crypto'
-import type { Group, GroupAppend, GroupChange, GroupEventTemplate, GroupPage, GroupStore, Role } from '../history/group-store.ts'
+import { GroupsFull, type Group, type GroupAppend, type GroupChange, type GroupEventTemplate, type GroupPage, type GroupStore, type Role } from '../history/group-store.ts'
 import type { HistoryStore } from '../history/history-store.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
@@ -17,7 +17,7 @@ import type { Delivery, StoredMessage } from './message-service.ts'
 
 export type GroupErrorCode =
   | 'group_not_found' | 'not_a_member' | 'not_allowed' | 'already_a_member' | 'member_not_found'
-  | 'too_many_members' | 'owner_must_hand_over' | 'invalid_group' | 'id_conflict'
+  | 'too_many_members' | 'too_many_groups' | 'owner_must_hand_over' | 'invalid_group' | 'id_conflict'
   | 'message_not_found' | 'recall_window_expired'
 
 /** A group request the rules refuse; the doors map `code` to an HTTP status or an error event. */
@@ -44,6 +44,8 @@ export interface GroupServiceOptions {
   readCoalesceMs?: number
   delivery: Delivery
   maxMembers: number
+  /** Groups one user may be a member of (0: no limit): creating or adding beyond it is refused whole. */
+  maxGroupsPerUser?: number
   /** How long a sender may recall their own message; admins and the owner may recall any, any time. */
   recallWindowMs: number
   now?: () => number
@@ -87,6 +89,7 @@ export class GroupService {
   readonly #groups: GroupStore
   readonly #delivery: Delivery
   readonly #maxMembers: number
+  readonly #maxGroupsPerUser: number
   readonly #recallWindowMs: number
   readonly #now: () => number
   readonly #coalesceMs: number
@@ -101,11 +104,12 @@ export class GroupService {
   readonly #delivered = new Map<string, number>()
   #flushTimer: NodeJS.Timeout | undefined
 
-  constructor ({ groups, history, delivery, maxMembers, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, onError = () => {}, onStored }: GroupServiceOptions) {
+  constructor ({ groups, history, delivery, maxMembers, maxGroupsPerUser = 0, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, onError = () => {}, onStored }: GroupServiceOptions) {
     this.#history = history
     this.#readCoalesceMs = readCoalesceMs
     this.#onStored = onStored
     this.#recallWindowMs = recallWindowMs
+    this.#maxGroupsPerUser = maxGroupsPerUser
     this.#groups = groups
     this.#delivery = delivery
     this.#maxMembers = maxMembers
@@ -140,8 +144,8 @@ export class GroupService {
     const id = `g${randomUUID().replace(/-/g, '').slice(0, 20)}`
     const members = [{ user: creator, role: 'owner' as const }, ...others.map((user) => ({ user, role: 'member' as const }))]
     const createdAt = this.#now()
-    await this.#deliver(await this.#groups.createGroup({ id, name, meta, creator, createdAt, members },
-      this.#template(id, 'group_created', { by: creator, name, members: members.map(({ user }) => user) })))
+    await this.#deliver(await this.#refuseFull(creator, () => this.#groups.createGroup({ id, name, meta, creator, createdAt, members },
+      this.#template(id, 'group_created', { by: creator, name, members: members.map(({ user }) => user) }), this.#maxGroupsPerUser)))
     return view((await this.#groups.getGroup(id))!)
   }
 
@@ -159,12 +163,24 @@ export class GroupService {
     for (let attempt = 0; attempt < 10; attempt++) {
       const group = await this.#memberView(actor, id)
       const { change, event, alsoNotify = [] } = decide(group)
-      const appended = await this.#groups.changeGroup(id, group.version, change, event, alsoNotify)
+      const appended = await this.#refuseFull(actor, () => this.#groups.changeGroup(id, group.version, change, event, alsoNotify, this.#maxGroupsPerUser))
       if (appended === 'stale') continue
       await this.#deliver(appended)
       return view((await this.#groups.getGroup(id)) ?? { ...group, members: new Map() })
     }
     throw new Error(`group ${id} kept changing; try again`)
+  }
+
+  /** The store refused a membership over MAX_GROUPS_PER_USER (nothing changed): say whose. */
+  async #refuseFull<T> (actor: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work()
+    } catch (error) {
+      if (!(error instanceof GroupsFull)) throw error
+      const users = error.users
+      const who = users.length === 1 && users[0] === actor ? 'you are' : `${users.join(', ')} ${users.length === 1 ? 'is' : 'are'}`
+      throw new GroupRejected('too_many_groups', `${who} already in ${this.#maxGroupsPerUser} groups, the most allowed`)
+    }
   }
 
   #require (group: Group, actor: string, role: Role, what: string): void {

@@ -1,7 +1,8 @@
 // Registered push devices, per user. A device is the MQTT clientId
 // `<user>:<deviceId>`; its push token belongs to one (user, device) at a
 // time, so when a phone changes account the old registration is dropped and
-// the previous user's notifications stop going to it.
+// the previous user's notifications stop going to it. A user holds at most
+// `limit` registrations (re-registering a device is not a new one).
 import type { Redis } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 
@@ -16,7 +17,12 @@ export interface RegisteredDevice {
 }
 
 export interface DeviceRegistry {
-  put (user: string, device: RegisteredDevice): Promise<void>
+  /**
+   * Registers (or updates) the device. Refused ('limit') when it is a new
+   * device and the user already holds `limit` others (0: no limit); then
+   * nothing changes, not even the token's previous owner.
+   */
+  put (user: string, device: RegisteredDevice, limit?: number): Promise<'registered' | 'limit'>
   /** Returns false if there was no such device. */
   remove (user: string, deviceId: string): Promise<boolean>
   /**
@@ -35,22 +41,57 @@ function isRegistration (stored: RegisteredDevice, token: string, registeredAt: 
 
 const P = 'inboxd:devices:'
 
-export class RedisDeviceRegistry implements DeviceRegistry {
-  constructor (private readonly redis: Redis) {}
+interface ScriptedRedis extends Redis {
+  deviceRegister (...args: Array<string | number>): Promise<number>
+}
 
-  async put (user: string, device: RegisteredDevice): Promise<void> {
-    const owner = `${user}:${device.deviceId}`
-    const previousOwner = await this.redis.getset(`${P}token:${device.token}`, owner)
-    if (previousOwner !== null && previousOwner !== owner) {
-      const colon = previousOwner.indexOf(':')
-      await this.removeToken(previousOwner.slice(0, colon), previousOwner.slice(colon + 1), device.token)
-    }
-    const replaced = await this.redis.hget(P + user, device.deviceId)
-    if (replaced !== null) {
-      const old = JSON.parse(replaced) as RegisteredDevice
-      if (old.token !== device.token) await this.redis.del(`${P}token:${old.token}`)
-    }
-    await this.redis.hset(P + user, device.deviceId, JSON.stringify(device))
+/**
+ * ARGV: prefix, user, deviceId, token, device JSON, limit. One script, so the
+ * cap holds against concurrent registrations on any number of processes, and
+ * a refused registration changes nothing. Returns 1, or 0 at the cap.
+ */
+const REGISTER = `
+local P, user, deviceId, token, json, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local hash = P .. user
+local owner = user .. ':' .. deviceId
+local tokenKey = P .. 'token:' .. token
+local replaced = redis.call('HGET', hash, deviceId)
+local previousOwner = redis.call('GET', tokenKey)
+-- The token's previous registration, if it is still that token's (ids never contain ':').
+local previousHash, previousDevice
+if previousOwner and previousOwner ~= owner then
+  local colon = string.find(previousOwner, ':', 1, true)
+  previousHash, previousDevice = P .. string.sub(previousOwner, 1, colon - 1), string.sub(previousOwner, colon + 1)
+  local stored = redis.call('HGET', previousHash, previousDevice)
+  if not stored or cjson.decode(stored).token ~= token then previousHash = nil end
+end
+if not replaced and limit > 0 then
+  local count = redis.call('HLEN', hash)
+  -- The token moving from another device of the same user frees that one.
+  if previousHash == hash then count = count - 1 end
+  if count >= limit then return 0 end
+end
+redis.call('SET', tokenKey, owner)
+if previousHash then redis.call('HDEL', previousHash, previousDevice) end
+if replaced then
+  local old = cjson.decode(replaced).token
+  if old ~= token and redis.call('GET', P .. 'token:' .. old) == owner then redis.call('DEL', P .. 'token:' .. old) end
+end
+redis.call('HSET', hash, deviceId, json)
+return 1
+`
+
+export class RedisDeviceRegistry implements DeviceRegistry {
+  private readonly redis: ScriptedRedis
+
+  constructor (redis: Redis) {
+    redis.defineCommand('deviceRegister', { numberOfKeys: 0, lua: REGISTER })
+    this.redis = redis as ScriptedRedis
+  }
+
+  async put (user: string, device: RegisteredDevice, limit = 0): Promise<'registered' | 'limit'> {
+    const done = await this.redis.deviceRegister(P, user, device.deviceId, device.token, JSON.stringify(device), limit)
+    return done === 1 ? 'registered' : 'limit'
   }
 
   async remove (user: string, deviceId: string): Promise<boolean> {
@@ -76,6 +117,8 @@ export class RedisDeviceRegistry implements DeviceRegistry {
 
 /** Embedded mode: `d!<user>!<deviceId>` → device JSON, `t!<token>` → `<user>:<deviceId>`. */
 export class LevelDeviceRegistry implements DeviceRegistry {
+  #writes: Promise<void> = Promise.resolve()
+
   private constructor (private readonly db: ClassicLevel<string, string>) {}
 
   static async open (path: string): Promise<LevelDeviceRegistry> {
@@ -84,31 +127,54 @@ export class LevelDeviceRegistry implements DeviceRegistry {
     return new LevelDeviceRegistry(db)
   }
 
-  async put (user: string, device: RegisteredDevice): Promise<void> {
-    const owner = `${user}:${device.deviceId}`
-    const previousOwner = await this.db.get(`t!${device.token}`)
-    if (previousOwner !== undefined && previousOwner !== owner) {
-      const colon = previousOwner.indexOf(':')
-      await this.removeToken(previousOwner.slice(0, colon), previousOwner.slice(colon + 1), device.token)
-    }
-    const replaced = await this.db.get(`d!${user}!${device.deviceId}`)
-    const ops: Array<{ type: 'put', key: string, value: string } | { type: 'del', key: string }> = []
-    if (replaced !== undefined) {
-      const old = JSON.parse(replaced) as RegisteredDevice
-      if (old.token !== device.token) ops.push({ type: 'del', key: `t!${old.token}` })
-    }
-    ops.push({ type: 'put', key: `d!${user}!${device.deviceId}`, value: JSON.stringify(device) }, { type: 'put', key: `t!${device.token}`, value: owner })
-    await this.db.batch(ops)
+  /** Writes run one at a time, so a count and the write it allows cannot interleave with another's. */
+  #serial<T> (work: () => Promise<T>): Promise<T> {
+    const result = this.#writes.then(work)
+    this.#writes = result.then(() => {}, () => {})
+    return result
   }
 
-  async remove (user: string, deviceId: string): Promise<boolean> {
-    const stored = await this.db.get(`d!${user}!${deviceId}`)
-    if (stored === undefined) return false
-    await this.removeToken(user, deviceId, (JSON.parse(stored) as RegisteredDevice).token)
-    return true
+  put (user: string, device: RegisteredDevice, limit = 0): Promise<'registered' | 'limit'> {
+    return this.#serial(async () => {
+      const owner = `${user}:${device.deviceId}`
+      const replaced = await this.db.get(`d!${user}!${device.deviceId}`)
+      const previousOwner = await this.db.get(`t!${device.token}`)
+      if (replaced === undefined && limit > 0) {
+        let count = (await this.db.keys({ gt: `d!${user}!`, lt: `d!${user}!~`, limit }).all()).length
+        // The token moving from another device of the same user frees that one.
+        const previous = previousOwner?.startsWith(`${user}:`) === true ? await this.db.get(`d!${user}!${previousOwner.slice(user.length + 1)}`) : undefined
+        if (previous !== undefined && (JSON.parse(previous) as RegisteredDevice).token === device.token) count--
+        if (count >= limit) return 'limit'
+      }
+      if (previousOwner !== undefined && previousOwner !== owner) {
+        const colon = previousOwner.indexOf(':')
+        await this.#removeToken(previousOwner.slice(0, colon), previousOwner.slice(colon + 1), device.token)
+      }
+      const ops: Array<{ type: 'put', key: string, value: string } | { type: 'del', key: string }> = []
+      if (replaced !== undefined) {
+        const old = JSON.parse(replaced) as RegisteredDevice
+        if (old.token !== device.token && await this.db.get(`t!${old.token}`) === owner) ops.push({ type: 'del', key: `t!${old.token}` })
+      }
+      ops.push({ type: 'put', key: `d!${user}!${device.deviceId}`, value: JSON.stringify(device) }, { type: 'put', key: `t!${device.token}`, value: owner })
+      await this.db.batch(ops)
+      return 'registered'
+    })
   }
 
-  async removeToken (user: string, deviceId: string, token: string, registeredAt?: number): Promise<void> {
+  remove (user: string, deviceId: string): Promise<boolean> {
+    return this.#serial(async () => {
+      const stored = await this.db.get(`d!${user}!${deviceId}`)
+      if (stored === undefined) return false
+      await this.#removeToken(user, deviceId, (JSON.parse(stored) as RegisteredDevice).token)
+      return true
+    })
+  }
+
+  removeToken (user: string, deviceId: string, token: string, registeredAt?: number): Promise<void> {
+    return this.#serial(() => this.#removeToken(user, deviceId, token, registeredAt))
+  }
+
+  async #removeToken (user: string, deviceId: string, token: string, registeredAt?: number): Promise<void> {
     const stored = await this.db.get(`d!${user}!${deviceId}`)
     if (stored === undefined || !isRegistration(JSON.parse(stored) as RegisteredDevice, token, registeredAt)) return
     const ops: Array<{ type: 'del', key: string }> = [{ type: 'del', key: `d!${user}!${deviceId}` }]

@@ -118,7 +118,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     signal: store.signal,
     blocks: messaging.blocks,
     visibility: messaging.visibility,
-    maxPayloadBytes: config.maxPayloadBytes
+    maxPayloadBytes: config.maxPayloadBytes,
+    maxPushDevices: config.limits.pushDevicesPerUser
   })
   if (config.demoLogin) await app.register(demoLoginRoutes)
   await app.register(webPageRoutes, { demoLogin: config.demoLogin })

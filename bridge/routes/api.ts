@@ -34,6 +34,8 @@ export interface ApiOptions {
   devices: DeviceRegistry
   keys: KeyDirectory
   maxPayloadBytes: number
+  /** Push registrations one user may hold (0: no limit). */
+  maxPushDevices: number
   metrics?: Metrics
   revocations: Revocations
   signal: ClusterSignal
@@ -51,6 +53,6 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   await app.register(syncRoutes, { history: options.history })
   await app.register(presenceRoutes, { presence: options.presence, visibility: options.visibility })
   await app.register(blockRoutes, { blocks: options.blocks })
-  await app.register(deviceRoutes, { devices: options.devices })
+  await app.register(deviceRoutes, { devices: options.devices, maxDevices: options.maxPushDevices })
   await app.register(keyRoutes, { keys: options.keys })
 }

@@ -1,7 +1,7 @@
 // Blocking over REST: PUT /v1/blocks/:user, DELETE /v1/blocks/:user,
 // GET /v1/blocks. What a block does is in messaging/block-service.ts.
 import type { FastifyPluginAsync } from 'fastify'
-import type { BlockService } from '../../messaging/block-service.ts'
+import { BlockRejected, type BlockService } from '../../messaging/block-service.ts'
 import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { idSchema } from '../schemas.ts'
@@ -15,11 +15,16 @@ export const blockRoutes: FastifyPluginAsync<{ blocks: BlockService }> = async (
       summary: 'Block a user: their 1:1 messages and typing no longer reach you, and they no longer see your presence. They are not told',
       security: bearerSecurity,
       params: userParams,
-      response: { 200: blockSchema, 400: errorSchema }
+      response: { 200: blockSchema, 400: errorSchema, 409: errorSchema }
     }
   }, async (request, reply) => {
     if (request.params.user === request.userId) return sendError(reply, 400, 'invalid_request', 'you cannot block yourself', 'user')
-    return blocks.block(request.userId, request.params.user)
+    try {
+      return await blocks.block(request.userId, request.params.user)
+    } catch (error) {
+      if (error instanceof BlockRejected) return sendError(reply, 409, error.code, error.message)
+      throw error
+    }
   })
 
   app.delete<{ Params: { user: string } }>('/v1/blocks/:user', {

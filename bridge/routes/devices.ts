@@ -17,7 +17,13 @@ const deviceSchema = {
   }
 } as const
 
-export const deviceRoutes: FastifyPluginAsync<{ devices: DeviceRegistry }> = async (app, { devices }) => {
+export interface DeviceRoutesOptions {
+  devices: DeviceRegistry
+  /** Registrations one user may hold (0: no limit). */
+  maxDevices: number
+}
+
+export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app, { devices, maxDevices }) => {
   app.post<{ Body: { platform: 'ios' | 'android', token: string, deviceId: string, sandbox?: boolean } }>('/v1/devices', {
     schema: {
       summary: 'Register (or update) a device for push',
@@ -36,7 +42,7 @@ export const deviceRoutes: FastifyPluginAsync<{ devices: DeviceRegistry }> = asy
         then: { properties: { token: { type: 'string', pattern: '^[0-9a-fA-F]{32,200}$' } } },
         else: { properties: { token: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{32,1024}$' } } }
       },
-      response: { 201: { type: 'object', properties: { device: deviceSchema } }, 400: errorSchema }
+      response: { 201: { type: 'object', properties: { device: deviceSchema } }, 400: errorSchema, 409: errorSchema }
     }
   }, async (request, reply) => {
     const { platform, token, deviceId, sandbox = false } = request.body
@@ -44,7 +50,9 @@ export const deviceRoutes: FastifyPluginAsync<{ devices: DeviceRegistry }> = asy
     const device = platform === 'ios'
       ? { deviceId, platform, token: token.toLowerCase(), sandbox, registeredAt: Date.now() }
       : { deviceId, platform, token, sandbox: false, registeredAt: Date.now() }
-    await devices.put(request.userId, device)
+    if (await devices.put(request.userId, device, maxDevices) === 'limit') {
+      return sendError(reply, 409, 'too_many_devices', `you have ${maxDevices} devices registered for push, the most allowed; remove one with DELETE /v1/devices/:deviceId`)
+    }
     return reply.code(201).send({ device })
   })
 

@@ -19,6 +19,7 @@ const STATUS: Record<GroupErrorCode, number> = {
   not_allowed: 403,
   already_a_member: 409,
   too_many_members: 409,
+  too_many_groups: 409,
   owner_must_hand_over: 409,
   invalid_group: 400,
   id_conflict: 409,
