@@ -4,6 +4,7 @@
 // `querystring.limit` or `body.to`.
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
 import { JSON_TOO_DEEP } from './json-body.ts'
+import { isStorageOutage } from '../storage/storage-errors.ts'
 
 export interface ApiError {
   error: string
@@ -44,10 +45,6 @@ const BY_FASTIFY_CODE: Record<string, [number, string]> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'unsupported_media_type']
 }
 
-/** ioredis gives up on a command after its retries, or refuses it while the connection is down. */
-function isStorageOutage (error: Error): boolean {
-  return error.name === 'MaxRetriesPerRequestError' || /Connection is closed|ECONNREFUSED|Stream isn't writeable|Redis did not answer/.test(error.message)
-}
 
 export function installErrorHandlers (app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {

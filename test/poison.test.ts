@@ -5,7 +5,8 @@
 // over REST it must be a 400 naming the problem, never a 500. Both modes,
 // 1:1 and groups; a body at the limit still goes through untouched.
 import t from 'tap'
-import { startServerProcess, modesUnderTest } from './helpers/server-process.ts'
+import { Redis } from 'ioredis'
+import { startServerProcess, modesUnderTest, REDIS_BASE } from './helpers/server-process.ts'
 import { connectDevice, inboxOf, type Device } from './helpers/devices.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { apiFor } from './helpers/rest.ts'
@@ -83,6 +84,22 @@ for (const mode of modesUnderTest()) {
       const sent = await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'r-ok', body: JSON.parse(nestedArrays(63)) })
       t.equal(sent.status, 201, 'a body at the limit (the request object is one more level) is stored')
     })
+    if (mode === 'redis') {
+      t.test('a store failure that would repeat on every resend is answered too (internal_error), not a dropped connection', async (t) => {
+        // Real Redis state that makes the append script fail every time: the sender's seq counter is not a number.
+        const redis = new Redis(`${REDIS_BASE}/1`)
+        t.teardown(() => redis.quit())
+        const dave = uniqueUser('dave')
+        const unlucky = await connectDevice({ url: server.mqttUrl, userId: dave, deviceId: 'phone' })
+        t.teardown(() => unlucky.end(true))
+        await redis.set(`inboxd:h:${dave}:seq`, 'not-a-number')
+        t.equal(await publishOutcome(unlucky, inboxOf(bob), payload('broken', '"x"')), 'acked', 'PUBACKed')
+        t.match((await unlucky.waitForErrors(1))[0], { code: 'internal_error', id: 'broken', topic: inboxOf(bob) })
+        await redis.del(`inboxd:h:${dave}:seq`)
+        await unlucky.send(bob, { id: 'mended', body: 'after the fix' })
+        t.match(await receiver.waitForMatching((event) => event.from === dave, 1), [{ id: 'mended' }], 'the device was never stuck: what it sends next is stored')
+      })
+    }
     t.equal(server.child.exitCode, null, 'the server is up')
   })
 }

@@ -14,6 +14,7 @@ import { parseInboxPayload, sniffId } from '../../protocol/message.ts'
 import { groupOfTopic, inboxRecipient, presenceTopic, SINK_TOPIC } from '../../protocol/topics.ts'
 import type { MessageService } from '../../messaging/message-service.ts'
 import type { GroupService } from '../../messaging/group-service.ts'
+import { isStorageOutage } from '../../storage/storage-errors.ts'
 
 export interface AuthorizePublishOptions {
   messages: MessageService
@@ -99,13 +100,17 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
       if (kind !== undefined) observe?.accepted(kind, (performance.now() - started) / 1000)
       redirectToSink(packet)
       done(null)
-    }, (error: unknown) => {
-      if (!(error instanceof PublishRejected)) {
-        // Storage failure: no PUBACK, the connection closes, and the client
-        // resends the packet when it reconnects, so nothing is lost.
-        log.error({ err: error, clientId: sender.clientId }, 'could not accept publish')
-        return done(error instanceof Error ? error : new Error(String(error)))
+    }, (failure: unknown) => {
+      if (!(failure instanceof PublishRejected) && isStorageOutage(failure)) {
+        // Storage unreachable: no PUBACK, the connection closes, and the
+        // client resends the packet when it reconnects, so nothing is lost.
+        log.warn({ err: failure, clientId: sender.clientId }, 'could not accept publish: storage unavailable')
+        return done(failure as Error)
       }
+      // Anything else would fail again on every resend (a poison message):
+      // it is answered like a refusal, so the client moves on to what it sends next.
+      if (!(failure instanceof PublishRejected)) log.error({ err: failure, clientId: sender.clientId, topic }, 'publish failed')
+      const error = failure instanceof PublishRejected ? failure : new PublishRejected('internal_error', 'the server could not store this message', sniffId(packet.payload))
       observe?.rejected(error.code)
       log.debug({ clientId: sender.clientId, code: error.code, topic }, 'publish rejected')
       const refuse = (): void => {

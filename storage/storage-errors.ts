@@ -1,0 +1,24 @@
+// Which failures mean "storage is unreachable right now, try again", as
+// opposed to a failure that would happen again for the same input. The
+// doors treat them differently: an outage sends no PUBACK (MQTT: the client
+// resends after reconnecting) or a 503; anything else is answered at once
+// (an `internal_error` event with its PUBACK, or a 500), because a client
+// that resends a message the server fails on every time would be stuck
+// behind it forever.
+
+/** Redis replies that say "not now" (loading, failover, memory, a busy script), not "never". */
+const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|OOM|NOREPLICAS|MOVED|ASK) /
+
+/** ioredis and socket errors while the connection is down or reconnecting, and a LevelDB not (or no longer) open. */
+const TRANSIENT_MESSAGE = /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Stream isn't writeable|Redis did not answer|Command timed out/
+
+const TRANSIENT_CODES = new Set(['LEVEL_DATABASE_NOT_OPEN', 'LEVEL_DATABASE_NOT_CLOSED', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'])
+
+export function isStorageOutage (error: unknown): boolean {
+  if (!(error instanceof Error)) return false
+  const code = (error as { code?: unknown }).code
+  return error.name === 'MaxRetriesPerRequestError' ||
+    (typeof code === 'string' && TRANSIENT_CODES.has(code)) ||
+    TRANSIENT_REPLY.test(error.message) ||
+    TRANSIENT_MESSAGE.test(error.message)
+}
