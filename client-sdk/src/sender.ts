@@ -104,11 +104,13 @@ export class Sender {
     this.#inFlight++
     client.publishAsync(topic, JSON.stringify({ id: item.id, body: item.body }), { qos: 1 }).then(
       () => {
-        if (connection !== this.#connection) return
         this.#acknowledged(item)
-        this.#settled()
+        if (connection === this.#connection) this.#settled()
       },
-      () => { /* the connection dropped: republished on the next connect */ })
+      () => {
+        // The connection dropped: republished on the next connect.
+        if (connection === this.#connection) this.#settled()
+      })
   }
 
   #settled (): void {
@@ -196,7 +198,9 @@ export class Sender {
     }
     if (event.code === 'rate_limited') {
       // Not refused for good: it stays in the outbox and is published again.
+      // (Its PUBACK may have come first: no REST confirm for it, it is published again.)
       pending.outcome = 'throttled'
+      clearTimeout(pending.confirmTimer)
       this.#throttleFor(event.retryAfterMs)
       return
     }
