@@ -75,8 +75,10 @@ export async function startTarget (kind: TargetKind, env: Record<string, string>
   if (kind === 'inboxd-redis' || kind === 'inboxd-embedded') {
     const mode = kind === 'inboxd-redis' ? 'redis' : 'embedded'
     if (mode === 'redis') await flushRedisDb(BENCH_REDIS_DB)
-    // Large groups need MAX_GROUP_MEMBERS above its default; limits stay at their defaults.
-    const server = await startServerProcess({ mode, redisDb: BENCH_REDIS_DB, env: { MAX_GROUP_MEMBERS: '10000', ...env } })
+    // Large groups need MAX_GROUP_MEMBERS above its default. Each load generator's sender sends far
+    // faster than a person, so the per-user publish limit (on by default) is off unless a scenario sets it;
+    // the other limits stay at their defaults.
+    const server = await startServerProcess({ mode, redisDb: BENCH_REDIS_DB, env: { MAX_GROUP_MEMBERS: '10000', PUBLISH_RATE: '0', ...env } })
     return { kind, port: server.mqttPort, httpPort: server.httpPort, pid: server.child.pid!, stop: async () => { await server.stop() } }
   }
   if (kind === 'aedes-memory') {

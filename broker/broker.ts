@@ -56,6 +56,8 @@ export interface BrokerOptions {
   metrics?: Metrics
   revocations: Revocations
   limits: Limits
+  /** The per-user publish budget (shared with REST): 0 when a publish is allowed, else ms until one is. */
+  takePublish: (user: string) => number
   /** PRESENCE_VISIBILITY. */
   presenceVisibility: PresenceVisibilityMode
   log: Logger
@@ -103,7 +105,6 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
   let broker: Aedes | undefined
   let inbox: InboxDelivery | undefined
   let kicker: Kicker | undefined
-  const publishBuckets = new TokenBuckets(options.limits.publish)
   const connectBuckets = new TokenBuckets(options.limits.connect)
   const publishPresence = (user: string, state: PresenceState): Promise<void> =>
     publishEphemeral(broker!, presenceTopic(user), JSON.stringify(state), true)
@@ -234,7 +235,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     // just published, and a refusal must cost far less than a message (one client may flood).
     // Its PUBACK waits for the write to its own socket, so a flood is paced by the flooder.
     reportError: (device, event) => publishEphemeral(aedes, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event), false, true),
-    takePublish: (user) => publishBuckets.take(user),
+    takePublish: options.takePublish,
     ...(metrics === undefined
       ? {}
       : {

@@ -67,8 +67,10 @@ export interface Config {
 }
 
 export interface Limits {
-  /** Per user and process: publishes per second (0: off) and burst. */
+  /** Per user and process, MQTT and REST together: publishes per second (0: off) and burst. */
   publish: { perSecond: number, burst: number }
+  /** PUBLISH_RATE_EXEMPT: users never counted (servers and devices that send in bulk). */
+  publishExempt: string[]
   /** Per source address and process: CONNECTs per second (0: off) and burst. */
   connect: { perSecond: number, burst: number }
   /** Devices of one user connected at once, across processes (0: off). */
@@ -323,6 +325,17 @@ function corsOrigins (env: Env): string[] {
   return origins
 }
 
+// The id rule of protocol/identity.ts (isValidId), repeated: config is a leaf and imports nothing of ours.
+const USER_ID = /^[A-Za-z0-9._@-]{1,128}$/
+
+/** A comma-separated list of user ids (spaces around them allowed); each must be a valid id. */
+function userIdList (env: Env, name: string): string[] {
+  const ids = (env[name] ?? '').split(',').map((id) => id.trim()).filter((id) => id !== '')
+  const bad = ids.find((id) => !USER_ID.test(id))
+  if (bad !== undefined) throw new ConfigError(name, `has "${bad}", which is not a user id (1-128 characters of A-Z a-z 0-9 . _ @ -)`)
+  return [...new Set(ids)]
+}
+
 function demoLogin (env: Env, jwt: JwtKey): boolean {
   const raw = env.DEMO_LOGIN ?? ''
   if (raw !== '' && raw !== '0' && raw !== '1') throw new ConfigError('DEMO_LOGIN', `must be 1 or 0, got "${raw}"`)
@@ -357,8 +370,10 @@ export function loadConfig (env: Env = process.env): Config {
     metricsToken: metricsToken(env),
     adminToken: adminToken(env),
     limits: {
-      // Off unless set: servers and devices may legitimately send in bulk (see README for a chat setting).
-      publish: { perSecond: integer(env, 'PUBLISH_RATE', 0, 0, 1_000_000), burst: integer(env, 'PUBLISH_BURST', 1_000, 1, 10_000_000) },
+      // On by default, generous for people (a person types far slower; a phone back online
+      // sends its backlog in bursts); servers that send in bulk are listed in PUBLISH_RATE_EXEMPT.
+      publish: { perSecond: integer(env, 'PUBLISH_RATE', 20, 0, 1_000_000), burst: integer(env, 'PUBLISH_BURST', 200, 1, 10_000_000) },
+      publishExempt: userIdList(env, 'PUBLISH_RATE_EXEMPT'),
       connect: { perSecond: integer(env, 'CONNECT_RATE', 500, 0, 1_000_000), burst: integer(env, 'CONNECT_BURST', 2_000, 1, 10_000_000) },
       devicesPerUser: integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000),
       restPerMinute: integer(env, 'REST_RATE_PER_MINUTE', 6_000, 0, 10_000_000),

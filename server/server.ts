@@ -26,6 +26,7 @@ import { join } from 'node:path'
 import { LevelRevocations, RedisRevocations } from '../auth/revocations.ts'
 import { adminRoutes } from '../bridge/routes/sessions.ts'
 import { limitRest } from '../bridge/rate-limit.ts'
+import { PublishBudget } from '../broker/rate-limits.ts'
 
 export interface RunningServer {
   /** Undefined with TLS_ONLY. */
@@ -70,6 +71,9 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   }, log)
   const app = await createBridge(config, log)
   await limitRest(app, config.limits.restPerMinute, store.redis)
+  // One budget per user for both doors: MQTT publishes and REST sends.
+  const publishBudget = new PublishBudget(config.limits.publish, config.limits.publishExempt)
+  const takePublish = (user: string): number => publishBudget.take(user)
   const messaging = await createMessagingBroker({
     store,
     history,
@@ -87,6 +91,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     metrics,
     revocations,
     limits: config.limits,
+    takePublish,
     presenceVisibility: config.presenceVisibility,
     log
   })
@@ -119,7 +124,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     blocks: messaging.blocks,
     visibility: messaging.visibility,
     maxPayloadBytes: config.maxPayloadBytes,
-    maxPushDevices: config.limits.pushDevicesPerUser
+    maxPushDevices: config.limits.pushDevicesPerUser,
+    takePublish
   })
   if (config.demoLogin) await app.register(demoLoginRoutes)
   await app.register(webPageRoutes, { demoLogin: config.demoLogin })

@@ -9,8 +9,9 @@ import { apiFor, isGapless } from './helpers/rest.ts'
 await flushRedisDb(4)
 
 t.test('two processes, one broker', async (t) => {
-  const nodeA = await startServerProcess({ mode: 'redis', redisDb: 4 })
-  const nodeB = await startServerProcess({ mode: 'redis', redisDb: 4 })
+  // Queues of 1,500 from one sender: the per-user publish limit is off here (test/publish-limit.test.ts tests it).
+  const nodeA = await startServerProcess({ mode: 'redis', redisDb: 4, env: { PUBLISH_RATE: '0' } })
+  const nodeB = await startServerProcess({ mode: 'redis', redisDb: 4, env: { PUBLISH_RATE: '0' } })
   t.teardown(async () => { await nodeA.stop(); await nodeB.stop() })
 
   t.test('a client on one process reaches a client on the other', async (t) => {

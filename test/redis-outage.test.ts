@@ -33,7 +33,7 @@ t.test('redis: kill -9 of Redis mid-stream loses no acknowledged message and rec
   const dir = tempDataDir()
   let redis = await startRedis(port, dir)
   t.teardown(() => { redis.kill('SIGKILL') })
-  const server = await startServerProcess({ mode: 'redis', env: { REDIS_URL: `redis://127.0.0.1:${port}/0`, WORKERS: '1' } })
+  const server = await startServerProcess({ mode: 'redis', env: { REDIS_URL: `redis://127.0.0.1:${port}/0`, WORKERS: '1', PUBLISH_RATE: '0' } }) // 2,000 from one sender: no publish limit
   t.teardown(() => server.kill())
 
   const alice = uniqueUser('alice')

@@ -10,7 +10,9 @@ import { uniqueUser } from './helpers/tokens.ts'
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('a device that stops reading', async (t) => {
-  const server = await startServerProcess({ mode: 'embedded' })
+  // Floods from one sender (40,000 typing events, 2,000 messages, 600 at once) in this file:
+  // the per-user publish limit is off (test/publish-limit.test.ts tests it).
+  const server = await startServerProcess({ mode: 'embedded', env: { PUBLISH_RATE: '0' } })
   t.teardown(() => server.stop())
   // Long ids make each typing event about 450 bytes on the wire.
   const long = (name: string): string => `${uniqueUser(name)}-${'x'.repeat(90)}`
@@ -50,7 +52,7 @@ async function metric (httpUrl: string, line: RegExp): Promise<number> {
 
 for (const mode of modesUnderTest()) {
   t.test(`${mode}: QoS 0 traffic to a device that stops reading is dropped, not queued without bound`, async (t) => {
-    const server = await startServerProcess({ mode, redisDb: 8 })
+    const server = await startServerProcess({ mode, redisDb: 8, env: { PUBLISH_RATE: '0' } })
     t.teardown(() => server.stop())
     const [slowUser, sender, watcher, typist] = ['slow', 'sender', 'watcher', 'typist'].map((name) => uniqueUser(name)) as [string, string, string, string]
     const slow = await connectDevice({ url: server.mqttUrl, userId: slowUser, deviceId: 'phone', extra: { keepalive: 600 } })
@@ -91,7 +93,7 @@ for (const mode of modesUnderTest()) {
 
 for (const mode of modesUnderTest()) {
   t.test(`${mode}: a backlog to a device that stops reading is written as it reads, not all at once`, async (t) => {
-    const server = await startServerProcess({ mode, redisDb: 8 })
+    const server = await startServerProcess({ mode, redisDb: 8, env: { PUBLISH_RATE: '0' } })
     t.teardown(() => server.stop())
     const [slowUser, sender] = ['slow', 'sender'].map((name) => uniqueUser(name)) as [string, string]
     await (await connectDevice({ url: server.mqttUrl, userId: slowUser, deviceId: 'phone' })).end()

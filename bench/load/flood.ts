@@ -3,7 +3,7 @@
 // persistent sessions); their end-to-end latency is measured for `phaseMs`
 // with nobody else sending (idle), then for `phaseMs` while one more client
 // publishes QoS 1 as fast as it can (`window` in flight) to one victim.
-// With PUBLISH_RATE set the server refuses the flood beyond the rate with
+// With PUBLISH_RATE set (the harness sets 0 for "unlimited") the server refuses the flood beyond the rate with
 // `rate_limited` error events and stores none of it; without, it is stored.
 import { RawClient } from '../raw-client.ts'
 import { loadArgs, percentile, profileFor, readTimedBody, report, sleep, timedBody } from '../profile.ts'

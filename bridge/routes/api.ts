@@ -41,13 +41,15 @@ export interface ApiOptions {
   signal: ClusterSignal
   blocks: BlockService
   visibility: PresenceVisibility
+  /** The per-user publish budget MQTT publishes spend too: 0 when a send is allowed, else ms until one is. */
+  takePublish?: (user: string) => number
 }
 
 export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) => {
   requireUser(app, options.revocations)
   documentErrors(app)
   await app.register(sessionRoutes, { revocations: options.revocations, signal: options.signal })
-  await app.register(messageRoutes, { messages: options.messages, groups: options.groups, maxPayloadBytes: options.maxPayloadBytes, metrics: options.metrics })
+  await app.register(messageRoutes, { messages: options.messages, groups: options.groups, maxPayloadBytes: options.maxPayloadBytes, metrics: options.metrics, takePublish: options.takePublish })
   await app.register(groupRoutes, { groups: options.groups })
   await app.register(conversationRoutes, { history: options.history, receipts: options.receipts })
   await app.register(syncRoutes, { history: options.history })

@@ -1,6 +1,8 @@
 // POST /v1/messages: send over HTTP, with the same validation, envelope,
 // idempotency and delivery as an MQTT publish (both go through
-// MessageService). POST /v1/messages/:id/recall: the sender takes one back.
+// MessageService), and from the same per-user publish budget (over it: 429
+// `rate_limited` with `retry-after`, answered at once: an HTTP client waits
+// for each answer anyway). POST /v1/messages/:id/recall: the sender takes one back.
 import type { FastifyPluginAsync } from 'fastify'
 import type { MessageService } from '../../messaging/message-service.ts'
 import type { GroupService } from '../../messaging/group-service.ts'
@@ -16,11 +18,13 @@ export interface MessageRoutesOptions {
   groups: GroupService
   metrics?: Metrics
   maxPayloadBytes: number
+  /** The per-user publish budget, shared with MQTT: 0 when allowed, else ms until the next send is. */
+  takePublish?: (user: string) => number
 }
 
 const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409, not_a_member: 404 }
 
-export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, groups, maxPayloadBytes, metrics }) => {
+export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, groups, maxPayloadBytes, metrics, takePublish }) => {
   app.post<{ Body: { to?: string, group?: string, id: string, body: unknown } }>('/v1/messages', {
     schema: {
       summary: 'Send a message (idempotent per sender and id)',
@@ -39,11 +43,18 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
         400: errorSchema,
         404: errorSchema,
         409: errorSchema,
-        413: errorSchema
+        413: errorSchema,
+        429: { description: 'More sends than the per-user publish rate (`PUBLISH_RATE`, shared with MQTT); `retry-after` says when to try again', ...errorSchema }
       }
     }
   }, async (request, reply) => {
     const { to, group, id, body } = request.body
+    const wait = takePublish?.(request.userId) ?? 0
+    if (wait > 0) {
+      metrics?.rejected.inc({ code: 'rate_limited' })
+      reply.header('retry-after', String(Math.ceil(wait / 1000)))
+      return sendError(reply, 429, 'rate_limited', `more than the allowed publishes per second; retry in ${wait} ms`)
+    }
     try {
       // The same size and shape rules as an MQTT payload.
       const message = parseOutgoing(Buffer.from(JSON.stringify({ id, body })), maxPayloadBytes)

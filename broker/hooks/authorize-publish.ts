@@ -39,6 +39,25 @@ export const RATE_LIMITED_HOLD_MS = 1_000
 /** Refusals held at once per connection; beyond that they are answered at once, so holding costs bounded memory. */
 export const MAX_HELD_REFUSALS = 100
 
+/** After a refusal for the rate, how long at most a connection's later publishes are refused with it (see rateWait). */
+export const REFUSAL_WINDOW_MS = 2 * RATE_LIMITED_HOLD_MS
+
+interface RefusalWindow {
+  until: number
+  /** When the budget has a token again (as the refusal saw it). */
+  readyAt: number
+  /** The refused publish: when it comes again, the window ends. */
+  topic: string
+  id: string | undefined
+}
+
+/** A refusal for the rate, with the time it stops applying (retryAfterMs is counted when it is answered). */
+class RateLimited extends PublishRejected {
+  constructor (id: string | undefined, wait: number, readonly readyAt: number) {
+    super('rate_limited', `more than the allowed publishes per second; retry in ${wait} ms`, id, wait)
+  }
+}
+
 function redirectToSink (packet: PublishPacket): void {
   packet.topic = SINK_TOPIC
   packet.payload = EMPTY
@@ -47,13 +66,30 @@ function redirectToSink (packet: PublishPacket): void {
 
 export function createAuthorizePublish ({ messages, groups, reportError, maxPayloadBytes, log, observe, takePublish }: AuthorizePublishOptions) {
   const held = new WeakMap<Client, number>()
-  async function accept (sender: DeviceIdentity, packet: PublishPacket, isWill: boolean): Promise<'direct' | 'group' | 'typing' | undefined> {
+  // After a publish over the rate, the same connection's next publishes are
+  // refused too, without spending the budget, until that one is published
+  // again (or REFUSAL_WINDOW_MS have passed): they were sent before the client
+  // could know, and storing one of them would put it before the refused one.
+  // So a client that re-sends its refused publishes in order keeps its order.
+  const windows = new WeakMap<Client, RefusalWindow>()
+  function rateWait (client: Client, user: string, packet: PublishPacket, now: number): { wait: number, readyAt: number } {
+    const window = windows.get(client)
+    if (window !== undefined && now < window.until) {
+      const resent = window.id !== undefined && window.topic === packet.topic && window.id === sniffId(packet.payload)
+      if (!resent) return { wait: Math.max(1, window.readyAt - now), readyAt: window.readyAt }
+    }
+    windows.delete(client)
+    const wait = takePublish?.(user) ?? 0
+    if (wait > 0) windows.set(client, { until: now + REFUSAL_WINDOW_MS, readyAt: now + wait, topic: packet.topic, id: sniffId(packet.payload) })
+    return { wait, readyAt: now + wait }
+  }
+  async function accept (client: Client, sender: DeviceIdentity, packet: PublishPacket, isWill: boolean): Promise<'direct' | 'group' | 'typing' | undefined> {
     // The only will a client may set (see connect-rules.ts). The server
     // publishes presence from connection events, so the will is dropped.
     // A client's own PUBLISH to presence is refused like any other topic.
     if (isWill && packet.topic === presenceTopic(sender.userId)) return undefined
-    const wait = takePublish?.(sender.userId) ?? 0
-    if (wait > 0) throw new PublishRejected('rate_limited', `more than the allowed publishes per second; retry in ${wait} ms`, sniffId(packet.payload), wait)
+    const { wait, readyAt } = rateWait(client, sender.userId, packet, Date.now())
+    if (wait > 0) throw new RateLimited(sniffId(packet.payload), wait, readyAt)
     const group = groupOfTopic(packet.topic)
     if (group !== undefined) {
       // An unknown group and one you are not in look the same: not_a_member.
@@ -96,7 +132,7 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
     // Aedes passes the client's stored will itself when it publishes it.
     const isWill = (client as unknown as { will?: unknown }).will === packet
     const started = performance.now()
-    accept(sender, packet, isWill).then((kind) => {
+    accept(client!, sender, packet, isWill).then((kind) => {
       if (kind !== undefined) observe?.accepted(kind, (performance.now() - started) / 1000)
       redirectToSink(packet)
       done(null)
@@ -114,7 +150,10 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
       observe?.rejected(error.code)
       log.debug({ clientId: sender.clientId, code: error.code, topic }, 'publish rejected')
       const refuse = (): void => {
-        reportError(sender, errorEvent(error, topic, Date.now())).then(() => {
+        const now = Date.now()
+        // retryAfterMs counts from when the client reads it, after the hold.
+        const refusal = error instanceof RateLimited ? new RateLimited(error.id, Math.max(1, error.readyAt - now), error.readyAt) : error
+        reportError(sender, errorEvent(refusal, topic, now)).then(() => {
           redirectToSink(packet)
           done(null)
         }, (reportFailure: Error) => done(reportFailure))

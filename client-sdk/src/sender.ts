@@ -2,10 +2,14 @@
 // QoS 1 while connected (republished in order after each reconnect), and its
 // promise resolves with the stamped copy from the server (the inbox echo of
 // one's own message, or, if that does not come, the same id over REST, which
-// the server answers with the stored original). Error events reject it.
+// the server answers with the stored original). Error events reject it,
+// except `rate_limited`: then nothing more is published until every publish
+// in flight is acknowledged and `retryAfterMs` has passed, and the refused
+// ones are published again, in order (the server refuses a connection's
+// later publishes too until it answers the refusal, so none overtakes it).
 import type { MqttClient } from 'mqtt'
 import type { Outbox, OutboxItem } from './outbox.ts'
-import type { RestClient } from './rest.ts'
+import { ApiError, type RestClient } from './rest.ts'
 import type { LogEvent, MessageEvent, ServerErrorEvent } from './types.ts'
 
 /** A send the server refused; `code` is the error event's code (docs/protocol.md). */
@@ -19,7 +23,12 @@ interface PendingSend {
   resolve: (message: MessageEvent) => void
   reject: (error: Error) => void
   confirmTimer?: ReturnType<typeof setTimeout>
+  /** The last publish on this connection: acknowledged as stored, or refused for the rate (to be published again). */
+  outcome?: 'stored' | 'throttled'
 }
+
+/** The longest a `rate_limited` refusal makes the sender wait (whatever retryAfterMs says). */
+const MAX_THROTTLE_MS = 60_000
 
 export interface SenderOptions {
   outbox: Outbox
@@ -41,6 +50,11 @@ export class Sender {
   #flushed = false
   /** Stopped: nothing more is sent or written to the outbox (a next client may share the storage). */
   #stopped = false
+  /** Publishes awaiting their PUBACK on the current connection (`#connection` counts connections). */
+  #inFlight = 0
+  #connection = 0
+  /** Refused for the rate: nothing is published before `until` and before the publishes in flight are acknowledged. */
+  #throttle: { until: number, timer?: ReturnType<typeof setTimeout> } | undefined
 
   constructor (options: SenderOptions) {
     this.#options = options
@@ -53,7 +67,14 @@ export class Sender {
   }
 
   /** Connection lost or not yet republished: new sends wait in the outbox. */
-  hold (): void { this.#flushed = false }
+  hold (): void {
+    this.#flushed = false
+    // A new connection republishes the whole outbox; the old one's PUBACKs no longer count.
+    this.#connection++
+    this.#inFlight = 0
+    clearTimeout(this.#throttle?.timer)
+    this.#throttle = undefined
+  }
 
   /** Republishes the outbox, in order, on a new connection. */
   flush (): void {
@@ -75,19 +96,65 @@ export class Sender {
 
   #publish (item: OutboxItem): void {
     const client = this.#options.mqtt()
-    if (client === undefined || !client.connected || !this.#flushed) return
+    if (client === undefined || !client.connected || !this.#flushed || this.#throttle !== undefined) return
     const topic = item.group === undefined ? `user/${item.to}/inbox` : `group/${item.group}`
+    const pending = this.#pending.get(item.id)
+    if (pending !== undefined) pending.outcome = undefined
+    const connection = this.#connection
+    this.#inFlight++
     client.publishAsync(topic, JSON.stringify({ id: item.id, body: item.body }), { qos: 1 }).then(
-      () => this.#acknowledged(item),
-      () => { /* the connection dropped: republished on the next connect */ })
+      () => {
+        this.#acknowledged(item)
+        if (connection === this.#connection) this.#settled()
+      },
+      () => {
+        // The connection dropped: republished on the next connect.
+        if (connection === this.#connection) this.#settled()
+      })
+  }
+
+  #settled (): void {
+    this.#inFlight--
+    this.#resumeWhenAllowed()
+  }
+
+  /** A `rate_limited` refusal: hold every publish for `retryAfterMs` (and until those in flight are answered). */
+  #throttleFor (retryAfterMs: number | undefined): void {
+    const until = Date.now() + Math.min(Math.max(retryAfterMs ?? 1_000, 1), MAX_THROTTLE_MS)
+    if (this.#throttle === undefined) this.#throttle = { until }
+    else this.#throttle.until = Math.max(this.#throttle.until, until)
+    this.#resumeWhenAllowed()
+  }
+
+  /** Once nothing is in flight and the wait is over: publish, in order, what is not stored yet. */
+  #resumeWhenAllowed (): void {
+    const throttle = this.#throttle
+    if (throttle === undefined || this.#inFlight > 0 || this.#stopped) return
+    clearTimeout(throttle.timer)
+    const wait = throttle.until - Date.now()
+    if (wait > 0) {
+      throttle.timer = setTimeout(() => this.#resumeWhenAllowed(), wait)
+      return
+    }
+    this.#throttle = undefined
+    for (const item of this.#options.outbox.items()) {
+      if (this.#pending.get(item.id)?.outcome !== 'stored') this.#publish(item)
+    }
   }
 
   /** PUBACK: stored. The stamped copy normally follows on the inbox; if not, ask the server for it. */
   #acknowledged (item: OutboxItem): void {
     const pending = this.#pending.get(item.id)
     if (pending === undefined || this.#stopped) return
+    // Its refusal came first (the server sends the error event before the PUBACK): published again later.
+    if (pending.outcome === 'throttled') return
+    pending.outcome = 'stored'
     const seen = this.#recentOwn.get(item.id)
     if (seen !== undefined) return this.stored(seen)
+    this.#confirmLater(item, pending)
+  }
+
+  #confirmLater (item: OutboxItem, pending: PendingSend): void {
     clearTimeout(pending.confirmTimer)
     pending.confirmTimer = setTimeout(() => {
       if (!this.#pending.has(item.id) || this.#stopped) return
@@ -99,7 +166,12 @@ export class Sender {
           // Already emitted in an earlier run (seq below lastSeq): resolve anyway.
           this.stored(this.#options.decrypt(message))
         },
-        (error: Error) => { if (!this.#stopped) this.#options.onError(error) })
+        (error: Error) => {
+          if (this.#stopped) return
+          // Over the publish rate (REST shares it with MQTT): ask again later.
+          if (error instanceof ApiError && error.status === 429) return this.#confirmLater(item, pending)
+          this.#options.onError(error)
+        })
     }, this.#options.confirmWaitMs ?? 3_000)
   }
 
@@ -124,6 +196,14 @@ export class Sender {
       this.#options.onError(new SendError(event.code, event.message, event.id ?? ''))
       return
     }
+    if (event.code === 'rate_limited') {
+      // Not refused for good: it stays in the outbox and is published again.
+      // (Its PUBACK may have come first: no REST confirm for it, it is published again.)
+      pending.outcome = 'throttled'
+      clearTimeout(pending.confirmTimer)
+      this.#throttleFor(event.retryAfterMs)
+      return
+    }
     clearTimeout(pending.confirmTimer)
     this.#pending.delete(event.id)
     void this.#options.outbox.remove(event.id)
@@ -132,6 +212,7 @@ export class Sender {
 
   stop (): void {
     this.#stopped = true
+    clearTimeout(this.#throttle?.timer)
     for (const pending of this.#pending.values()) clearTimeout(pending.confirmTimer)
   }
 }

@@ -96,6 +96,8 @@ export interface ServerErrorEvent {
   message: string
   topic: string
   id?: string
+  /** `rate_limited`: how long to wait before sending again. */
+  retryAfterMs?: number
   ts: number
 }
 
