@@ -73,6 +73,8 @@ export interface Limits {
   connect: { perSecond: number, burst: number }
   /** Devices of one user connected at once, across processes (0: off). */
   devicesPerUser: number
+  /** Persistent sessions (inbox cursors) kept per user; beyond it the one furthest behind is evicted (0: off). */
+  sessionsPerUser: number
   /** REST requests per minute per token (or address), across processes in Redis mode (0: off). */
   restPerMinute: number
 }
@@ -327,6 +329,15 @@ function demoLogin (env: Env, jwt: JwtKey): boolean {
   return true
 }
 
+// Every connected device may hold a session, and a connected device's session is
+// never evicted: so the session bound must leave room for all of them.
+function sessionsPerUser (env: Env): number {
+  const sessions = integer(env, 'MAX_SESSIONS_PER_USER', 100, 0, 100_000)
+  const devices = integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000)
+  if (sessions > 0 && devices > sessions) throw new ConfigError('MAX_SESSIONS_PER_USER', `must be at least MAX_DEVICES_PER_USER (${devices}), got ${sessions}`)
+  return sessions
+}
+
 export function loadConfig (env: Env = process.env): Config {
   const logLevel = env.LOG_LEVEL || 'info'
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
@@ -355,6 +366,7 @@ export function loadConfig (env: Env = process.env): Config {
       publish: { perSecond: integer(env, 'PUBLISH_RATE', 0, 0, 1_000_000), burst: integer(env, 'PUBLISH_BURST', 1_000, 1, 10_000_000) },
       connect: { perSecond: integer(env, 'CONNECT_RATE', 500, 0, 1_000_000), burst: integer(env, 'CONNECT_BURST', 2_000, 1, 10_000_000) },
       devicesPerUser: integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000),
+      sessionsPerUser: sessionsPerUser(env),
       restPerMinute: integer(env, 'REST_RATE_PER_MINUTE', 6_000, 0, 10_000_000)
     },
     tls: tlsConfig(env),
