@@ -8,7 +8,8 @@
 import t from 'tap'
 import { connect as connectTcp } from 'node:net'
 import mqttPacket from 'mqtt-packet'
-import { startServerProcess, modesUnderTest } from './helpers/server-process.ts'
+import { Redis } from 'ioredis'
+import { startServerProcess, modesUnderTest, REDIS_BASE } from './helpers/server-process.ts'
 import { connectDevice, errorsOf, inboxOf, type Device, type DeviceOptions } from './helpers/devices.ts'
 import { apiFor } from './helpers/rest.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
@@ -156,6 +157,29 @@ for (const mode of modesUnderTest()) {
       await again.end()
       await offline(carol)
     })
+
+    if (mode === 'redis') {
+      t.test('a restored session whose cursor is gone (the server stopped mid-eviction) gets a working inbox', async (t) => {
+        const erin = uniqueUser('erin')
+        await session(erin, 'e')
+        await sendTo(erin)
+        // What a process that died between dropping the cursor and removing the subscriptions leaves.
+        const redis = new Redis(`${REDIS_BASE}/1`)
+        t.teardown(() => redis.disconnect())
+        t.equal(await redis.hdel(`inboxd:h:${erin}:cur`, 'e'), 1)
+        const back = await device(erin, 'e', { subscribe: false })
+        t.equal(back.sessionPresent, true, 'its subscriptions were still stored')
+        const next = await sendTo(erin)
+        t.match((await back.waitForInbox(1))[0], { seq: 2, id: next }, 'a new session from the head: the first event is not the next one, so the device syncs')
+        await back.end()
+        await offline(erin)
+        const later = await sendTo(erin)
+        const again = await device(erin, 'e', { subscribe: false })
+        t.match((await again.waitForInbox(1))[0], { seq: 3, id: later }, 'and it is kept like any other')
+        await again.end()
+        await offline(erin)
+      })
+    }
 
     t.test('the SDK resumes a session that was evicted through /v1/sync', async (t) => {
       const dave = uniqueUser('dave')
