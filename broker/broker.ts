@@ -181,7 +181,11 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
   kicker = new Kicker(aedes, store.signal)
   const metrics = options.metrics
   inbox = new InboxDelivery(aedes, {
-    history, feed, retentionMs: options.backlogRetentionMs, log, ...(metrics === undefined ? {} : { onSent: (source) => metrics.delivered.inc({ source }) })
+    history,
+    feed,
+    retentionMs: options.backlogRetentionMs,
+    log,
+    ...(metrics === undefined ? {} : { onSent: (source) => metrics.delivered.inc({ source }), onEvicted: (count) => metrics.sessionsEvicted.inc(count) })
   })
   if (metrics !== undefined) {
     const transport = (client: Client): string => (client as unknown as { req?: unknown }).req === undefined ? 'tcp' : 'websocket'

@@ -75,6 +75,8 @@ export interface Limits {
   connect: { perSecond: number, burst: number }
   /** Devices of one user connected at once, across processes (0: off). */
   devicesPerUser: number
+  /** Persistent sessions (inbox cursors) kept per user; beyond it the one furthest behind is evicted (0: off). */
+  sessionsPerUser: number
   /** REST requests per minute per token (or address), across processes in Redis mode (0: off). */
   restPerMinute: number
   /** Push registrations (POST /v1/devices) one user may hold at once (0: off). */
@@ -346,6 +348,15 @@ function demoLogin (env: Env, jwt: JwtKey): boolean {
   return true
 }
 
+// Every connected device may hold a session, and a connected device's session is
+// never evicted: so the session bound must leave room for all of them.
+function sessionsPerUser (env: Env): number {
+  const sessions = integer(env, 'MAX_SESSIONS_PER_USER', 100, 0, 100_000)
+  const devices = integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000)
+  if (sessions > 0 && devices > sessions) throw new ConfigError('MAX_SESSIONS_PER_USER', `must be at least MAX_DEVICES_PER_USER (${devices}), got ${sessions}`)
+  return sessions
+}
+
 export function loadConfig (env: Env = process.env): Config {
   const logLevel = env.LOG_LEVEL || 'info'
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
@@ -376,6 +387,7 @@ export function loadConfig (env: Env = process.env): Config {
       publishExempt: userIdList(env, 'PUBLISH_RATE_EXEMPT'),
       connect: { perSecond: integer(env, 'CONNECT_RATE', 500, 0, 1_000_000), burst: integer(env, 'CONNECT_BURST', 2_000, 1, 10_000_000) },
       devicesPerUser: integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000),
+      sessionsPerUser: sessionsPerUser(env),
       restPerMinute: integer(env, 'REST_RATE_PER_MINUTE', 6_000, 0, 10_000_000),
       // What one account may keep on the server: generous for people, a wall for a script.
       pushDevicesPerUser: integer(env, 'MAX_PUSH_DEVICES_PER_USER', 20, 0, 100_000),

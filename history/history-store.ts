@@ -105,9 +105,14 @@ export interface HistoryStore {
   readLog (user: string, after: number, limit: number): Promise<LogEntry[]>
   /** The device's cursor, or undefined when it holds no persistent inbox session. */
   cursor (user: string, device: string): Promise<number | undefined>
-  /** The device's cursor; created at the user's current head when there is none, so it receives what comes next. */
-  openCursor (user: string, device: string): Promise<number>
-  /** Moves cursors forward (never back): one write for the whole batch. */
+  /**
+   * The device's cursor; created at the user's current head when there is none, so it receives
+   * what comes next. Creating one beyond the store's session bound (MAX_SESSIONS_PER_USER) evicts,
+   * in the same atomic step, the user's sessions furthest behind (lowest cursor) among devices not
+   * connected to any process; never a connected one, so while all are connected the bound is exceeded.
+   */
+  openCursor (user: string, device: string): Promise<OpenedCursor>
+  /** Moves existing cursors forward (never back): one write for the whole batch. A cursor that is gone (dropped, evicted) stays gone. */
   saveCursors (cursors: DeviceCursor[]): Promise<void>
   /** Forgets the device's cursor (its session was discarded). */
   dropCursor (user: string, device: string): Promise<void>
@@ -141,6 +146,14 @@ export interface Notice {
   /** The event's JSON after `{"seq":N,`. */
   tail: string
   ts: number
+}
+
+export interface OpenedCursor {
+  seq: number
+  /** False when the device already had this cursor. */
+  created: boolean
+  /** Devices of the user whose sessions were evicted to make room (their cursors are gone). */
+  evicted: string[]
 }
 
 export interface DeviceCursor {

@@ -9,12 +9,13 @@
 //   c!u!peer!<seq>    1:1 conversation   in!u!peer!<seq>    incoming, unrecalled
 //   convs!u!peer      last message seq   ids!u!id           senderSeq|recipientSeq|to|ts|flag
 //   mark!u!<read|dlv|readby|dlvby>!peer  seq                cur!u!device       device cursor
-//   blk!u!user        since (ms): u blocked user
+//   blk!u!user        since (ms): u blocked user           curs!u             u's devices with a cursor, `,`-separated
 //   blkn!u            how many users u blocks (written by every block change; absent
 //                     for data from before it: counted once from the blk! keys)
+// (`curs!` lets a transaction, which cannot scan, see all of a user's sessions to bound them.)
 import { ClassicLevel } from 'classic-level'
 import type { Notice } from './history-store.ts'
-import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, seqFromIdRecords } from './history-store.ts'
 import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
 import { GroupCommit, type Transaction } from './level-group-commit.ts'
@@ -28,6 +29,10 @@ const pad = (seq: number): string => String(seq).padStart(16, '0')
 const evKey = (user: string, seq: number): string => `ev!${user}!${pad(seq)}`
 const markKey = (user: string, mark: Mark, peer: string): string => `mark!${user}!${mark}!${peer}`
 const cursorKey = (user: string, device: string): string => `cur!${user}!${device}`
+/** Device ids never contain `,`. */
+const sessionsKey = (user: string): string => `curs!${user}`
+/** Set once every user's `curs!` index has been built from their `cur!` keys. */
+const SESSIONS_INDEXED = 'meta!sessions-indexed'
 /** Range options for every key under `prefix` strictly after / before a seq. */
 const after = (prefix: string, seq: number, before?: number) => ({ gt: prefix + pad(seq), lt: before === undefined ? prefix + '~' : prefix + pad(before) })
 const eventOf = (stored: string): string => stored.slice(stored.indexOf('\n') + 1)
@@ -40,6 +45,24 @@ function nextSeq (tx: Transaction, user: string): number {
   const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
   tx.put(`seq!${user}`, String(seq))
   return seq
+}
+
+function sessionsOf (tx: Transaction, user: string): string[] {
+  const list = tx.get(sessionsKey(user))
+  return list === undefined || list === '' ? [] : list.split(',')
+}
+
+function setSessions (tx: Transaction, user: string, devices: string[]): void {
+  if (devices.length === 0) tx.del(sessionsKey(user))
+  else tx.put(sessionsKey(user), devices.join(','))
+}
+
+/** Persistent sessions kept per user, and who is connected right now (never evicted). */
+export interface LevelSessionBound {
+  /** MAX_SESSIONS_PER_USER (0: no bound). */
+  maxPerUser: number
+  /** Synchronous, so that the check and the eviction are one transaction (embedded mode has one process). */
+  isConnected: (user: string, clientId: string) => boolean
 }
 
 function mark (tx: Transaction, user: string, name: Mark, peer: string): number {
@@ -56,11 +79,13 @@ export class LevelHistory implements HistoryStore {
   readonly #commit: GroupCommit
   /** When each user's log was last trimmed; a user evicted from it is only trimmed a little early. */
   readonly #lastTrim = new BoundedMap<string, number>(10_000)
+  readonly #sessions: LevelSessionBound
 
-  private constructor (db: ClassicLevel<string, string>, keepMs: number) {
+  private constructor (db: ClassicLevel<string, string>, keepMs: number, sessions: LevelSessionBound) {
     this.#db = db
     this.#keepMs = keepMs
     this.#commit = new GroupCommit(db)
+    this.#sessions = sessions
   }
 
   /** The group store on the same database and group commit (a group event and its member entries land in one batch). */
@@ -82,11 +107,13 @@ export class LevelHistory implements HistoryStore {
     })
   }
 
-  static async open (path: string, keepMs: number): Promise<LevelHistory> {
+  /** Without `sessions`, cursors are not bounded. */
+  static async open (path: string, keepMs: number, sessions: LevelSessionBound = { maxPerUser: 0, isConnected: () => false }): Promise<LevelHistory> {
     // A larger memtable: fewer flushes and level-0 compactions stalling group commits.
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8', writeBufferSize: 32 * 1024 * 1024 })
     await db.open()
-    return new LevelHistory(db, keepMs)
+    await indexSessions(db)
+    return new LevelHistory(db, keepMs, sessions)
   }
 
   async #keys (range: Record<string, string>, limit: number, reverse = false): Promise<string[]> {
@@ -380,20 +407,40 @@ export class LevelHistory implements HistoryStore {
     return value === undefined ? undefined : Number(value)
   }
 
-  openCursor (user: string, device: string): Promise<number> {
+  openCursor (user: string, device: string): Promise<OpenedCursor> {
     return this.#commit.run((tx) => {
       const current = tx.get(cursorKey(user, device))
-      if (current !== undefined) return Number(current)
+      if (current !== undefined) return { seq: Number(current), created: false, evicted: [] }
       const head = Number(tx.get(`seq!${user}`) ?? 0)
+      const sessions = sessionsOf(tx, user)
+      const evicted = this.#evict(tx, user, sessions)
       tx.put(cursorKey(user, device), String(head))
-      return head
+      setSessions(tx, user, [...sessions.filter((kept) => !evicted.includes(kept)), device])
+      return { seq: head, created: true, evicted }
     })
+  }
+
+  /** The sessions to drop so that one more fits: furthest behind first (then by device id), never a connected one. */
+  #evict (tx: Transaction, user: string, sessions: string[]): string[] {
+    const { maxPerUser, isConnected } = this.#sessions
+    const excess = maxPerUser > 0 ? sessions.length + 1 - maxPerUser : 0
+    if (excess <= 0) return []
+    const victims = sessions
+      .filter((device) => !isConnected(user, `${user}:${device}`))
+      .map((device) => ({ device, seq: Number(tx.get(cursorKey(user, device)) ?? -1) }))
+      .sort((a, b) => a.seq - b.seq || (a.device < b.device ? -1 : a.device > b.device ? 1 : 0))
+      .slice(0, excess)
+      .map(({ device }) => device)
+    for (const device of victims) tx.del(cursorKey(user, device))
+    return victims
   }
 
   saveCursors (cursors: DeviceCursor[]): Promise<void> {
     return this.#commit.run((tx) => {
       for (const { user, device, seq } of cursors) {
-        if (seq > Number(tx.get(cursorKey(user, device)) ?? -1)) tx.put(cursorKey(user, device), String(seq))
+        const current = tx.get(cursorKey(user, device))
+        // A cursor dropped or evicted meanwhile is not brought back by a late save.
+        if (current !== undefined && seq > Number(current)) tx.put(cursorKey(user, device), String(seq))
       }
     })
   }
@@ -408,11 +455,33 @@ export class LevelHistory implements HistoryStore {
   }
 
   dropCursor (user: string, device: string): Promise<void> {
-    return this.#commit.run((tx) => tx.del(cursorKey(user, device)))
+    return this.#commit.run((tx) => {
+      if (tx.get(cursorKey(user, device)) === undefined) return
+      tx.del(cursorKey(user, device))
+      setSessions(tx, user, sessionsOf(tx, user).filter((kept) => kept !== device))
+    })
   }
 
   async close (): Promise<void> {
     await this.#commit.drain()
     await this.#db.close()
   }
+}
+
+/**
+ * Data written before the `curs!` index existed: build it once from the `cur!` keys
+ * (`cur!<user>!<device>`; neither contains `!`), before any transaction runs.
+ */
+async function indexSessions (db: ClassicLevel<string, string>): Promise<void> {
+  if (await db.get(SESSIONS_INDEXED) !== undefined) return
+  const byUser = new Map<string, string[]>()
+  for await (const key of db.keys({ gt: 'cur!', lt: 'cur!~' })) {
+    const [, user, device] = key.split('!')
+    if (user === undefined || device === undefined) continue
+    let devices = byUser.get(user)
+    if (devices === undefined) byUser.set(user, devices = [])
+    devices.push(device)
+  }
+  const ops = [...byUser].map(([user, devices]) => ({ type: 'put' as const, key: sessionsKey(user), value: devices.join(',') }))
+  await db.batch([...ops, { type: 'put', key: SESSIONS_INDEXED, value: '1' }])
 }

@@ -2,7 +2,7 @@
 // so seq is gapless across server processes); reads are plain pipelined
 // range queries over the same keys.
 import type { Redis } from 'ioredis'
-import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, NewMessage, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { parseMeta, seqFromIdRecords } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
 import { withSeq } from './events.ts'
@@ -22,7 +22,7 @@ interface ScriptedRedis extends Redis {
   historyRecall (...args: Array<string | number>): Promise<Reply>
   historyTrim (...args: Array<string | number>): Promise<number>
   historyReadLog (...args: Array<string | number>): Promise<string[]>
-  historyOpenCursor (...args: Array<string | number>): Promise<number>
+  historyOpenCursor (...args: Array<string | number>): Promise<Array<string | number>>
   historySaveCursors (...args: Array<string | number>): Promise<number>
   historyNotices (...args: Array<string | number>): Promise<string[]>
   historyBlock (...args: Array<string | number>): Promise<string>
@@ -31,12 +31,21 @@ interface ScriptedRedis extends Redis {
 const key = (user: string, name: string): string => `${PREFIX}${user}:${name}`
 const orUndefined = (value: string | number | null | undefined): string | undefined => (typeof value === 'string' ? value : undefined)
 
+/** Persistent sessions kept per user, and where the script reads who is connected. */
+export interface RedisSessionBound {
+  /** MAX_SESSIONS_PER_USER (0: no bound). */
+  maxPerUser: number
+  /** The user's hash of connected clientIds (presence/redis-presence.ts), read inside the script. */
+  connectionsKey: (user: string) => string
+}
+
 export class RedisHistory implements HistoryStore {
   readonly #redis: ScriptedRedis
   readonly #keepMs: number
+  readonly #sessions: RedisSessionBound
 
-  /** `keepMs` 0 keeps history forever. */
-  constructor (redis: Redis, keepMs: number) {
+  /** `keepMs` 0 keeps history forever. Without `sessions`, cursors are not bounded. */
+  constructor (redis: Redis, keepMs: number, sessions: RedisSessionBound = { maxPerUser: 0, connectionsKey: () => '' }) {
     redis.defineCommand('historyAppend', { numberOfKeys: 0, lua: APPEND })
     redis.defineCommand('historyReceipt', { numberOfKeys: 0, lua: RECEIPT })
     redis.defineCommand('historyRecall', { numberOfKeys: 0, lua: RECALL })
@@ -48,6 +57,7 @@ export class RedisHistory implements HistoryStore {
     redis.defineCommand('historyBlock', { numberOfKeys: 0, lua: BLOCK })
     this.#redis = redis as ScriptedRedis
     this.#keepMs = keepMs
+    this.#sessions = sessions
   }
 
   async appendMessage (message: NewMessage): Promise<AppendResult> {
@@ -230,8 +240,10 @@ export class RedisHistory implements HistoryStore {
     return value === null ? undefined : Number(value)
   }
 
-  async openCursor (user: string, device: string): Promise<number> {
-    return Number(await this.#redis.historyOpenCursor(PREFIX, user, device))
+  async openCursor (user: string, device: string): Promise<OpenedCursor> {
+    const { maxPerUser, connectionsKey } = this.#sessions
+    const [seq, created, ...evicted] = await this.#redis.historyOpenCursor(PREFIX, user, device, maxPerUser, maxPerUser > 0 ? connectionsKey(user) : '')
+    return { seq: Number(seq), created: Number(created) === 1, evicted: evicted.map(String) }
   }
 
   async saveCursors (cursors: DeviceCursor[]): Promise<void> {

@@ -9,6 +9,7 @@
 //   read / dlv       hash peer -> own mark (own seq space)
 //   readby / dlvby   hash peer -> how far the peer got (own seq space)
 //   blocks hash  blocked user -> since (ms)
+//   cur    hash  device -> cursor (a persistent session; at most MAX_SESSIONS_PER_USER)
 // Ids are validated `[A-Za-z0-9._@-]`, so they are safe inside JSON strings
 // and `|`-separated metadata without escaping.
 
@@ -200,25 +201,52 @@ end
 return out
 `
 
-/** ARGV: prefix, user, device. The device's cursor, created at the user's head if absent. */
+/**
+ * ARGV: prefix, user, device, maxSessions (0: no bound), the user's presence hash (clientId →
+ * connection: who is connected, on any process). Returns {cursor, created, evicted device...}.
+ * A new cursor starts at the user's head. If the user then holds more than maxSessions cursors,
+ * the ones furthest behind (lowest seq, then device id) of devices not connected are dropped in
+ * this same script: a session is never evicted while its device is connected anywhere.
+ */
 export const OPEN_CURSOR = `
 local P = ARGV[1]
-local user, device = ARGV[2], ARGV[3]
-local current = redis.call('HGET', P .. user .. ':cur', device)
-if current then return tonumber(current) end
+local user, device, max, presence = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local key = P .. user .. ':cur'
+local current = redis.call('HGET', key, device)
+if current then return {tonumber(current), 0} end
 local head = tonumber(redis.call('GET', P .. user .. ':seq') or '0')
-redis.call('HSET', P .. user .. ':cur', device, head)
-return head
+local out = {head, 1}
+local excess = max > 0 and redis.call('HLEN', key) + 1 - max or 0
+if excess > 0 then
+  local connected = {}
+  for _, clientId in ipairs(redis.call('HKEYS', presence)) do connected[clientId] = true end
+  local candidates = {}
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    if not connected[user .. ':' .. all[i]] then table.insert(candidates, {all[i], tonumber(all[i + 1])}) end
+  end
+  table.sort(candidates, function (a, b)
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    return a[1] < b[1]
+  end)
+  for i = 1, math.min(excess, #candidates) do
+    redis.call('HDEL', key, candidates[i][1])
+    table.insert(out, candidates[i][1])
+  end
+end
+redis.call('HSET', key, device, head)
+return out
 `
 
-/** ARGV: prefix, then (user, device, seq) triples. Moves each cursor forward only. */
+/** ARGV: prefix, then (user, device, seq) triples. Moves each existing cursor forward only. */
 export const SAVE_CURSORS = `
 local P = ARGV[1]
 for i = 2, #ARGV, 3 do
   local key = P .. ARGV[i] .. ':cur'
   local seq = tonumber(ARGV[i + 2])
-  local current = tonumber(redis.call('HGET', key, ARGV[i + 1]) or '-1')
-  if seq > current then redis.call('HSET', key, ARGV[i + 1], seq) end
+  local current = redis.call('HGET', key, ARGV[i + 1])
+  -- A cursor dropped or evicted meanwhile is not brought back by a late save.
+  if current and seq > tonumber(current) then redis.call('HSET', key, ARGV[i + 1], seq) end
 end
 return 1
 `

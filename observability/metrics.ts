@@ -34,6 +34,7 @@ export class Metrics {
     collect: () => { if (this.unsentBytesSource !== undefined) this.unsentBytes.set(this.unsentBytesSource()) }
   })
 
+  readonly sessionsEvicted = new Counter({ name: 'inboxd_sessions_evicted_total', help: 'Persistent sessions evicted by MAX_SESSIONS_PER_USER (the user\'s session furthest behind)' })
   readonly redisErrors = new Counter({ name: 'inboxd_redis_errors_total', help: 'Errors reported by Redis connections' })
 
   constructor () {

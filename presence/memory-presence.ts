@@ -35,6 +35,11 @@ export class MemoryPresence implements PresenceRegistry {
   }
 
   async isConnected (user: string, clientId: string): Promise<boolean> {
+    return this.connectedNow(user, clientId)
+  }
+
+  /** Synchronous: for a LevelDB transaction that must not evict a connected device's session. */
+  connectedNow (user: string, clientId: string): boolean {
     return this.#connections.get(user)?.has(clientId) ?? false
   }
 

@@ -12,6 +12,8 @@ import { neverSeen, type PresenceChange, type PresenceRegistry, type PresenceSta
 
 const P = 'inboxd:presence:'
 export const NODE_TTL_MS = 6_000
+/** The user's live connections (`p:<user>`); the history store's cursor script reads it too. */
+export const connectionsKey = (user: string): string => P + 'p:' + user
 export const HEARTBEAT_MS = 2_000
 
 const COMMON = `
@@ -112,11 +114,11 @@ export class RedisPresence implements PresenceRegistry {
   }
 
   async connectedDevices (user: string): Promise<string[]> {
-    return this.#redis.hkeys(P + 'p:' + user)
+    return this.#redis.hkeys(connectionsKey(user))
   }
 
   async isConnected (user: string, clientId: string): Promise<boolean> {
-    return (await this.#redis.hexists(P + 'p:' + user, clientId)) === 1
+    return (await this.#redis.hexists(connectionsKey(user), clientId)) === 1
   }
 
   async states (users: string[]): Promise<PresenceState[]> {

@@ -55,12 +55,13 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   if (cluster.isWorker) joinClusterMetrics()
   const store = await openBrokerStore(config, nodeId, log)
   store.redis?.on('error', () => metrics.redisErrors.inc())
-  const { history, groups } = await openHistory(config, store)
+  // Before history: the history store never evicts the session of a device presence says is connected.
+  const presence = await openPresence(store, nodeId)
+  const { history, groups } = await openHistory(config, store, presence)
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'))
   // Append latency, measured at the one place every durable message passes.
   history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')
   groups.appendGroupMessage = timed(groups.appendGroupMessage.bind(groups), metrics.logAppend, 'group')
-  const presence = await openPresence(store, nodeId)
   const devices = await openDeviceRegistry(config, store)
   const keys = await openKeyDirectory(config, store)
   const push = openPush(config, store, devices, {

@@ -3,32 +3,58 @@
 // temp dir). A third implementation is proven by adding one line to STORES.
 import t from 'tap'
 import { Redis } from 'ioredis'
+import { ClassicLevel } from 'classic-level'
 import { join } from 'node:path'
 import type { HistoryStore } from '../history/history-store.ts'
 import type { GroupEventTemplate, GroupStore } from '../history/group-store.ts'
 import { RedisGroups } from '../history/redis-groups.ts'
 import { RedisHistory } from '../history/redis-history.ts'
 import { LevelHistory } from '../history/level-history.ts'
+import { RedisPresence, connectionsKey } from '../presence/redis-presence.ts'
+import { MemoryPresence } from '../presence/memory-presence.ts'
 import { REDIS_BASE, tempDataDir, flushRedisDb } from './helpers/server-process.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 
 const REDIS_DB = 12
 await flushRedisDb(REDIS_DB)
 
-const STORES: Array<{ name: string, open: (keepMs: number) => Promise<{ store: HistoryStore, groups: GroupStore, close: () => Promise<void> }> }> = [
+/** A store, and real presence beside it: the session bound never evicts a connected device. */
+interface Opened {
+  store: HistoryStore
+  groups: GroupStore
+  connect: (user: string, device: string) => Promise<void>
+  disconnect: (user: string, device: string) => Promise<void>
+  close: () => Promise<void>
+}
+
+const STORES: Array<{ name: string, open: (keepMs: number, maxSessions?: number) => Promise<Opened> }> = [
   {
     name: 'redis',
-    open: async (keepMs) => {
+    open: async (keepMs, maxSessions = 0) => {
       const redis = new Redis(`${REDIS_BASE}/${REDIS_DB}`, { enableAutoPipelining: true })
-      const store = new RedisHistory(redis, keepMs)
-      return { store, groups: new RedisGroups(redis, keepMs), close: async () => { await store.close(); redis.disconnect() } }
+      const presence = await RedisPresence.join(redis, uniqueUser('node'))
+      const store = new RedisHistory(redis, keepMs, { maxPerUser: maxSessions, connectionsKey })
+      return {
+        store,
+        groups: new RedisGroups(redis, keepMs),
+        connect: async (user, device) => { await presence.connected(user, `${user}:${device}`, 't', Date.now()) },
+        disconnect: async (user, device) => { await presence.disconnected(user, `${user}:${device}`, 't', Date.now()) },
+        close: async () => { await presence.leave(Date.now()); await store.close(); redis.disconnect() }
+      }
     }
   },
   {
     name: 'leveldb',
-    open: async (keepMs) => {
-      const store = await LevelHistory.open(join(tempDataDir(), 'history'), keepMs)
-      return { store, groups: store.groups(), close: () => store.close() }
+    open: async (keepMs, maxSessions = 0) => {
+      const presence = new MemoryPresence()
+      const store = await LevelHistory.open(join(tempDataDir(), 'history'), keepMs, { maxPerUser: maxSessions, isConnected: (user, clientId) => presence.connectedNow(user, clientId) })
+      return {
+        store,
+        groups: store.groups(),
+        connect: async (user, device) => { await presence.connected(user, `${user}:${device}`, 't', Date.now()) },
+        disconnect: async (user, device) => { await presence.disconnected(user, `${user}:${device}`, 't', Date.now()) },
+        close: () => store.close()
+      }
     }
   }
 ]
@@ -164,9 +190,10 @@ for (const { name, open } of STORES) {
       const bob = uniqueUser('bob')
       t.equal(await store.cursor(bob, 'phone'), undefined, 'no session, no cursor')
       await send(store, alice, bob, 'before')
-      t.equal(await store.openCursor(bob, 'phone'), 1, 'a new cursor starts at the head')
+      t.same(await store.openCursor(bob, 'phone'), { seq: 1, created: true, evicted: [] }, 'a new cursor starts at the head')
+      await store.openCursor(bob, 'laptop')
       await send(store, alice, bob, 'after')
-      t.equal(await store.openCursor(bob, 'phone'), 1, 'opening again keeps the cursor')
+      t.same(await store.openCursor(bob, 'phone'), { seq: 1, created: false, evicted: [] }, 'opening again keeps the cursor')
       await store.saveCursors([{ user: bob, device: 'phone', seq: 2 }, { user: bob, device: 'laptop', seq: 1 }])
       t.equal(await store.cursor(bob, 'phone'), 2)
       t.equal(await store.cursor(bob, 'laptop'), 1, 'each device has its own')
@@ -175,6 +202,9 @@ for (const { name, open } of STORES) {
       await store.dropCursor(bob, 'phone')
       t.equal(await store.cursor(bob, 'phone'), undefined)
       t.equal(await store.cursor(bob, 'laptop'), 1, 'dropping one leaves the others')
+      await store.saveCursors([{ user: bob, device: 'phone', seq: 2 }, { user: bob, device: 'tablet', seq: 2 }])
+      t.equal(await store.cursor(bob, 'phone'), undefined, 'a late save does not bring a dropped cursor back')
+      t.equal(await store.cursor(bob, 'tablet'), undefined, 'nor create one')
     })
 
     t.test('conversations and unread', async (t) => {
@@ -189,6 +219,50 @@ for (const { name, open } of STORES) {
       t.same(page.events.map((event) => JSON.parse(event).id), ['u1', 'u2'])
       t.equal(page.hasMore, true)
     })
+  })
+
+  t.test(`${name}: sessions per user are bounded, the one furthest behind goes`, async (t) => {
+    const { store, connect, disconnect, close } = await open(0, 3)
+    t.teardown(close)
+    const alice = uniqueUser('alice')
+    const bob = uniqueUser('bob')
+    // d1 at 0, d2 at 1, d3 at 2: each opened after one more message.
+    for (const device of ['d1', 'd2', 'd3']) {
+      t.same((await store.openCursor(bob, device)).evicted, [], `${device} fits`)
+      await send(store, alice, bob, `m-${device}`)
+    }
+    t.same(await store.openCursor(bob, 'd4'), { seq: 3, created: true, evicted: ['d1'] }, 'the fourth evicts the lowest cursor, in the same step')
+    t.equal(await store.cursor(bob, 'd1'), undefined, 'its cursor is gone')
+    await store.saveCursors([{ user: bob, device: 'd1', seq: 3 }])
+    t.equal(await store.cursor(bob, 'd1'), undefined, 'a late save of the evicted device does not bring it back')
+
+    await connect(bob, 'd2')
+    t.same((await store.openCursor(bob, 'd5')).evicted, ['d3'], 'a connected device is never evicted: the next one behind goes')
+    t.equal(await store.cursor(bob, 'd2'), 1, 'the connected one keeps its cursor')
+    t.same((await store.openCursor(bob, 'd2')).evicted, [], 'reopening an existing cursor evicts nothing')
+
+    await store.dropCursor(bob, 'd4')
+    t.same((await store.openCursor(bob, 'd6')).evicted, [], 'a dropped session frees its place')
+
+    await store.saveCursors([{ user: bob, device: 'd5', seq: 3 }, { user: bob, device: 'd6', seq: 3 }])
+    t.same((await store.openCursor(bob, 'd1')).evicted, ['d5'], 'equal cursors: the lowest device id goes first')
+
+    await connect(bob, 'd1')
+    await connect(bob, 'd6')
+    const over = await store.openCursor(bob, 'd7')
+    t.same(over.evicted, [], 'every session connected: none is evicted, the new one is kept anyway')
+    t.equal(await store.cursor(bob, 'd7'), 3)
+    await disconnect(bob, 'd1')
+    await disconnect(bob, 'd2')
+    t.same((await store.openCursor(bob, 'd8')).evicted.sort(), ['d1', 'd2'], 'once they disconnect, the next new session brings the user back to the bound')
+    const carol = uniqueUser('carol')
+    t.same((await store.openCursor(carol, 'd1')).evicted, [], 'the bound is per user')
+
+    const [a, b] = await Promise.all([store.openCursor(carol, 'x1'), store.openCursor(carol, 'x2')])
+    const [c, d] = await Promise.all([store.openCursor(carol, 'x3'), store.openCursor(carol, 'x4')])
+    t.equal([a, b, c, d].flatMap((opened) => opened.evicted).length, 2, 'concurrent opens: each eviction happens once')
+    const kept = await Promise.all(['d1', 'x1', 'x2', 'x3', 'x4'].map((device) => store.cursor(carol, device)))
+    t.equal(kept.filter((cursor) => cursor !== undefined).length, 3, 'and the user holds exactly the bound')
   })
 
   t.test(`${name}: retention`, async (t) => {
@@ -270,3 +344,18 @@ for (const { name, open } of STORES) {
     t.match(await send(store, mallory, alice, 'w2'), { status: 'stored', withheld: undefined, newConversation: undefined, recipientSeq: 2 }, 'after unblocking: delivered')
   })
 }
+
+t.test('leveldb: cursors written before the session index are counted after an upgrade', async (t) => {
+  const path = join(tempDataDir(), 'history')
+  const bob = uniqueUser('bob')
+  const before = await LevelHistory.open(path, 0)
+  for (const device of ['d1', 'd2', 'd3']) await before.openCursor(bob, device)
+  await before.close()
+  // What an older version left: cursors only, no index.
+  const raw = new ClassicLevel<string, string>(path)
+  await raw.batch([{ type: 'del', key: `curs!${bob}` }, { type: 'del', key: 'meta!sessions-indexed' }])
+  await raw.close()
+  const after = await LevelHistory.open(path, 0, { maxPerUser: 3, isConnected: () => false })
+  t.teardown(() => after.close())
+  t.same((await after.openCursor(bob, 'd4')).evicted, ['d1'], 'the old sessions count towards the bound')
+})

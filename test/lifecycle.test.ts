@@ -32,6 +32,7 @@ t.test('invalid configuration: non-zero exit and one line naming the variable', 
     ['HISTORY_RETENTION_SECONDS', { ...base, HISTORY_RETENTION_SECONDS: 'forever' }],
     ['PUBLISH_RATE_EXEMPT', { ...base, PUBLISH_RATE_EXEMPT: 'bulk-sender,not/an/id' }],
     ['KEEPALIVE_MIN_SECONDS', { ...base, KEEPALIVE_MIN_SECONDS: '100', KEEPALIVE_MAX_SECONDS: '10' }],
+    ['MAX_SESSIONS_PER_USER', { ...base, MAX_SESSIONS_PER_USER: '10', MAX_DEVICES_PER_USER: '20' }],
     ['APNS_TEAM_ID', { ...base, APNS_KEY: '/nonexistent.p8', APNS_KEY_ID: 'K', APNS_TOPIC: 'com.example' }],
     ['APNS_KEY', { ...base, APNS_KEY: '/nonexistent.p8', APNS_KEY_ID: 'K', APNS_TEAM_ID: 'T', APNS_TOPIC: 'com.example' }],
     ['APNS_ENV', { ...base, APNS_KEY: '/nonexistent.p8', APNS_KEY_ID: 'K', APNS_TEAM_ID: 'T', APNS_TOPIC: 'com.example', APNS_ENV: 'staging' }]

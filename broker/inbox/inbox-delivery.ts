@@ -7,7 +7,12 @@
 //   CONNECT with a stored session → stream from cursor + 1, then live;
 //   PUBACK → Aedes asks its persistence to clear the packet id: ours are
 //     answered here and move the cursor (written in coalesced batches);
-//   UNSUBSCRIBE, or CONNECT with clean: true → the cursor is dropped.
+//   UNSUBSCRIBE, or CONNECT with clean: true → the cursor is dropped;
+//   a new cursor beyond MAX_SESSIONS_PER_USER → the store evicts the user's
+//     session furthest behind (of a device not connected), and its stored
+//     subscriptions are removed here, so that device's next CONNECT finds no
+//     session (session present 0): it subscribes again and catches up with
+//     GET /v1/sync.
 // Aedes still carries everything else (errors topic, presence, typing).
 import type { Aedes, Client } from 'aedes'
 import mqttPacket from 'mqtt-packet'
@@ -29,10 +34,13 @@ export interface InboxDeliveryOptions {
   cursorFlushMs?: number
   /** One event written to a device (metrics). */
   onSent?: (source: 'backlog' | 'live') => void
+  /** Sessions evicted by the bound (metrics). */
+  onEvicted?: (count: number) => void
 }
 
-interface ClearStore {
+interface SessionStore {
   outgoingClearMessageId (client: Client, packet: { messageId?: number }): Promise<unknown>
+  cleanSubscriptions (client: { id: string }): Promise<unknown>
 }
 
 interface Attached { stream: DeviceStream, device: DeviceIdentity }
@@ -46,19 +54,21 @@ export class InboxDelivery {
   /** A disconnected device's last cursor write, which its reconnect must wait for. */
   readonly #settling = new Map<string, Promise<void>>()
   readonly #flushTimer: NodeJS.Timeout
+  readonly #persistence: SessionStore
 
   constructor (aedes: Aedes, options: InboxDeliveryOptions) {
     this.#options = options
+    this.#persistence = (aedes as unknown as { persistence: SessionStore }).persistence
     options.feed.listen((user, seq, event) => {
       const streams = this.#byUser.get(user)
       if (streams !== undefined) for (const stream of streams) stream.offer(seq, event)
     }, (user) => this.#byUser.has(user))
     options.feed.onResync(() => { for (const { stream } of this.#byClient.values()) stream.catchUp() })
-    this.#answerOwnAcks((aedes as unknown as { persistence: ClearStore }).persistence)
+    this.#answerOwnAcks(this.#persistence)
     aedes.on('clientReady', (client) => this.#resume(client))
     aedes.on('subscribe', (subscriptions, client) => {
       const inbox = subscriptions.find((sub) => sub.topic === this.#inboxOf(client) && (sub.qos as number) !== 128)
-      if (inbox !== undefined) this.#attach(client, inbox.qos === 0 ? 0 : 1)
+      if (inbox !== undefined) this.#attach(client, inbox.qos === 0 ? 0 : 1, false)
     })
     aedes.on('unsubscribe', (topics, client) => {
       if (topics.includes(this.#inboxOf(client) ?? '')) this.#detach(client, true)
@@ -71,7 +81,25 @@ export class InboxDelivery {
   /** Before the SUBACK of a persistent session's inbox subscription: from now on, events are kept for it. */
   async prepareSubscription (client: Client): Promise<void> {
     const device = parseClientId(client.id)
-    if (device !== undefined && !client.clean) await this.#options.history.openCursor(device.userId, device.deviceId)
+    if (device === undefined || client.clean) return
+    const opened = await this.#options.history.openCursor(device.userId, device.deviceId)
+    this.#endEvicted(device.userId, opened.evicted)
+  }
+
+  /**
+   * The store dropped these devices' cursors to keep the session bound: remove what Aedes
+   * stored for their sessions too (subscriptions; in Redis also their queue), on every process.
+   * Not awaited: the SUBACK need not wait for it. If this fails or the process dies first, the
+   * session comes back without a cursor and is handled as one (see #attach).
+   */
+  #endEvicted (user: string, devices: string[]): void {
+    if (devices.length === 0) return
+    const clientIds = devices.map((device) => `${user}:${device}`)
+    this.#options.log.info({ clientIds }, 'persistent sessions evicted (MAX_SESSIONS_PER_USER): they were the furthest behind')
+    this.#options.onEvicted?.(devices.length)
+    for (const id of clientIds) {
+      this.#persistence.cleanSubscriptions({ id }).catch((error: unknown) => this.#options.log.warn({ err: error, clientId: id }, 'could not remove an evicted session\'s subscriptions'))
+    }
   }
 
   /** Before the CONNACK: a clean session discards the device's cursor. */
@@ -86,7 +114,7 @@ export class InboxDelivery {
   }
 
   /** PUBACKs reach the persistence as "clear this packet id": answer ours, pass the rest on. */
-  #answerOwnAcks (persistence: ClearStore): void {
+  #answerOwnAcks (persistence: SessionStore): void {
     const clear = persistence.outgoingClearMessageId.bind(persistence)
     persistence.outgoingClearMessageId = (client, packet) => {
       const acked = packet.messageId === undefined ? undefined : this.#byClient.get(client)?.stream.ack(packet.messageId)
@@ -101,10 +129,11 @@ export class InboxDelivery {
     const subscriptions = (client as unknown as { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions
     const subscription = topic === undefined ? undefined : subscriptions[topic]
     if (client.clean || subscription === undefined) return
-    this.#attach(client, subscription.qos === 0 ? 0 : 1)
+    this.#attach(client, subscription.qos === 0 ? 0 : 1, true)
   }
 
-  #attach (client: Client, qos: 0 | 1): void {
+  /** `restored`: the subscription came back with a stored session (not from a SUBSCRIBE just now). */
+  #attach (client: Client, qos: 0 | 1, restored: boolean): void {
     const device = parseClientId(client.id)
     if (device === undefined || this.#byClient.has(client) || client.closed) return
     const { history, retentionMs, log } = this.#options
@@ -144,7 +173,15 @@ export class InboxDelivery {
     streams.add(stream)
     const position = client.clean
       ? history.head(device.userId)
-      : (this.#settling.get(client.id) ?? Promise.resolve()).then(() => history.openCursor(device.userId, device.deviceId))
+      : (this.#settling.get(client.id) ?? Promise.resolve()).then(() => history.openCursor(device.userId, device.deviceId)).then((opened) => {
+          this.#endEvicted(device.userId, opened.evicted)
+          // A restored session whose cursor is gone (evicted while its subscriptions were being
+          // removed, or before a crash let that happen): it is a new session from the log's head,
+          // counted in the bound like any other. Its first event is then not the next one, so the
+          // device fetches what it missed with GET /v1/sync (docs/protocol.md, seq).
+          if (opened.created && restored) log.info({ clientId: client.id, cursor: opened.seq }, 'a restored session had no cursor (evicted): it starts at the head')
+          return opened.seq
+        })
     position.then((cursor) => stream.start(cursor), (error: unknown) => {
       log.error({ err: error, clientId: client.id }, 'could not read the inbox cursor; closing the connection')
       client.close()

@@ -14,6 +14,8 @@ export interface DeviceOptions {
 
 export interface Device {
   client: MqttClient
+  /** The CONNACK's session present flag: the server restored a stored session. */
+  sessionPresent: boolean
   /** Everything received on the inbox, parsed. */
   inbox: Array<Record<string, unknown>>
   /** Everything received on this device's errors topic, parsed. */
@@ -60,8 +62,8 @@ export async function connectDevice (options: DeviceOptions): Promise<Device> {
     if (topic === inboxOf(options.userId)) inbox.push(parsed)
     else errors.push(parsed)
   })
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve())
+  const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+    client.once('connect', (connack) => resolve(connack.sessionPresent))
     client.once('error', (error) => { client.end(true); reject(error) })
     client.once('close', () => reject(new Error('connection closed before CONNACK')))
   })
@@ -70,6 +72,7 @@ export async function connectDevice (options: DeviceOptions): Promise<Device> {
   }
   return {
     client,
+    sessionPresent,
     inbox,
     errors,
     waitForInbox: (count, timeoutMs = 10_000) => waitFor(inbox, count, timeoutMs, 'inbox messages'),
