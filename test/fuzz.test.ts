@@ -647,6 +647,32 @@ async function fuzzRest (t: Test, mode: Mode, world: World, budget: Budget): Pro
   }, budget)
 }
 
+// ---- what the fuzzing found, kept as fixed cases ----
+
+async function foundBefore (t: Test, world: World): Promise<void> {
+  const authorization = `Bearer ${token(uniqueUser('found'))}`
+  const get = async (path: string): Promise<{ status: number, body: any }> => {
+    const response = await fetch(world.server.httpUrl + path, { headers: { authorization } })
+    return { status: response.status, body: await response.json() }
+  }
+  // Fastify's default maxParamLength (100) answered 414 for valid ids of 101-128 characters.
+  t.equal((await get(`/v1/presence/${'a'.repeat(128)}`)).status, 200, 'a 128-character user id in a path is a user id')
+  t.match(await get(`/v1/presence/${'a'.repeat(129)}`), { status: 400, body: { error: 'invalid_request', field: 'params' } }, 'a longer path parameter: 400 invalid_request')
+  // Router errors came in Fastify's shape: {"error":"Bad Request","code":"FST_ERR_BAD_URL"}.
+  t.match(await get('/v1/groups/%E2%80'), { status: 400, body: { error: 'invalid_request', field: 'params' } }, 'a malformed percent-encoding: 400 invalid_request')
+  // Node's parser refuses more than 16 KiB of request line and headers: the answer was {"error":"Request Header Fields Too Large"}, or a reset.
+  const huge = await new Promise<{ status: number, body: string }>((resolve, reject) => {
+    const request = httpRequest({ host: '127.0.0.1', port: world.server.httpPort, path: `/v1/presence/${'a'.repeat(70_000)}`, headers: { authorization } }, (response) => {
+      let body = ''
+      response.on('data', (chunk: Buffer) => { body += chunk.toString() })
+      response.on('end', () => resolve({ status: response.statusCode!, body }))
+    })
+    request.on('error', reject)
+    request.end()
+  })
+  t.match({ status: huge.status, body: JSON.parse(huge.body) }, { status: 431, body: { error: 'headers_too_large' } }, 'a 70 KB URL: 431 headers_too_large, which the client reads')
+}
+
 // ---- both modes ----
 
 for (const mode of modesUnderTest()) {
@@ -662,6 +688,7 @@ for (const mode of modesUnderTest()) {
       t.equal(await normalTrafficFlows(world), undefined, `after ${after}: normal messages still flow, over MQTT and REST`)
     }
 
+    await t.test('what the fuzzing found, as fixed cases', (t) => foundBefore(t, world))
     await fuzzPayloads(t, mode, world, { runs: 500, seconds: 12 })
     await flows('the payloads')
     await fuzzParity(t, mode, world, { runs: 200, seconds: 4 })
