@@ -7,6 +7,7 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import { JSON_TOO_DEEP } from './json-body.ts'
 import { isStorageOutage } from '../storage/storage-errors.ts'
+import { MAX_ID_LENGTH } from '../protocol/identity.ts'
 
 export interface ApiError {
   error: string
@@ -48,8 +49,8 @@ const BY_FASTIFY_CODE: Record<string, [number, string]> = {
 }
 
 
-/** The longest path parameter the router takes (ids are at most 128 characters; Fastify's default, 100, refused valid ones). */
-export const MAX_PARAM_LENGTH = 128
+/** The longest path parameter the router takes: an id (Fastify's default, 100, refused valid ones). */
+export const MAX_PARAM_LENGTH = MAX_ID_LENGTH
 
 /**
  * Fastify's `frameworkErrors`: what the router refuses before any route or
