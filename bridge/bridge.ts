@@ -8,7 +8,7 @@ import fastifyCors from '@fastify/cors'
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.ts'
 import { createTokenVerifier, type VerifyToken } from '../auth/token-verifier.ts'
-import { installErrorHandlers, sendError } from './http-errors.ts'
+import { clientErrorHandler, frameworkErrors, installErrorHandlers, MAX_PARAM_LENGTH, sendError } from './http-errors.ts'
 import { installJsonBodyParser } from './json-body.ts'
 
 declare module 'fastify' {
@@ -24,7 +24,10 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
     bodyLimit: config.maxPayloadBytes * 2,
     // Unknown body fields are refused, not silently dropped (a client sending
     // `from` should learn that the server does not take it).
-    ajv: { customOptions: { removeAdditional: false } }
+    ajv: { customOptions: { removeAdditional: false } },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors,
+    clientErrorHandler
   })
   installErrorHandlers(app)
   installJsonBodyParser(app)

@@ -2,9 +2,12 @@
 // "field"?: <where>}` with a 4xx status, so clients can branch on `error`
 // and show `message`. Validation errors name the offending field, e.g.
 // `querystring.limit` or `body.to`.
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import { JSON_TOO_DEEP } from './json-body.ts'
 import { isStorageOutage } from '../storage/storage-errors.ts'
+import { MAX_ID_LENGTH } from '../protocol/identity.ts'
 
 export interface ApiError {
   error: string
@@ -45,6 +48,41 @@ const BY_FASTIFY_CODE: Record<string, [number, string]> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'unsupported_media_type']
 }
 
+
+/** The longest path parameter the router takes: an id (Fastify's default, 100, refused valid ones). */
+export const MAX_PARAM_LENGTH = MAX_ID_LENGTH
+
+/**
+ * Fastify's `frameworkErrors`: what the router refuses before any route or
+ * error handler runs (a path parameter over MAX_PARAM_LENGTH, a malformed
+ * percent-encoding), answered in our shape instead of Fastify's.
+ */
+export function frameworkErrors (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const tooLong = error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+  sendError(reply, 400, 'invalid_request', tooLong ? `a path parameter is longer than ${MAX_PARAM_LENGTH} characters` : 'the URL path is not valid (malformed percent-encoding)', 'params')
+}
+
+/**
+ * Fastify's `clientErrorHandler`: HTTP that Node's parser refuses (a request
+ * line and headers over its 16 KiB, a malformed request), answered in our
+ * shape. The socket is ended, not destroyed, and read to its end for a
+ * moment, so a client still sending its request reads the answer instead of
+ * a reset.
+ */
+export function clientErrorHandler (error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, code, message]: [number, string, string] = error.code === 'HPE_HEADER_OVERFLOW'
+    ? [431, 'headers_too_large', 'the request line and headers are larger than the server reads']
+    : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'request_timeout', 'the request did not arrive in time']
+      : [400, 'invalid_request', 'the request is not valid HTTP']
+  const body = JSON.stringify({ error: code, message })
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.resume()
+  setTimeout(() => socket.destroy(), 1_000).unref()
+}
 
 export function installErrorHandlers (app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {

@@ -42,8 +42,11 @@ local function gtrim(group, now, keep)
     local tail = redis.call('HGET', gk(group, 'ev'), low)
     if tail then
       -- Decoded: events stored before ts came first may carry a ts in their metadata.
+      -- cjson refuses some valid JSON (a lone surrogate, "\\ud800", as JSON.stringify writes it):
+      -- then ts is read where every event since has it, right after gseq, before any user content.
       local ok, event = pcall(cjson.decode, '{' .. tail)
       local ts = ok and type(event) == 'table' and tonumber(event.ts) or nil
+      if not ok then ts = tonumber(string.match(tail, '"gseq":%d+,"ts":(%d+)')) end
       if ts == nil or ts >= cutoff then break end
       redis.call('HDEL', gk(group, 'ev'), low)
     end

@@ -132,7 +132,9 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   await app.register(webPageRoutes, { demoLogin: config.demoLogin })
 
   // Plain listeners, unless TLS_ONLY; the TLS ones serve the same broker and routes.
-  const tcp = createTcpServer((socket) => messaging.broker.handle(socket))
+  // noDelay: an error event and its PUBACK (or a delivery and the next) are separate small writes;
+  // with Nagle the second waited for the client's delayed ACK, about 40 ms on Linux.
+  const tcp = createTcpServer({ noDelay: true }, (socket) => messaging.broker.handle(socket))
   let mqttPort: number | undefined
   let httpPort: number | undefined
   if (config.tlsOnly) {

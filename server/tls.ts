@@ -31,7 +31,7 @@ function listen (server: TlsServer | HttpsServer, port: number, host: string): P
 }
 
 export async function startTlsListeners (tls: TlsConfig, host: string, handleMqtt: (socket: Socket) => void, app: FastifyInstance, log: Logger): Promise<TlsListeners> {
-  const mqtts = createTlsServer(secureOptions(tls), (socket) => handleMqtt(socket))
+  const mqtts = createTlsServer({ ...secureOptions(tls), noDelay: true }, (socket) => handleMqtt(socket))
   mqtts.on('tlsClientError', (error) => log.debug({ err: error.message }, 'mqtts handshake failed'))
   // The same Fastify app answers HTTPS requests, and its WebSocket upgrade handler takes WSS.
   const https = createHttpsServer(secureOptions(tls), (request, response) => app.routing(request, response))

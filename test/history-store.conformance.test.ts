@@ -315,6 +315,25 @@ for (const { name, open } of STORES) {
     t.equal((await store.events(ann, 30, 5)).scannedTo, 35, 'a partial page says where it stopped')
   })
 
+  t.test(`${name}: a body Redis's cjson cannot read does not stop group retention`, async (t) => {
+    // Found by test/fuzz.test.ts: JSON.stringify writes a lone surrogate as "\ud800", which
+    // cjson refuses, and Redis's group trim stopped for good at the first such event.
+    const { groups, close } = await open(1000)
+    t.teardown(close)
+    const owner = uniqueUser('owner')
+    const group = uniqueUser('g')
+    const old = Date.now() - 5000
+    await groups.createGroup({ id: group, name: 'Team', meta: undefined, creator: owner, createdAt: old, members: [{ user: owner, role: 'owner' }] },
+      template(group, 'group_created', `"ts":${old},"by":"${owner}"`))
+    const message = (id: string, ts: number, body: unknown) => groups.appendGroupMessage({ group, from: owner, id, ts, event: { pre: `"type":"message","id":"${id}","from":"${owner}","group":"${group}","gseq":`, post: `,"ts":${ts},"body":${JSON.stringify(body)}}` } })
+    await message('lone', old, 'a\ud800b')
+    for (let i = 0; i < 20; i++) await message(`old${i}`, old, i)
+    for (let i = 0; i < 20; i++) await message(`new${i}`, Date.now(), i)
+    t.equal(await groups.groupEvent(group, 2), undefined, 'the old event with a lone surrogate is trimmed')
+    t.equal(await groups.groupEvent(group, 22), undefined, 'and so are the old ones after it')
+    t.not(await groups.groupEvent(group, 23), undefined, 'the new ones are kept')
+  })
+
   t.test(`${name}: blocking withholds in the append, and conversations are known`, async (t) => {
     const { store, close } = await open(0)
     t.teardown(close)
