@@ -6,6 +6,7 @@
 import { PublishRejected } from './errors.ts'
 import { ID_SOURCE, isValidId, MAX_ID_LENGTH } from './identity.ts'
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.ts'
+import secureJson from 'secure-json-parse'
 
 
 export interface MessageEnvelope {
@@ -23,6 +24,7 @@ export type InboxPayload =
 
 // A too-large payload is not parsed, but an `id` written first (as the SDK
 // does) is still picked out, so the sender can tell which message failed.
+const SUSPECT_KEY = /"(?:__proto__|constructor)"/
 const LEADING_ID = new RegExp(`^\\s*\\{\\s*"id"\\s*:\\s*"(${ID_SOURCE})"`)
 
 /** The message id, if the payload starts with `{"id":"..."` (without parsing the rest). */
@@ -36,9 +38,10 @@ function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown
     const id = sniffId(payload)
     throw new PublishRejected('payload_too_large', `payload is ${payload.length} bytes; the limit is ${maxBytes}`, id)
   }
+  const text = payload.toString('utf8')
   let parsed: unknown
   try {
-    parsed = JSON.parse(payload.toString('utf8'))
+    parsed = JSON.parse(text)
   } catch {
     throw new PublishRejected('invalid_json', 'payload is not valid JSON')
   }
@@ -48,6 +51,15 @@ function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown
   // Checked once the bytes are known to be JSON (the parser copes with any depth; what comes after may not).
   if (nestsDeeperThan(payload)) {
     throw new PublishRejected('invalid_message', `payload is nested deeper than ${MAX_JSON_DEPTH} levels`, sniffId(payload))
+  }
+  // The same keys REST refuses (Fastify's secure-json-parse), so both doors take the same messages:
+  // a client or server that merges such an object into another would change its prototype.
+  if (SUSPECT_KEY.test(text)) {
+    try {
+      secureJson.scan(parsed, { protoAction: 'error', constructorAction: 'error' })
+    } catch {
+      throw new PublishRejected('invalid_message', 'payload has a "__proto__" key or a "constructor" with a "prototype"', sniffId(payload))
+    }
   }
   return parsed as Record<string, unknown>
 }

@@ -84,6 +84,14 @@ for (const mode of modesUnderTest()) {
       const sent = await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'r-ok', body: JSON.parse(nestedArrays(63)) })
       t.equal(sent.status, 201, 'a body at the limit (the request object is one more level) is stored')
     })
+    t.test('a "__proto__" key is refused over MQTT as over REST', async (t) => {
+      const proto = await connectDevice({ url: server.mqttUrl, userId: uniqueUser('proto'), deviceId: 'phone' })
+      t.teardown(() => proto.end(true))
+      t.equal(await publishOutcome(proto, inboxOf(bob), payload('pp', '{"__proto__":{"polluted":1}}')), 'acked', 'PUBACKed')
+      t.match((await proto.waitForErrors(1))[0], { code: 'invalid_message', id: 'pp', message: /__proto__/ })
+      const rest = await fetch(server.httpUrl + '/v1/messages', { method: 'POST', headers: { authorization: `Bearer ${token(alice)}`, 'content-type': 'application/json' }, body: `{"to":"${bob}","id":"pp","body":{"__proto__":{"polluted":1}}}` })
+      t.equal(rest.status, 400, 'REST: 400')
+    })
     if (mode === 'redis') {
       t.test('a store failure that would repeat on every resend is answered too (internal_error), not a dropped connection', async (t) => {
         // Real Redis state that makes the append script fail every time: the sender's seq counter is not a number.
