@@ -15,6 +15,17 @@ export function mayHold (clientId: string, topic: string): boolean {
 }
 
 /**
+ * Whether a persistent session keeps this subscription across connections:
+ * its own inbox and errors topic only. Presence subscriptions end with the
+ * connection (a client subscribes again after each CONNECT anyway, for the
+ * retained state), so a session left behind costs nothing for them.
+ */
+export function keptInSession (clientId: string, topic: string): boolean {
+  const device = parseClientId(clientId)
+  return device !== undefined && (topic === inboxTopic(device.userId) || topic === deviceErrorsTopic(device.userId, device.deviceId))
+}
+
+/**
  * `prepareInbox` runs before an inbox subscription is granted (so before the
  * SUBACK): a persistent session's cursor is created there. If it fails, the
  * subscription is refused (0x80) rather than granted without a queue.
