@@ -35,6 +35,7 @@ import type { GroupStore } from '../history/group-store.ts'
 import { GroupService } from '../messaging/group-service.ts'
 import { BlockService } from '../messaging/block-service.ts'
 import { PresenceVisibility, type PresenceVisibilityMode } from '../presence/presence-visibility.ts'
+import { PresenceWatches } from './presence-watches.ts'
 
 export interface BrokerOptions {
   store: BrokerStore
@@ -134,6 +135,16 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     if (message.type !== 'visibility' || typeof message.a !== 'string' || typeof message.b !== 'string') return
     visibility.reconsider(message.a, message.b).catch((error: unknown) => log.warn({ err: error }, 'could not decide presence visibility'))
   })
+  const watches = new PresenceWatches({
+    max: options.limits.presenceWatches,
+    watchers: visibility,
+    // Like a refused publish's: QoS 0, straight to the connected device.
+    report: (client, event) => {
+      const device = parseClientId(client.id)!
+      publishEphemeral(broker!, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event))
+        .catch((error: unknown) => log.warn({ err: error }, 'could not send an error event'))
+    }
+  })
   dropSinkTraffic(store.mq)
   guardSubscriptionStore(store.persistence as never)
   orderDeliveries(store.persistence as never)
@@ -172,11 +183,16 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
         await presence.connected(client, claims.sub)
       }
     }),
-    authorizeSubscribe: createAuthorizeSubscribe((client) => inbox!.prepareSubscription(client), (viewer, subject) => visibility.check(viewer, subject)),
+    authorizeSubscribe: createAuthorizeSubscribe(
+      (client) => inbox!.prepareSubscription(client),
+      (viewer, subject) => visibility.check(viewer, subject),
+      (client, topic) => watches.take(client, topic)
+    ),
     authorizeForward: createAuthorizeForward((viewer, subject) => visibility.visible(viewer, subject), () => options.metrics?.ephemeralDropped.inc({ reason: 'slow_consumer' })) as never
   })
 
   const aedes: Aedes = broker
+  watches.listen(aedes)
   limitPacketSize(aedes, packetLimitFor(maxPayloadBytes))
   kicker = new Kicker(aedes, store.signal)
   const metrics = options.metrics

@@ -2,12 +2,17 @@
 //  1. For a persistent session, Aedes stores `packet.subscriptions` (every
 //     topic in the SUBSCRIBE, even those authorizeSubscribe refused with
 //     0x80). Restored later, such a subscription would leak another user's
-//     inbox. So only topics this device may hold are ever stored.
+//     inbox. So only the device's own inbox and errors topic are ever
+//     stored: presence subscriptions end with the connection (a stored one
+//     cost about 1 KB of heap in every server process, in the persistence's
+//     subscription trie, and 110 B of Redis, for as long as the session
+//     lived). One stored by an older version is removed when its session
+//     next connects, not restored.
 //  2. It calls addSubscriptions once per topic, concurrently, with the same
 //     array; aedes-persistence-redis' cluster broadcast then loses all but
 //     one waiter and the SUBACK never comes. So one call per array is made.
 import type { Client } from 'aedes'
-import { mayHold } from './hooks/authorize-subscribe.ts'
+import { keptInSession, mayHold } from './hooks/authorize-subscribe.ts'
 import { parseClientId } from '../protocol/identity.ts'
 import { isDeviceErrorsTopic, presenceUser } from '../protocol/topics.ts'
 import { isBehind } from './backpressure.ts'
@@ -15,19 +20,35 @@ import { isBehind } from './backpressure.ts'
 interface Subscription { topic: string, qos: number }
 interface SubscriptionStore {
   addSubscriptions (client: Client, subs: Subscription[]): Promise<unknown>
+  removeSubscriptions (client: Client, topics: string[]): Promise<unknown>
+  subscriptionsByClient (client: { id: string }): Promise<Subscription[]>
 }
 
 export function guardSubscriptionStore (persistence: SubscriptionStore): void {
   const add = persistence.addSubscriptions.bind(persistence)
+  const remove = persistence.removeSubscriptions.bind(persistence)
+  const byClient = persistence.subscriptionsByClient.bind(persistence)
   const inflight = new WeakMap<Subscription[], Promise<unknown>>()
   persistence.addSubscriptions = (client, subs) => {
     let pending = inflight.get(subs)
     if (pending === undefined) {
-      const permitted = subs.filter((sub) => mayHold(client.id, sub.topic))
-      pending = permitted.length === 0 ? Promise.resolve(client) : add(client, permitted)
+      const kept = subs.filter((sub) => keptInSession(client.id, sub.topic))
+      pending = kept.length === 0 ? Promise.resolve(client) : add(client, kept)
       inflight.set(subs, pending)
     }
     return pending
+  }
+  // An UNSUBSCRIBE of presence topics only has nothing stored to remove.
+  persistence.removeSubscriptions = (client, topics) => {
+    const kept = topics.filter((topic) => keptInSession(client.id, topic))
+    return kept.length === 0 ? Promise.resolve(client) : remove(client, kept)
+  }
+  // At CONNECT (and for a clean session's cleanup): what the session keeps.
+  persistence.subscriptionsByClient = async (client) => {
+    const stored = await byClient(client)
+    const stale = stored.filter((sub) => !keptInSession(client.id, sub.topic))
+    if (stale.length > 0) await remove(client as Client, stale.map((sub) => sub.topic))
+    return stale.length === 0 ? stored : stored.filter((sub) => keptInSession(client.id, sub.topic))
   }
 }
 

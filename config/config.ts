@@ -77,6 +77,8 @@ export interface Limits {
   devicesPerUser: number
   /** Persistent sessions (inbox cursors) kept per user; beyond it the one furthest behind is evicted (0: off). */
   sessionsPerUser: number
+  /** Presence topics one connection may be subscribed to at once (MAX_PRESENCE_WATCHES). */
+  presenceWatches: number
   /** REST requests per minute per token (or address), across processes in Redis mode (0: off). */
   restPerMinute: number
   /** Push registrations (POST /v1/devices) one user may hold at once (0: off). */
@@ -388,6 +390,8 @@ export function loadConfig (env: Env = process.env): Config {
       connect: { perSecond: integer(env, 'CONNECT_RATE', 500, 0, 1_000_000), burst: integer(env, 'CONNECT_BURST', 2_000, 1, 10_000_000) },
       devicesPerUser: integer(env, 'MAX_DEVICES_PER_USER', 50, 0, 100_000),
       sessionsPerUser: sessionsPerUser(env),
+      // A chat app watches its contact list; never off (each watch costs memory while connected).
+      presenceWatches: integer(env, 'MAX_PRESENCE_WATCHES', 1_000, 1, 100_000),
       restPerMinute: integer(env, 'REST_RATE_PER_MINUTE', 6_000, 0, 10_000_000),
       // What one account may keep on the server: generous for people, a wall for a script.
       pushDevicesPerUser: integer(env, 'MAX_PUSH_DEVICES_PER_USER', 20, 0, 100_000),

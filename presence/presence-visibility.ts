@@ -7,7 +7,9 @@
 // (Aedes' authorizeForward), so decisions are cached per (viewer, subject):
 // computed when the viewer subscribes, refreshed in the background once
 // older than `ttlMs`, and decided again at once when a block changes or two
-// users first talk (a cluster-wide signal).
+// users first talk (a cluster-wide signal). Only pairs that a connection of
+// this process watches are cached, and only while it does (`watch`), so the
+// cache is bounded by the connections' presence subscriptions.
 
 export type PresenceVisibilityMode = 'all' | 'contacts'
 
@@ -18,7 +20,7 @@ export interface VisibilityFacts {
   shareConversation (a: string, b: string): Promise<boolean>
 }
 
-interface Decision { visible: boolean, at: number, usedAt: number, refreshing?: boolean }
+interface Decision { visible: boolean, at: number, refreshing?: boolean }
 
 export interface PresenceVisibilityOptions {
   mode: PresenceVisibilityMode
@@ -31,14 +33,15 @@ export interface PresenceVisibilityOptions {
 }
 
 export class PresenceVisibility {
-  /** viewer → subject → decision. */
+  /** viewer → subject → decision, for watched pairs only. */
   readonly #decisions = new Map<string, Map<string, Decision>>()
+  /** viewer → subject → how many connections here watch it. */
+  readonly #watchers = new Map<string, Map<string, number>>()
   readonly #mode: PresenceVisibilityMode
   readonly #facts: VisibilityFacts
   readonly #becameVisible: (viewer: string, subject: string) => void
   readonly #ttlMs: number
   readonly #now: () => number
-  readonly #sweeper: NodeJS.Timeout
 
   constructor ({ mode, facts, becameVisible = () => {}, ttlMs = 30_000, now = Date.now }: PresenceVisibilityOptions) {
     this.#mode = mode
@@ -46,20 +49,38 @@ export class PresenceVisibility {
     this.#becameVisible = becameVisible
     this.#ttlMs = ttlMs
     this.#now = now
-    // Decisions nobody used for a while go (bounded memory); one needed again is decided again.
-    this.#sweeper = setInterval(() => this.#sweep(), 10 * ttlMs)
-    this.#sweeper.unref()
   }
 
-  /** Decides now (and caches it): the subscribe path, and REST. */
+  /** A connection here subscribed to `subject`'s presence: its decision is kept from now on. */
+  watch (viewer: string, subject: string): void {
+    let subjects = this.#watchers.get(viewer)
+    if (subjects === undefined) this.#watchers.set(viewer, subjects = new Map())
+    subjects.set(subject, (subjects.get(subject) ?? 0) + 1)
+  }
+
+  /** That subscription ended (unsubscribed, or the connection closed): the last one drops the decision. */
+  unwatch (viewer: string, subject: string): void {
+    const subjects = this.#watchers.get(viewer)
+    const count = subjects?.get(subject)
+    if (subjects === undefined || count === undefined) return
+    if (count > 1) return void subjects.set(subject, count - 1)
+    subjects.delete(subject)
+    if (subjects.size === 0) this.#watchers.delete(viewer)
+    const decisions = this.#decisions.get(viewer)
+    decisions?.delete(subject)
+    if (decisions?.size === 0) this.#decisions.delete(viewer)
+  }
+
+  /** Decides now: the subscribe path (after `watch`, so it is cached), and REST (not cached). */
   async check (viewer: string, subject: string): Promise<boolean> {
     if (viewer === subject) return true
     let visible = !(await this.#facts.isBlocked(subject, viewer))
     if (visible && this.#mode === 'contacts') visible = await this.#facts.shareConversation(viewer, subject)
+    // Watched now, not just when asked: an unwatch meanwhile leaves nothing behind.
+    if (this.#watchers.get(viewer)?.has(subject) !== true) return visible
     let subjects = this.#decisions.get(viewer)
     if (subjects === undefined) this.#decisions.set(viewer, subjects = new Map())
-    const now = this.#now()
-    subjects.set(subject, { visible, at: now, usedAt: now })
+    subjects.set(subject, { visible, at: this.#now() })
     return visible
   }
 
@@ -72,7 +93,6 @@ export class PresenceVisibility {
     if (viewer === subject) return true
     const decision = this.#decisions.get(viewer)?.get(subject)
     const now = this.#now()
-    if (decision !== undefined) decision.usedAt = now
     if (decision === undefined || (now - decision.at > this.#ttlMs && decision.refreshing !== true)) {
       if (decision !== undefined) decision.refreshing = true
       void this.#decideAgain(viewer, subject, decision?.visible ?? false)
@@ -101,15 +121,8 @@ export class PresenceVisibility {
     }
   }
 
-  #sweep (): void {
-    const cutoff = this.#now() - 10 * this.#ttlMs
-    for (const [viewer, subjects] of this.#decisions) {
-      for (const [subject, decision] of subjects) if (decision.usedAt < cutoff) subjects.delete(subject)
-      if (subjects.size === 0) this.#decisions.delete(viewer)
-    }
-  }
-
   close (): void {
-    clearInterval(this.#sweeper)
+    this.#decisions.clear()
+    this.#watchers.clear()
   }
 }

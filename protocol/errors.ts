@@ -12,13 +12,14 @@ export type ErrorCode =
   | 'id_conflict'
   | 'not_a_member'
   | 'rate_limited'
+  | 'too_many_subscriptions'
   | 'internal_error'
 
 export interface ErrorEvent {
   type: 'error'
   code: ErrorCode
   message: string
-  /** The topic the rejected packet was published to. */
+  /** The topic the rejected packet was published (or, too_many_subscriptions, subscribed) to. */
   topic: string
   /** The message id, when the payload carried a readable one. */
   id?: string

@@ -5,8 +5,10 @@
 //   Embedded mode: aedes-persistence-level on LevelDB in DATA_DIR, and
 //   in-process bus and feed: one node, no external service.
 // Inbox events never enter these persistences: the history log is their only
-// durable copy (see broker/inbox/). What remains here is subscriptions,
-// retained presence, wills, and QoS 1 error events for offline devices.
+// durable copy (see broker/inbox/). What remains here is a session's inbox
+// and errors subscriptions (presence subscriptions are never stored:
+// broker/guard-persistence.ts), retained presence, wills, and QoS 1 error
+// events for offline devices.
 import { mkdir } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { join } from 'node:path'

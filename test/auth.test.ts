@@ -3,7 +3,7 @@ import t from 'tap'
 import { generateKeyPairSync } from 'node:crypto'
 import { createSigner } from 'fast-jwt'
 import { startServerProcess } from './helpers/server-process.ts'
-import { connectDevice, inboxOf } from './helpers/devices.ts'
+import { connectDevice, granted, inboxOf } from './helpers/devices.ts'
 import { expiredToken, forgedToken, SECRET, token, uniqueUser, unsignedToken } from './helpers/tokens.ts'
 
 async function refusal (promise: Promise<unknown>): Promise<number | undefined> {
@@ -12,17 +12,6 @@ async function refusal (promise: Promise<unknown>): Promise<number | undefined> 
     return undefined
   } catch (error) {
     return (error as { code?: number }).code
-  }
-}
-
-/** SUBACK return codes; mqtt.js rejects when any is 0x80, with the SUBACK attached. */
-async function granted (client: import('mqtt').MqttClient, topics: string[]): Promise<number[]> {
-  try {
-    return (await client.subscribeAsync(topics, { qos: 2 })).map((g) => g.qos)
-  } catch (error) {
-    const packet = (error as { packet?: { granted?: number[] } }).packet
-    if (packet?.granted === undefined) throw error
-    return packet.granted
   }
 }
 

@@ -98,6 +98,17 @@ export async function connectDevice (options: DeviceOptions): Promise<Device> {
   }
 }
 
+/** SUBSCRIBE: the SUBACK's granted QoS per topic, 128 for a refused one (mqtt.js rejects a SUBACK with any 128). */
+export async function granted (client: MqttClient, topics: string[], qos: 0 | 1 | 2 = 2): Promise<number[]> {
+  try {
+    return (await client.subscribeAsync(topics, { qos })).map((grant) => grant.qos)
+  } catch (error) {
+    const packet = (error as { packet?: { granted?: number[] } }).packet
+    if (packet?.granted === undefined) throw error
+    return packet.granted
+  }
+}
+
 /** The CONNACK return code a device gets when it tries to connect (undefined: it was accepted, and is closed again). */
 export async function connackRefusal (options: DeviceOptions): Promise<number | undefined> {
   try {
