@@ -3,7 +3,7 @@
 // writes not yet on disk (reads use getSync), so writes are serialised by
 // the event loop itself. Transactions of the same tick are group-committed:
 // one LevelDB batch, and each caller resolves once its batch is written
-// (after which it survives kill -9). The key layout mirrors redis-scripts.ts
+// (after which it survives kill -9; with `sync`, a power cut too). The key layout mirrors redis-scripts.ts
 // with seqs zero-padded so that key order is seq order:
 //   seq!u             counter            ev!u!<seq>         meta \n event JSON
 //   c!u!peer!<seq>    1:1 conversation   in!u!peer!<seq>    incoming, unrecalled
@@ -53,10 +53,10 @@ export class LevelHistory implements HistoryStore {
   readonly #commit: GroupCommit
   readonly #lastTrim = new Map<string, number>()
 
-  private constructor (db: ClassicLevel<string, string>, keepMs: number) {
+  private constructor (db: ClassicLevel<string, string>, keepMs: number, sync: boolean) {
     this.#db = db
     this.#keepMs = keepMs
-    this.#commit = new GroupCommit(db)
+    this.#commit = new GroupCommit(db, { sync })
   }
 
   /** The group store on the same database and group commit (a group event and its member entries land in one batch). */
@@ -78,11 +78,12 @@ export class LevelHistory implements HistoryStore {
     })
   }
 
-  static async open (path: string, keepMs: number): Promise<LevelHistory> {
+  /** `sync`: fsync every batch before its writers resolve (DURABILITY=disk). */
+  static async open (path: string, keepMs: number, options: { sync?: boolean } = {}): Promise<LevelHistory> {
     // A larger memtable: fewer flushes and level-0 compactions stalling group commits.
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8', writeBufferSize: 32 * 1024 * 1024 })
     await db.open()
-    return new LevelHistory(db, keepMs)
+    return new LevelHistory(db, keepMs, options.sync ?? false)
   }
 
   async #keys (range: Record<string, string>, limit: number, reverse = false): Promise<string[]> {

@@ -11,7 +11,7 @@ import { RedisGroups } from './redis-groups.ts'
 
 export async function openHistory (config: Config, store: BrokerStore): Promise<{ history: HistoryStore, groups: GroupStore }> {
   if (store.redis !== undefined) return { history: new RedisHistory(store.redis, config.historyRetentionMs), groups: new RedisGroups(store.redis, config.historyRetentionMs) }
-  const history = await LevelHistory.open(join(config.dataDir, 'history'), config.historyRetentionMs)
+  const history = await LevelHistory.open(join(config.dataDir, 'history'), config.historyRetentionMs, { sync: config.durability === 'disk' })
   // Groups share the history database: a group event and its member entries land in one batch.
   return { history, groups: history.groups() }
 }

@@ -76,12 +76,13 @@ export class RedisDeviceRegistry implements DeviceRegistry {
 
 /** Embedded mode: `d!<user>!<deviceId>` → device JSON, `t!<token>` → `<user>:<deviceId>`. */
 export class LevelDeviceRegistry implements DeviceRegistry {
-  private constructor (private readonly db: ClassicLevel<string, string>) {}
+  private constructor (private readonly db: ClassicLevel<string, string>, private readonly write: { sync: boolean }) {}
 
-  static async open (path: string): Promise<LevelDeviceRegistry> {
+  /** `sync`: fsync each change before it is acknowledged (DURABILITY=disk). */
+  static async open (path: string, options: { sync?: boolean } = {}): Promise<LevelDeviceRegistry> {
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8' })
     await db.open()
-    return new LevelDeviceRegistry(db)
+    return new LevelDeviceRegistry(db, { sync: options.sync ?? false })
   }
 
   async put (user: string, device: RegisteredDevice): Promise<void> {
@@ -98,7 +99,7 @@ export class LevelDeviceRegistry implements DeviceRegistry {
       if (old.token !== device.token) ops.push({ type: 'del', key: `t!${old.token}` })
     }
     ops.push({ type: 'put', key: `d!${user}!${device.deviceId}`, value: JSON.stringify(device) }, { type: 'put', key: `t!${device.token}`, value: owner })
-    await this.db.batch(ops)
+    await this.db.batch(ops, this.write)
   }
 
   async remove (user: string, deviceId: string): Promise<boolean> {
@@ -113,7 +114,7 @@ export class LevelDeviceRegistry implements DeviceRegistry {
     if (stored === undefined || !isRegistration(JSON.parse(stored) as RegisteredDevice, token, registeredAt)) return
     const ops: Array<{ type: 'del', key: string }> = [{ type: 'del', key: `d!${user}!${deviceId}` }]
     if (await this.db.get(`t!${token}`) === `${user}:${deviceId}`) ops.push({ type: 'del', key: `t!${token}` })
-    await this.db.batch(ops)
+    await this.db.batch(ops, this.write)
   }
 
   async list (user: string): Promise<RegisteredDevice[]> {
