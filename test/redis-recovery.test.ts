@@ -3,7 +3,8 @@
 // port. What must hold: while it is down, sends are refused at once (503,
 // no PUBACK), not held; within 1 s of Redis answering PING, a REST send gets
 // 201 and an MQTT publish its PUBACK; and live delivery between two server
-// processes (the log feed's SUBSCRIBE) works again. Two server processes on
+// processes works again, over the log feed and over the bus (mqemitter-redis),
+// both re-subscribed by ioredis after the reconnect. Two server processes on
 // one Redis of this test's own, so killing it harms no one else.
 import t from 'tap'
 import mqtt from 'mqtt'
@@ -47,6 +48,13 @@ t.test('redis: after a kill -9 and restart, sends succeed within 1 s of Redis an
   }
   await sender.publishAsync(`user/${bob}/inbox`, JSON.stringify({ id: 'before', body: 0 }), { qos: 1 })
   t.ok(await waitFor('before', 5_000), 'before the outage, a message from A reaches bob on B')
+  // alice watches the presence of carol (a contact: alice wrote to her), who connects only after the
+  // outage, to B: B publishes it on the bus, and only A's bus subscription (mqemitter-redis) brings it.
+  const carol = uniqueUser('carol')
+  await sender.publishAsync(`user/${carol}/inbox`, JSON.stringify({ id: 'hello', body: 0 }), { qos: 1 })
+  const presence: string[] = []
+  sender.on('message', (topic, payload) => { if (topic === `presence/${carol}`) presence.push(String((JSON.parse(payload.toString()) as { status?: string }).status)) })
+  await sender.subscribeAsync(`presence/${carol}`, { qos: 0 })
 
   // Sends all through the outage: a REST send and an MQTT publish every 50 ms,
   // each issued whatever the earlier ones are still doing.
@@ -96,6 +104,12 @@ t.test('redis: after a kill -9 and restart, sends succeed within 1 s of Redis an
   await sleep(200)
   await sender.publishAsync(`user/${bob}/inbox`, JSON.stringify({ id: 'after', body: 3 }), { qos: 1 })
   t.ok(await waitFor('after', 5_000), 'after the outage, a message from A reaches bob on B live')
+  // And the bus again carries what B publishes to A's subscribers.
+  const carolsPhone = mqtt.connect(b.mqttUrl, { clientId: `${carol}:phone`, username: carol, password: token(carol), reconnectPeriod: 0 })
+  t.teardown(() => { carolsPhone.end(true) })
+  const until = Date.now() + 5_000
+  while (!presence.includes('online') && Date.now() < until) await sleep(10)
+  t.ok(presence.includes('online'), 'carol coming online on B reaches alice on A')
   t.equal(a.child.exitCode, null, 'server A is still running')
   t.equal(b.child.exitCode, null, 'server B is still running')
 })
