@@ -3,8 +3,9 @@
 // writes not yet on disk (reads use getSync), so writes are serialised by
 // the event loop itself. Transactions of the same tick are group-committed:
 // one LevelDB batch, and each caller resolves once its batch is written
-// (after which it survives kill -9; with `sync`, a power cut too). The key layout mirrors redis-scripts.ts
-// with seqs zero-padded so that key order is seq order:
+// (after which it survives kill -9; with `sync`, a power cut too). The key
+// layout mirrors redis-scripts.ts with seqs zero-padded so that key order is
+// seq order:
 //   seq!u             counter            ev!u!<seq>         meta \n event JSON
 //   c!u!peer!<seq>    1:1 conversation   in!u!peer!<seq>    incoming, unrecalled
 //   convs!u!peer      last message seq   ids!u!id           senderSeq|recipientSeq|to|ts|flag
