@@ -59,8 +59,8 @@ export interface RunningTarget {
 }
 
 export const TARGETS: Array<{ kind: TargetKind, label: string }> = [
-  { kind: 'inboxd-redis', label: 'inboxd, Redis mode (AOF everysec)' },
-  { kind: 'inboxd-embedded', label: 'inboxd, embedded mode (LevelDB, no fsync)' },
+  { kind: 'inboxd-redis', label: 'inboxd, Redis mode' },
+  { kind: 'inboxd-embedded', label: 'inboxd, embedded mode (LevelDB)' },
   { kind: 'aedes-memory', label: 'bare Aedes, in-memory' },
   { kind: 'mosquitto', label: 'Mosquitto (C), packaged configuration' },
   { kind: 'mosquitto-unlimited', label: 'Mosquitto (C), unlimited queue, no persistence' }
