@@ -70,12 +70,13 @@ export class RedisRevocations implements Revocations {
 }
 
 export class LevelRevocations implements Revocations {
-  private constructor (private readonly db: ClassicLevel<string, string>) {}
+  private constructor (private readonly db: ClassicLevel<string, string>, private readonly write: { sync: boolean }) {}
 
-  static async open (path: string): Promise<LevelRevocations> {
+  /** `sync`: fsync each revocation before it is acknowledged (DURABILITY=disk), so a power cut cannot undo it. */
+  static async open (path: string, options: { sync?: boolean } = {}): Promise<LevelRevocations> {
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8' })
     await db.open()
-    return new LevelRevocations(db)
+    return new LevelRevocations(db, { sync: options.sync ?? false })
   }
 
   async isRevoked (facts: TokenFacts, device?: string): Promise<boolean> {
@@ -87,15 +88,15 @@ export class LevelRevocations implements Revocations {
 
   async revokeToken (facts: TokenFacts): Promise<void> {
     const until = facts.exp === undefined ? Date.now() + NO_EXP_KEEP_SECONDS * 1000 : facts.exp * 1000
-    await this.db.put(`t!${tokenHash(facts.token)}`, String(until))
+    await this.db.put(`t!${tokenHash(facts.token)}`, String(until), this.write)
   }
 
   async revokeUser (user: string, at: number): Promise<void> {
-    await this.db.put(`u!${user}`, String(at))
+    await this.db.put(`u!${user}`, String(at), this.write)
   }
 
   async revokeDevice (user: string, device: string, at: number): Promise<void> {
-    await this.db.put(`d!${user}!${device}`, String(at))
+    await this.db.put(`d!${user}!${device}`, String(at), this.write)
   }
 
   async close (): Promise<void> {

@@ -4,9 +4,9 @@
 // (comma-separated target kinds) narrow a run; BENCH_QUICK=1 shrinks sizes.
 import { spawn } from 'node:child_process'
 import { writeFileSync, readFileSync } from 'node:fs'
-import { cpus, totalmem, release } from 'node:os'
+import { cpus, totalmem, release, tmpdir } from 'node:os'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { BENCH_REDIS_URL, TARGETS, mosquittoAvailable, rssKb, startTarget } from './targets.ts'
+import { BENCH_REDIS_ARGS, TARGETS, mosquittoAvailable, rssKb, startBenchRedis, startTarget, stopBenchRedis } from './targets.ts'
 import type { TargetKind } from './profile.ts'
 import { sleep } from './profile.ts'
 
@@ -17,6 +17,8 @@ const repeats = Number(process.env.BENCH_REPEATS ?? (quick ? 1 : 3))
 const only = process.env.BENCH_ONLY?.split(',')
 /** BENCH_SCENARIOS=idle10k,idle50k: only these scenarios (for re-measuring one part). */
 const onlyScenarios = process.env.BENCH_SCENARIOS?.split(',')
+// The Redis-mode target's own Redis, with AOF (bench/targets.ts).
+const BENCH_REDIS_URL = only === undefined || only.includes('inboxd-redis') ? await startBenchRedis() : undefined
 
 interface Scenario {
   id: string
@@ -32,6 +34,8 @@ interface Scenario {
 
 const SCENARIOS: Scenario[] = [
   { id: 'throughput', script: 'pairs', args: { mode: 'throughput', pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000 },
+  // The same, with every PUBACK after an fsync: DURABILITY=disk (embedded: LevelDB sync per batch; Redis: appendfsync always).
+  { id: 'throughputDisk', script: 'pairs', args: { mode: 'throughput', pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-embedded'], env: { DURABILITY: 'disk' } },
   { id: 'latency', script: 'pairs', args: { mode: 'latency', pairs: 20, rate: 5_000, durationMs: quick ? 3_000 : 10_000, warmupMs: 1_000 }, repeats, timeoutMs: 60_000 },
   { id: 'drain10k', script: 'drain', args: { count: 10_000 }, repeats, timeoutMs: 180_000 },
   { id: 'drain100k', script: 'drain', args: { count: quick ? 20_000 : 100_000 }, repeats: 1, timeoutMs: 400_000 },
@@ -160,7 +164,9 @@ const version = (pkg: string): string => (JSON.parse(readFileSync(`node_modules/
 const safe = (f: () => string): string => { try { return f() } catch { return 'unknown' } }
 // `mosquitto -h` prints its version and exits non-zero.
 const mosquittoVersion = safe(() => /mosquitto version ([\d.]+)/.exec(spawnSync('mosquitto', ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? 'unknown')
-const redisVersion = safe(() => /redis_version:(\S+)/.exec(execFileSync('redis-cli', ['INFO', 'server'], { encoding: 'utf8' }))?.[1] ?? 'unknown')
+const redisVersion = safe(() => /v=(\S+)/.exec(execFileSync('redis-server', ['--version'], { encoding: 'utf8' }))?.[1] ?? 'unknown')
+const dataDirFs = safe(() => execFileSync('df', ['--output=fstype', tmpdir()], { encoding: 'utf8' }).trim().split('\n').pop() ?? 'unknown')
+const mosquittoPersistence = safe(() => /^persistence\s+(\S+)/m.exec(readFileSync('/etc/mosquitto/mosquitto.conf', 'utf8'))?.[1] ?? 'false')
 const get = (kind: TargetKind, scenario: string, field: string): number | null => {
   const value = results.get(`${kind}/${scenario}`)?.[field]
   return typeof value === 'number' ? value : null
@@ -186,12 +192,27 @@ lines.push(`- Machine: ${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.ro
 lines.push(`- Node ${process.version}; aedes ${version('aedes')}, aedes-persistence-redis ${version('aedes-persistence-redis')}, aedes-persistence-level ${version('aedes-persistence-level')}, mqemitter-redis ${version('mqemitter-redis')}; Redis ${redisVersion}; Mosquitto ${haveMosquitto ? mosquittoVersion : 'not reachable, skipped'}.`)
 lines.push('- This container caps every process at 20,000 open files (hard limit; it cannot be raised here), so no target can hold 50k connections on this machine: the 50k column shows how far each got. The harness raises the limit itself where it is allowed to.')
 lines.push(`- Figures are medians of ${repeats} runs for throughput, latency and the 10k drain; the 100k drain, idle memory and the reconnect storm run once. A fresh server process is started for every run. In brackets: the ratio to Mosquitto (above 1× is better than Mosquitto).`)
-lines.push('- "inboxd" is the whole product: JWT auth, stamping, the history log write (per-user seq, idempotency), delivery from the log with per-device cursors, delivered receipts and presence. Bare Aedes and Mosquitto only move packets.', '')
+lines.push('- "inboxd" is the whole product: JWT auth, stamping, the history log write (per-user seq, idempotency), delivery from the log with per-device cursors, delivered receipts and presence. Bare Aedes and Mosquitto only move packets.')
+lines.push('- Persistence of each target, and so what a PUBACK survives there:')
+lines.push(`  - inboxd, Redis mode: a Redis ${redisVersion} that the harness starts on a spare port with its own data directory and \`${BENCH_REDIS_ARGS.join(' ')}\` (as docker-compose.yml), \`DURABILITY=process\`: a crash or restart of the server or of Redis; a power cut can lose about the last second. Its \`DURABILITY=disk\` row: the same Redis with \`appendfsync always\`, which survives a power cut too.`)
+lines.push(`  - inboxd, embedded mode: LevelDB in a fresh \`DATA_DIR\` (${dataDirFs}), \`DURABILITY=process\`: each batch written to the OS, not fsynced: a crash of the server, not a power cut. Its \`DURABILITY=disk\` row: one fsync per group-commit batch, which survives a power cut too.`)
+lines.push('  - bare Aedes: none, everything is in memory.')
+lines.push(`  - Mosquitto, packaged configuration: \`persistence ${mosquittoPersistence}\`${mosquittoPersistence === 'true' ? ': in memory, saved to disk every 30 minutes (the default autosave_interval) and at a clean stop, so a PUBACKed message survives neither a crash nor a power cut' : ': memory only'}.`)
+lines.push('  - Mosquitto, unlimited queue: `persistence false`: memory only.', '')
 
 lines.push('## 1. Durable 1:1 QoS 1 (20 senders → 20 receivers, persistent sessions, 200-byte payloads)', '')
 lines.push('| target | sustained delivered msg/s | latency at 5k msg/s offered: p50 ms | p99 ms | max ms | delivered / sent |', '|---|---|---|---|---|---|')
 for (const t of shown) {
   lines.push(`| ${t.label} | ${cell(t.kind, 'throughput', 'msgPerSec')} | ${cell(t.kind, 'latency', 'p50', true, 2)} | ${cell(t.kind, 'latency', 'p99', true, 2)} | ${cell(t.kind, 'latency', 'max', true, 1)} | ${fmt(get(t.kind, 'latency', 'delivered'))} / ${fmt(get(t.kind, 'latency', 'sent'))} |`)
+}
+if (shown.some((t) => results.has(`${t.kind}/throughputDisk`))) {
+  lines.push('', 'The same throughput with `DURABILITY` both ways (with `disk`, every PUBACK waits for an fsync):', '')
+  lines.push('| target | DURABILITY=process: msg/s | storage | DURABILITY=disk: msg/s | storage | disk / process |', '|---|---|---|---|---|---|')
+  for (const t of shown) {
+    if (!results.has(`${t.kind}/throughputDisk`)) continue
+    const [asProcess, asDisk] = t.kind === 'inboxd-redis' ? ['AOF, appendfsync everysec', 'AOF, appendfsync always'] : ['LevelDB, no fsync', 'LevelDB, fsync per batch']
+    lines.push(`| ${t.label} | ${cell(t.kind, 'throughput', 'msgPerSec')} | ${asProcess} | ${fmt(get(t.kind, 'throughputDisk', 'msgPerSec'))} | ${asDisk} | ${ratio(get(t.kind, 'throughputDisk', 'msgPerSec'), get(t.kind, 'throughput', 'msgPerSec'))} |`)
+  }
 }
 lines.push('', '## 2. Offline drain (messages queued for one device; time from its reconnect to the last message)', '')
 lines.push('| target | 10k: ms | 10k: received | 100k: ms | 100k: received | queue fill rate, msg/s |', '|---|---|---|---|---|---|')
@@ -299,4 +320,5 @@ lines.push('', '## Raw results', '', '<details><summary>every run, as reported b
 
 const out = process.env.BENCH_OUT ?? 'BENCHMARKS.md'
 writeFileSync(out, lines.join('\n'))
+await stopBenchRedis()
 process.stderr.write(`wrote ${out}\n`)

@@ -4,18 +4,50 @@
 // throughput, latency, memory and the storm, as in earlier runs), and one the
 // harness starts on a spare port with an unlimited queue and no persistence
 // (the packaged one keeps only 1,000 queued messages per client), the
-// reference for the drain.
+// reference for the drain. The Redis-mode server runs on a Redis the harness
+// starts itself, with AOF as docker-compose.yml configures it (appendfsync
+// everysec; always for DURABILITY=disk), not on the machine's shared Redis,
+// which keeps nothing on disk.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createConnection } from 'node:net'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
-import { startServerProcess, flushRedisDb, freePort, REDIS_BASE } from '../test/helpers/server-process.ts'
+import { Redis } from 'ioredis'
+import { startServerProcess, freePort } from '../test/helpers/server-process.ts'
+import { startRedisServer, type OwnRedis } from '../test/helpers/redis-server.ts'
 import type { TargetKind } from './profile.ts'
 
-export const BENCH_REDIS_DB = 15
-export const BENCH_REDIS_URL = `${REDIS_BASE}/${BENCH_REDIS_DB}`
+/** The Redis-mode target's persistence, as docker-compose.yml runs Redis. */
+export const BENCH_REDIS_ARGS = ['--appendonly', 'yes', '--appendfsync', 'everysec']
+let benchRedis: OwnRedis | undefined
+
+/** Starts the harness's own Redis (spare port, its own data directory); resolves with its URL. */
+export async function startBenchRedis (): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-redis-'))
+  benchRedis = await startRedisServer(await freePort(), dir, BENCH_REDIS_ARGS)
+  const started = benchRedis
+  process.once('exit', () => { started.child.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }) })
+  return `${started.url}/0`
+}
+
+export async function stopBenchRedis (): Promise<void> {
+  await benchRedis?.kill()
+}
+
+/** Empties the bench Redis and sets its fsync policy for the next run (DURABILITY=disk needs `always`). */
+async function prepareBenchRedis (appendfsync: 'everysec' | 'always'): Promise<string> {
+  if (benchRedis === undefined) throw new Error('startBenchRedis() first')
+  const redis = new Redis(`${benchRedis.url}/0`)
+  try {
+    await redis.flushall()
+    await redis.call('CONFIG', 'SET', 'appendfsync', appendfsync)
+  } finally {
+    redis.disconnect()
+  }
+  return `${benchRedis.url}/0`
+}
 
 export interface RunningTarget {
   kind: TargetKind
@@ -27,7 +59,7 @@ export interface RunningTarget {
 }
 
 export const TARGETS: Array<{ kind: TargetKind, label: string }> = [
-  { kind: 'inboxd-redis', label: 'inboxd, Redis mode (durable)' },
+  { kind: 'inboxd-redis', label: 'inboxd, Redis mode' },
   { kind: 'inboxd-embedded', label: 'inboxd, embedded mode (LevelDB)' },
   { kind: 'aedes-memory', label: 'bare Aedes, in-memory' },
   { kind: 'mosquitto', label: 'Mosquitto (C), packaged configuration' },
@@ -74,11 +106,11 @@ async function startMosquitto (): Promise<RunningTarget> {
 export async function startTarget (kind: TargetKind, env: Record<string, string> = {}): Promise<RunningTarget> {
   if (kind === 'inboxd-redis' || kind === 'inboxd-embedded') {
     const mode = kind === 'inboxd-redis' ? 'redis' : 'embedded'
-    if (mode === 'redis') await flushRedisDb(BENCH_REDIS_DB)
+    const redisEnv: Record<string, string> = mode === 'redis' ? { REDIS_URL: await prepareBenchRedis(env.DURABILITY === 'disk' ? 'always' : 'everysec') } : {}
     // Large groups need MAX_GROUP_MEMBERS above its default. Each load generator's sender sends far
     // faster than a person, so the per-user publish limit (on by default) is off unless a scenario sets it;
     // the other limits stay at their defaults.
-    const server = await startServerProcess({ mode, redisDb: BENCH_REDIS_DB, env: { MAX_GROUP_MEMBERS: '10000', PUBLISH_RATE: '0', ...env } })
+    const server = await startServerProcess({ mode, env: { MAX_GROUP_MEMBERS: '10000', PUBLISH_RATE: '0', ...redisEnv, ...env } })
     return { kind, port: server.mqttPort, httpPort: server.httpPort, pid: server.child.pid!, stop: async () => { await server.stop() } }
   }
   if (kind === 'aedes-memory') {

@@ -64,7 +64,16 @@ export interface Config {
   corsOrigins: string[]
   /** Development only: POST /v1/demo/token mints a token for any user (refused in production). */
   demoLogin: boolean
+  /**
+   * DURABILITY: what a PUBACK (or 2xx) promises. `process`: the write survives
+   * a crash of the server process. `disk`: it was also fsynced (embedded mode:
+   * LevelDB `sync`; Redis mode: the server starts only on a Redis with
+   * `appendonly yes` and `appendfsync always`), so it survives a power cut.
+   */
+  durability: Durability
 }
+
+export type Durability = 'process' | 'disk'
 
 export interface Limits {
   /** Per user and process, MQTT and REST together: publishes per second (0: off) and burst. */
@@ -142,6 +151,12 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 function presenceVisibility (env: Env): 'all' | 'contacts' {
   const value = env.PRESENCE_VISIBILITY || 'contacts'
   if (value !== 'all' && value !== 'contacts') throw new ConfigError('PRESENCE_VISIBILITY', `must be "contacts" or "all", got "${value}"`)
+  return value
+}
+
+function durability (env: Env): Durability {
+  const value = env.DURABILITY || 'process'
+  if (value !== 'process' && value !== 'disk') throw new ConfigError('DURABILITY', `must be "process" or "disk", got "${value}"`)
   return value
 }
 
@@ -403,6 +418,7 @@ export function loadConfig (env: Env = process.env): Config {
     keepalive: keepaliveBounds(env),
     corsOrigins: corsOrigins(env),
     demoLogin: demoLogin(env, jwtKey(env)),
+    durability: durability(env),
     push: {
       apns: apnsConfig(env),
       fcm: fcmConfig(env),

@@ -3,8 +3,9 @@
 // writes not yet on disk (reads use getSync), so writes are serialised by
 // the event loop itself. Transactions of the same tick are group-committed:
 // one LevelDB batch, and each caller resolves once its batch is written
-// (after which it survives kill -9). The key layout mirrors redis-scripts.ts
-// with seqs zero-padded so that key order is seq order:
+// (after which it survives kill -9; with `sync`, a power cut too). The key
+// layout mirrors redis-scripts.ts with seqs zero-padded so that key order is
+// seq order:
 //   seq!u             counter            ev!u!<seq>         meta \n event JSON
 //   c!u!peer!<seq>    1:1 conversation   in!u!peer!<seq>    incoming, unrecalled
 //   convs!u!peer      last message seq   ids!u!id           senderSeq|recipientSeq|to|ts|flag
@@ -81,10 +82,10 @@ export class LevelHistory implements HistoryStore {
   readonly #lastTrim = new BoundedMap<string, number>(10_000)
   readonly #sessions: LevelSessionBound
 
-  private constructor (db: ClassicLevel<string, string>, keepMs: number, sessions: LevelSessionBound) {
+  private constructor (db: ClassicLevel<string, string>, keepMs: number, sessions: LevelSessionBound, sync: boolean) {
     this.#db = db
     this.#keepMs = keepMs
-    this.#commit = new GroupCommit(db)
+    this.#commit = new GroupCommit(db, { sync })
     this.#sessions = sessions
   }
 
@@ -107,13 +108,13 @@ export class LevelHistory implements HistoryStore {
     })
   }
 
-  /** Without `sessions`, cursors are not bounded. */
-  static async open (path: string, keepMs: number, sessions: LevelSessionBound = { maxPerUser: 0, isConnected: () => false }): Promise<LevelHistory> {
+  /** Without `sessions`, cursors are not bounded. `sync`: fsync every batch before its writers resolve (DURABILITY=disk). */
+  static async open (path: string, keepMs: number, sessions: LevelSessionBound = { maxPerUser: 0, isConnected: () => false }, options: { sync?: boolean } = {}): Promise<LevelHistory> {
     // A larger memtable: fewer flushes and level-0 compactions stalling group commits.
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8', writeBufferSize: 32 * 1024 * 1024 })
     await db.open()
     await indexSessions(db)
-    return new LevelHistory(db, keepMs, sessions)
+    return new LevelHistory(db, keepMs, sessions, options.sync ?? false)
   }
 
   async #keys (range: Record<string, string>, limit: number, reverse = false): Promise<string[]> {

@@ -26,7 +26,7 @@ export async function openHistory (config: Config, store: BrokerStore, presence:
   const history = await LevelHistory.open(join(config.dataDir, 'history'), config.historyRetentionMs, {
     maxPerUser,
     isConnected: (user, clientId) => presence.connectedNow(user, clientId)
-  })
+  }, { sync: config.durability === 'disk' })
   // Groups share the history database: a group event and its member entries land in one batch.
   return { history, groups: history.groups() }
 }

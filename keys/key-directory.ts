@@ -31,8 +31,9 @@ class RedisKeyDirectory implements KeyDirectory {
 }
 
 class LevelKeyDirectory implements KeyDirectory {
-  constructor (private readonly db: ClassicLevel<string, string>) {}
-  async put (key: PublishedKey): Promise<void> { await this.db.put(key.user, JSON.stringify(key)) }
+  /** `write.sync`: fsync each key before it is acknowledged (DURABILITY=disk). */
+  constructor (private readonly db: ClassicLevel<string, string>, private readonly write: { sync: boolean }) {}
+  async put (key: PublishedKey): Promise<void> { await this.db.put(key.user, JSON.stringify(key), this.write) }
   async get (user: string): Promise<PublishedKey | undefined> {
     const json = await this.db.get(user)
     return json === undefined ? undefined : JSON.parse(json) as PublishedKey
@@ -45,5 +46,5 @@ export async function openKeyDirectory (config: Config, store: BrokerStore): Pro
   if (store.redis !== undefined) return new RedisKeyDirectory(store.redis)
   const db = new ClassicLevel<string, string>(join(config.dataDir, 'keys'), { valueEncoding: 'utf8' })
   await db.open()
-  return new LevelKeyDirectory(db)
+  return new LevelKeyDirectory(db, { sync: config.durability === 'disk' })
 }

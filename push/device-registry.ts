@@ -119,12 +119,13 @@ export class RedisDeviceRegistry implements DeviceRegistry {
 export class LevelDeviceRegistry implements DeviceRegistry {
   #writes: Promise<void> = Promise.resolve()
 
-  private constructor (private readonly db: ClassicLevel<string, string>) {}
+  private constructor (private readonly db: ClassicLevel<string, string>, private readonly write: { sync: boolean }) {}
 
-  static async open (path: string): Promise<LevelDeviceRegistry> {
+  /** `sync`: fsync each change before it is acknowledged (DURABILITY=disk). */
+  static async open (path: string, options: { sync?: boolean } = {}): Promise<LevelDeviceRegistry> {
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8' })
     await db.open()
-    return new LevelDeviceRegistry(db)
+    return new LevelDeviceRegistry(db, { sync: options.sync ?? false })
   }
 
   /** Writes run one at a time, so a count and the write it allows cannot interleave with another's. */
@@ -156,7 +157,7 @@ export class LevelDeviceRegistry implements DeviceRegistry {
         if (old.token !== device.token && await this.db.get(`t!${old.token}`) === owner) ops.push({ type: 'del', key: `t!${old.token}` })
       }
       ops.push({ type: 'put', key: `d!${user}!${device.deviceId}`, value: JSON.stringify(device) }, { type: 'put', key: `t!${device.token}`, value: owner })
-      await this.db.batch(ops)
+      await this.db.batch(ops, this.write)
       return 'registered'
     })
   }
@@ -179,7 +180,7 @@ export class LevelDeviceRegistry implements DeviceRegistry {
     if (stored === undefined || !isRegistration(JSON.parse(stored) as RegisteredDevice, token, registeredAt)) return
     const ops: Array<{ type: 'del', key: string }> = [{ type: 'del', key: `d!${user}!${deviceId}` }]
     if (await this.db.get(`t!${token}`) === `${user}:${deviceId}`) ops.push({ type: 'del', key: `t!${token}` })
-    await this.db.batch(ops)
+    await this.db.batch(ops, this.write)
   }
 
   async list (user: string): Promise<RegisteredDevice[]> {

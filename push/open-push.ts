@@ -13,7 +13,7 @@ import type { PushProvider } from './push-provider.ts'
 import { PushService, type PushServiceOptions } from './push-service.ts'
 
 export async function openDeviceRegistry (config: Config, store: BrokerStore): Promise<DeviceRegistry> {
-  return store.redis === undefined ? LevelDeviceRegistry.open(join(config.dataDir, 'devices')) : new RedisDeviceRegistry(store.redis)
+  return store.redis === undefined ? LevelDeviceRegistry.open(join(config.dataDir, 'devices'), { sync: config.durability === 'disk' }) : new RedisDeviceRegistry(store.redis)
 }
 
 export function openPush (

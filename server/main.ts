@@ -6,6 +6,7 @@ import { pino } from 'pino'
 import { ConfigError, loadConfig, type Config } from '../config/config.ts'
 import { startServer } from './server.ts'
 import { runPrimary, type WorkerReady } from './cluster.ts'
+import { describeDurability } from '../storage/durability.ts'
 
 let config: Config
 try {
@@ -20,6 +21,17 @@ try {
 
 const log = pino({ level: config.logLevel })
 const clustered = config.redisUrl !== undefined && config.workers > 1
+
+// What a PUBACK survives, in one line per start (the supervisor says it for its workers).
+if (cluster.isPrimary) {
+  try {
+    const durability = await describeDurability(config)
+    log.info(durability.fields, `durability ${config.durability}: ${durability.text}`)
+  } catch (error) {
+    process.stderr.write(`${error instanceof ConfigError ? '' : 'startup failed: '}${(error as Error).message}\n`)
+    process.exit(1)
+  }
+}
 
 if (clustered && cluster.isPrimary) {
   runPrimary(config.workers, log, config.tls !== undefined)

@@ -58,7 +58,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   // Before history: the history store never evicts the session of a device presence says is connected.
   const presence = await openPresence(store, nodeId)
   const { history, groups } = await openHistory(config, store, presence)
-  const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'))
+  const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })
   // Append latency, measured at the one place every durable message passes.
   history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')
   groups.appendGroupMessage = timed(groups.appendGroupMessage.bind(groups), metrics.logAppend, 'group')

@@ -49,9 +49,42 @@ export interface BrokerStore {
   close (): Promise<void>
 }
 
+// After an outage, every connection tries again at most 200 ms apart, however
+// long Redis was gone (ioredis' default backoff grows to 2 s): the server is
+// back within a few hundred ms of Redis answering.
+const reconnectSoon = (attempt: number): number => Math.min(attempt * 50, 200)
+/**
+ * Command connections: a command made while Redis is unreachable fails at
+ * once (no offline queue), and one in flight when the connection broke fails
+ * at the next failed attempt: a 503 or no PUBACK, not a wait for the outage
+ * to end, and nothing piles up meanwhile.
+ */
+const COMMANDS = { lazyConnect: true, retryStrategy: reconnectSoon, enableOfflineQueue: false, maxRetriesPerRequest: 0 } as const
+/**
+ * Subscriber connections: a SUBSCRIBE made while disconnected waits for the
+ * reconnect instead of failing (mqemitter-redis counts a failed one as done,
+ * and its messages would never come); ioredis subscribes again to every
+ * channel it held once it is back (autoResubscribe).
+ */
+const SUBSCRIBER = { lazyConnect: true, retryStrategy: reconnectSoon, maxRetriesPerRequest: null } as const
+
+/** One line when a connection is lost and one when it is back, not one per reconnect attempt (five a second). */
+function logOutages (conn: Redis, name: string, log: Logger): void {
+  let lost = false
+  conn.on('error', (error) => {
+    if (lost) return
+    lost = conn.status !== 'ready'
+    log.warn({ err: error, connection: name }, lost ? 'redis connection lost; reconnecting' : 'redis connection error')
+  })
+  conn.on('ready', () => {
+    if (lost) log.info({ connection: name }, 'redis connection back')
+    lost = false
+  })
+}
+
 async function openRedis (config: Config, redisUrl: string, nodeId: string, log: Logger): Promise<BrokerStore> {
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3, enableAutoPipelining: true })
-  redis.on('error', (error) => log.warn({ err: error }, 'redis connection error'))
+  const redis = new Redis(redisUrl, { ...COMMANDS, enableAutoPipelining: true })
+  logOutages(redis, 'main', log)
   await redis.connect()
   const persistence = new AsyncRedisPersistence({
     conn: redis,
@@ -66,16 +99,19 @@ async function openRedis (config: Config, redisUrl: string, nodeId: string, log:
   // The bus gets connections that are already connected: handed a fresh one,
   // mqemitter-redis can SUBSCRIBE before ioredis' ready check (INFO) runs,
   // and that error, emitted with no listener, killed the process.
-  const subConn = new Redis(redisUrl, { lazyConnect: true })
-  const pubConn = new Redis(redisUrl, { lazyConnect: true, enableAutoPipelining: true })
-  const feedConn = new Redis(redisUrl, { lazyConnect: true })
-  feedConn.on('error', (error) => log.warn({ err: error }, 'redis feed connection error'))
-  const signalConn = new Redis(redisUrl, { lazyConnect: true })
-  signalConn.on('error', (error) => log.warn({ err: error }, 'redis signal connection error'))
+  const subConn = new Redis(redisUrl, SUBSCRIBER)
+  const pubConn = new Redis(redisUrl, { ...COMMANDS, enableAutoPipelining: true })
+  const feedConn = new Redis(redisUrl, SUBSCRIBER)
+  const signalConn = new Redis(redisUrl, SUBSCRIBER)
+  logOutages(subConn, 'bus-sub', log)
+  logOutages(pubConn, 'bus-pub', log)
+  logOutages(feedConn, 'feed', log)
+  logOutages(signalConn, 'signal', log)
   await Promise.all([subConn.connect(), pubConn.connect(), feedConn.connect(), signalConn.connect()])
   const signal = await RedisSignal.open(redis, signalConn)
   const mq = mqemitterRedis({ subConn, pubConn })
-  mq.state.on('error', (error: Error) => log.warn({ err: error }, 'redis bus error'))
+  // Connection errors of the bus are logged above, once per outage.
+  mq.state.on('error', (error: Error) => { if (subConn.status === 'ready' && pubConn.status === 'ready') log.warn({ err: error }, 'redis bus error') })
   const feed = await RedisFeed.open(redis, feedConn, nodeId, log)
   return {
     mode: 'redis',

@@ -5,34 +5,22 @@
 // without restarting the server. A Redis of this test's own, with
 // `appendfsync always`, on a spare port, so killing it harms no one else.
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import mqtt from 'mqtt'
 import { startServerProcess, freePort, tempDataDir } from './helpers/server-process.ts'
+import { startRedisServer } from './helpers/redis-server.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { apiFor } from './helpers/rest.ts'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function startRedis (port: number, dir: string): Promise<ChildProcess> {
-  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], { stdio: 'ignore' })
-  for (let i = 0; i < 100; i++) {
-    const ping = spawn('redis-cli', ['-p', String(port), 'ping'], { stdio: ['ignore', 'pipe', 'ignore'] })
-    let out = ''
-    ping.stdout!.on('data', (chunk: Buffer) => { out += chunk.toString() })
-    await once(ping, 'exit')
-    if (out.trim() === 'PONG') return redis
-    await sleep(50)
-  }
-  throw new Error('redis-server did not start')
-}
+const AOF = ['--appendonly', 'yes', '--appendfsync', 'always']
 
 t.test('redis: kill -9 of Redis mid-stream loses no acknowledged message and recovers', async (t) => {
   const port = await freePort()
   const dir = tempDataDir()
-  let redis = await startRedis(port, dir)
-  t.teardown(() => { redis.kill('SIGKILL') })
+  let redis = await startRedisServer(port, dir, AOF)
+  t.teardown(() => redis.kill())
   const server = await startServerProcess({ mode: 'redis', env: { REDIS_URL: `redis://127.0.0.1:${port}/0`, WORKERS: '1', PUBLISH_RATE: '0' } }) // 2,000 from one sender: no publish limit
   t.teardown(() => server.kill())
 
@@ -58,8 +46,7 @@ t.test('redis: kill -9 of Redis mid-stream loses no acknowledged message and rec
   })()
 
   while (acknowledged.size < 500) await sleep(5)
-  redis.kill('SIGKILL')
-  await once(redis, 'exit')
+  await redis.kill()
   const duringOutage = acknowledged.size
   await sleep(2_000)
   t.ok(acknowledged.size - duringOutage <= 20, `no PUBACK while Redis is down (${acknowledged.size - duringOutage} landed as it died)`)
@@ -69,7 +56,7 @@ t.test('redis: kill -9 of Redis mid-stream loses no acknowledged message and rec
   t.match(await during.json(), { error: 'storage_unavailable' })
   t.equal(during.headers.get('retry-after'), '5', 'with retry-after')
   t.equal((await fetch(`${server.httpUrl}/readyz`)).status, 503, 'and /readyz says not ready')
-  redis = await startRedis(port, dir)
+  redis = await startRedisServer(port, dir, AOF)
 
   const giveUp = new Promise<void>((resolve) => setTimeout(resolve, 60_000).unref())
   await Promise.race([sending, giveUp])
