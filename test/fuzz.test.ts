@@ -143,6 +143,16 @@ function textDepth (json: Buffer): number {
   return deepest
 }
 
+/** A `__proto__` key, or a `constructor` holding `prototype`, anywhere (refused by both doors: docs/protocol.md). */
+function hasPrototypeKey (value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false
+  const own = (object: object, key: string): boolean => Object.prototype.hasOwnProperty.call(object, key)
+  if (own(value, '__proto__')) return true
+  const ctor = (value as Record<string, unknown>).constructor
+  if (own(value, 'constructor') && ctor !== null && typeof ctor === 'object' && own(ctor, 'prototype')) return true
+  return Object.values(value).some(hasPrototypeKey)
+}
+
 /** docs/protocol.md, "Sending a message" and "Error events", as a function of the bytes. */
 function expectFor (payload: Buffer, target: string, used: Map<string, string>): Expectation {
   if (payload.length > MAX_PAYLOAD_BYTES) return { kind: 'error', codes: ['payload_too_large'] }
@@ -150,6 +160,7 @@ function expectFor (payload: Buffer, target: string, used: Map<string, string>):
   try { parsed = JSON.parse(payload.toString('utf8')) } catch { return { kind: 'error', codes: ['invalid_json'] } }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { kind: 'error', codes: ['invalid_message'] }
   if (textDepth(payload) > MAX_JSON_DEPTH) return { kind: 'error', codes: ['invalid_message'] }
+  if (hasPrototypeKey(parsed)) return { kind: 'error', codes: ['invalid_message'] }
   const object = parsed as Record<string, unknown>
   if (object.type === 'typing') {
     if (object.active !== undefined && typeof object.active !== 'boolean') return { kind: 'error', codes: ['invalid_message'] }
