@@ -132,6 +132,41 @@ for (const mode of modesUnderTest()) {
   })
 }
 
+// The refusal window is the broker's, the same in both modes: one mode is enough.
+t.test('after a refusal for the rate, the connection\'s publishes are refused with it until 2 s after its last refusal is answered, not 2 s after the first', async (t) => {
+  // One publish a second, a burst of one: the first is stored, the next refused.
+  const server = await startServerProcess({ mode: 'embedded', dataDir: tempDataDir(), env: { PUBLISH_RATE: '1', PUBLISH_BURST: '1', WORKERS: '1' } })
+  t.teardown(() => server.stop())
+  const [sender, peer] = [uniqueUser('sender'), uniqueUser('peer')]
+  const device = await connectDevice({ url: server.mqttUrl, userId: sender, deviceId: 'phone' })
+  t.teardown(() => device.end(true))
+  await device.send(peer, { id: 'm0', body: 0 })
+  const refusedAt = Date.now()
+  const sends = [device.send(peer, { id: 'm1', body: 1 })]
+  // Its refusal is held back 1 s, then answered: the window lasts 2 s from then.
+  await device.waitForErrors(1)
+  const at = async (ms: number): Promise<void> => sleep(refusedAt + ms - Date.now())
+  await at(1_500)
+  sends.push(device.send(peer, { id: 'm2', body: 2 })) // held back until about 2.5 s, answered then
+  // Past 2 s after the first refusal (the budget has a token again), but
+  // within 2 s of its answer: had m3 been stored, it would come before m1.
+  await at(2_300)
+  sends.push(device.send(peer, { id: 'm3', body: 3 }))
+  // Past 2 s after m1's answer, within 2 s of m2's.
+  await at(3_600)
+  sends.push(device.send(peer, { id: 'm4', body: 4 }))
+  await Promise.all(sends)
+  const refusals = await device.waitForErrors(4)
+  t.same(refusals.map((event) => [event.id, event.code]), ['m1', 'm2', 'm3', 'm4'].map((id) => [id, 'rate_limited']), 'each is refused for the rate')
+  t.same(await storedIds(server.httpUrl, peer), ['m0'], 'none of them stored ahead of m1')
+  // Re-sent in order, a token apart (the first re-send closes the window), they are stored in that order.
+  for (const id of ['m1', 'm2', 'm3', 'm4']) {
+    await sleep(1_100)
+    await device.send(peer, { id, body: Number(id.slice(1)) })
+  }
+  t.same(await storedIds(server.httpUrl, peer), ['m0', 'm1', 'm2', 'm3', 'm4'], 'stored in send order')
+})
+
 t.test('the limiter keeps a bounded number of buckets', async (t) => {
   // 10 per second, bursts of 5: an untouched bucket is full again after 500 ms.
   const buckets = new TokenBuckets({ perSecond: 10, burst: 5 }, 3)

@@ -39,11 +39,18 @@ export const RATE_LIMITED_HOLD_MS = 1_000
 /** Refusals held at once per connection; beyond that they are answered at once, so holding costs bounded memory. */
 export const MAX_HELD_REFUSALS = 100
 
-/** After a refusal for the rate, how long at most a connection's later publishes are refused with it (see rateWait). */
+/** After the last refusal of a window is answered, how long the connection's later publishes are still refused with it (see rateWait). */
 export const REFUSAL_WINDOW_MS = 2 * RATE_LIMITED_HOLD_MS
+/** The longest a refusal window lasts, from its first refusal: a client that never re-sends is not refused for good. */
+export const MAX_REFUSAL_WINDOW_MS = 10 * RATE_LIMITED_HOLD_MS
 
 interface RefusalWindow {
+  /** Open until then once none of its refusals is held any more (extended as each is answered). */
   until: number
+  /** Its refusals not answered yet (held back, or their error event being sent): while any is, the window stays open. */
+  held: number
+  /** Never open after this. */
+  closesBy: number
   /** When the budget has a token again (as the refusal saw it). */
   readyAt: number
   /** The refused publish: when it comes again, the window ends. */
@@ -53,7 +60,7 @@ interface RefusalWindow {
 
 /** A refusal for the rate, with the time it stops applying (retryAfterMs is counted when it is answered). */
 class RateLimited extends PublishRejected {
-  constructor (id: string | undefined, wait: number, readonly readyAt: number) {
+  constructor (id: string | undefined, wait: number, readonly readyAt: number, readonly window: RefusalWindow) {
     super('rate_limited', `more than the allowed publishes per second; retry in ${wait} ms`, id, wait)
   }
 }
@@ -68,28 +75,37 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
   const held = new WeakMap<Client, number>()
   // After a publish over the rate, the same connection's next publishes are
   // refused too, without spending the budget, until that one is published
-  // again (or REFUSAL_WINDOW_MS have passed): they were sent before the client
-  // could know, and storing one of them would put it before the refused one.
-  // So a client that re-sends its refused publishes in order keeps its order.
+  // again: they were sent before the client could know, and storing one of
+  // them would put it before the refused one. So a client that re-sends its
+  // refused publishes in order keeps its order. The window's time bound is
+  // counted from its last refusal's answer, not from its first refusal:
+  // Aedes reads a connection's next packets only once the ones read with
+  // them are answered, so publishes sent before the client knew can arrive
+  // a hold (1 s) after each other, several holds after the first refusal
+  // on a loaded machine (a fixed 2 s let later ones be stored first). It
+  // closes at the latest MAX_REFUSAL_WINDOW_MS after it opened, so a client
+  // that never re-sends is not refused for good.
   const windows = new WeakMap<Client, RefusalWindow>()
-  function rateWait (client: Client, user: string, packet: PublishPacket, now: number): { wait: number, readyAt: number } {
+  function rateWait (client: Client, user: string, packet: PublishPacket, now: number): { wait: number, readyAt: number, window?: RefusalWindow } {
     const window = windows.get(client)
-    if (window !== undefined && now < window.until) {
+    if (window !== undefined && (window.held > 0 || now < window.until) && now < window.closesBy) {
       const resent = window.id !== undefined && window.topic === packet.topic && window.id === sniffId(packet.payload)
-      if (!resent) return { wait: Math.max(1, window.readyAt - now), readyAt: window.readyAt }
+      if (!resent) return { wait: Math.max(1, window.readyAt - now), readyAt: window.readyAt, window }
     }
     windows.delete(client)
     const wait = takePublish?.(user) ?? 0
-    if (wait > 0) windows.set(client, { until: now + REFUSAL_WINDOW_MS, readyAt: now + wait, topic: packet.topic, id: sniffId(packet.payload) })
-    return { wait, readyAt: now + wait }
+    if (wait === 0) return { wait, readyAt: now }
+    const opened: RefusalWindow = { until: now + REFUSAL_WINDOW_MS, held: 0, closesBy: now + MAX_REFUSAL_WINDOW_MS, readyAt: now + wait, topic: packet.topic, id: sniffId(packet.payload) }
+    windows.set(client, opened)
+    return { wait, readyAt: now + wait, window: opened }
   }
   async function accept (client: Client, sender: DeviceIdentity, packet: PublishPacket, isWill: boolean): Promise<'direct' | 'group' | 'typing' | undefined> {
     // The only will a client may set (see connect-rules.ts). The server
     // publishes presence from connection events, so the will is dropped.
     // A client's own PUBLISH to presence is refused like any other topic.
     if (isWill && packet.topic === presenceTopic(sender.userId)) return undefined
-    const { wait, readyAt } = rateWait(client, sender.userId, packet, Date.now())
-    if (wait > 0) throw new RateLimited(sniffId(packet.payload), wait, readyAt)
+    const { wait, readyAt, window } = rateWait(client, sender.userId, packet, Date.now())
+    if (wait > 0) throw new RateLimited(sniffId(packet.payload), wait, readyAt, window!)
     const group = groupOfTopic(packet.topic)
     if (group !== undefined) {
       // An unknown group and one you are not in look the same: not_a_member.
@@ -149,14 +165,25 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
       const error = failure instanceof PublishRejected ? failure : new PublishRejected('internal_error', 'the server could not store this message', sniffId(packet.payload))
       observe?.rejected(error.code)
       log.debug({ clientId: sender.clientId, code: error.code, topic }, 'publish rejected')
+      // A refusal for the rate keeps its window open until it is answered, and
+      // REFUSAL_WINDOW_MS after (the client may learn of it only then).
+      const window = error instanceof RateLimited ? error.window : undefined
+      if (window !== undefined) window.held++
+      const answer = (outcome: Error | null): void => {
+        if (window !== undefined) {
+          window.held--
+          window.until = Math.max(window.until, Date.now() + REFUSAL_WINDOW_MS)
+        }
+        done(outcome)
+      }
       const refuse = (): void => {
         const now = Date.now()
         // retryAfterMs counts from when the client reads it, after the hold.
-        const refusal = error instanceof RateLimited ? new RateLimited(error.id, Math.max(1, error.readyAt - now), error.readyAt) : error
+        const refusal = error instanceof RateLimited ? new RateLimited(error.id, Math.max(1, error.readyAt - now), error.readyAt, error.window) : error
         reportError(sender, errorEvent(refusal, topic, now)).then(() => {
           redirectToSink(packet)
-          done(null)
-        }, (reportFailure: Error) => done(reportFailure))
+          answer(null)
+        }, (reportFailure: Error) => answer(reportFailure))
       }
       // Over its rate, a client's refusal (its PUBACK and error event) is held
       // back: a client that waits for PUBACKs is slowed to about its in-flight
@@ -168,7 +195,7 @@ export function createAuthorizePublish ({ messages, groups, reportError, maxPayl
       setTimeout(() => {
         held.set(client!, (held.get(client!) ?? 1) - 1)
         // Gone meanwhile: no event, or a reconnected device could take it for its resend of the same id.
-        if (client!.closed) return done(null)
+        if (client!.closed) return answer(null)
         refuse()
       }, RATE_LIMITED_HOLD_MS).unref()
     })

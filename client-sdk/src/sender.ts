@@ -2,7 +2,9 @@
 // QoS 1 while connected (republished in order after each reconnect), and its
 // promise resolves with the stamped copy from the server (the inbox echo of
 // one's own message, or, if that does not come, the same id over REST, which
-// the server answers with the stored original). Error events reject it,
+// the server answers with the stored original; asked only once every earlier
+// send is acknowledged and no refusal is pending, as REST could otherwise
+// store it ahead of them). Error events reject it,
 // except `rate_limited`: then nothing more is published until every publish
 // in flight is acknowledged and `retryAfterMs` has passed, and the refused
 // ones are published again, in order (the server refuses a connection's
@@ -158,6 +160,10 @@ export class Sender {
     clearTimeout(pending.confirmTimer)
     pending.confirmTimer = setTimeout(() => {
       if (!this.#pending.has(item.id) || this.#stopped) return
+      // A PUBACK is not proof of storage when its refusal is late or was lost
+      // with the connection, and REST does not wait behind this connection's
+      // refused publishes: asking now could store it before an earlier one.
+      if (this.#mayOvertake(item.id)) return this.#confirmLater(item, pending)
       const target = item.group === undefined ? { to: item.to } : { group: item.group }
       this.#options.rest.request<{ message: MessageEvent }>('POST', '/v1/messages', { ...target, id: item.id, body: item.body }).then(
         ({ message }) => {
@@ -173,6 +179,17 @@ export class Sender {
           this.#options.onError(error)
         })
     }, this.#options.confirmWaitMs ?? 3_000)
+  }
+
+  /** Whether a REST confirm of `id` could be stored before an earlier send: throttled, or an earlier one not acknowledged as stored. */
+  #mayOvertake (id: string): boolean {
+    if (this.#throttle !== undefined) return true
+    for (const earlier of this.#options.outbox.items()) {
+      if (earlier.id === id) return false
+      const pending = this.#pending.get(earlier.id)
+      if (pending !== undefined && pending.outcome !== 'stored') return true
+    }
+    return false
   }
 
   /** One of our own messages, as stored by the server: resolves its send. */
