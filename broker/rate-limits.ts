@@ -12,6 +12,8 @@
 // With several processes (WORKERS, machines) a user whose devices sit on n
 // processes gets at most n times the rate: the bound still holds per process.
 
+import { BoundedMap } from '../history/bounded-map.ts'
+
 export interface RateLimit {
   /** Sustained rate per second; 0 turns the limit off. */
   perSecond: number
@@ -36,14 +38,14 @@ interface Bucket { tokens: number, at: number }
  */
 export class TokenBuckets {
   readonly #limit: RateLimit
-  readonly #maxKeys: number
   /** How long an untouched bucket takes to be full again, in ms. */
   readonly #refillMs: number
-  readonly #buckets = new Map<string, Bucket>()
+  /** In the order of the last take; beyond maxKeys the least recently used goes. */
+  readonly #buckets: BoundedMap<string, Bucket>
 
   constructor (limit: RateLimit, maxKeys = MAX_RATE_LIMIT_KEYS) {
     this.#limit = limit
-    this.#maxKeys = maxKeys
+    this.#buckets = new BoundedMap(maxKeys)
     this.#refillMs = limit.perSecond === 0 ? 0 : limit.burst * 1000 / limit.perSecond
   }
 
@@ -54,13 +56,8 @@ export class TokenBuckets {
   take (key: string, now = performance.now()): number {
     const { perSecond, burst } = this.#limit
     if (perSecond === 0) return 0
-    let bucket = this.#buckets.get(key)
-    if (bucket !== undefined) this.#buckets.delete(key) // set again below: last in take order
+    const bucket = this.#buckets.get(key) ?? { tokens: burst, at: now }
     this.#forgetFull(now)
-    if (bucket === undefined) {
-      if (this.#buckets.size >= this.#maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!)
-      bucket = { tokens: burst, at: now }
-    }
     this.#buckets.set(key, bucket)
     bucket.tokens = Math.min(burst, bucket.tokens + Math.max(0, now - bucket.at) * perSecond / 1000)
     bucket.at = now
