@@ -2,7 +2,8 @@
 // the hooks in broker/hooks/, and the message service that every accepted
 // publish goes through.
 import { Aedes, type Client } from 'aedes'
-import { parseClientId } from '../protocol/identity.ts'
+import { parseClientId, type DeviceIdentity } from '../protocol/identity.ts'
+import type { ErrorEvent } from '../protocol/errors.ts'
 import type { Logger } from 'pino'
 import type { BrokerStore } from '../storage/broker-store.ts'
 import { MessageService, type Delivery, type StoredMessage } from '../messaging/message-service.ts'
@@ -135,14 +136,15 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     if (message.type !== 'visibility' || typeof message.a !== 'string' || typeof message.b !== 'string') return
     visibility.reconsider(message.a, message.b).catch((error: unknown) => log.warn({ err: error }, 'could not decide presence visibility'))
   })
+  // An error event goes straight to the connected device (QoS 0, no store): it only matters
+  // to the device concerned, and a refusal must cost far less than a message (one client may flood).
+  const sendErrorEvent = (device: DeviceIdentity, event: ErrorEvent, awaitDelivery = false): Promise<void> =>
+    publishEphemeral(broker!, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event), false, awaitDelivery)
   const watches = new PresenceWatches({
     max: options.limits.presenceWatches,
     watchers: visibility,
-    // Like a refused publish's: QoS 0, straight to the connected device.
     report: (client, event) => {
-      const device = parseClientId(client.id)!
-      publishEphemeral(broker!, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event))
-        .catch((error: unknown) => log.warn({ err: error }, 'could not send an error event'))
+      sendErrorEvent(parseClientId(client.id)!, event).catch((error: unknown) => log.warn({ err: error }, 'could not send an error event'))
     }
   })
   dropSinkTraffic(store.mq)
@@ -251,10 +253,8 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     groups,
     maxPayloadBytes,
     log,
-    // Straight to the connected device (QoS 0, no store): it only matters to the device that
-    // just published, and a refusal must cost far less than a message (one client may flood).
-    // Its PUBACK waits for the write to its own socket, so a flood is paced by the flooder.
-    reportError: (device, event) => publishEphemeral(aedes, deviceErrorsTopic(device.userId, device.deviceId), JSON.stringify(event), false, true),
+    // Its PUBACK waits for the event's delivery, so a flood is paced by the flooder.
+    reportError: (device, event) => sendErrorEvent(device, event, true),
     takePublish: options.takePublish,
     ...(metrics === undefined
       ? {}
