@@ -108,3 +108,15 @@ export class GroupCommit {
     await this.#writing
   }
 }
+
+/**
+ * A count kept in `counterKey` by every change, for data written before that
+ * counter existed: the keys under `prefix` on disk, counted before the
+ * transaction (which cannot iterate); undefined once the counter exists.
+ * Exact when the transaction still finds no counter: every change writes one,
+ * so unwritten batches hold no key under `prefix` without it.
+ */
+export async function countBeforeCounter (db: ClassicLevel<string, string>, commit: GroupCommit, counterKey: string, prefix: string): Promise<number | undefined> {
+  if (commit.read(counterKey) !== undefined) return undefined
+  return (await db.keys({ gt: prefix, lt: `${prefix}~` }).all()).length
+}

@@ -12,7 +12,7 @@ import type { ClassicLevel } from 'classic-level'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTemplate, GroupMessageResult, GroupPage, GroupStore, Role } from './group-store.ts'
 import { GROUP_TRIM_EVERY, GROUP_TRIM_MAX, GroupsFull, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, type LogMeta } from './history-store.ts'
-import type { GroupCommit, Transaction } from './level-group-commit.ts'
+import { countBeforeCounter, type GroupCommit, type Transaction } from './level-group-commit.ts'
 import { BoundedMap } from './bounded-map.ts'
 
 interface Info {
@@ -83,17 +83,10 @@ export class LevelGroups implements GroupStore {
     tx.put(`g!${group}!low`, String(low))
   }
 
-  /**
-   * How many groups each of `users` is in, for those without a `ugn!` counter
-   * yet: their ug! keys on disk, counted before the transaction (which cannot
-   * iterate). Exact when the transaction still finds no counter: every
-   * membership change writes one, so unwritten batches hold no ug! key of a
-   * user without one.
-   */
+  /** How many groups each of `users` is in, for those without a `ugn!` counter yet (data from before it). */
   async #countGroups (users: Iterable<string>): Promise<Map<string, number>> {
-    const uncounted = [...new Set(users)].filter((user) => this.#commit.read(`ugn!${user}`) === undefined)
-    const counts = await Promise.all(uncounted.map(async (user) => (await this.#db.keys({ gt: `ug!${user}!`, lt: `ug!${user}!~` }).all()).length))
-    return new Map(uncounted.map((user, i) => [user, counts[i]!]))
+    const counted = await Promise.all([...new Set(users)].map(async (user) => [user, await countBeforeCounter(this.#db, this.#commit, `ugn!${user}`, `ug!${user}!`)] as const))
+    return new Map(counted.filter((entry): entry is readonly [string, number] => entry[1] !== undefined))
   }
 
   /** Joins and leaves inside a transaction, keeping each user's count of groups. */

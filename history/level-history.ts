@@ -19,7 +19,7 @@ import type { Notice } from './history-store.ts'
 import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, seqFromIdRecords } from './history-store.ts'
 import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
-import { GroupCommit, type Transaction } from './level-group-commit.ts'
+import { countBeforeCounter, GroupCommit, type Transaction } from './level-group-commit.ts'
 import { parseGroupRef } from './group-store.ts'
 import { groupEventKey, LevelGroups } from './level-groups.ts'
 import { BoundedMap } from './bounded-map.ts'
@@ -193,16 +193,9 @@ export class LevelHistory implements HistoryStore {
     return result
   }
 
-  /**
-   * What a block change needs to know how many users `blocker` blocks: nothing
-   * once the `blkn!` counter exists, else the blk! keys on disk, counted before
-   * the transaction (which cannot iterate). That count is exact when the
-   * transaction still finds no counter: every block change writes one, and the
-   * overlay of unwritten batches holds blk! keys only beside a counter.
-   */
-  async #blockCount (blocker: string): Promise<number | undefined> {
-    if (this.#commit.read(`blkn!${blocker}`) !== undefined) return undefined
-    return (await this.#db.keys({ gt: `blk!${blocker}!`, lt: `blk!${blocker}!~` }).all()).length
+  /** How many users `blocker` blocks, for data from before the `blkn!` counter (undefined once it exists). */
+  #blockCount (blocker: string): Promise<number | undefined> {
+    return countBeforeCounter(this.#db, this.#commit, `blkn!${blocker}`, `blk!${blocker}!`)
   }
 
   async setBlocked (blocker: string, user: string, since: number, limit = 0): Promise<number | 'limit'> {
