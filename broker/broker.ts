@@ -253,7 +253,8 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     groups,
     maxPayloadBytes,
     log,
-    // Its PUBACK waits for the event's delivery, so a flood is paced by the flooder.
+    // Its PUBACK waits until the bus has taken the event (embedded: written to the device's
+    // socket, so a flood is paced by the flooder; Redis: published, and it may arrive after the PUBACK).
     reportError: (device, event) => sendErrorEvent(device, event, true),
     takePublish: options.takePublish,
     ...(metrics === undefined
