@@ -6,7 +6,8 @@ import { parseClientId, type DeviceIdentity } from '../protocol/identity.ts'
 import type { ErrorEvent } from '../protocol/errors.ts'
 import type { Logger } from 'pino'
 import type { BrokerStore } from '../storage/broker-store.ts'
-import { MessageService, type Delivery, type StoredMessage } from '../messaging/message-service.ts'
+import { MessageService, type SendEphemeral } from '../messaging/message-service.ts'
+import { LogDelivery, type StoredMessage } from '../messaging/log-delivery.ts'
 import type { PresenceRegistry, PresenceState } from '../presence/presence-registry.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
 import { correctStalePresence } from '../presence/stale-presence.ts'
@@ -216,34 +217,29 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     }
   }
 
-  const delivery: Delivery = {
-    // Durable events are already in the log: the feed only says so.
-    toUser: async (user, json, durable) => durable
-      ? feed.publish(user, json)
-      : publishEphemeral(aedes, inboxTopic(user), json),
-    toMembers: async (recipients, tail) => feed.publishMany(tail, recipients)
-  }
+  const ephemeral: SendEphemeral = (user, json) => publishEphemeral(aedes, inboxTopic(user), json)
+  const logSink = new LogDelivery({
+    feed,
+    onStored: options.onStored,
+    groupName: async (group) => (await options.groups.getGroup(group))?.name,
+    onNewConversation: (from, to) => { reconsider(from, to).catch((error: unknown) => log.warn({ err: error }, 'could not signal a new conversation')) },
+    onError: (error) => log.error({ err: error }, 'push lookup failed')
+  })
   const groups = new GroupService({
     groups: options.groups,
     history,
-    delivery,
+    log: logSink,
+    ephemeral,
     maxMembers: options.maxGroupMembers,
     maxGroupsPerUser: options.limits.groupsPerUser,
     recallWindowMs,
-    onStored: options.onStored,
-    onError: (error) => log.error({ err: error }, 'group delivery marks or push lookup failed')
+    onError: (error) => log.error({ err: error }, 'group delivery marks failed')
   })
-  const messages = new MessageService({
-    history,
-    delivery,
-    recallWindowMs,
-    onStored: options.onStored,
-    onNewConversation: (from, to) => { reconsider(from, to).catch((error: unknown) => log.warn({ err: error }, 'could not signal a new conversation')) }
-  })
+  const messages = new MessageService({ history, log: logSink, ephemeral, recallWindowMs })
   const blocks = new BlockService({ history, maxBlocks: options.limits.blocksPerUser, onChange: reconsider })
   const receipts = new ReceiptService({
     history,
-    delivery,
+    log: logSink,
     onError: (error) => log.error({ err: error }, 'could not record a delivery receipt')
   })
   recordDeliveries(aedes, receipts, groups)

@@ -13,7 +13,8 @@ import { GroupsFull, type Group, type GroupAppend, type GroupChange, type GroupE
 import type { HistoryStore } from '../history/history-store.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
-import type { Delivery, StoredMessage } from './message-service.ts'
+import type { SendEphemeral } from './message-service.ts'
+import type { LogSink } from '../history/log-sink.ts'
 
 export type GroupErrorCode =
   | 'group_not_found' | 'not_a_member' | 'not_allowed' | 'already_a_member' | 'member_not_found'
@@ -42,7 +43,9 @@ export interface GroupServiceOptions {
   history: Pick<HistoryStore, 'appendNotices'>
   /** Read receipts to a sender are collected for this long, then sent as one event. */
   readCoalesceMs?: number
-  delivery: Delivery
+  /** Where durable appends are reported (messaging/log-delivery.ts). */
+  log: LogSink
+  ephemeral: SendEphemeral
   maxMembers: number
   /** Groups one user may be a member of (0: no limit): creating or adding beyond it is refused whole. */
   maxGroupsPerUser?: number
@@ -52,8 +55,6 @@ export interface GroupServiceOptions {
   /** Delivered marks from PUBACKs are written at most this often. */
   coalesceMs?: number
   onError?: (error: unknown) => void
-  /** Told of every newly stored group message, once per recipient but the sender (push). Must not throw. */
-  onStored?: (message: StoredMessage) => void
 }
 
 /** Whether `user` has muted the group now. */
@@ -87,14 +88,14 @@ function checkMeta (meta: unknown): Record<string, unknown> | undefined {
 
 export class GroupService {
   readonly #groups: GroupStore
-  readonly #delivery: Delivery
+  readonly #log: LogSink
+  readonly #ephemeral: SendEphemeral
   readonly #maxMembers: number
   readonly #maxGroupsPerUser: number
   readonly #recallWindowMs: number
   readonly #now: () => number
   readonly #coalesceMs: number
   readonly #onError: (error: unknown) => void
-  readonly #onStored: ((message: StoredMessage) => void) | undefined
   readonly #history: Pick<HistoryStore, 'appendNotices'>
   readonly #readCoalesceMs: number
   /** `group \n sender` → reader → their read mark (gseq), not yet told. */
@@ -104,14 +105,14 @@ export class GroupService {
   readonly #delivered = new Map<string, number>()
   #flushTimer: NodeJS.Timeout | undefined
 
-  constructor ({ groups, history, delivery, maxMembers, maxGroupsPerUser = 0, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, onError = () => {}, onStored }: GroupServiceOptions) {
+  constructor ({ groups, history, log, ephemeral, maxMembers, maxGroupsPerUser = 0, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, onError = () => {} }: GroupServiceOptions) {
     this.#history = history
     this.#readCoalesceMs = readCoalesceMs
-    this.#onStored = onStored
     this.#recallWindowMs = recallWindowMs
     this.#maxGroupsPerUser = maxGroupsPerUser
     this.#groups = groups
-    this.#delivery = delivery
+    this.#log = log
+    this.#ephemeral = ephemeral
     this.#maxMembers = maxMembers
     this.#now = now
     this.#coalesceMs = coalesceMs
@@ -124,8 +125,8 @@ export class GroupService {
     return { pre: `"type":"${type}","group":"${group}","gseq":`, post: `,${rest}}` }
   }
 
-  async #deliver (appended: GroupAppend): Promise<void> {
-    await this.#delivery.toMembers(appended.recipients, appended.tail)
+  #deliver (appended: GroupAppend): void {
+    this.#log.appendedToMembers(appended.tail, appended.recipients)
   }
 
   /** The group as `user` may see it: only members see a group at all. */
@@ -144,7 +145,7 @@ export class GroupService {
     const id = `g${randomUUID().replace(/-/g, '').slice(0, 20)}`
     const members = [{ user: creator, role: 'owner' as const }, ...others.map((user) => ({ user, role: 'member' as const }))]
     const createdAt = this.#now()
-    await this.#deliver(await this.#refuseFull(creator, () => this.#groups.createGroup({ id, name, meta, creator, createdAt, members },
+    this.#deliver(await this.#refuseFull(creator, () => this.#groups.createGroup({ id, name, meta, creator, createdAt, members },
       this.#template(id, 'group_created', { by: creator, name, members: members.map(({ user }) => user) }), this.#maxGroupsPerUser)))
     return view((await this.#groups.getGroup(id))!)
   }
@@ -165,7 +166,7 @@ export class GroupService {
       const { change, event, alsoNotify = [] } = decide(group)
       const appended = await this.#refuseFull(actor, () => this.#groups.changeGroup(id, group.version, change, event, alsoNotify, this.#maxGroupsPerUser))
       if (appended === 'stale') continue
-      await this.#deliver(appended)
+      this.#deliver(appended)
       return view((await this.#groups.getGroup(id)) ?? { ...group, members: new Map() })
     }
     throw new Error(`group ${id} kept changing; try again`)
@@ -256,7 +257,7 @@ export class GroupService {
       const current = await this.#groups.getGroup(group)
       if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
       const tail = `"type":"message","id":"${message.id}","from":"${from}","group":"${group}"${post}`
-      await Promise.all([...current.members.keys()].map((user) => this.#delivery.toUser(user, `{${tail}`, false)))
+      await Promise.all([...current.members.keys()].map((user) => this.#ephemeral(user, `{${tail}`)))
       return { created: true, event: undefined }
     }
     const result = await this.#groups.appendGroupMessage({
@@ -265,16 +266,10 @@ export class GroupService {
     if (result.status === 'not_a_member') throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
     if (result.status === 'conflict') throw new PublishRejected('id_conflict', `id "${message.id}" was already used for another conversation`, message.id)
     if (result.status === 'duplicate') return { created: false, event: result.senderEvent }
-    await this.#deliver(result)
-    if (this.#onStored !== undefined) this.#announce(from, group, message.id, result.recipients).catch(this.#onError)
+    this.#deliver(result)
+    for (const [user, seq] of result.recipients) if (user !== from) this.#log.arrived({ from, to: user, id: message.id, seq, group })
     const own = result.recipients.find(([user]) => user === from)
     return { created: true, event: own === undefined ? undefined : `{"seq":${own[1]},${result.tail}` }
-  }
-
-  /** After the PUBACK: each recipient's push, with the group's name for the alert. */
-  async #announce (from: string, group: string, id: string, recipients: Array<[string, number]>): Promise<void> {
-    const name = (await this.#groups.getGroup(group))?.name ?? group
-    for (const [user, seq] of recipients) if (user !== from) this.#onStored!({ from, to: user, id, seq, group: { id: group, name } })
   }
 
   /** Mutes the group's alerts for `user` (until a time in ms, or until unmuted); unread counts go on. */
@@ -289,7 +284,7 @@ export class GroupService {
     const current = await this.#groups.getGroup(group)
     if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group')
     const event = json({ type: 'typing', from, group, active, ts: this.#now() })
-    await Promise.all([...current.members.keys()].filter((user) => user !== from).map((user) => this.#delivery.toUser(user, event, false)))
+    await Promise.all([...current.members.keys()].filter((user) => user !== from).map((user) => this.#ephemeral(user, event)))
   }
 
   /**
@@ -312,7 +307,7 @@ export class GroupService {
       const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, tail: tombstone } },
         this.#template(id, 'recall', { messageGseq: gseq, id: message.id, from: message.from, by: actor }), [])
       if (appended === 'stale') continue
-      await this.#deliver(appended)
+      this.#deliver(appended)
       return JSON.parse(`{${tombstone}`) as Record<string, unknown>
     }
     throw new Error(`group ${id} kept changing; try again`)
@@ -322,7 +317,7 @@ export class GroupService {
   async read (user: string, group: string, gseq: number): Promise<{ readUpTo: number, unread: number }> {
     const result = await this.#groups.markGroupRead(group, user, gseq, this.#now())
     if (result === 'not_a_member') throw new GroupRejected('group_not_found', 'no such group among yours')
-    if (result.readerEvent !== undefined) await this.#delivery.toUser(user, result.readerEvent, true)
+    if (result.readerEvent !== undefined) this.#log.appended(user, result.readerEvent)
     if (result.changed) await this.#collectReaders(user, group, result.previous, result.upTo)
     return { readUpTo: result.upTo, unread: result.unread }
   }
@@ -352,7 +347,7 @@ export class GroupService {
     })
     this.#reads.clear()
     const events = await this.#history.appendNotices(notices)
-    await Promise.all(events.map(({ user, event }) => this.#delivery.toUser(user, event, true)))
+    for (const { user, event } of events) this.#log.appended(user, event)
   }
 
   /** A member's device acknowledged a group event (PUBACK): coalesced into one write per window. */

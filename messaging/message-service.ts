@@ -8,13 +8,10 @@
 import { stamp } from '../protocol/message.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { HistoryStore } from '../history/history-store.ts'
+import type { LogSink } from '../history/log-sink.ts'
 
-export interface Delivery {
-  /** Durable: `json` is already in `user`'s log; tells the devices' streams. Ephemeral: sends to connected devices only. */
-  toUser (user: string, json: string, durable: boolean): Promise<void>
-  /** Durable: one group event, already in each recipient's log at their seq (`{"seq":N,` + tail). */
-  toMembers (recipients: Array<[user: string, seq: number]>, tail: string): Promise<void>
-}
+/** Ephemeral events (QoS 0: typing, a QoS 0 message): to the user's connected devices only, never logged. */
+export type SendEphemeral = (user: string, json: string) => Promise<void>
 
 export interface SendResult {
   /** False when the same (sender, id) had been stored before: nothing was sent again. */
@@ -27,33 +24,26 @@ export type RecallOutcome =
   | { status: 'recalled', message: string }
   | { status: 'not_found' | 'window_expired' }
 
-/** A message just stored for `to` (`seq` is in the recipient's log); `group` for a group message. */
-export interface StoredMessage { from: string, to: string, id: string, seq: number, group?: { id: string, name: string } }
-
 export interface MessageServiceOptions {
   history: HistoryStore
-  delivery: Delivery
-  /** Told of every newly stored message, after delivery was queued (push hooks in here). Must not throw. */
-  onStored?: (message: StoredMessage) => void
-  /** Two users' first message (presence may become visible between them). Must not throw. */
-  onNewConversation?: (from: string, to: string) => void
+  /** Where durable appends are reported (messaging/log-delivery.ts). */
+  log: LogSink
+  ephemeral: SendEphemeral
   recallWindowMs: number
   now?: () => number
 }
 
 export class MessageService {
   readonly #history: HistoryStore
-  readonly #delivery: Delivery
+  readonly #log: LogSink
+  readonly #ephemeral: SendEphemeral
   readonly #recallWindowMs: number
   readonly #now: () => number
-  readonly #onStored: (message: StoredMessage) => void
-  readonly #onNewConversation: (from: string, to: string) => void
 
-  constructor ({ history, delivery, recallWindowMs, onStored = () => {}, onNewConversation = () => {}, now = Date.now }: MessageServiceOptions) {
-    this.#onStored = onStored
-    this.#onNewConversation = onNewConversation
+  constructor ({ history, log, ephemeral, recallWindowMs, now = Date.now }: MessageServiceOptions) {
     this.#history = history
-    this.#delivery = delivery
+    this.#log = log
+    this.#ephemeral = ephemeral
     this.#recallWindowMs = recallWindowMs
     this.#now = now
   }
@@ -64,7 +54,7 @@ export class MessageService {
     const envelope = JSON.stringify(stamp(message, from, to, ts))
     if (!durable) {
       // Ephemeral (QoS 0): forwarded to connected devices only, never logged (nor to a blocker).
-      if (!await this.#history.isBlocked(to, from)) await this.#delivery.toUser(to, envelope, false)
+      if (!await this.#history.isBlocked(to, from)) await this.#ephemeral(to, envelope)
       return { created: true, event: undefined }
     }
     const result = await this.#history.appendMessage({ from, to, id: message.id, ts, tail: envelope.slice(1) })
@@ -72,14 +62,11 @@ export class MessageService {
       throw new PublishRejected('id_conflict', `id "${message.id}" was already used for a message to another recipient`, message.id)
     }
     if (result.status === 'duplicate') return { created: false, event: result.senderEvent }
-    await Promise.all([
-      this.#delivery.toUser(from, result.senderEvent, true),
-      result.recipientEvent === undefined ? undefined : this.#delivery.toUser(to, result.recipientEvent, true)
-    ])
+    this.#log.appended(from, result.senderEvent)
+    if (result.recipientEvent !== undefined) this.#log.appended(to, result.recipientEvent)
     // Withheld (the recipient blocked the sender): in the sender's log only, so no push either.
     if (from !== to && result.withheld !== true) {
-      this.#onStored({ from, to, id: message.id, seq: result.recipientSeq })
-      if (result.newConversation === true) this.#onNewConversation(from, to)
+      this.#log.arrived({ from, to, id: message.id, seq: result.recipientSeq, ...(result.newConversation === true ? { newConversation: true } : {}) })
     }
     return { created: true, event: result.senderEvent }
   }
@@ -87,16 +74,14 @@ export class MessageService {
   /** Typing indicators: ephemeral, never logged, queued or pushed; dropped for a recipient who blocked the sender. */
   async typing (from: string, to: string, active: boolean): Promise<void> {
     if (await this.#history.isBlocked(to, from)) return
-    await this.#delivery.toUser(to, JSON.stringify({ type: 'typing', from, to, active, ts: this.#now() }), false)
+    await this.#ephemeral(to, JSON.stringify({ type: 'typing', from, to, active, ts: this.#now() }))
   }
 
   async recall (sender: string, id: string): Promise<RecallOutcome> {
     const result = await this.#history.recall(sender, id, this.#now(), this.#recallWindowMs)
     if (result.status !== 'recalled') return result
-    await Promise.all([
-      result.senderEvent === undefined ? undefined : this.#delivery.toUser(sender, result.senderEvent, true),
-      result.recipientEvent === undefined ? undefined : this.#delivery.toUser(result.to, result.recipientEvent, true)
-    ])
+    if (result.senderEvent !== undefined) this.#log.appended(sender, result.senderEvent)
+    if (result.recipientEvent !== undefined) this.#log.appended(result.to, result.recipientEvent)
     return { status: 'recalled', message: result.message }
   }
 }

@@ -3,11 +3,11 @@
 // PUBACKs a message. Delivery marks are coalesced per conversation for a
 // short window, so a burst of 1,000 messages costs one receipt, not 1,000.
 import type { HistoryStore, ReceiptKind, ReceiptResult } from '../history/history-store.ts'
-import type { Delivery } from './message-service.ts'
+import type { LogSink } from '../history/log-sink.ts'
 
 export interface ReceiptServiceOptions {
   history: HistoryStore
-  delivery: Delivery
+  log: LogSink
   coalesceMs?: number
   onError: (error: unknown) => void
   now?: () => number
@@ -15,7 +15,7 @@ export interface ReceiptServiceOptions {
 
 export class ReceiptService {
   readonly #history: HistoryStore
-  readonly #delivery: Delivery
+  readonly #log: LogSink
   readonly #coalesceMs: number
   readonly #onError: (error: unknown) => void
   readonly #now: () => number
@@ -23,9 +23,9 @@ export class ReceiptService {
   readonly #pendingDelivered = new Map<string, number>()
   #flushTimer: NodeJS.Timeout | undefined
 
-  constructor ({ history, delivery, coalesceMs = 250, onError, now = Date.now }: ReceiptServiceOptions) {
+  constructor ({ history, log, coalesceMs = 250, onError, now = Date.now }: ReceiptServiceOptions) {
     this.#history = history
-    this.#delivery = delivery
+    this.#log = log
     this.#coalesceMs = coalesceMs
     this.#onError = onError
     this.#now = now
@@ -33,10 +33,8 @@ export class ReceiptService {
 
   async mark (kind: ReceiptKind, reader: string, peer: string, upTo: number): Promise<ReceiptResult> {
     const result = await this.#history.receipt(kind, reader, peer, upTo, this.#now())
-    await Promise.all([
-      result.peerEvent === undefined ? undefined : this.#delivery.toUser(peer, result.peerEvent, true),
-      result.readerEvent === undefined ? undefined : this.#delivery.toUser(reader, result.readerEvent, true)
-    ])
+    if (result.peerEvent !== undefined) this.#log.appended(peer, result.peerEvent)
+    if (result.readerEvent !== undefined) this.#log.appended(reader, result.readerEvent)
     return result
   }
 

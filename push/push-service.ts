@@ -5,7 +5,7 @@
 // sooner than a Retry-After); tokens the push service calls dead are removed.
 // Each device goes to the provider of its platform (APNs, FCM).
 import type { Logger } from 'pino'
-import type { StoredMessage } from '../messaging/message-service.ts'
+import type { StoredMessage } from '../messaging/log-delivery.ts'
 import type { DeviceRegistry, RegisteredDevice } from './device-registry.ts'
 import type { PushGate } from './push-gate.ts'
 import type { PushProvider } from './push-provider.ts'
