@@ -92,7 +92,18 @@ export async function openCommands (target: RedisTarget, name: string, log: Logg
     : new Cluster(target.nodes, clusterOptions('commands', autoPipelining))
   logOutages(conn, name, log)
   await conn.connect()
+  await nodesReady(conn)
   return conn
+}
+
+/**
+ * A cluster connects to each node on its first command, and with no offline queue a command
+ * that meets a node connection still connecting fails ("Connection is closed"): at start
+ * that would be a lost message for nothing, so every primary is connected before use.
+ */
+async function nodesReady (conn: RedisClient): Promise<void> {
+  if (!isCluster(conn)) return
+  await Promise.all(conn.nodes('master').map((node) => node.ping().catch(() => {})))
 }
 
 /**

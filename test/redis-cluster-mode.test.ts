@@ -25,7 +25,7 @@ import type { RedisClient } from '../storage/redis-client.ts'
 import { startRedisCluster } from './helpers/redis-cluster.ts'
 import { SECRET, uniqueUser } from './helpers/tokens.ts'
 
-const log = pino({ level: 'silent' })
+const log = pino({ level: process.env.TEST_LOG ?? 'silent' })
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('REDIS_CLUSTER_NODES is checked at start', async (t) => {
@@ -76,11 +76,13 @@ function connect (url: string, options: mqtt.IClientOptions): Promise<{ client: 
   })
 }
 
-function nextMessage (client: mqtt.MqttClient, topic: string): Promise<string> {
-  return new Promise((resolve) => {
+function nextMessage (client: mqtt.MqttClient, topic: string, timeoutMs = 5_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`nothing on ${topic} within ${timeoutMs} ms`)), timeoutMs)
     const listener = (received: string, payload: Buffer): void => {
       if (received !== topic) return
       client.off('message', listener)
+      clearTimeout(timer)
       resolve(payload.toString())
     }
     client.on('message', listener)
