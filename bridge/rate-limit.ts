@@ -1,12 +1,13 @@
 // REST rate limit (@fastify/rate-limit): requests per minute per user (or,
 // before sign-in, per address), counted in Redis in Redis mode so the limit
-// holds across processes. Over it: 429 {"error":"rate_limited"} with
+// holds across processes (on a Redis Cluster too: its one script touches one
+// key). Over it: 429 {"error":"rate_limited"} with
 // `retry-after`. Health, metrics and the MQTT WebSocket are not limited.
 import type { FastifyInstance } from 'fastify'
 import fastifyRateLimit from '@fastify/rate-limit'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../storage/redis-client.ts'
 
-export async function limitRest (app: FastifyInstance, perMinute: number, redis: Redis | undefined): Promise<void> {
+export async function limitRest (app: FastifyInstance, perMinute: number, redis: RedisClient | undefined): Promise<void> {
   if (perMinute === 0) return
   await app.register(fastifyRateLimit, {
     max: perMinute,

@@ -28,7 +28,12 @@ export interface Config {
   mqttPort: number
   httpPort: number
   host: string
+  /** REDIS_URL: Redis mode on one Redis (or a primary with replicas). */
   redisUrl: string | undefined
+  /** REDIS_CLUSTER_NODES: Redis mode on a Redis Cluster, reached through these seed nodes. */
+  redisClusterNodes: RedisNode[] | undefined
+  /** Redis mode: WAIT for replicas before an acknowledged write counts (0: off). */
+  replication: Replication
   dataDir: string
   jwt: JwtKey
   jwtClaims: JwtClaims
@@ -74,6 +79,15 @@ export interface Config {
 }
 
 export type Durability = 'process' | 'disk'
+
+export interface RedisNode { host: string, port: number }
+
+export interface Replication {
+  /** REDIS_WAIT_REPLICAS: replicas that must hold a write before it is acknowledged (0: do not wait). */
+  replicas: number
+  /** REDIS_WAIT_TIMEOUT_MS: how long to wait for them; fewer in time is a storage outage (no PUBACK, 503). */
+  timeoutMs: number
+}
 
 export interface Limits {
   /** Per user and process, MQTT and REST together: publishes per second (0: off) and burst. */
@@ -206,6 +220,32 @@ function redisUrl (env: Env): string | undefined {
   try { url = new URL(raw) } catch { throw new ConfigError('REDIS_URL', `is not a URL: "${raw}"`) }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new ConfigError('REDIS_URL', 'must start with redis:// or rediss://')
   return raw
+}
+
+/** `host:port,host:port,…` (IPv6 as `[addr]:port`): seed nodes; the client learns the rest of the cluster from them. */
+function redisClusterNodes (env: Env): RedisNode[] | undefined {
+  const raw = (env.REDIS_CLUSTER_NODES ?? '').trim()
+  if (raw === '') return undefined
+  if (env.REDIS_URL) throw new ConfigError('REDIS_CLUSTER_NODES', 'and REDIS_URL are set together; set REDIS_URL for one Redis or REDIS_CLUSTER_NODES for a Redis Cluster, not both')
+  const nodes = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '').map((entry) => {
+    const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(entry)
+    const port = Number(match?.[2])
+    if (match === null || port < 1 || port > 65535) throw new ConfigError('REDIS_CLUSTER_NODES', `has "${entry}", which is not host:port`)
+    return { host: match[1]!.replace(/^\[|\]$/g, ''), port }
+  })
+  return nodes
+}
+
+function replication (env: Env): Replication {
+  return {
+    replicas: integer(env, 'REDIS_WAIT_REPLICAS', 0, 0, 100),
+    timeoutMs: integer(env, 'REDIS_WAIT_TIMEOUT_MS', 1_000, 1, 60_000)
+  }
+}
+
+/** Redis mode, on one Redis or on a cluster. */
+export function usesRedis (config: Pick<Config, 'redisUrl' | 'redisClusterNodes'>): boolean {
+  return config.redisUrl !== undefined || config.redisClusterNodes !== undefined
 }
 
 function readFile (name: string, path: string): string {
@@ -382,6 +422,8 @@ export function loadConfig (env: Env = process.env): Config {
     httpPort: integer(env, 'HTTP_PORT', 8080, 0, 65535),
     host: env.HOST || '0.0.0.0',
     redisUrl: redisUrl(env),
+    redisClusterNodes: redisClusterNodes(env),
+    replication: replication(env),
     dataDir: env.DATA_DIR || './data',
     jwt: jwtKey(env),
     jwtClaims: jwtClaims(env),

@@ -10,7 +10,7 @@ import cluster, { type Worker } from 'node:cluster'
 import type { Logger } from 'pino'
 import { serveClusterMetrics } from '../observability/cluster-metrics.ts'
 
-export interface WorkerReady { type: 'ready', mqttPort?: number, httpPort?: number, mqttsPort?: number, httpsPort?: number, nodeId: string }
+export interface WorkerReady { type: 'ready', mqttPort?: number, httpPort?: number, mqttsPort?: number, httpsPort?: number, cluster?: boolean, nodeId: string }
 
 const RESTART_DELAY_MS = 1_000
 
@@ -22,7 +22,7 @@ export function runPrimary (workers: number, log: Logger, reloadsTls = false): v
     const worker = cluster.fork()
     worker.on('message', (message: WorkerReady) => {
       if (message?.type !== 'ready' || ++ready !== workers) return
-      log.info({ mqttPort: message.mqttPort, httpPort: message.httpPort, mqttsPort: message.mqttsPort, httpsPort: message.httpsPort, mode: 'redis', workers }, 'server ready')
+      log.info({ mqttPort: message.mqttPort, httpPort: message.httpPort, mqttsPort: message.mqttsPort, httpsPort: message.httpsPort, mode: 'redis', cluster: message.cluster === true, workers }, 'server ready')
     })
     return worker
   }

@@ -3,7 +3,7 @@
 // server processes (server/cluster.ts).
 import cluster from 'node:cluster'
 import { pino } from 'pino'
-import { ConfigError, loadConfig, type Config } from '../config/config.ts'
+import { ConfigError, loadConfig, usesRedis, type Config } from '../config/config.ts'
 import { startServer } from './server.ts'
 import { runPrimary, type WorkerReady } from './cluster.ts'
 import { describeDurability } from '../storage/durability.ts'
@@ -20,7 +20,7 @@ try {
 }
 
 const log = pino({ level: config.logLevel })
-const clustered = config.redisUrl !== undefined && config.workers > 1
+const clustered = usesRedis(config) && config.workers > 1
 
 // What a PUBACK survives, in one line per start (the supervisor says it for its workers).
 if (cluster.isPrimary) {
@@ -36,7 +36,7 @@ if (cluster.isPrimary) {
 if (clustered && cluster.isPrimary) {
   runPrimary(config.workers, log, config.tls !== undefined)
 } else {
-  if (config.redisUrl === undefined) {
+  if (!usesRedis(config)) {
     log.info('embedded mode runs one server process (LevelDB allows one writer); WORKERS applies to Redis mode')
   }
   if (cluster.isWorker && config.nodeId !== undefined) config = { ...config, nodeId: `${config.nodeId}-${cluster.worker!.id}` }
@@ -45,7 +45,7 @@ if (clustered && cluster.isPrimary) {
     process.stderr.write(`startup failed: ${error.message}\n`)
     process.exit(1)
   })
-  const ready = { mqttPort: server.mqttPort, httpPort: server.httpPort, mqttsPort: server.mqttsPort, httpsPort: server.httpsPort, mode: server.mode, nodeId: server.nodeId }
+  const ready = { mqttPort: server.mqttPort, httpPort: server.httpPort, mqttsPort: server.mqttsPort, httpsPort: server.httpsPort, mode: server.mode, cluster: server.cluster, nodeId: server.nodeId }
   if (cluster.isWorker) {
     log.info(ready, 'worker ready')
     process.send!({ type: 'ready', ...ready } satisfies WorkerReady)

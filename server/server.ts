@@ -36,6 +36,8 @@ export interface RunningServer {
   mqttsPort: number | undefined
   httpsPort: number | undefined
   mode: 'redis' | 'embedded'
+  /** Redis mode on a Redis Cluster. */
+  cluster: boolean
   nodeId: string
   log: Logger
   stop (): Promise<void>
@@ -97,7 +99,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     log
   })
 
-  await app.register(healthRoutes, { isReady: () => ready, mode: store.mode })
+  await app.register(healthRoutes, { isReady: () => ready, mode: store.mode, cluster: store.cluster })
   await app.register(observabilityRoutes, {
     metrics,
     collect: () => cluster.isWorker ? clusterMetrics() : metrics.text(),
@@ -171,6 +173,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     mqttsPort: tls?.mqttsPort,
     httpsPort: tls?.httpsPort,
     mode: store.mode,
+    cluster: store.cluster,
     nodeId,
     log,
     stop: () => (stopping ??= stop())

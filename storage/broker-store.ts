@@ -1,7 +1,8 @@
 // Opens the broker's persistence, its message bus and the log feed for the
 // configured mode.
 //   Redis mode: aedes-persistence-redis + mqemitter-redis + a Redis log feed,
-//   so any number of server processes on one Redis act as one broker.
+//   so any number of server processes on one Redis, or on a Redis Cluster,
+//   act as one broker (connections: storage/redis-connection.ts).
 //   Embedded mode: aedes-persistence-level on LevelDB in DATA_DIR, and
 //   in-process bus and feed: one node, no external service.
 // Inbox events never enter these persistences: the history log is their only
@@ -13,7 +14,7 @@ import { mkdir } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.ts'
@@ -23,6 +24,7 @@ import { lookUpOnlyPresence } from './retained-presence-only.ts'
 import { LocalFeed, type LogFeed } from './log-feed.ts'
 import { RedisFeed } from './redis-log-feed.ts'
 import { LocalSignal, RedisSignal, type ClusterSignal } from './cluster-signal.ts'
+import { openCommands, openSubscriber, redisTarget, type RedisTarget } from './redis-connection.ts'
 
 const require = createRequire(import.meta.url)
 const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js')
@@ -37,6 +39,8 @@ export interface MessageBus {
 
 export interface BrokerStore {
   mode: 'redis' | 'embedded'
+  /** Redis mode on a Redis Cluster (REDIS_CLUSTER_NODES). */
+  cluster: boolean
   persistence: { destroy?: () => Promise<void> } & Record<string, unknown>
   mq: MessageBus
   feed: LogFeed
@@ -49,45 +53,13 @@ export interface BrokerStore {
   close (): Promise<void>
 }
 
-// After an outage, every connection tries again at most 200 ms apart, however
-// long Redis was gone (ioredis' default backoff grows to 2 s): the server is
-// back within a few hundred ms of Redis answering.
-const reconnectSoon = (attempt: number): number => Math.min(attempt * 50, 200)
-/**
- * Command connections: a command made while Redis is unreachable fails at
- * once (no offline queue), and one in flight when the connection broke fails
- * at the next failed attempt: a 503 or no PUBACK, not a wait for the outage
- * to end, and nothing piles up meanwhile.
- */
-const COMMANDS = { lazyConnect: true, retryStrategy: reconnectSoon, enableOfflineQueue: false, maxRetriesPerRequest: 0 } as const
-/**
- * Subscriber connections: a SUBSCRIBE made while disconnected waits for the
- * reconnect instead of failing (mqemitter-redis counts a failed one as done,
- * and its messages would never come); ioredis subscribes again to every
- * channel it held once it is back (autoResubscribe).
- */
-const SUBSCRIBER = { lazyConnect: true, retryStrategy: reconnectSoon, maxRetriesPerRequest: null } as const
-
-/** One line when a connection is lost and one when it is back, not one per reconnect attempt (five a second). */
-function logOutages (conn: Redis, name: string, log: Logger): void {
-  let lost = false
-  conn.on('error', (error) => {
-    if (lost) return
-    lost = conn.status !== 'ready'
-    log.warn({ err: error, connection: name }, lost ? 'redis connection lost; reconnecting' : 'redis connection error')
-  })
-  conn.on('ready', () => {
-    if (lost) log.info({ connection: name }, 'redis connection back')
-    lost = false
-  })
-}
-
-async function openRedis (config: Config, redisUrl: string, nodeId: string, log: Logger): Promise<BrokerStore> {
-  const redis = new Redis(redisUrl, { ...COMMANDS, enableAutoPipelining: true })
-  logOutages(redis, 'main', log)
-  await redis.connect()
+async function openRedis (config: Config, target: RedisTarget, nodeId: string, log: Logger): Promise<BrokerStore> {
+  const cluster = target.kind === 'cluster'
+  const redis = await openCommands(target, 'main', log)
   const persistence = new AsyncRedisPersistence({
     conn: redis,
+    // On a cluster: one key per retained topic and no multi-key command (aedes-persistence-redis' cluster mode).
+    cluster,
     // Queued error events expire after the backlog retention period (seconds).
     packetTTL: () => config.backlogRetentionSeconds
   })
@@ -96,30 +68,28 @@ async function openRedis (config: Config, redisUrl: string, nodeId: string, log:
   const retained = persistence.createRetainedStreamCombi.bind(persistence)
   persistence.createRetainedStreamCombi = (patterns: string[]) => Readable.from(retained(patterns))
   lookUpOnlyPresence(persistence)
-  // The bus gets connections that are already connected: handed a fresh one,
-  // mqemitter-redis can SUBSCRIBE before ioredis' ready check (INFO) runs,
-  // and that error, emitted with no listener, killed the process.
-  const subConn = new Redis(redisUrl, SUBSCRIBER)
-  const pubConn = new Redis(redisUrl, { ...COMMANDS, enableAutoPipelining: true })
-  const feedConn = new Redis(redisUrl, SUBSCRIBER)
-  const signalConn = new Redis(redisUrl, SUBSCRIBER)
-  logOutages(subConn, 'bus-sub', log)
-  logOutages(pubConn, 'bus-pub', log)
-  logOutages(feedConn, 'feed', log)
-  logOutages(signalConn, 'signal', log)
-  await Promise.all([subConn.connect(), pubConn.connect(), feedConn.connect(), signalConn.connect()])
+  // Aedes' bus (presence, typing, errors) is classic pub/sub: on a cluster a PUBLISH reaches every
+  // node. It carries no inbox events (those go through the directed feed), so it stays small.
+  const [subConn, pubConn, signalConn] = await Promise.all([
+    openSubscriber(target, 'bus-sub', log),
+    openCommands(target, 'bus-pub', log),
+    openSubscriber(target, 'signal', log)
+  ])
   const signal = await RedisSignal.open(redis, signalConn)
   const mq = mqemitterRedis({ subConn, pubConn })
-  // Connection errors of the bus are logged above, once per outage.
+  // Connection errors of the bus are logged once per outage (storage/redis-connection.ts).
   mq.state.on('error', (error: Error) => { if (subConn.status === 'ready' && pubConn.status === 'ready') log.warn({ err: error }, 'redis bus error') })
-  const feed = await RedisFeed.open(redis, feedConn, nodeId, log)
+  const feed = await RedisFeed.open(redis, target, nodeId, log)
   return {
     mode: 'redis',
+    cluster,
     persistence,
     mq,
     feed,
     signal,
-    redis,
+    // TODO(#20): type it RedisClient once every store takes one (the stores' branches); on a
+    // cluster this is an ioredis Cluster, whose command API the stores use the same way.
+    redis: redis as Redis,
     level: undefined,
     async close () {
       await feed.close()
@@ -147,6 +117,7 @@ async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> 
   const stopSweep = startRetentionSweep(level, config.backlogRetentionSeconds, config.retentionSweepSeconds, log)
   return {
     mode: 'embedded',
+    cluster: false,
     persistence,
     mq,
     feed: new LocalFeed(),
@@ -162,5 +133,6 @@ async function openEmbedded (config: Config, log: Logger): Promise<BrokerStore> 
 }
 
 export function openBrokerStore (config: Config, nodeId: string, log: Logger): Promise<BrokerStore> {
-  return config.redisUrl === undefined ? openEmbedded(config, log) : openRedis(config, config.redisUrl, nodeId, log)
+  const target = redisTarget(config)
+  return target === undefined ? openEmbedded(config, log) : openRedis(config, target, nodeId, log)
 }

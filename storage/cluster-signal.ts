@@ -2,7 +2,10 @@
 // connections"): Redis pub/sub in Redis mode, a function call embedded.
 // Unlike the log feed, nothing here needs to survive a lost message: a
 // revoked token is also refused at its next CONNECT.
-import type { Redis } from 'ioredis'
+// On a Redis Cluster this is classic pub/sub too: a PUBLISH on any node
+// reaches the subscribers of every node over the cluster bus. That is a
+// broadcast by design (every process must hear a logout), and it is rare.
+import type { RedisClient } from './redis-client.ts'
 
 export interface ClusterSignal {
   send (message: Record<string, unknown>): Promise<void>
@@ -22,12 +25,13 @@ const CHANNEL = 'inboxd:signal'
 export class RedisSignal implements ClusterSignal {
   readonly #listeners: Array<(message: Record<string, unknown>) => void> = []
 
-  private constructor (private readonly pub: Redis, private readonly sub: Redis) {}
+  private constructor (private readonly pub: RedisClient, private readonly sub: RedisClient) {}
 
   /** `sub` becomes this signal's subscriber connection. */
-  static async open (pub: Redis, sub: Redis): Promise<RedisSignal> {
+  static async open (pub: RedisClient, sub: RedisClient): Promise<RedisSignal> {
     const signal = new RedisSignal(pub, sub)
-    sub.on('message', (_channel: string, text: string) => {
+    sub.on('message', (channel: string, text: string) => {
+      if (channel !== CHANNEL) return
       let message: Record<string, unknown>
       try { message = JSON.parse(text) as Record<string, unknown> } catch { return }
       for (const listener of signal.#listeners) listener(message)

@@ -4,7 +4,7 @@
 // the Redis server does, read with CONFIG GET; DURABILITY=disk refuses to
 // start on a Redis that would not keep an acknowledged write through a
 // power cut, or whose settings cannot be read.
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { ConfigError, type Config } from '../config/config.ts'
 
 /** Redis's persistence settings; `unknown` where CONFIG GET is refused (renamed, disabled, or not allowed). */
@@ -63,6 +63,7 @@ export function checkRedisDurability (durability: Config['durability'], persiste
  * refuses DURABILITY=disk where they fall short, and returns the log line.
  */
 export async function describeDurability (config: Config): Promise<{ fields: Record<string, string>, text: string }> {
+  if (config.redisClusterNodes !== undefined) return describeClusterDurability(config, config.redisClusterNodes)
   if (config.redisUrl === undefined) return { fields: { durability: config.durability }, text: embeddedSurvives(config.durability) }
   const redis = new Redis(config.redisUrl, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, enableOfflineQueue: false })
   redis.on('error', () => {}) // the failed connect rejects below
@@ -73,5 +74,24 @@ export async function describeDurability (config: Config): Promise<{ fields: Rec
     return { fields: { durability: config.durability, ...persistence }, text: redisSurvives(persistence) }
   } finally {
     redis.disconnect()
+  }
+}
+
+/** On a cluster, every primary's settings: a user's writes go to the primary of their slot. */
+async function describeClusterDurability (config: Config, seeds: NonNullable<Config['redisClusterNodes']>): Promise<{ fields: Record<string, string>, text: string }> {
+  const cluster = new Cluster(seeds, { lazyConnect: true, clusterRetryStrategy: () => null, enableOfflineQueue: false, redisOptions: { maxRetriesPerRequest: 0 } })
+  cluster.on('error', () => {}) // the failed connect rejects below
+  try {
+    await cluster.connect()
+    const primaries = cluster.nodes('master')
+    const settings = await Promise.all(primaries.map(readRedisPersistence))
+    for (const persistence of settings) checkRedisDurability(config.durability, persistence)
+    const texts = [...new Set(settings.map(redisSurvives))]
+    const text = texts.length === 1
+      ? `Redis Cluster, ${primaries.length} primaries: ${texts[0]}`
+      : `Redis Cluster, ${primaries.length} primaries whose settings differ: what a PUBACK survives depends on the primary of the user's slot (${texts.join('; ')})`
+    return { fields: { durability: config.durability, redis: 'cluster', ...settings[0] }, text }
+  } finally {
+    cluster.disconnect()
   }
 }

@@ -9,15 +9,20 @@
 /** Redis replies that say "not now" (loading, failover, memory, a busy script), not "never". */
 const TRANSIENT_REPLY = /^(LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|OOM|NOREPLICAS|MOVED|ASK) /
 
-/** ioredis and socket errors while the connection is down or reconnecting, and a LevelDB not (or no longer) open. */
-const TRANSIENT_MESSAGE = /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Stream isn't writeable|Redis did not answer|Command timed out/
+/**
+ * ioredis and socket errors while the connection is down or reconnecting, a
+ * Redis Cluster that is failing over or re-reading its slots, and a LevelDB
+ * not (or no longer) open.
+ */
+const TRANSIENT_MESSAGE = /Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Stream isn't writeable|Redis did not answer|Command timed out|Too many Cluster redirections|Cluster isn't ready|None of startup nodes is available|Failed to refresh slots cache|Cluster is ended/
 
 const TRANSIENT_CODES = new Set(['LEVEL_DATABASE_NOT_OPEN', 'LEVEL_DATABASE_NOT_CLOSED', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'])
 
 export function isStorageOutage (error: unknown): boolean {
   if (!(error instanceof Error)) return false
   const code = (error as { code?: unknown }).code
-  return error.name === 'MaxRetriesPerRequestError' ||
+  // ReplicaTimeoutError: REDIS_WAIT_REPLICAS replicas did not acknowledge in time (storage/replication.ts).
+  return error.name === 'MaxRetriesPerRequestError' || error.name === 'ReplicaTimeoutError' ||
     (typeof code === 'string' && TRANSIENT_CODES.has(code)) ||
     TRANSIENT_REPLY.test(error.message) ||
     TRANSIENT_MESSAGE.test(error.message)

@@ -61,7 +61,7 @@ t.test('healthz answers 200 once ready; SIGTERM exits cleanly', async (t) => {
   const response = await fetch(`${server.httpUrl}/healthz`)
   t.equal(response.status, 200)
   t.match(server.output(), /push disabled: set APNS_KEY/, 'says in one line that push is off')
-  t.same(await response.json(), { status: 'ok', mode: 'embedded' })
+  t.same(await response.json(), { status: 'ok', mode: 'embedded', cluster: false })
   const user = uniqueUser('gina')
   const device = await connectDevice({ url: server.mqttUrl, userId: user, deviceId: 'd' })
   const closed = new Promise<void>((resolve) => device.client.once('close', () => resolve()))

@@ -5,18 +5,20 @@ import type { FastifyPluginAsync } from 'fastify'
 export interface HealthOptions {
   isReady: () => boolean
   mode: string
+  /** Redis mode on a Redis Cluster. */
+  cluster: boolean
 }
 
-export const healthRoutes: FastifyPluginAsync<HealthOptions> = async (app, { isReady, mode }) => {
+export const healthRoutes: FastifyPluginAsync<HealthOptions> = async (app, { isReady, mode, cluster }) => {
   app.get('/healthz', {
     schema: {
       response: {
-        200: { type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' } } },
-        503: { type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' } } }
+        200: { type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' }, cluster: { type: 'boolean' } } },
+        503: { type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' }, cluster: { type: 'boolean' } } }
       }
     }
   }, async (_request, reply) => {
     const ready = isReady()
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ok' : 'unavailable', mode })
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ok' : 'unavailable', mode, cluster })
   })
 }
