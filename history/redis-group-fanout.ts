@@ -119,9 +119,12 @@ export class RedisGroupFanOut {
             counts.set(user, (counts.get(user) ?? 0) + 1)
           }
         }
-        const batches = this.#perSlot ? bySlot(items.keys(), (user) => this.#keys.member(user, 'seq')) : items.size > 0 ? [[...items.keys()]] : []
         const ready = run.waiters.filter((waiter) => waiter.gseq <= upTo)
         const waiting = new Set(ready.map((waiter) => waiter.member))
+        // A single Redis takes everyone in one call, the waiting senders in a small one before it.
+        const batches = this.#perSlot
+          ? bySlot(items.keys(), (user) => this.#keys.member(user, 'seq'))
+          : [[...items.keys()].filter((user) => waiting.has(user)), [...items.keys()].filter((user) => !waiting.has(user))].filter((batch) => batch.length > 0)
         const applied = new Map<string, number>()
         const apply = (batch: string[]): Promise<void> => this.#apply(group, batch, items, counts, pending, run.sink, applied)
         // The waiting senders' slots first: their copy is what their PUBACK or REST answer waits for.
