@@ -1,15 +1,23 @@
 // Groups: one shared log per group, every event stored once with a gapless
 // group seq (`gseq`). Each member still sees every group event in their own
 // per-user log, with their own `seq`, as a small entry that refers to the
-// group log (`@<group>|<gseq>`), written in the same atomic step as the group
-// append. Readers of a user's log resolve those entries to the full envelope,
-// so live delivery, the reconnect drain, /v1/sync and unread counts work for
-// groups exactly as for 1:1 conversations (the group is the conversation
-// `g:<groupId>` in the member's log).
+// group log (`@<group>|<gseq>`). Readers of a user's log resolve those
+// entries to the full envelope, so live delivery, the reconnect drain,
+// /v1/sync and unread counts work for groups exactly as for 1:1
+// conversations (the group is the conversation `g:<groupId>` in the member's log).
+//
+// Two steps, two owners (issue #20): a write appends to the group log only
+// (durable there: a message is PUBACKed then); the fan-out then writes the
+// members' entries, idempotently per (member, group, gseq) and in gseq order,
+// and reports each batch to the LogSink. On Redis the group log is its own
+// outbox: what is not yet fanned out is swept by every process
+// (history/redis-group-fanout.ts). LevelDB does both in one batch.
 //
 // The store checks nothing but membership and a version: who may do what is
 // decided by messaging/group-service.ts, which reads a group, decides, and
 // applies the change only if the group's version has not moved meanwhile.
+import type { GroupEvent, GroupMessageEvent } from './group-events.ts'
+import type { LogSink } from './log-sink.ts'
 
 export type Role = 'owner' | 'admin' | 'member'
 
@@ -24,20 +32,11 @@ export interface Group {
   members: Map<string, Role>
 }
 
-/** An event of the group log: its JSON is `{` + pre + gseq + post, e.g. pre ends in `"gseq":`. */
-export interface GroupEventTemplate {
-  pre: string
-  post: string
-}
-
 /** Who got the event in their own log, and at which seq. */
 export type Recipients = Array<[user: string, seq: number]>
 
 export interface GroupAppend {
   gseq: number
-  /** The event's JSON without its leading `{` (each member's copy is `{"seq":N,` + tail). */
-  tail: string
-  recipients: Recipients
 }
 
 export interface GroupChange {
@@ -46,15 +45,23 @@ export interface GroupChange {
   /** Members to add or whose role changes. */
   upsert?: Array<{ user: string, role: Role }>
   remove?: string[]
-  /** Replace one stored event (a recall leaves a tombstone, seen by every member at once). */
-  replace?: { gseq: number, tail: string }
+  /** Replace one stored message (a recall leaves a tombstone, seen by every member at once). */
+  replace?: { gseq: number, event: GroupMessageEvent }
 }
 
 export type GroupMessageResult =
-  | ({ status: 'stored' } & GroupAppend)
+  /** `senderEvent`: the sender's copy (`{"seq":N,…}`), once their own log has it. */
+  | { status: 'stored', gseq: number, senderEvent: string | undefined }
   | { status: 'duplicate', senderEvent: string | undefined }
-  | { status: 'conflict' }
   | { status: 'not_a_member' }
+
+/** Whether old group events may go: retention removes events up to this gseq only (the archive answers "what is archived"). */
+export interface GroupRetentionHook {
+  removableUpTo (group: string): Promise<number>
+}
+
+/** Default: anything past HISTORY_RETENTION_SECONDS may go. */
+export const REMOVE_PAST_RETENTION: GroupRetentionHook = { removableUpTo: async () => Number.MAX_SAFE_INTEGER }
 
 export interface GroupPage {
   /** Group events as `{...,"gseq":N,...}` (no member seq), oldest first. */
@@ -75,19 +82,32 @@ export class GroupsFull extends Error {
 export interface GroupStore {
   getGroup (id: string): Promise<Group | undefined>
   /**
-   * Creates the group with its members and appends `group_created` (gseq 1) to every member's log.
+   * Creates the group with its members (`group_created`, gseq 1) and fans it
+   * out to every member's log before it resolves (membership is read-your-writes).
    * Throws GroupsFull if a member is already in `maxGroupsPerUser` groups (0: no limit).
    */
-  createGroup (group: Omit<Group, 'version' | 'members'> & { members: Array<{ user: string, role: Role }> }, event: GroupEventTemplate, maxGroupsPerUser?: number): Promise<GroupAppend>
+  createGroup (group: Omit<Group, 'version' | 'members'> & { members: Array<{ user: string, role: Role }> }, event: GroupEvent, sink: LogSink, maxGroupsPerUser?: number): Promise<GroupAppend>
   /**
-   * Applies `change` and appends `event` to the group log and to the log of
-   * every member after the change, plus `alsoNotify` (a removed member's last
-   * event). Returns 'stale' if the group's version is no longer `expectedVersion`.
+   * Applies `change` and appends `event` to the group log; fans it out to
+   * every member after the change and to the members it removes, before it
+   * resolves. Returns 'stale' if the group's version is no longer `expectedVersion`.
    * Throws GroupsFull if a user it adds is already in `maxGroupsPerUser` groups (0: no limit).
    */
-  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[], maxGroupsPerUser?: number): Promise<GroupAppend | 'stale'>
-  /** A member's message: stored once, fanned out to the current members; idempotent per (sender, id). */
-  appendGroupMessage (message: { group: string, from: string, id: string, ts: number, event: GroupEventTemplate }): Promise<GroupMessageResult>
+  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser?: number): Promise<GroupAppend | 'stale'>
+  /**
+   * A member's message: stored once (idempotent per (sender, id)), durable
+   * once this resolves; the sender's own copy is written before it resolves,
+   * the other members' copies follow (reported to `sink`).
+   */
+  appendGroupMessage (message: GroupMessageEvent, sink: LogSink): Promise<GroupMessageResult>
+  /**
+   * Completes fan-outs left pending (a process died between the append and
+   * its fan-out) for longer than `graceMs`. On a cluster one call looks at
+   * 1/16 of the slots in turn (`everySlot`: all). Returns the groups completed.
+   */
+  sweepFanOut (sink: LogSink, options?: { graceMs?: number, everySlot?: boolean }): Promise<number>
+  /** Retention of one group log, apart from the writes: removes old events the hook lets go (bounded work). Returns how many went. */
+  trimGroup (group: string, now?: number): Promise<number>
   /** The group's events visible to `member` (those after they joined): after `after`, or the newest before `before`. */
   groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'>
   /** The groups `user` is a member of. */
@@ -131,7 +151,7 @@ export function groupPeer (group: string): string {
   return `g:${group}`
 }
 
-/** Group logs are trimmed by history retention too, a few events per message (bounded work). */
+/** Group logs are trimmed by history retention too: a trim call after every 16th message, at most 50 events a call. */
 export const GROUP_TRIM_EVERY = 16
 export const GROUP_TRIM_MAX = 50
 

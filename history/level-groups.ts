@@ -8,10 +8,15 @@
 //   ug!<user>!<group>                    the user's groups
 //   ugn!<user>       how many groups the user is in (written by every membership
 //                    change; absent for data from before it: counted once from ug!)
+//   g!<group>!gid!<from>!<id>   gseq of a message (idempotency per (sender, id))
+// One process owns the database, so a write and its fan-out stay one batch;
+// the sink hears of it once the batch is written. Retention is its own call (trimGroup).
 import type { ClassicLevel } from 'classic-level'
-import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupEventTemplate, GroupMessageResult, GroupPage, GroupStore, Role } from './group-store.ts'
-import { GROUP_TRIM_EVERY, GROUP_TRIM_MAX, GroupsFull, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
-import { formatIdRecord, formatMeta, parseIdRecord, type LogMeta } from './history-store.ts'
+import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupMessageResult, GroupPage, GroupRetentionHook, GroupStore, Recipients, Role } from './group-store.ts'
+import { GROUP_TRIM_MAX, GroupsFull, REMOVE_PAST_RETENTION, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
+import { formatIdRecord, formatMeta, type LogMeta } from './history-store.ts'
+import { groupEventTail, parseGroupEvent, type GroupEvent, type GroupMessageEvent } from './group-events.ts'
+import type { LogSink } from './log-sink.ts'
 import { countBeforeCounter, type GroupCommit, type Transaction } from './level-group-commit.ts'
 import { BoundedMap } from './bounded-map.ts'
 
@@ -29,6 +34,7 @@ interface Info {
 export const pad = (seq: number): string => String(seq).padStart(16, '0')
 export const groupEventKey = (group: string, gseq: number): string => `g!${group}!ev!${pad(gseq)}`
 const infoKey = (group: string): string => `g!${group}!info`
+const gidKey = (group: string, from: string, id: string): string => `g!${group}!gid!${from}!${id}`
 
 export class LevelGroups implements GroupStore {
   readonly #db: ClassicLevel<string, string>
@@ -38,11 +44,18 @@ export class LevelGroups implements GroupStore {
 
   /** History retention, applied to group logs too (0 keeps them forever). */
   readonly #keepMs: number
+  readonly #retention: GroupRetentionHook
 
-  constructor (db: ClassicLevel<string, string>, commit: GroupCommit, keepMs = 0) {
+  constructor (db: ClassicLevel<string, string>, commit: GroupCommit, keepMs = 0, retention: GroupRetentionHook = REMOVE_PAST_RETENTION) {
     this.#keepMs = keepMs
+    this.#retention = retention
     this.#db = db
     this.#commit = commit
+  }
+
+  /** The same store, asking `retention` before trimming. */
+  withRetention (retention: GroupRetentionHook): LevelGroups {
+    return new LevelGroups(this.#db, this.#commit, this.#keepMs, retention)
   }
 
   #info (tx: Pick<Transaction, 'get'>, group: string): Info | undefined {
@@ -55,32 +68,54 @@ export class LevelGroups implements GroupStore {
     return info
   }
 
-  #append (tx: Transaction, group: string, event: GroupEventTemplate): { gseq: number, tail: string } {
+  #append (tx: Transaction, group: string, event: GroupEvent): { gseq: number, tail: string } {
     const gseq = Number(tx.get(`g!${group}!seq`) ?? 0) + 1
     tx.put(`g!${group}!seq`, String(gseq))
-    const tail = event.pre + gseq + event.post
+    const tail = groupEventTail(event, gseq)
     tx.put(groupEventKey(group, gseq), tail)
     return { gseq, tail }
   }
 
   /**
-   * Drops the group log's oldest events past retention (bounded work per
-   * call); `low` is the oldest gseq that may still exist. Members' entries for
-   * them go with their own logs' retention.
+   * Retention of a group log, its own step: drops its oldest events past
+   * retention that the hook lets go (bounded work per call); `low` is the
+   * oldest gseq that may still exist. Members' entries for them go with their
+   * own logs' retention.
    */
-  #trim (tx: Transaction, group: string, head: number, now: number): void {
-    if (this.#keepMs <= 0) return
+  async trimGroup (group: string, now = Date.now()): Promise<number> {
+    if (this.#keepMs <= 0) return 0
+    const upTo = await this.#retention.removableUpTo(group)
     const cutoff = now - this.#keepMs
-    let low = Number(tx.get(`g!${group}!low`) ?? 1)
-    for (let n = 0; low < head && n < GROUP_TRIM_MAX; n++, low++) {
-      const tail = tx.get(groupEventKey(group, low))
-      if (tail !== undefined) {
-        const ts = groupEventTs(tail)
-        if (ts === undefined || ts >= cutoff) break
-        tx.del(groupEventKey(group, low))
+    return this.#commit.run((tx) => {
+      const head = Number(tx.get(`g!${group}!seq`) ?? 0)
+      let low = Number(tx.get(`g!${group}!low`) ?? 1)
+      let removed = 0
+      for (let n = 0; low < head && low <= upTo && n < GROUP_TRIM_MAX; n++, low++) {
+        const tail = tx.get(groupEventKey(group, low))
+        if (tail !== undefined) {
+          const ts = groupEventTs(tail)
+          if (ts === undefined || ts >= cutoff) break
+          tx.del(groupEventKey(group, low))
+          const event = parseGroupEvent(tail)
+          if (event?.type === 'message') tx.del(gidKey(group, event.from, event.id))
+          removed++
+        }
       }
-    }
-    tx.put(`g!${group}!low`, String(low))
+      tx.put(`g!${group}!low`, String(low))
+      return removed
+    })
+  }
+
+  /** Nothing is ever pending: a write and its fan-out are one batch. */
+  async sweepFanOut (): Promise<number> {
+    return 0
+  }
+
+  /** Reports a written batch: every recipient's copy, and a message's arrival. */
+  #report (sink: LogSink, tail: string, recipients: Recipients, message?: GroupMessageEvent): void {
+    sink.appendedToMembers(tail, recipients)
+    if (message === undefined) return
+    for (const [user, seq] of recipients) if (user !== message.from) sink.arrived({ from: message.from, to: user, id: message.id, seq, group: message.group })
   }
 
   /** How many groups each of `users` is in, for those without a `ugn!` counter yet (data from before it). */
@@ -128,9 +163,9 @@ export class LevelGroups implements GroupStore {
     return { id, name: info.name, meta: info.meta, creator: info.creator, createdAt: info.createdAt, version: info.v, members: new Map(Object.entries(info.members)) }
   }
 
-  async createGroup (group: Parameters<GroupStore['createGroup']>[0], event: GroupEventTemplate, maxGroupsPerUser = 0): Promise<GroupAppend> {
+  async createGroup (group: Parameters<GroupStore['createGroup']>[0], event: GroupEvent, sink: LogSink, maxGroupsPerUser = 0): Promise<GroupAppend> {
     const counted = await this.#countGroups(group.members.map(({ user }) => user))
-    return this.#commit.run((tx) => {
+    const { gseq, tail, recipients } = await this.#commit.run((tx) => {
       if (tx.get(infoKey(group.id)) !== undefined) throw new Error(`group ${group.id} exists`)
       const memberships = this.#memberships(tx, group.id, counted)
       const refused = memberships.full(group.members.map(({ user }) => user), maxGroupsPerUser)
@@ -147,11 +182,13 @@ export class LevelGroups implements GroupStore {
       tx.put(infoKey(group.id), JSON.stringify(info))
       return { gseq, tail, recipients }
     })
+    this.#report(sink, tail, recipients)
+    return { gseq }
   }
 
-  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEventTemplate, alsoNotify: string[], maxGroupsPerUser = 0): Promise<GroupAppend | 'stale'> {
+  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser = 0): Promise<GroupAppend | 'stale'> {
     const counted = await this.#countGroups([...(change.upsert ?? []).map(({ user }) => user), ...change.remove ?? []])
-    return this.#commit.run((tx) => {
+    const outcome = await this.#commit.run((tx) => {
       const current = this.#info(tx, id)
       if (current === undefined || current.v !== expectedVersion) return 'stale' as const
       const memberships = this.#memberships(tx, id, counted)
@@ -161,7 +198,7 @@ export class LevelGroups implements GroupStore {
       if (change.name !== undefined) info.name = change.name
       if (change.meta !== undefined) info.meta = change.meta ?? undefined
       // A recall's tombstone, unless retention removed the event meanwhile.
-      if (change.replace !== undefined && tx.get(groupEventKey(id, change.replace.gseq)) !== undefined) tx.put(groupEventKey(id, change.replace.gseq), change.replace.tail)
+      if (change.replace !== undefined && tx.get(groupEventKey(id, change.replace.gseq)) !== undefined) tx.put(groupEventKey(id, change.replace.gseq), groupEventTail(change.replace.event, change.replace.gseq))
       const { gseq, tail } = this.#append(tx, id, event)
       for (const { user, role } of change.upsert ?? []) {
         if (info.members[user] === undefined) {
@@ -176,40 +213,49 @@ export class LevelGroups implements GroupStore {
         memberships.leave(user)
       }
       tx.put(infoKey(id), JSON.stringify(info))
-      const ts = Date.now()
+      const ts = event.ts
       if (change.replace !== undefined) {
         // A recalled message no longer counts as unread.
         for (const user of Object.keys(info.members)) tx.del(`in!${user}!${groupPeer(id)}!${pad(change.replace.gseq)}`)
       }
-      const everyone = new Set([...Object.keys(info.members), ...alsoNotify])
+      // A removed member gets the event that removed them.
+      const everyone = new Set([...Object.keys(info.members), ...change.remove ?? []])
       const recipients: Array<[string, number]> = [...everyone].map((user) => [user, this.#fanout(tx, id, user, gseq, ts, 'e', 'in', '')])
       return { gseq, tail, recipients }
     })
+    if (outcome === 'stale') return outcome
+    this.#report(sink, outcome.tail, outcome.recipients)
+    return { gseq: outcome.gseq }
   }
 
-  appendGroupMessage ({ group, from, id, ts, event }: { group: string, from: string, id: string, ts: number, event: GroupEventTemplate }): Promise<GroupMessageResult> {
-    return this.#commit.run((tx): GroupMessageResult => {
+  async appendGroupMessage (message: GroupMessageEvent, sink: LogSink): Promise<GroupMessageResult> {
+    const { group, from, id, ts } = message
+    const outcome = await this.#commit.run((tx) => {
       const info = this.#info(tx, group)
-      if (info?.members[from] === undefined) return { status: 'not_a_member' }
+      if (info?.members[from] === undefined) return { status: 'not_a_member' as const }
       const peer = groupPeer(group)
-      const existing = tx.get(`ids!${from}!${id}`)
+      const existing = tx.get(gidKey(group, from, id))
       if (existing !== undefined) {
-        const previous = parseIdRecord(existing)
-        if (previous.to !== peer) return { status: 'conflict' }
-        const stored = tx.get(groupEventKey(group, previous.recipientSeq))
-        return { status: 'duplicate', senderEvent: stored === undefined ? undefined : `{"seq":${previous.senderSeq},${stored}` }
+        const record = tx.get(`ids!${from}!${id}`)?.split('|')
+        const stored = tx.get(groupEventKey(group, Number(existing)))
+        const own = record !== undefined && record[1] === existing && record[2] === peer ? record[0] : undefined
+        return { status: 'duplicate' as const, senderEvent: stored === undefined || own === undefined ? undefined : `{"seq":${own},${stored}` }
       }
-      const { gseq, tail } = this.#append(tx, group, event)
+      const { gseq, tail } = this.#append(tx, group, message)
+      tx.put(gidKey(group, from, id), String(gseq))
       let senderSeq = 0
       const recipients: Array<[string, number]> = Object.keys(info.members).map((user) => {
         const seq = this.#fanout(tx, group, user, gseq, ts, 'm', user === from ? 'out' : 'in', id)
         if (user === from) senderSeq = seq
         return [user, seq]
       })
-      tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq: gseq, to: peer, ts, recalled: false }))
-      if (gseq % GROUP_TRIM_EVERY === 0) this.#trim(tx, group, gseq, ts)
-      return { status: 'stored', gseq, tail, recipients }
+      // The sender's record of the id, as for a 1:1 message (a 1:1 record of the same id is kept).
+      if (tx.get(`ids!${from}!${id}`) === undefined) tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq: gseq, to: peer, ts, recalled: false }))
+      return { status: 'stored' as const, gseq, tail, recipients, senderSeq }
     })
+    if (outcome.status !== 'stored') return outcome
+    this.#report(sink, outcome.tail, outcome.recipients, message)
+    return { status: 'stored', gseq: outcome.gseq, senderEvent: `{"seq":${outcome.senderSeq},${outcome.tail}` }
   }
 
   async groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'> {

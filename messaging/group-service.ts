@@ -9,7 +9,8 @@
 //          owner, not another admin).
 //   member: sends, reads, leaves.
 import { randomUUID } from 'node:crypto'
-import { GroupsFull, type Group, type GroupAppend, type GroupChange, type GroupEventTemplate, type GroupPage, type GroupStore, type Role } from '../history/group-store.ts'
+import { GROUP_TRIM_EVERY, GroupsFull, type Group, type GroupChange, type GroupPage, type GroupStore, type Role } from '../history/group-store.ts'
+import { groupEventTail, groupReadersNoticeTail, parseGroupEvent, type GroupEvent } from '../history/group-events.ts'
 import type { HistoryStore } from '../history/history-store.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
@@ -54,6 +55,8 @@ export interface GroupServiceOptions {
   now?: () => number
   /** Delivered marks from PUBACKs are written at most this often. */
   coalesceMs?: number
+  /** How often this process sweeps for group fan-outs a dead process left (0: never). */
+  sweepMs?: number
   onError?: (error: unknown) => void
 }
 
@@ -104,8 +107,9 @@ export class GroupService {
   /** `group \n user` → highest gseq acknowledged by a device, not yet written. */
   readonly #delivered = new Map<string, number>()
   #flushTimer: NodeJS.Timeout | undefined
+  readonly #sweeper: NodeJS.Timeout | undefined
 
-  constructor ({ groups, history, log, ephemeral, maxMembers, maxGroupsPerUser = 0, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, onError = () => {} }: GroupServiceOptions) {
+  constructor ({ groups, history, log, ephemeral, maxMembers, maxGroupsPerUser = 0, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, sweepMs = 1000, onError = () => {} }: GroupServiceOptions) {
     this.#history = history
     this.#readCoalesceMs = readCoalesceMs
     this.#recallWindowMs = recallWindowMs
@@ -117,16 +121,10 @@ export class GroupService {
     this.#now = now
     this.#coalesceMs = coalesceMs
     this.#onError = onError
-  }
-
-  #template (group: string, type: string, fields: Record<string, unknown>): GroupEventTemplate {
-    // `ts` first: retention finds it before any user content (see groupEventTs).
-    const rest = Object.entries({ ts: this.#now(), ...fields }).map(([key, value]) => `${json(key)}:${json(value)}`).join(',')
-    return { pre: `"type":"${type}","group":"${group}","gseq":`, post: `,${rest}}` }
-  }
-
-  #deliver (appended: GroupAppend): void {
-    this.#log.appendedToMembers(appended.tail, appended.recipients)
+    if (sweepMs > 0) {
+      this.#sweeper = setInterval(() => { groups.sweepFanOut(log).catch(onError) }, sweepMs)
+      this.#sweeper.unref()
+    }
   }
 
   /** The group as `user` may see it: only members see a group at all. */
@@ -145,8 +143,8 @@ export class GroupService {
     const id = `g${randomUUID().replace(/-/g, '').slice(0, 20)}`
     const members = [{ user: creator, role: 'owner' as const }, ...others.map((user) => ({ user, role: 'member' as const }))]
     const createdAt = this.#now()
-    this.#deliver(await this.#refuseFull(creator, () => this.#groups.createGroup({ id, name, meta, creator, createdAt, members },
-      this.#template(id, 'group_created', { by: creator, name, members: members.map(({ user }) => user) }), this.#maxGroupsPerUser)))
+    await this.#refuseFull(creator, () => this.#groups.createGroup({ id, name, meta, creator, createdAt, members },
+      { type: 'group_created', group: id, ts: createdAt, by: creator, name, members: members.map(({ user }) => user) }, this.#log, this.#maxGroupsPerUser))
     return view((await this.#groups.getGroup(id))!)
   }
 
@@ -160,13 +158,12 @@ export class GroupService {
   }
 
   /** Reads, decides and applies; if another change landed in between, decides again on the new state. */
-  async #change (actor: string, id: string, decide: (group: Group) => { change: GroupChange, event: GroupEventTemplate, alsoNotify?: string[] }): Promise<GroupView> {
+  async #change (actor: string, id: string, decide: (group: Group) => { change: GroupChange, event: GroupEvent }): Promise<GroupView> {
     for (let attempt = 0; attempt < 10; attempt++) {
       const group = await this.#memberView(actor, id)
-      const { change, event, alsoNotify = [] } = decide(group)
-      const appended = await this.#refuseFull(actor, () => this.#groups.changeGroup(id, group.version, change, event, alsoNotify, this.#maxGroupsPerUser))
+      const { change, event } = decide(group)
+      const appended = await this.#refuseFull(actor, () => this.#groups.changeGroup(id, group.version, change, event, this.#log, this.#maxGroupsPerUser))
       if (appended === 'stale') continue
-      this.#deliver(appended)
       return view((await this.#groups.getGroup(id)) ?? { ...group, members: new Map() })
     }
     throw new Error(`group ${id} kept changing; try again`)
@@ -194,7 +191,7 @@ export class GroupService {
     if (request.meta !== undefined) change.meta = checkMeta(request.meta) ?? null
     return this.#change(actor, id, (group) => {
       this.#require(group, actor, 'admin', 'rename the group or edit its metadata')
-      return { change, event: this.#template(id, 'group_updated', { by: actor, name: change.name ?? group.name, meta: change.meta === undefined ? group.meta ?? null : change.meta }) }
+      return { change, event: { type: 'group_updated', group: id, ts: this.#now(), by: actor, name: change.name ?? group.name, meta: change.meta === undefined ? group.meta ?? null : change.meta } }
     })
   }
 
@@ -208,7 +205,7 @@ export class GroupService {
       if (group.members.size + wanted.length > this.#maxMembers) throw new GroupRejected('too_many_members', `a group has at most ${this.#maxMembers} members`)
       return {
         change: { upsert: wanted.map((user) => ({ user, role: 'member' as const })) },
-        event: this.#template(id, 'member_added', { by: actor, users: wanted })
+        event: { type: 'member_added', group: id, ts: this.#now(), by: actor, users: wanted }
       }
     })
   }
@@ -227,9 +224,8 @@ export class GroupService {
       }
       return {
         change: { remove: [user] },
-        event: this.#template(id, 'member_removed', { by: actor, user, reason: user === actor ? 'left' : 'removed' }),
-        // Their own last event of this group.
-        alsoNotify: [user]
+        // They get it too: their own last event of this group.
+        event: { type: 'member_removed', group: id, ts: this.#now(), by: actor, user, reason: user === actor ? 'left' : 'removed' }
       }
     })
   }
@@ -244,32 +240,33 @@ export class GroupService {
       if (role === 'owner') roles[actor] = 'admin'
       return {
         change: { upsert: Object.entries(roles).map(([member, newRole]) => ({ user: member, role: newRole })) },
-        event: this.#template(id, 'role_changed', { by: actor, roles })
+        event: { type: 'role_changed', group: id, ts: this.#now(), by: actor, roles }
       }
     })
   }
 
-  /** A member's message to the group: stored once, in every member's log. Throws PublishRejected. */
+  /**
+   * A member's message to the group: durable once in the group log, then in
+   * every member's log (the sender's own copy first: `event` is it).
+   * Throws PublishRejected.
+   */
   async send (from: string, group: string, message: { id: string, body: unknown }, durable: boolean): Promise<{ created: boolean, event: string | undefined }> {
-    const ts = this.#now()
-    const post = `,"ts":${ts},"body":${json(message.body)}}`
+    const event = { type: 'message' as const, id: message.id, from, group, ts: this.#now(), body: message.body }
     if (!durable) {
       const current = await this.#groups.getGroup(group)
       if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
-      const tail = `"type":"message","id":"${message.id}","from":"${from}","group":"${group}"${post}`
-      await Promise.all([...current.members.keys()].map((user) => this.#ephemeral(user, `{${tail}`)))
+      // No gseq: an ephemeral message is not in the group log.
+      const { gseq: _, ...ephemeral } = { ...JSON.parse(`{${groupEventTail(event, 0)}`) as Record<string, unknown> }
+      const text = json(ephemeral)
+      await Promise.all([...current.members.keys()].map((user) => this.#ephemeral(user, text)))
       return { created: true, event: undefined }
     }
-    const result = await this.#groups.appendGroupMessage({
-      group, from, id: message.id, ts, event: { pre: `"type":"message","id":"${message.id}","from":"${from}","group":"${group}","gseq":`, post }
-    })
+    const result = await this.#groups.appendGroupMessage(event, this.#log)
     if (result.status === 'not_a_member') throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
-    if (result.status === 'conflict') throw new PublishRejected('id_conflict', `id "${message.id}" was already used for another conversation`, message.id)
     if (result.status === 'duplicate') return { created: false, event: result.senderEvent }
-    this.#deliver(result)
-    for (const [user, seq] of result.recipients) if (user !== from) this.#log.arrived({ from, to: user, id: message.id, seq, group })
-    const own = result.recipients.find(([user]) => user === from)
-    return { created: true, event: own === undefined ? undefined : `{"seq":${own[1]},${result.tail}` }
+    // Retention is its own step, after the write and off the PUBACK's path.
+    if (result.gseq % GROUP_TRIM_EVERY === 0) this.#groups.trimGroup(group).catch(this.#onError)
+    return { created: true, event: result.senderEvent }
   }
 
   /** Mutes the group's alerts for `user` (until a time in ms, or until unmuted); unread counts go on. */
@@ -296,19 +293,18 @@ export class GroupService {
     for (let attempt = 0; attempt < 10; attempt++) {
       const group = await this.#memberView(actor, id)
       const stored = await this.#groups.groupEvent(id, gseq)
-      const message = stored === undefined ? undefined : JSON.parse(`{${stored}`) as { type: string, id: string, from: string, ts: number, recalled?: boolean }
+      const message = stored === undefined ? undefined : parseGroupEvent(stored)
       if (message?.type !== 'message') throw new GroupRejected('message_not_found', 'no message with this gseq in the group')
-      if (message.recalled === true) return message
+      if (message.recalled === true) return { ...message }
       const moderator = RANK[group.members.get(actor)!] >= RANK.admin
       if (!moderator && message.from !== actor) throw new GroupRejected('not_allowed', 'only its sender, an admin or the owner may recall a message')
       const now = this.#now()
       if (!moderator && now - message.ts > this.#recallWindowMs) throw new GroupRejected('recall_window_expired', 'the recall window for this message has passed')
-      const tombstone = `"type":"message","id":${json(message.id)},"from":${json(message.from)},"group":"${id}","gseq":${gseq},"ts":${message.ts},"recalled":true,"recalledAt":${now},"by":${json(actor)}}`
-      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, tail: tombstone } },
-        this.#template(id, 'recall', { messageGseq: gseq, id: message.id, from: message.from, by: actor }), [])
+      const tombstone = { type: 'message' as const, id: message.id, from: message.from, group: id, ts: message.ts, recalled: true as const, recalledAt: now, by: actor }
+      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: tombstone } },
+        { type: 'recall', group: id, ts: now, messageGseq: gseq, id: message.id, from: message.from, by: actor }, this.#log)
       if (appended === 'stale') continue
-      this.#deliver(appended)
-      return JSON.parse(`{${tombstone}`) as Record<string, unknown>
+      return JSON.parse(`{${groupEventTail(tombstone, gseq)}`) as Record<string, unknown>
     }
     throw new Error(`group ${id} kept changing; try again`)
   }
@@ -343,7 +339,7 @@ export class GroupService {
     const ts = this.#now()
     const notices = [...this.#reads].map(([key, readers]) => {
       const [group, sender] = key.split('\n') as [string, string]
-      return { user: sender, peer: `g:${group}`, ts, tail: `"type":"receipt","kind":"read","group":"${group}","readers":${json(Object.fromEntries(readers))},"ts":${ts}}` }
+      return { user: sender, peer: `g:${group}`, ts, tail: groupReadersNoticeTail(group, Object.fromEntries(readers), ts) }
     })
     this.#reads.clear()
     const events = await this.#history.appendNotices(notices)
@@ -370,6 +366,7 @@ export class GroupService {
   async close (): Promise<void> {
     clearTimeout(this.#flushTimer)
     clearTimeout(this.#readTimer)
+    clearInterval(this.#sweeper)
     await this.flush().catch(this.#onError)
     await this.#flushReads().catch(this.#onError)
   }

@@ -6,8 +6,6 @@ import { Redis } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 import { join } from 'node:path'
 import type { HistoryStore } from '../history/history-store.ts'
-import type { GroupEventTemplate, GroupStore } from '../history/group-store.ts'
-import { RedisGroups } from '../history/redis-groups.ts'
 import { RedisHistory } from '../history/redis-history.ts'
 import { LevelHistory } from '../history/level-history.ts'
 import { RedisPresence, connectionsKey } from '../presence/redis-presence.ts'
@@ -21,7 +19,6 @@ await flushRedisDb(REDIS_DB)
 /** A store, and real presence beside it: the session bound never evicts a connected device. */
 interface Opened {
   store: HistoryStore
-  groups: GroupStore
   connect: (user: string, device: string) => Promise<void>
   disconnect: (user: string, device: string) => Promise<void>
   close: () => Promise<void>
@@ -36,7 +33,6 @@ const STORES: Array<{ name: string, open: (keepMs: number, maxSessions?: number)
       const store = new RedisHistory(redis, keepMs, { maxPerUser: maxSessions, connectionsKey })
       return {
         store,
-        groups: new RedisGroups(redis, keepMs),
         connect: async (user, device) => { await presence.connected(user, `${user}:${device}`, 't', Date.now()) },
         disconnect: async (user, device) => { await presence.disconnected(user, `${user}:${device}`, 't', Date.now()) },
         close: async () => { await presence.leave(Date.now()); await store.close(); redis.disconnect() }
@@ -50,7 +46,6 @@ const STORES: Array<{ name: string, open: (keepMs: number, maxSessions?: number)
       const store = await LevelHistory.open(join(tempDataDir(), 'history'), keepMs, { maxPerUser: maxSessions, isConnected: (user, clientId) => presence.connectedNow(user, clientId) })
       return {
         store,
-        groups: store.groups(),
         connect: async (user, device) => { await presence.connected(user, `${user}:${device}`, 't', Date.now()) },
         disconnect: async (user, device) => { await presence.disconnected(user, `${user}:${device}`, 't', Date.now()) },
         close: () => store.close()
@@ -66,56 +61,7 @@ async function send (store: HistoryStore, from: string, to: string, id: string, 
   return store.appendMessage({ from, to, id, ts, tail: tail(from, to, id, ts) })
 }
 
-const template = (group: string, type: string, extra: string): GroupEventTemplate =>
-  ({ pre: `"type":"${type}","group":"${group}","gseq":`, post: `,${extra}}` })
-
 for (const { name, open } of STORES) {
-  t.test(`${name}: groups`, async (t) => {
-    const { store, groups, close } = await open(0)
-    t.teardown(close)
-    const [owner, ann, ben] = [uniqueUser('owner'), uniqueUser('ann'), uniqueUser('ben')]
-    const group = uniqueUser('g')
-    const created = await groups.createGroup({ id: group, name: 'Team', meta: { topic: 'x' }, creator: owner, createdAt: 1000, members: [{ user: owner, role: 'owner' }, { user: ann, role: 'member' }] },
-      template(group, 'group_created', `"by":"${owner}","ts":1000`))
-    t.equal(created.gseq, 1)
-    t.same(created.recipients.sort(), [[ann, 1], [owner, 1]].sort(), 'every member gets it in their own log')
-    t.match(await groups.getGroup(group), { name: 'Team', meta: { topic: 'x' }, creator: owner, version: 1 })
-    t.same([...(await groups.getGroup(group))!.members].sort(), [[ann, 'member'], [owner, 'owner']].sort())
-
-    const message = (from: string, id: string) => groups.appendGroupMessage({ group, from, id, ts: 2000, event: { pre: `"type":"message","id":"${id}","from":"${from}","group":"${group}","gseq":`, post: ',"ts":2000,"body":"hello"}' } })
-    const sent = await message(ann, 'm1')
-    t.match(sent, { status: 'stored', gseq: 2 })
-    if (sent.status !== 'stored') return
-    t.same(Object.fromEntries(sent.recipients), { [owner]: 2, [ann]: 2 })
-    const [ownerCopy] = await store.readLog(owner, 1, 10)
-    t.same(JSON.parse(ownerCopy!.event!), { seq: 2, type: 'message', id: 'm1', from: ann, group, gseq: 2, ts: 2000, body: 'hello' }, 'the member log resolves to the full envelope')
-    t.same((await store.events(ann, 0, 10)).events.map((event) => JSON.parse(event).gseq), [1, 2], 'sync resolves it too')
-    t.match(await message(ann, 'm1'), { status: 'duplicate' }, 'a retry is stored once')
-    t.same((await store.readLog(owner, 0, 10)).length, 2, 'and appears once in each log')
-    t.same(await message(ben, 'm2'), { status: 'not_a_member' })
-    t.same(await send(store, ann, owner, 'm1'), { status: 'conflict' }, 'the same id to a person conflicts')
-
-    t.equal(await groups.changeGroup(group, 99, { name: 'x' }, template(group, 'group_updated', '"ts":1'), []), 'stale', 'a stale version changes nothing')
-    const added = await groups.changeGroup(group, 1, { upsert: [{ user: ben, role: 'member' }] }, template(group, 'member_added', `"users":["${ben}"],"ts":3000`), [])
-    t.not(added, 'stale')
-    t.match(await groups.groupEvents(group, ben, { limit: 10 }), { events: [/member_added/], hasMore: false }, 'a new member sees from their addition on')
-    t.equal((await groups.groupEvents(group, ann, { limit: 10 }) as { events: string[] }).events.length, 3, 'the others see everything')
-    t.same(await groups.groupEvents(group, uniqueUser('stranger'), { limit: 10 }), 'not_a_member')
-    const removed = await groups.changeGroup(group, 2, { remove: [ann] }, template(group, 'member_removed', `"user":"${ann}","ts":4000`), [ann])
-    t.not(removed, 'stale')
-    if (removed === 'stale') return
-    t.ok(removed.recipients.some(([user]) => user === ann), 'the removed member gets the removal as their last event')
-    await message(owner, 'after')
-    t.notOk((await store.readLog(ann, 0, 100)).some((entry) => entry.event!.includes('"after"')), 'nothing sent after the removal reaches them')
-    t.same(await groups.groupsOf(ben), [group])
-    t.same(await groups.groupsOf(ann), [])
-    const page = await groups.groupEvents(group, owner, { after: 1, limit: 2 })
-    t.match(page, { hasMore: true })
-    t.same((page as { events: string[] }).events.map((event) => JSON.parse(event).gseq), [2, 3])
-    const { conversations } = await store.conversations(ben, { limit: 10 })
-    t.match(conversations, [{ peer: `g:${group}`, unread: 1 }], 'the group is a conversation with its unread count')
-  })
-
   t.test(name, async (t) => {
     const { store, close } = await open(0)
     t.teardown(close)
@@ -283,57 +229,6 @@ for (const { name, open } of STORES) {
 }
 
 for (const { name, open } of STORES) {
-  t.test(`${name}: group logs follow history retention`, async (t) => {
-    const { store, groups, close } = await open(1000)
-    t.teardown(close)
-    const owner = uniqueUser('owner')
-    const ann = uniqueUser('ann')
-    const group = uniqueUser('g')
-    const old = Date.now() - 5000
-    await groups.createGroup({ id: group, name: 'Team', meta: undefined, creator: owner, createdAt: old, members: [{ user: owner, role: 'owner' }, { user: ann, role: 'member' }] },
-      template(group, 'group_created', `"ts":${old},"by":"${owner}"`))
-    const message = (id: string, ts: number) => groups.appendGroupMessage({ group, from: owner, id, ts, event: { pre: `"type":"message","id":"${id}","from":"${owner}","group":"${group}","gseq":`, post: `,"ts":${ts},"body":{"ts":0}}` } })
-    for (let i = 0; i < 20; i++) await message(`old${i}`, old)
-    for (let i = 0; i < 20; i++) await message(`new${i}`, Date.now())
-    t.equal(await groups.groupEvent(group, 2), undefined, 'an old group event is gone from the group log')
-    // Before the member's own log is trimmed, its entries for those events remain: readers pass over them.
-    const raw = await store.readLog(ann, 0, 100)
-    t.same(raw.map((entry) => entry.seq), Array.from({ length: 41 }, (_, i) => i + 1), 'readLog returns every entry, in order')
-    t.ok(raw.slice(0, 21).every((entry) => entry.event === undefined) && raw.slice(21).every((entry) => entry.event !== undefined),
-      'an entry whose group event is gone has no event (the device stream passes over it)')
-    t.not(await groups.groupEvent(group, 41), undefined, 'a new one is kept')
-    const page = await groups.groupEvents(group, ann, { limit: 100 })
-    t.not(page, 'not_a_member')
-    if (page === 'not_a_member') return
-    t.same(page.events.map((event) => JSON.parse(event).id), Array.from({ length: 20 }, (_, i) => `new${i}`), 'group history has only what retention keeps')
-    t.equal(page.hasMore, false, 'and does not promise older pages')
-    const older = await groups.groupEvents(group, ann, { before: 22, limit: 10 })
-    t.same(older !== 'not_a_member' && older.events.length, 0, 'paging back past retention finds nothing')
-    const synced = await store.events(ann, 0, 100)
-    t.same(synced.events.map((event) => JSON.parse(event).id), Array.from({ length: 20 }, (_, i) => `new${i}`), 'a member\'s log shows only what is kept, in order')
-    t.equal(synced.scannedTo, 41, 'and says how far it looked')
-    t.equal((await store.events(ann, 30, 5)).scannedTo, 35, 'a partial page says where it stopped')
-  })
-
-  t.test(`${name}: a body Redis's cjson cannot read does not stop group retention`, async (t) => {
-    // Found by test/fuzz.test.ts: JSON.stringify writes a lone surrogate as "\ud800", which
-    // cjson refuses, and Redis's group trim stopped for good at the first such event.
-    const { groups, close } = await open(1000)
-    t.teardown(close)
-    const owner = uniqueUser('owner')
-    const group = uniqueUser('g')
-    const old = Date.now() - 5000
-    await groups.createGroup({ id: group, name: 'Team', meta: undefined, creator: owner, createdAt: old, members: [{ user: owner, role: 'owner' }] },
-      template(group, 'group_created', `"ts":${old},"by":"${owner}"`))
-    const message = (id: string, ts: number, body: unknown) => groups.appendGroupMessage({ group, from: owner, id, ts, event: { pre: `"type":"message","id":"${id}","from":"${owner}","group":"${group}","gseq":`, post: `,"ts":${ts},"body":${JSON.stringify(body)}}` } })
-    await message('lone', old, 'a\ud800b')
-    for (let i = 0; i < 20; i++) await message(`old${i}`, old, i)
-    for (let i = 0; i < 20; i++) await message(`new${i}`, Date.now(), i)
-    t.equal(await groups.groupEvent(group, 2), undefined, 'the old event with a lone surrogate is trimmed')
-    t.equal(await groups.groupEvent(group, 22), undefined, 'and so are the old ones after it')
-    t.not(await groups.groupEvent(group, 23), undefined, 'the new ones are kept')
-  })
-
   t.test(`${name}: blocking withholds in the append, and conversations are known`, async (t) => {
     const { store, close } = await open(0)
     t.teardown(close)

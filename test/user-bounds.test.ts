@@ -152,8 +152,9 @@ t.test('embedded: blocks and memberships stored before the counters existed coun
   t.equal(await history.setUnblocked(olga, 'old1'), true)
   t.equal(await history.setBlocked(olga, 'someone', 2, LIMIT), 2, 'one unblocked: room for one')
   t.equal(await history.setBlocked(olga, 'another', 3, LIMIT), 'limit')
-  const template = { pre: '"type":"group_created","gseq":', post: '}' }
-  const create = (id: string) => history.groups().createGroup({ id, name: id, meta: undefined, creator: peter, createdAt: 1, members: [{ user: peter, role: 'owner' }] }, template, LIMIT)
+  const sink = { appended: () => {}, appendedToMembers: () => {}, arrived: () => {} }
+  const create = (id: string) => history.groups().createGroup({ id, name: id, meta: undefined, creator: peter, createdAt: 1, members: [{ user: peter, role: 'owner' }] },
+    { type: 'group_created', group: id, ts: 1, by: peter, name: id, members: [peter] }, sink, LIMIT)
   const refused = await create('gnew1').then(() => undefined, (error: unknown) => error)
   t.ok(refused instanceof GroupsFull && refused.users.includes(peter), 'three old memberships are at a limit of three')
 })
