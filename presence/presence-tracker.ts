@@ -3,9 +3,11 @@
 // for its clientId), sweeps dead processes, and publishes every change as a
 // retained `presence/<user>` message.
 import { randomUUID } from 'node:crypto'
-import type { Client } from 'aedes'
 import type { Logger } from 'pino'
 import type { PresenceChange, PresenceRegistry, PresenceState } from './presence-registry.ts'
+
+/** One authenticated connection, as the transport holds it (an MQTT client): only its identity matters here. */
+export interface Connection { readonly id: string }
 
 export interface PresenceTrackerOptions {
   registry: PresenceRegistry
@@ -18,7 +20,7 @@ export class PresenceTracker {
   readonly registry: PresenceRegistry
   readonly #publish: (user: string, state: PresenceState) => Promise<void>
   readonly #log: Logger
-  readonly #tokens = new WeakMap<Client, { user: string, token: string }>()
+  readonly #tokens = new WeakMap<Connection, { user: string, token: string }>()
   readonly #sweepMs: number
   #sweeper: NodeJS.Timeout | undefined
   #leaving = false
@@ -40,15 +42,15 @@ export class PresenceTracker {
     this.#sweeper.unref()
   }
 
-  /** Called from authenticate, before Aedes registers the client (and closes a session it takes over). */
-  async connected (client: Client, user: string): Promise<void> {
+  /** Called when a connection is authenticated, before the broker registers it (and closes a session it takes over). */
+  async connected (client: Connection, user: string): Promise<void> {
     const token = randomUUID()
     this.#tokens.set(client, { user, token })
     const change = await this.registry.connected(user, client.id, token, Date.now())
     if (change !== undefined) await this.#publish(user, change)
   }
 
-  disconnected (client: Client): void {
+  disconnected (client: Connection): void {
     const entry = this.#tokens.get(client)
     if (entry === undefined || this.#leaving) return
     this.#tokens.delete(client)

@@ -27,6 +27,8 @@ import { LevelRevocations, RedisRevocations } from '../auth/revocations.ts'
 import { adminRoutes } from '../bridge/routes/sessions.ts'
 import { limitRest } from '../bridge/rate-limit.ts'
 import { PublishBudget } from '../broker/rate-limits.ts'
+import { createServices } from './services.ts'
+import { LateTransport } from './transport.ts'
 
 export interface RunningServer {
   /** Undefined with TLS_ONLY. */
@@ -77,27 +79,38 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   // One budget per user for both doors: MQTT publishes and REST sends.
   const publishBudget = new PublishBudget(config.limits.publish, config.limits.publishExempt)
   const takePublish = (user: string): number => publishBudget.take(user)
+  // The services first (both doors use the same ones), then the broker that calls them and that they send through.
+  const transport = new LateTransport()
+  const services = createServices({
+    config,
+    history,
+    groups,
+    presence,
+    feed: store.feed,
+    signal: store.signal,
+    transport,
+    onStored: push === undefined ? undefined : (message) => push.notify(message),
+    log
+  })
   const messaging = await createMessagingBroker({
     store,
     history,
     feed: store.feed,
-    groups,
-    maxGroupMembers: config.maxGroupMembers,
+    services,
     backlogRetentionMs: config.backlogRetentionSeconds * 1000,
-    recallWindowMs: config.recallWindowMs,
     verifyToken: tokenVerifier(app),
     maxPayloadBytes: config.maxPayloadBytes,
     nodeId,
-    presence,
+    presenceRegistry: presence,
     keepalive: config.keepalive,
-    onStored: push === undefined ? undefined : (message) => push.notify(message),
     metrics,
     revocations,
     limits: config.limits,
     takePublish,
-    presenceVisibility: config.presenceVisibility,
     log
   })
+  transport.bind(messaging.transport)
+  services.start()
 
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode, cluster: store.cluster })
   await app.register(observabilityRoutes, {
@@ -115,17 +128,17 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   await app.register(adminRoutes, { revocations, signal: store.signal, adminToken: config.adminToken })
   await app.register(apiRoutes, {
     history,
-    messages: messaging.messages,
-    groups: messaging.groups,
-    receipts: messaging.receipts,
+    messages: services.messages,
+    groups: services.groups,
+    receipts: services.receipts,
     presence,
     devices,
     keys,
     metrics,
     revocations,
     signal: store.signal,
-    blocks: messaging.blocks,
-    visibility: messaging.visibility,
+    blocks: services.blocks,
+    visibility: services.visibility,
     maxPayloadBytes: config.maxPayloadBytes,
     maxPushDevices: config.limits.pushDevicesPerUser,
     takePublish
@@ -154,7 +167,9 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     ready = false
     const closeTcp = mqttPort === undefined ? Promise.resolve() : new Promise<void>((resolve) => tcp.close(() => resolve()))
     const closeTls = tls?.close()
+    await services.leave()
     await messaging.close()
+    await services.close()
     await closeTcp
     await closeTls
     await app.close()

@@ -5,8 +5,8 @@
 //   SUBSCRIBE user/<me>/inbox (persistent) → the cursor is created at the log's
 //     head before the SUBACK, so everything after the SUBACK is kept for it;
 //   CONNECT with a stored session → stream from cursor + 1, then live;
-//   PUBACK → Aedes asks its persistence to clear the packet id: ours are
-//     answered here and move the cursor (written in coalesced batches);
+//   PUBACK → broker/handlers/puback.ts asks `ack` here: ours move the cursor
+//     (written in coalesced batches);
 //   UNSUBSCRIBE, or CONNECT with clean: true → the cursor is dropped;
 //   a new cursor beyond MAX_SESSIONS_PER_USER → the store evicts the user's
 //     session furthest behind (of a device not connected), and its stored
@@ -39,7 +39,6 @@ export interface InboxDeliveryOptions {
 }
 
 interface SessionStore {
-  outgoingClearMessageId (client: Client, packet: { messageId?: number }): Promise<unknown>
   cleanSubscriptions (client: { id: string }): Promise<unknown>
 }
 
@@ -64,7 +63,6 @@ export class InboxDelivery {
       if (streams !== undefined) for (const stream of streams) stream.offer(seq, event)
     }, (user) => this.#byUser.has(user))
     options.feed.onResync(() => { for (const { stream } of this.#byClient.values()) stream.catchUp() })
-    this.#answerOwnAcks(this.#persistence)
     aedes.on('clientReady', (client) => this.#resume(client))
     aedes.on('subscribe', (subscriptions, client) => {
       const inbox = subscriptions.find((sub) => sub.topic === this.#inboxOf(client) && (sub.qos as number) !== 128)
@@ -113,13 +111,9 @@ export class InboxDelivery {
     return device === undefined ? undefined : inboxTopic(device.userId)
   }
 
-  /** PUBACKs reach the persistence as "clear this packet id": answer ours, pass the rest on. */
-  #answerOwnAcks (persistence: SessionStore): void {
-    const clear = persistence.outgoingClearMessageId.bind(persistence)
-    persistence.outgoingClearMessageId = (client, packet) => {
-      const acked = packet.messageId === undefined ? undefined : this.#byClient.get(client)?.stream.ack(packet.messageId)
-      return acked === undefined ? clear(client, packet) : Promise.resolve(acked)
-    }
+  /** A PUBACK (broker/handlers/puback.ts): the acknowledged packet if the id is one of this client's stream, else undefined. */
+  ack (client: Client, messageId: number): InboxPacket | undefined {
+    return this.#byClient.get(client)?.stream.ack(messageId)
   }
 
   /** A reconnect with a stored session that holds the inbox subscription resumes at its cursor. */
