@@ -55,3 +55,6 @@ export function bySlot<T> (items: Iterable<T>, keyOf: (item: T) => string): T[][
   }
   return [...groups.values()]
 }
+
+/** A user's live connections (clientId → `<node>|<token>`), kept by presence/redis-presence.ts and read by the log feed and the cursor script. */
+export const presenceConnectionsKey = (user: string): string => ownerKey('presence', userTag(user), 'p')

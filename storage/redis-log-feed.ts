@@ -22,7 +22,7 @@
 // per member), and one Redis is what is busiest; it would save only the
 // receivers' parsing. Broadcast also needs no presence to be right.
 import type { Logger } from 'pino'
-import { connectionsKey } from '../presence/redis-presence.ts'
+import { presenceConnectionsKey as connectionsKey } from './redis-keys.ts'
 import { LocalFeed, seqOf, type Interest, type LogFeed, type LogListener } from './log-feed.ts'
 import type { RedisClient } from './redis-client.ts'
 import { subscribeShard, type RedisTarget, type ShardSubscription } from './redis-connection.ts'
