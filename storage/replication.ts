@@ -47,3 +47,49 @@ export async function awaitReplicas (client: RedisClient, key: string, settings:
   const acknowledged = Number(await conn.call('WAIT', settings.replicas, settings.timeoutMs))
   if (acknowledged < settings.replicas) throw new ReplicaTimeoutError(settings.replicas, acknowledged, settings.timeoutMs)
 }
+
+/**
+ * WAIT before acknowledging, shared: every write that must reach a replica
+ * before its PUBACK asks `after(key)` once its own write resolved. One WAIT
+ * covers every write made before it on that connection, so while one is in
+ * flight the callers arriving meanwhile share the next one (group commit),
+ * instead of one blocking WAIT per message.
+ */
+export class ReplicaGate {
+  readonly #client: RedisClient
+  readonly #settings: ReplicationSettings
+  readonly #chains = new Map<Redis | RedisClient, { running: Promise<void> | undefined, queued: Promise<void> | undefined }>()
+
+  constructor (client: RedisClient, settings: ReplicationSettings) {
+    this.#client = client
+    this.#settings = settings
+  }
+
+  get enabled (): boolean { return this.#settings.replicas > 0 }
+
+  after (key: string): Promise<void> {
+    if (this.#settings.replicas === 0) return Promise.resolve()
+    const conn = isCluster(this.#client) ? primaryConnection(this.#client, key) : this.#client
+    let chain = this.#chains.get(conn)
+    if (chain === undefined) this.#chains.set(conn, chain = { running: undefined, queued: undefined })
+    const state = chain
+    const start = (): Promise<void> => {
+      const wait = this.#wait(conn).finally(() => { if (state.running === wait) state.running = undefined })
+      state.running = wait
+      return wait
+    }
+    if (state.running === undefined) return start()
+    // The running WAIT may not cover this caller's write: the next one will.
+    state.queued ??= state.running.then(() => {}, () => {}).then(() => {
+      state.queued = undefined
+      return start()
+    })
+    return state.queued
+  }
+
+  async #wait (conn: Redis | RedisClient): Promise<void> {
+    const { replicas, timeoutMs } = this.#settings
+    const acknowledged = Number(await (conn as Redis).call('WAIT', replicas, timeoutMs))
+    if (acknowledged < replicas) throw new ReplicaTimeoutError(replicas, acknowledged, timeoutMs)
+  }
+}
