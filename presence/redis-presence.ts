@@ -135,9 +135,10 @@ export class RedisPresence implements PresenceRegistry {
   }
 
   /**
-   * Forgets every connection a node recorded, one script per user, then its `conns` entries, then the node itself unless it is back. A sweep
-   * that dies midway leaves `conns` and `nodes` as they were: the next one
-   * does it again.
+   * Forgets every connection a node recorded (one script per user), then
+   * the `conns` entries read (not those recorded since), then the node unless
+   * it is back. A sweep that dies midway leaves `conns` and `nodes` as they
+   * were: the next one does it again.
    */
   async #forgetNode (node: string, now: number): Promise<PresenceChange[]> {
     const members = await this.#redis.smembers(nodeConnsKey(node))
