@@ -119,6 +119,7 @@ t.test('redis: marks made before #20 (under the old names) still count on one Re
   await redis.set(`inboxd:rv:t:${tokenHash(session.token)}`, '1', 'EX', 60)
   await redis.set(`inboxd:rv:u:${gina}`, String(now() - 10))
   await redis.set(`inboxd:rv:d:${gina}:phone`, String(now()))
+  t.teardown(() => redis.del(`inboxd:rv:u:${gina}`, `inboxd:rv:d:${gina}:phone`))
   t.equal(await revocations.isRevoked(session), true, 'a token logged out before')
   t.equal(await revocations.isRevoked(facts(frank, now() - 1)), false, 'not another')
   t.equal(await revocations.isRevoked(facts(gina, now() - 20)), true, 'a user revoked before')
