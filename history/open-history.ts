@@ -12,13 +12,16 @@ import type { GroupStore } from './group-store.ts'
 import { RedisGroups } from './redis-groups.ts'
 import type { PresenceRegistry } from '../presence/presence-registry.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
+import { ReplicaGate } from '../storage/replication.ts'
 
 export async function openHistory (config: Config, store: BrokerStore, presence: PresenceRegistry): Promise<{ history: HistoryStore, groups: GroupStore }> {
   const maxPerUser = config.limits.sessionsPerUser
   if (store.redis !== undefined) {
+    // REDIS_WAIT_REPLICAS: one gate (one WAIT per connection in flight) for every write acknowledged.
+    const replicas = new ReplicaGate(store.redis, config.replication)
     return {
-      history: new RedisHistory(store.redis, { keepMs: config.historyRetentionMs, maxSessionsPerUser: maxPerUser }),
-      groups: new RedisGroups(store.redis, config.historyRetentionMs)
+      history: new RedisHistory(store.redis, { keepMs: config.historyRetentionMs, maxSessionsPerUser: maxPerUser, replicas }),
+      groups: new RedisGroups(store.redis, { keepMs: config.historyRetentionMs, replicas })
     }
   }
   if (!(presence instanceof MemoryPresence)) throw new Error('embedded mode keeps presence in this process')

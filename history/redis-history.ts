@@ -13,6 +13,7 @@ import { receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.t
 import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { RedisRelay } from './redis-relay.ts'
+import type { ReplicaGate } from '../storage/replication.ts'
 import { APPEND, BLOCK, NOTICES, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
 
 type Reply = Array<string | number | null>
@@ -48,7 +49,11 @@ export interface RedisHistoryOptions {
   fastPath?: boolean
   /** A background relay or trim failed (the sweeper retries the relay; the next trim the trim). */
   onError?: (error: unknown) => void
+  /** REDIS_WAIT_REPLICAS: a write is acknowledged (and a relayed copy marked done) only once replicas hold it. */
+  replicas?: Pick<ReplicaGate, 'after'>
 }
+
+const NO_REPLICAS: Pick<ReplicaGate, 'after'> = { after: async () => {} }
 
 export class RedisHistory implements HistoryStore {
   readonly #redis: RedisClient & ScriptedRedis
@@ -60,9 +65,10 @@ export class RedisHistory implements HistoryStore {
   readonly #onError: (error: unknown) => void
   readonly #relay: RedisRelay
   readonly #perSlot: boolean
+  readonly #replicas: Pick<ReplicaGate, 'after'>
 
   constructor (redis: RedisClient, options: RedisHistoryOptions = {}) {
-    const { keepMs = 0, maxSessionsPerUser = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {} } = options
+    const { keepMs = 0, maxSessionsPerUser = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS } = options
     redis.defineCommand('historyAppend', { numberOfKeys: 9, lua: APPEND })
     redis.defineCommand('historyReceipt', { numberOfKeys: 9, lua: RECEIPT })
     redis.defineCommand('historyRecall', { numberOfKeys: 7, lua: RECALL })
@@ -80,7 +86,8 @@ export class RedisHistory implements HistoryStore {
     this.#fastPath = fastPath
     this.#onError = onError
     this.#perSlot = redis.isCluster
-    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys })
+    this.#replicas = replicas
+    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys }, replicas)
   }
 
   #k (user: string, name: string): string {
@@ -99,6 +106,8 @@ export class RedisHistory implements HistoryStore {
       ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs', 'ob', 'obseq'].map((name) => this.#k(from, name)), this.#keys.relayPending(from),
       from, to, id, ts, this.#keepMs, tail, Date.now())
     if (status === 'conflict') return { status }
+    // A duplicate too: the first attempt may have gone unacknowledged before its replica had it.
+    await this.#replicas.after(this.#k(from, 'seq'))
     if (status === 'duplicate') return { status, senderEvent: orUndefined(first) }
     const seq = Number(first)
     this.#after(from, seq, to === from ? undefined : sink)
@@ -143,6 +152,7 @@ export class RedisHistory implements HistoryStore {
     const [changed, mark, unread, readerSeq] = await this.#redis.historyReceipt(...keys, this.#keys.relayPending(reader),
       reader, peer, kind, meta.seq, meta.id, meta.peerSeq, ts, readerTail, Date.now())
     if (changed !== 1) return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
+    await this.#replicas.after(this.#k(reader, 'seq'))
     const seq = Number(readerSeq)
     this.#after(reader, seq, sink)
     return { changed: true, upTo: Number(mark), unread: Number(unread), readerEvent: seq > 0 ? withSeq(seq, readerTail) : undefined }
@@ -164,6 +174,7 @@ export class RedisHistory implements HistoryStore {
       const reply = await this.#redis.historyRecall(...['ids', 'ev', 'log', 'seq', 'ob', 'obseq'].map((name) => this.#k(sender, name)), this.#keys.relayPending(sender),
         sender, id, record, senderSeq, to, ts, now, tailOf(message), recallTail, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
       if (reply[0] === 'changed') continue // recalled (or reused) meanwhile: decide again
+      await this.#replicas.after(this.#k(sender, 'seq'))
       const seq = Number(reply[1])
       this.#after(sender, seq, to === sender ? undefined : sink)
       return { status: 'recalled', message, senderEvent: withSeq(seq, recallTail), to }

@@ -14,6 +14,7 @@ import type { LogSink } from './log-sink.ts'
 import { receiptTail, recallTemplate, tailOf, tombstoneTail } from './events.ts'
 import type { ReceiptKind } from './history-store.ts'
 import { RELAY_APPLY, RELAY_DONE, RELAY_READ, RELAY_TARGET_KEYS } from './redis-scripts.ts'
+import type { ReplicaGate } from '../storage/replication.ts'
 
 /** Key names the relay needs: a user's keys, and the pending index of a user's slot. */
 export interface RelayKeys {
@@ -77,8 +78,11 @@ export class RedisRelay {
   readonly #perSlot: boolean
   readonly #runs = new Map<string, Run>()
   #sweepFrom = 0
+  readonly #replicas: Pick<ReplicaGate, 'after'> | undefined
 
-  constructor (redis: RedisClient, keys: RelayKeys) {
+  /** `replicas`: an item is marked done only once the target's replicas hold its copy (else a failover could lose it). */
+  constructor (redis: RedisClient, keys: RelayKeys, replicas?: Pick<ReplicaGate, 'after'>) {
+    this.#replicas = replicas
     redis.defineCommand('relayRead', { numberOfKeys: 4, lua: RELAY_READ })
     defineVariadicScript(redis, 'relayApply', RELAY_APPLY)
     redis.defineCommand('relayDone', { numberOfKeys: 4, lua: RELAY_DONE })
@@ -162,6 +166,7 @@ export class RedisRelay {
       ])
       const argv = batch.flatMap((target) => { const list = byTarget.get(target)!; return [list.length, ...list.flatMap(args)] })
       const reply = await this.#redis.relayApply(keys.length, ...keys, origin, batch.length, ...argv)
+      await this.#replicas?.after(keys[0]!)
       for (let i = 0; i < reply.length; i += 4) {
         const target = batch[Number(reply[i]) - 1]!
         const no = Number(reply[i + 1])
