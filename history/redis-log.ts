@@ -1,12 +1,12 @@
-// History in Redis, on one Redis or a cluster: every write is one Lua script
+// The per-user log in Redis, on one Redis or a cluster: every write is one Lua script
 // over one user's keys (redis-scripts.ts; atomic, so seq is gapless across
 // server processes); what it means for another user's log goes through the
 // writer's outbox and the relay (redis-relay.ts). Reads are plain range
 // queries, each within one user's slot; a member's reference to a group event
 // is resolved with a read of the group's key.
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
-import { bySlot, presenceConnectionsKey } from '../storage/redis-keys.ts'
-import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogRetentionHook, NewMessage, Notice, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import { bySlot } from '../storage/redis-keys.ts'
+import type { AppendResult, ConversationSummary, LogEntry, LogRetentionHook, LogStore, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
 import { receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
@@ -14,7 +14,7 @@ import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { RedisRelay } from './redis-relay.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
-import { APPEND, BLOCK, NOTICES, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
+import { APPEND, NOTICES, READ_LOG, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
 
 type Reply = Array<string | number | null>
 
@@ -24,10 +24,7 @@ interface ScriptedRedis {
   historyRecall (...args: Array<string | number>): Promise<Reply>
   historyTrim (...args: Array<string | number>): Promise<number>
   historyReadLog (...args: Array<string | number>): Promise<string[]>
-  historyOpenCursor (...args: Array<string | number>): Promise<Array<string | number>>
-  historySaveCursors (...args: Array<string | number>): Promise<number>
   historyNotices (...args: Array<string | number>): Promise<number[]>
-  historyBlock (...args: Array<string | number>): Promise<string>
 }
 
 const orUndefined = (value: string | number | null | undefined): string | undefined => (typeof value === 'string' ? value : undefined)
@@ -37,11 +34,9 @@ const TRIM_BATCH = 50
 /** A user's log is trimmed after every this many appends of theirs (off the acknowledgement's path). */
 const TRIM_EVERY = 16
 
-export interface RedisHistoryOptions {
+export interface RedisLogOptions {
   /** History retention (0 keeps history forever). */
   keepMs?: number
-  /** MAX_SESSIONS_PER_USER (0: no bound). The cursor script reads who is connected from presence's hash in the user's slot. */
-  maxSessionsPerUser?: number
   retention?: LogRetentionHook
   /** Key names (shared with the group store); by default the cluster's scheme, per slot on a cluster. */
   keys?: GroupKeys
@@ -55,10 +50,9 @@ export interface RedisHistoryOptions {
 
 const NO_REPLICAS: Pick<ReplicaGate, 'after'> = { after: async () => {} }
 
-export class RedisHistory implements HistoryStore {
+export class RedisLog implements LogStore {
   readonly #redis: RedisClient & ScriptedRedis
   readonly #keepMs: number
-  readonly #maxSessions: number
   readonly #retention: LogRetentionHook
   readonly #keys: GroupKeys
   readonly #fastPath: boolean
@@ -67,20 +61,16 @@ export class RedisHistory implements HistoryStore {
   readonly #perSlot: boolean
   readonly #replicas: Pick<ReplicaGate, 'after'>
 
-  constructor (redis: RedisClient, options: RedisHistoryOptions = {}) {
-    const { keepMs = 0, maxSessionsPerUser = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS } = options
+  constructor (redis: RedisClient, options: RedisLogOptions = {}) {
+    const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS } = options
     redis.defineCommand('historyAppend', { numberOfKeys: 9, lua: APPEND })
     redis.defineCommand('historyReceipt', { numberOfKeys: 9, lua: RECEIPT })
     redis.defineCommand('historyRecall', { numberOfKeys: 7, lua: RECALL })
     defineVariadicScript(redis, 'historyTrim', TRIM)
     redis.defineCommand('historyReadLog', { numberOfKeys: 2, lua: READ_LOG })
-    redis.defineCommand('historyOpenCursor', { numberOfKeys: 3, lua: OPEN_CURSOR })
-    defineVariadicScript(redis, 'historySaveCursors', SAVE_CURSORS)
     defineVariadicScript(redis, 'historyNotices', NOTICES)
-    redis.defineCommand('historyBlock', { numberOfKeys: 1, lua: BLOCK })
     this.#redis = redis as RedisClient & ScriptedRedis
     this.#keepMs = keepMs
-    this.#maxSessions = maxSessionsPerUser
     this.#retention = retention
     this.#keys = keys
     this.#fastPath = fastPath
@@ -112,24 +102,6 @@ export class RedisHistory implements HistoryStore {
     const seq = Number(first)
     this.#after(from, seq, to === from ? undefined : sink)
     return { status: 'stored', senderEvent: withSeq(seq, tail), ...(newConversation === 1 ? { newConversation: true } : {}) }
-  }
-
-  async setBlocked (blocker: string, user: string, since: number, limit = 0): Promise<number | 'limit'> {
-    const reply = await this.#redis.historyBlock(this.#k(blocker, 'blocks'), user, since, limit)
-    return reply === 'limit' ? reply : Number(reply)
-  }
-
-  async setUnblocked (blocker: string, user: string): Promise<boolean> {
-    return await this.#redis.hdel(this.#k(blocker, 'blocks'), user) === 1
-  }
-
-  async blocked (blocker: string): Promise<Array<{ user: string, since: number }>> {
-    const all = await this.#redis.hgetall(this.#k(blocker, 'blocks'))
-    return Object.entries(all).map(([user, since]) => ({ user, since: Number(since) })).sort((a, b) => b.since - a.since)
-  }
-
-  async isBlocked (blocker: string, user: string): Promise<boolean> {
-    return await this.#redis.hexists(this.#k(blocker, 'blocks'), user) === 1
   }
 
   async hasConversation (user: string, peer: string): Promise<boolean> {
@@ -329,25 +301,10 @@ export class RedisHistory implements HistoryStore {
     return entries
   }
 
-  async cursor (user: string, device: string): Promise<number | undefined> {
-    const value = await this.#redis.hget(this.#k(user, 'cur'), device)
-    return value === null ? undefined : Number(value)
-  }
-
-  async openCursor (user: string, device: string): Promise<OpenedCursor> {
-    const [seq, created, ...evicted] = await this.#redis.historyOpenCursor(this.#k(user, 'cur'), this.#k(user, 'seq'), presenceConnectionsKey(user), user, device, this.#maxSessions)
-    return { seq: Number(seq), created: Number(created) === 1, evicted: evicted.map(String) }
-  }
-
   /** One script per slot on a cluster (one for the batch on a single Redis). */
   #batches<T> (items: T[], userOf: (item: T) => string): T[][] {
     if (items.length === 0) return []
     return this.#perSlot ? bySlot(items, (item) => this.#k(userOf(item), 'seq')) : [items]
-  }
-
-  async saveCursors (cursors: DeviceCursor[]): Promise<void> {
-    await Promise.all(this.#batches(cursors, ({ user }) => user).map((batch) =>
-      this.#redis.historySaveCursors(batch.length, ...batch.map(({ user }) => this.#k(user, 'cur')), ...batch.flatMap(({ device, seq }) => [device, seq]))))
   }
 
   async appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>> {
@@ -358,10 +315,6 @@ export class RedisHistory implements HistoryStore {
       batch.forEach((notice, i) => events.set(notice, withSeq(Number(seqs[i]), notice.tail)))
     }))
     return notices.map((notice) => ({ user: notice.user, event: events.get(notice)! }))
-  }
-
-  async dropCursor (user: string, device: string): Promise<void> {
-    await this.#redis.hdel(this.#k(user, 'cur'), device)
   }
 
   async close (): Promise<void> {
