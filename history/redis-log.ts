@@ -12,7 +12,7 @@ import { parseGroupRef } from './group-store.ts'
 import { receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
 import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
-import { RedisRelay } from './redis-relay.ts'
+import { RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
 import { APPEND, NOTICES, READ_LOG, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
 
@@ -63,9 +63,9 @@ export class RedisLog implements LogStore {
 
   constructor (redis: RedisClient, options: RedisLogOptions = {}) {
     const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS } = options
-    redis.defineCommand('historyAppend', { numberOfKeys: 9, lua: APPEND })
-    redis.defineCommand('historyReceipt', { numberOfKeys: 9, lua: RECEIPT })
-    redis.defineCommand('historyRecall', { numberOfKeys: 7, lua: RECALL })
+    redis.defineCommand('historyAppend', { numberOfKeys: 10, lua: APPEND })
+    redis.defineCommand('historyReceipt', { numberOfKeys: 10, lua: RECEIPT })
+    redis.defineCommand('historyRecall', { numberOfKeys: 8, lua: RECALL })
     defineVariadicScript(redis, 'historyTrim', TRIM)
     redis.defineCommand('historyReadLog', { numberOfKeys: 2, lua: READ_LOG })
     defineVariadicScript(redis, 'historyNotices', NOTICES)
@@ -77,30 +77,39 @@ export class RedisLog implements LogStore {
     this.#onError = onError
     this.#perSlot = redis.isCluster
     this.#replicas = replicas
-    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys }, replicas)
+    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys }, { replicas, onError })
   }
 
   #k (user: string, name: string): string {
     return this.#keys.member(user, name)
   }
 
-  /** After a write with an outbox item: the relay now (not awaited), and retention now and then. */
-  #after (user: string, seq: number, sink: LogSink | undefined): void {
-    if (sink !== undefined && this.#fastPath) this.#relay.run(user, sink).catch(this.#onError)
+  /** After a write (durable, replicated if asked): its outbox item to the relay (not awaited), and retention now and then. */
+  #after (user: string, seq: number, relay: { item: RelayItem, done: number, sink: LogSink } | undefined): void {
+    if (relay !== undefined && this.#fastPath) this.#relay.relay(relay.item, relay.done, relay.sink).catch(this.#onError)
     if (this.#keepMs > 0 && seq > 0 && seq % TRIM_EVERY === 0) this.trimLog(user, Date.now()).catch(this.#onError)
+  }
+
+  /** The writer's keys every write with an outbox item declares, after its own. */
+  #outbox (user: string): string[] {
+    return [this.#k(user, 'ob'), this.#k(user, 'obseq'), this.#keys.relayPending(user), this.#k(user, 'obdone')]
   }
 
   async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
     const { from, to, id, ts, tail } = message
-    const [status, first, newConversation] = await this.#redis.historyAppend(
-      ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs', 'ob', 'obseq'].map((name) => this.#k(from, name)), this.#keys.relayPending(from),
+    const [status, first, newConversation, item, done] = await this.#redis.historyAppend(
+      ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs'].map((name) => this.#k(from, name)), ...this.#outbox(from),
       from, to, id, ts, this.#keepMs, tail, Date.now())
     if (status === 'conflict') return { status }
     // A duplicate too: the first attempt may have gone unacknowledged before its replica had it.
     await this.#replicas.after(this.#k(from, 'seq'))
     if (status === 'duplicate') return { status, senderEvent: orUndefined(first) }
     const seq = Number(first)
-    this.#after(from, seq, to === from ? undefined : sink)
+    this.#after(from, seq, to === from ? undefined : {
+      item: relayItem.message(from, Number(item), { to, senderSeq: seq, id, ts, tail, newConversation: newConversation === 1 }),
+      done: Number(done),
+      sink
+    })
     return { status: 'stored', senderEvent: withSeq(seq, tail), ...(newConversation === 1 ? { newConversation: true } : {}) }
   }
 
@@ -114,19 +123,19 @@ export class RedisLog implements LogStore {
     const [found] = await this.#redis.zrevrangebyscore(this.#k(reader, `in:${peer}`), upTo, '-inf', 'LIMIT', 0, 1)
     const entry = found === undefined ? undefined : (await this.#redis.zrangebyscore(this.#k(reader, 'log'), found, found, 'LIMIT', 0, 1))[0]
     const meta = entry === undefined ? undefined : parseMeta(entry)
-    const keys = ['read', 'dlv', `in:${peer}`, 'seq', 'ev', 'log', 'ob', 'obseq'].map((name) => this.#k(reader, name))
+    const keys = [...['read', 'dlv', `in:${peer}`, 'seq', 'ev', 'log'].map((name) => this.#k(reader, name)), ...this.#outbox(reader)]
     if (meta === undefined) {
       // Nothing to mark: report the current mark (a script with mark 0 changes nothing).
-      const [, mark, unread] = await this.#redis.historyReceipt(...keys, this.#keys.relayPending(reader), reader, peer, kind, 0, '', 0, ts, '', Date.now())
+      const [, mark, unread] = await this.#redis.historyReceipt(...keys, reader, peer, kind, 0, '', 0, ts, '', Date.now())
       return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
     }
     const readerTail = kind === 'read' ? receiptTail('read', reader, peer, meta.seq, meta.id, ts) : ''
-    const [changed, mark, unread, readerSeq] = await this.#redis.historyReceipt(...keys, this.#keys.relayPending(reader),
+    const [changed, mark, unread, readerSeq, item, done] = await this.#redis.historyReceipt(...keys,
       reader, peer, kind, meta.seq, meta.id, meta.peerSeq, ts, readerTail, Date.now())
     if (changed !== 1) return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
     await this.#replicas.after(this.#k(reader, 'seq'))
     const seq = Number(readerSeq)
-    this.#after(reader, seq, sink)
+    this.#after(reader, seq, { item: relayItem.receipt(reader, Number(item), { to: peer, receipt: kind, upTo: meta.peerSeq, id: meta.id, ts }), done: Number(done), sink })
     return { changed: true, upTo: Number(mark), unread: Number(unread), readerEvent: seq > 0 ? withSeq(seq, readerTail) : undefined }
   }
 
@@ -143,12 +152,12 @@ export class RedisLog implements LogStore {
       if (now - ts > windowMs) return { status: 'window_expired' }
       const message = tombstone(senderSeq, id, sender, to, ts, now)
       const recallTail = tailOf(recallEvent(0, id, sender, to, senderSeq, now))
-      const reply = await this.#redis.historyRecall(...['ids', 'ev', 'log', 'seq', 'ob', 'obseq'].map((name) => this.#k(sender, name)), this.#keys.relayPending(sender),
+      const reply = await this.#redis.historyRecall(...['ids', 'ev', 'log', 'seq'].map((name) => this.#k(sender, name)), ...this.#outbox(sender),
         sender, id, record, senderSeq, to, ts, now, tailOf(message), recallTail, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
       if (reply[0] === 'changed') continue // recalled (or reused) meanwhile: decide again
       await this.#replicas.after(this.#k(sender, 'seq'))
       const seq = Number(reply[1])
-      this.#after(sender, seq, to === sender ? undefined : sink)
+      this.#after(sender, seq, to === sender ? undefined : { item: relayItem.recall(sender, Number(reply[2]), { to, id, messageTs: ts, ts: now }), done: Number(reply[3]), sink })
       return { status: 'recalled', message, senderEvent: withSeq(seq, recallTail), to }
     }
   }
@@ -265,7 +274,8 @@ export class RedisLog implements LogStore {
   async seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined> {
     // A message the peer sent to the caller (recorded where it landed), or one the caller sent.
     const [received, mine] = await Promise.all([this.#redis.hget(this.#k(user, 'rids'), `${peer}|${id}`), this.#redis.hget(this.#k(user, 'ids'), id)])
-    if (received !== null) return Number(received)
+    // 0: withheld (a block), never in the caller's log; negative: recalled since.
+    if (received !== null && Number(received) !== 0) return Math.abs(Number(received))
     const sent = mine === null ? undefined : parseIdRecord(mine)
     return sent?.to === peer ? sent.senderSeq : undefined
   }
