@@ -1,9 +1,10 @@
 // Moves a single Redis's data from the key names before #20 to the owner-
 // tagged ones (storage/redis-keys.ts), so an upgrade keeps every user's
 // history, cursors, groups, blocks, push registrations, keys and marks.
-// Run with every server stopped (`npm run migrate:redis`): nothing then
-// writes beside it, and nothing is in flight under the old names (the old
-// scripts wrote both logs at once, so outboxes start empty).
+// Run with every server stopped (`npm run migrate:redis`; it refuses to
+// start while a server's presence heartbeat is alive): nothing then writes
+// beside it, and nothing is in flight under the old names (the old scripts
+// wrote both logs at once, so outboxes start empty).
 //
 // Idempotent and resumable: every write is either a RENAMENX (atomic: a key
 // is under one name or the other), a write whose repeat changes nothing
@@ -177,6 +178,7 @@ const isNoSuchKey = (reply: unknown): boolean => reply instanceof Error && /no s
 export async function migrateRedisKeys (client: RedisClient, options: MigrationOptions = {}): Promise<MigrationResult> {
   if (isCluster(client)) throw new Error('a Redis Cluster never held the old key names: nothing to migrate (this is for one Redis, REDIS_URL)')
   const redis = client as Redis
+  await refuseWhileServersRun(redis)
   const batch = options.batch ?? 500
   const progress = options.progress ?? (() => {})
   const writes = new Writes(redis, options.writeBudget ?? Infinity)
@@ -381,6 +383,20 @@ export async function migrateRedisKeys (client: RedisClient, options: MigrationO
   progress(`keys: ${line(counts.keys)}`)
   result.writes = writes.sent
   return result
+}
+
+/**
+ * A server writing beside the migration would see keys half moved and write
+ * under names the migration has passed: refused while any process's presence
+ * heartbeat (old or new name) is alive. A heartbeat lapses 6 s after a crash;
+ * a process that stops cleanly removes its own.
+ */
+async function refuseWhileServersRun (redis: Redis): Promise<void> {
+  for (const pattern of ['inboxd:presence:node:*', 'inboxd:presence:{n:*}:alive']) {
+    for await (const keys of scan(redis, pattern, 1_000)) {
+      throw new Error(`a server process is running on this Redis (its heartbeat ${keys[0]} is alive): stop every server first, old and new version (a crashed one's heartbeat lapses within 6 s)`)
+    }
+  }
 }
 
 function line (counts: FamilyCounts): string {

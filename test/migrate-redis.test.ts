@@ -351,10 +351,15 @@ t.test('interrupted after any number of writes, then run again: the state of one
   }
 })
 
-t.test('a key the new version already wrote is refused, and its old data kept', async (t) => {
+t.test('refused while a server runs; a key the new version already wrote is refused, and its old data kept', async (t) => {
   const redis = await open(4)
   t.teardown(() => redis.disconnect())
   await copyDb(snapshot, redis)
+  // A server still running (its heartbeat alive): nothing is touched.
+  await redis.set('inboxd:presence:node:still-up', '1', 'PX', 60_000)
+  await t.rejects(migrateRedisKeys(redis), /a server process is running on this Redis \(its heartbeat inboxd:presence:node:still-up is alive\): stop every server first/)
+  t.equal(await redis.exists(`inboxd:h:${A}:log`, `inboxd:h:${B}:log`), 2, 'nothing moved while it runs')
+  await redis.del('inboxd:presence:node:still-up')
   // The new version ran before the migration: alice has a log of her own, carol a conversation index.
   await redis.set(ownerKey('h', userTag(A), 'seq'), 1)
   await redis.zadd(ownerKey('h', userTag(C), 'convs'), 1, 'mallory')
@@ -365,4 +370,13 @@ t.test('a key the new version already wrote is refused, and its old data kept', 
   t.equal(await redis.exists(ownerKey('h', userTag(C), 'log')), 1, "carol's other keys are migrated")
   t.equal(await redis.exists(ownerKey('h', userTag(B), 'log')), 1, 'bob is migrated')
   t.equal(await redis.exists(ownerKey('h', userTag(A), 'rids')), 0, 'nothing written for alice')
+})
+
+t.test('the CLI refuses a Redis Cluster: it never held the old names', async (t) => {
+  const child = spawn('npm', ['run', '-s', 'migrate:redis'], { cwd: ROOT, env: { ...process.env, REDIS_URL: '', REDIS_CLUSTER_NODES: '127.0.0.1:7000' }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const [code] = await once(child, 'exit')
+  t.equal(code, 1)
+  t.match(output, /REDIS_CLUSTER_NODES is set: a Redis Cluster never held the old key names/)
 })
