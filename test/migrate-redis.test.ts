@@ -21,7 +21,7 @@ import { pino } from 'pino'
 import { migrateRedisKeys, type MigrationResult } from '../storage/migrate-redis-keys.ts'
 import { openCommands } from '../storage/redis-connection.ts'
 import { ownerKey, pushTokenKey, userTag } from '../storage/redis-keys.ts'
-import { RedisHistory } from '../history/redis-history.ts'
+import { RedisLog } from '../history/redis-log.ts'
 import { RedisGroups } from '../history/redis-groups.ts'
 import { RedisDeviceRegistry } from '../push/redis-device-registry.ts'
 import { RedisRevocations } from '../auth/revocations.ts'
@@ -280,8 +280,8 @@ t.test('marking read by id and recall work on messages written by the old versio
 
   const redis = await open(0)
   t.teardown(() => redis.disconnect())
-  const history = new RedisHistory(redis)
-  t.equal(await history.seqOfMessage(B, A, 'm6'), bobSeq('m6'), 'RedisHistory.seqOfMessage: a received message')
+  const history = new RedisLog(redis)
+  t.equal(await history.seqOfMessage(B, A, 'm6'), bobSeq('m6'), 'RedisLog.seqOfMessage: a received message')
   t.equal(await history.seqOfMessage(A, B, 'm6'), seqOf(before.sync[A]!, 'm6', A), 'and a sent one')
 })
 
