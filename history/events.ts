@@ -1,6 +1,8 @@
-// The JSON of log events that the server itself creates. Field order is part
-// of the contract (receipt detection reads the prefix of message events), and
-// redis-history.ts builds the very same strings inside its Lua scripts.
+// The JSON of log events that the server itself creates: the one place their
+// bytes are made. Field order is part of the contract (`seq` first, so a store
+// can give an event its seq by prefixing `{"seq":N,` to the tail made here;
+// receipt detection reads the prefix of message events). Redis scripts only
+// put numbers into the tails and templates built here.
 import type { ReceiptKind } from './history-store.ts'
 
 /** A stored message envelope: the stamped tail prefixed with the owner's seq. */
@@ -19,6 +21,29 @@ export function recallEvent (seq: number, id: string, from: string, to: string, 
 /** What history holds after a recall: the envelope without its body. */
 export function tombstone (seq: number, id: string, from: string, to: string, ts: number, recalledAt: number): string {
   return JSON.stringify({ seq, type: 'message', id, from, to, ts, recalled: true, recalledAt })
+}
+
+/** An event's JSON after its `{"seq":N,`: what a store prefixes with the seq it assigns. */
+export function tailOf (event: string): string {
+  return event.slice(event.indexOf(',') + 1)
+}
+
+export function receiptTail (kind: ReceiptKind, by: string, peer: string, upTo: number, id: string, ts: number): string {
+  return tailOf(receiptEvent(0, kind, by, peer, upTo, id, ts))
+}
+
+export function tombstoneTail (id: string, from: string, to: string, ts: number, recalledAt: number): string {
+  return tailOf(tombstone(0, id, from, to, ts, recalledAt))
+}
+
+/**
+ * A recall event's tail around its `messageSeq`, for a store that learns that seq only
+ * where it writes (the recipient's copy): the event is `{"seq":N,` + pre + messageSeq + post.
+ */
+export function recallTemplate (id: string, from: string, to: string, ts: number): { pre: string, post: string } {
+  const tail = tailOf(recallEvent(0, id, from, to, 0, ts))
+  const at = tail.indexOf('"messageSeq":0') + '"messageSeq":'.length
+  return { pre: tail.slice(0, at), post: tail.slice(at + 1) }
 }
 
 const MESSAGE_PREFIX = /^\{"seq":(\d+),"type":"message","id":"([^"]+)","from":"([^"]+)","to":"([^"]+)"/

@@ -5,9 +5,18 @@
 // recipient's. Events are kept as the exact JSON delivered on the inbox, so
 // history, sync and live delivery are byte-for-byte the same envelope.
 //
+// One owner per write: a call writes the caller's log (the sender's, the
+// reader's) and returns once that is durable; what it means for the other
+// user's log (the recipient's copy, the peer's receipt, the recall event)
+// reaches it through an idempotent, retried step and is reported to the
+// LogSink when it lands: on Redis by the relay (redis-relay.ts), usually
+// milliseconds after the call returned; in LevelDB in the same batch.
+//
 // Two implementations behave identically: redis-history.ts (atomic Lua
-// scripts, shared by every server process) and level-history.ts (embedded
-// mode, one process, writes serialised in-process).
+// scripts on one user's slot, shared by every server process, on one Redis
+// or a cluster) and level-history.ts (embedded mode, one process, writes
+// serialised in-process).
+import type { LogSink } from './log-sink.ts'
 
 export interface NewMessage {
   from: string
@@ -20,12 +29,12 @@ export interface NewMessage {
 
 export type AppendResult =
   /**
-   * `recipientEvent` is absent for a message to oneself (`recipientSeq` is then the sender's
-   * seq) and for one withheld because the recipient blocked the sender (`withheld`, seq 0: it
-   * is in the sender's log only). `newConversation`: the sender's log had no conversation with
-   * the recipient before.
+   * Durable in the sender's log. The recipient's copy is reported to the sink when it lands
+   * (`appended` and `arrived`), unless the recipient blocked the sender by then: a withheld
+   * message stays in the sender's log only. `newConversation`: the sender's log had no
+   * conversation with the recipient before.
    */
-  | { status: 'stored', senderEvent: string, recipientEvent: string | undefined, recipientSeq: number, withheld?: true, newConversation?: true }
+  | { status: 'stored', senderEvent: string, newConversation?: true }
   /** The same (sender, id) was stored before: nothing new was written. */
   | { status: 'duplicate', senderEvent: string | undefined }
   /** The same (sender, id) was used before for a different recipient. */
@@ -40,14 +49,13 @@ export interface ReceiptResult {
   upTo: number
   /** Unread messages left in the conversation (read receipts; delivered receipts need not count them). */
   unread: number | undefined
-  /** For the original sender's devices. */
-  peerEvent: string | undefined
-  /** For the reader's own devices (read receipts only). */
+  /** For the reader's own devices (read receipts only). The peer's receipt event is reported to the sink when it lands. */
   readerEvent: string | undefined
 }
 
 export type RecallResult =
-  | { status: 'recalled', message: string, senderEvent: string | undefined, recipientEvent: string | undefined, to: string }
+  /** `senderEvent`: the recall event in the sender's log (absent if it was recalled before); the recipient's is reported to the sink when it lands. */
+  | { status: 'recalled', message: string, senderEvent: string | undefined, to: string }
   | { status: 'not_found' }
   | { status: 'window_expired' }
 
@@ -83,9 +91,23 @@ export interface LogEntry {
 }
 
 export interface HistoryStore {
-  appendMessage (message: NewMessage): Promise<AppendResult>
-  receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult>
-  recall (sender: string, id: string, now: number, windowMs: number): Promise<RecallResult>
+  appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult>
+  receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number, sink: LogSink): Promise<ReceiptResult>
+  recall (sender: string, id: string, now: number, windowMs: number, sink: LogSink): Promise<RecallResult>
+  /**
+   * Completes the relays a dead process left (the other user's copies of writes older than
+   * `graceMs`), reporting them to `sink`; returns how many users' relays it ran. Every process
+   * runs it now and then; a repeat is harmless.
+   */
+  sweepRelay (sink: LogSink, options?: { graceMs?: number, everySlot?: boolean }): Promise<number>
+  /** Resolves once the relays this process started so far have run (tests, a clean stop). */
+  relayed (): Promise<void>
+  /**
+   * Retention of one user's log, apart from the writes: removes its oldest events past
+   * retention that the hook lets go, never one the relay still needs (bounded work per call).
+   * Returns how many went.
+   */
+  trimLog (user: string, now: number): Promise<number>
   /** The user's events with seq > since, oldest first. */
   events (user: string, since: number, limit: number): Promise<Page>
   /** Messages of one conversation, oldest first: after `after`, or else the newest before `before`. */
@@ -138,6 +160,13 @@ export interface HistoryStore {
 
   close (): Promise<void>
 }
+
+/** Whether old events of a user's log may go: retention removes events up to this seq only (the archive answers "what is archived"). */
+export interface LogRetentionHook {
+  removableUpTo (user: string): Promise<number>
+}
+
+export const REMOVE_PAST_RETENTION_LOG: LogRetentionHook = { removableUpTo: async () => Number.MAX_SAFE_INTEGER }
 
 export interface Notice {
   user: string

@@ -15,9 +15,10 @@
 //                     for data from before it: counted once from the blk! keys)
 // (`curs!` lets a transaction, which cannot scan, see all of a user's sessions to bound them.)
 import { ClassicLevel } from 'classic-level'
-import type { Notice } from './history-store.ts'
+import type { LogRetentionHook, Notice } from './history-store.ts'
+import type { LogSink } from './log-sink.ts'
 import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
-import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, seqFromIdRecords } from './history-store.ts'
+import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG, seqFromIdRecords } from './history-store.ts'
 import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
 import { countBeforeCounter, GroupCommit, type Transaction } from './level-group-commit.ts'
 import { parseGroupRef } from './group-store.ts'
@@ -81,12 +82,14 @@ export class LevelHistory implements HistoryStore {
   /** When each user's log was last trimmed; a user evicted from it is only trimmed a little early. */
   readonly #lastTrim = new BoundedMap<string, number>(10_000)
   readonly #sessions: LevelSessionBound
+  readonly #retention: LogRetentionHook
 
-  private constructor (db: ClassicLevel<string, string>, keepMs: number, sessions: LevelSessionBound, sync: boolean) {
+  private constructor (db: ClassicLevel<string, string>, keepMs: number, sessions: LevelSessionBound, sync: boolean, retention: LogRetentionHook) {
     this.#db = db
     this.#keepMs = keepMs
     this.#commit = new GroupCommit(db, { sync })
     this.#sessions = sessions
+    this.#retention = retention
   }
 
   /** The group store on the same database and group commit (a group event and its member entries land in one batch). */
@@ -109,31 +112,33 @@ export class LevelHistory implements HistoryStore {
   }
 
   /** Without `sessions`, cursors are not bounded. `sync`: fsync every batch before its writers resolve (DURABILITY=disk). */
-  static async open (path: string, keepMs: number, sessions: LevelSessionBound = { maxPerUser: 0, isConnected: () => false }, options: { sync?: boolean } = {}): Promise<LevelHistory> {
+  static async open (path: string, keepMs: number, sessions: LevelSessionBound = { maxPerUser: 0, isConnected: () => false }, options: { sync?: boolean, retention?: LogRetentionHook } = {}): Promise<LevelHistory> {
     // A larger memtable: fewer flushes and level-0 compactions stalling group commits.
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8', writeBufferSize: 32 * 1024 * 1024 })
     await db.open()
     await indexSessions(db)
-    return new LevelHistory(db, keepMs, sessions, options.sync ?? false)
+    return new LevelHistory(db, keepMs, sessions, options.sync ?? false, options.retention ?? REMOVE_PAST_RETENTION_LOG)
   }
 
   async #keys (range: Record<string, string>, limit: number, reverse = false): Promise<string[]> {
     return this.#db.keys({ ...range, limit, reverse }).all()
   }
 
-  /** Drops the user's oldest events past retention (at most 50 per call). */
-  async #trim (user: string, now: number): Promise<void> {
-    if (this.#keepMs <= 0) return
+  /** Drops the user's oldest events past retention that the hook lets go (at most 50 per call). */
+  async trimLog (user: string, now: number): Promise<number> {
+    if (this.#keepMs <= 0) return 0
     const cutoff = now - this.#keepMs
-    const oldest = await this.#db.values({ gt: `ev!${user}!`, lt: `ev!${user}!~`, limit: 50 }).all()
+    const [oldest, removable] = await Promise.all([this.#db.values({ gt: `ev!${user}!`, lt: `ev!${user}!~`, limit: 50 }).all(), this.#retention.removableUpTo(user)])
     // In seq order, up to the first one still kept (as in Redis).
     const metas = oldest.map(metaOf)
-    const kept = metas.findIndex((meta) => meta.ts >= cutoff)
+    const kept = metas.findIndex((meta) => meta.ts >= cutoff || meta.seq > removable)
     const expired = kept < 0 ? metas : metas.slice(0, kept)
-    if (expired.length === 0) return
-    await this.#commit.run((tx) => {
+    if (expired.length === 0) return 0
+    return this.#commit.run((tx) => {
+      let removed = 0
       for (const meta of expired) {
         if (tx.get(evKey(user, meta.seq)) === undefined) continue
+        removed++
         tx.del(evKey(user, meta.seq))
         if (meta.kind === 'm') {
           // A group's incoming index is keyed by gseq (level-groups.ts). Groups no longer write a
@@ -147,8 +152,20 @@ export class LevelHistory implements HistoryStore {
         const last = tx.get(`convs!${user}!${meta.peer}`)
         if (last !== undefined && Number(last) <= meta.seq) tx.del(`convs!${user}!${meta.peer}`)
       }
+      return removed
     })
   }
+
+  async #trim (user: string, now: number): Promise<void> {
+    await this.trimLog(user, now)
+  }
+
+  /** Both users' logs are written in one batch: nothing is ever left to relay. */
+  async sweepRelay (): Promise<number> {
+    return 0
+  }
+
+  async relayed (): Promise<void> {}
 
   /** Retention off the write path: a background trim, rate-limited per user. */
   #trimSoon (user: string, now: number): void {
@@ -157,9 +174,10 @@ export class LevelHistory implements HistoryStore {
     this.#trim(user, now).catch(() => {}) // a failed trim is retried by the next one
   }
 
-  async appendMessage (message: NewMessage): Promise<AppendResult> {
+  async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
     const { from, to, id, ts, tail } = message
-    const result = await this.#commit.run((tx): AppendResult => {
+    type Stored = { status: 'stored', senderEvent: string, recipientEvent: string | undefined, recipientSeq: number, withheld: boolean, newConversation?: true }
+    const result = await this.#commit.run((tx): Exclude<AppendResult, { status: 'stored' }> | Stored => {
       const existing = tx.get(`ids!${from}!${id}`)
       const previous = existing === undefined ? undefined : parseIdRecord(existing)
       // An id record past retention is forgotten, whether or not a trim has removed it yet.
@@ -184,13 +202,17 @@ export class LevelHistory implements HistoryStore {
       const senderEvent = store(from, to, senderSeq, recipientSeq, to === from ? 'self' : 'out')
       const recipientEvent = to === from || withheld ? undefined : store(to, from, recipientSeq, senderSeq, 'in')
       tx.put(`ids!${from}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: false }))
-      return { status: 'stored', senderEvent, recipientEvent, recipientSeq, ...(withheld ? { withheld: true } : {}), ...(newConversation ? { newConversation: true } : {}) }
+      return { status: 'stored', senderEvent, recipientEvent, recipientSeq, withheld, ...(newConversation ? { newConversation: true } : {}) }
     })
-    if (result.status === 'stored') {
-      this.#trimSoon(from, ts)
-      if (result.withheld !== true) this.#trimSoon(to, ts)
+    if (result.status !== 'stored') return result
+    this.#trimSoon(from, ts)
+    // In the recipient's log in the same batch: reported as the relay reports it on Redis.
+    if (result.recipientEvent !== undefined) {
+      sink.appended(to, result.recipientEvent)
+      sink.arrived({ from, to, id, seq: result.recipientSeq, ...(result.newConversation === true ? { newConversation: true } : {}) })
+      this.#trimSoon(to, ts)
     }
-    return result
+    return { status: 'stored', senderEvent: result.senderEvent, ...(result.newConversation === true ? { newConversation: true } : {}) }
   }
 
   /** How many users `blocker` blocks, for data from before the `blkn!` counter (undefined once it exists). */
@@ -236,7 +258,7 @@ export class LevelHistory implements HistoryStore {
     return await this.#db.get(`convs!${user}!${peer}`) !== undefined
   }
 
-  async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {
+  async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number, sink: LogSink): Promise<ReceiptResult> {
     const incoming = `in!${reader}!${peer}!`
     // The mark lands on the latest incoming message at or below upTo.
     const [found] = await this.#keys(after(incoming, 0, Math.min(upTo, Number.MAX_SAFE_INTEGER - 1) + 1), 1, true)
@@ -263,12 +285,14 @@ export class LevelHistory implements HistoryStore {
       }
       return { changed: true, upTo: candidate, peerEvent, readerEvent }
     })
+    if (outcome.peerEvent !== undefined) sink.appended(peer, outcome.peerEvent)
     // Counting unread is a key scan here: done only for read receipts, whose caller shows it.
-    return { ...outcome, unread: kind === 'read' ? await this.#unread(reader, peer) : undefined }
+    return { changed: outcome.changed, upTo: outcome.upTo, readerEvent: outcome.readerEvent, unread: kind === 'read' ? await this.#unread(reader, peer) : undefined }
   }
 
-  recall (sender: string, id: string, now: number, windowMs: number): Promise<RecallResult> {
-    return this.#commit.run((tx): RecallResult => {
+  async recall (sender: string, id: string, now: number, windowMs: number, sink: LogSink): Promise<RecallResult> {
+    type Recalled = { status: 'recalled', message: string, senderEvent: string | undefined, recipientEvent: string | undefined, to: string }
+    const result = await this.#commit.run((tx): Exclude<RecallResult, { status: 'recalled' }> | Recalled => {
       const record = tx.get(`ids!${sender}!${id}`)
       if (record === undefined) return { status: 'not_found' }
       const { senderSeq, recipientSeq, to, ts, recalled } = parseIdRecord(record)
@@ -303,6 +327,9 @@ export class LevelHistory implements HistoryStore {
       }
       return { status: 'recalled', message, senderEvent, recipientEvent, to }
     })
+    if (result.status !== 'recalled') return result
+    if (result.recipientEvent !== undefined) sink.appended(result.to, result.recipientEvent)
+    return { status: 'recalled', message: result.message, senderEvent: result.senderEvent, to: result.to }
   }
 
   async #eventsAt (user: string, seqs: number[]): Promise<string[]> {

@@ -12,13 +12,12 @@ import type { GroupStore } from './group-store.ts'
 import { RedisGroups } from './redis-groups.ts'
 import type { PresenceRegistry } from '../presence/presence-registry.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
-import { connectionsKey } from '../presence/redis-presence.ts'
 
 export async function openHistory (config: Config, store: BrokerStore, presence: PresenceRegistry): Promise<{ history: HistoryStore, groups: GroupStore }> {
   const maxPerUser = config.limits.sessionsPerUser
   if (store.redis !== undefined) {
     return {
-      history: new RedisHistory(store.redis, config.historyRetentionMs, { maxPerUser, connectionsKey }),
+      history: new RedisHistory(store.redis, { keepMs: config.historyRetentionMs, maxSessionsPerUser: maxPerUser }),
       groups: new RedisGroups(store.redis, config.historyRetentionMs)
     }
   }

@@ -9,7 +9,7 @@
 // fan-outs of one group may run at once, on any process: the process that
 // wrote runs one at once (the fast path), and every process sweeps the
 // pending index for what a dead process left.
-import type { RedisClient } from '../storage/redis-client.ts'
+import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
 import { bySlot } from '../storage/redis-keys.ts'
 import type { LogSink } from './log-sink.ts'
 import type { GroupKeys } from './redis-group-keys.ts'
@@ -46,7 +46,7 @@ export class RedisGroupFanOut {
   constructor (redis: RedisClient, keys: GroupKeys) {
     redis.defineCommand('groupFanoutRead', { numberOfKeys: 4, lua: FANOUT_READ })
     redis.defineCommand('groupFanoutDone', { numberOfKeys: 4, lua: FANOUT_DONE })
-    redis.defineCommand('groupMemberApply', { lua: MEMBER_APPLY })
+    defineVariadicScript(redis, 'groupMemberApply', MEMBER_APPLY)
     this.#redis = redis as unknown as FanOutRedis
     this.#keys = keys
     this.#perSlot = redis.isCluster

@@ -1,12 +1,11 @@
-// Key names of the Redis group store, in one place so the scheme can be
-// switched whole. A group's keys share `{g:<group>}` (one slot: every group
-// script declares only those); a member's keys are the per-user log's
-// (history/redis-history.ts reads them), all under `{u:<user>}` in the
-// scheme of issue #20.
-//   CLUSTER_KEYS  the #20 names (docs/names): inboxd:g:{g:<group>}:<name>, inboxd:h:{u:<user>}:<name>
-//   LEGACY_KEYS   the names redis-history.ts on this branch still reads
-//                 (inboxd:g:<group>:<name>, inboxd:h:<user>:<name>): single Redis only.
-// Once the per-user log moves to the #20 names, CLUSTER_KEYS is the only scheme.
+// Key names of the Redis history and group stores, in one place. A group's
+// keys share `{g:<group>}` (one slot: every group script declares only
+// those); a user's log keys share `{u:<user>}` (history/redis-history.ts);
+// the indexes of pending work (group fan-outs, 1:1 relays) sit in the slot of
+// the owner they list: one index per slot on a cluster, one key on a single Redis.
+//   inboxd:g:{g:<group>}:<name>   inboxd:h:{u:<user>}:<name>
+//   inboxd:gf:pending | inboxd:gf:{s:<slot>}:pending   groups with a fan-out pending
+//   inboxd:rf:pending | inboxd:rf:{s:<slot>}:pending   users with relay items pending
 import { groupTag, ownerKey, slotOf, tagOfSlot, userTag } from '../storage/redis-keys.ts'
 
 export interface GroupKeys {
@@ -16,28 +15,26 @@ export interface GroupKeys {
   pending (group: string): string
   /** Every pending index (for the sweeper): one, or one per slot. */
   pendingKeys (): string[]
+  /** The index of users whose outbox has items for the relay, in the user's slot. */
+  relayPending (user: string): string
+  relayPendingKeys (): string[]
 }
 
 /** One index per slot (cluster) or one for all (single Redis). */
-function pendingIndex (groupKeyOf: (group: string) => string, perSlot: boolean): Pick<GroupKeys, 'pending' | 'pendingKeys'> {
-  if (!perSlot) return { pending: () => 'inboxd:gf:pending', pendingKeys: () => ['inboxd:gf:pending'] }
+function pendingIndex (family: string, ownerKeyOf: (owner: string) => string, perSlot: boolean): { pending: (owner: string) => string, pendingKeys: () => string[] } {
+  if (!perSlot) return { pending: () => `inboxd:${family}:pending`, pendingKeys: () => [`inboxd:${family}:pending`] }
   let all: string[] | undefined
   return {
-    pending: (group) => ownerKey('gf', tagOfSlot(slotOf(groupKeyOf(group))), 'pending'),
-    pendingKeys: () => (all ??= Array.from({ length: 16_384 }, (_, slot) => ownerKey('gf', tagOfSlot(slot), 'pending')))
+    pending: (owner) => ownerKey(family, tagOfSlot(slotOf(ownerKeyOf(owner))), 'pending'),
+    pendingKeys: () => (all ??= Array.from({ length: 16_384 }, (_, slot) => ownerKey(family, tagOfSlot(slot), 'pending')))
   }
 }
 
-export function clusterKeys (perSlot: boolean): GroupKeys {
+/** `perSlot`: on a cluster (an index per slot); false on a single Redis. */
+export function redisKeys (perSlot: boolean): GroupKeys {
   const group = (id: string, name: string): string => ownerKey('g', groupTag(id), name)
-  return { group, member: (user, name) => ownerKey('h', userTag(user), name), ...pendingIndex((id) => group(id, 'seq'), perSlot) }
-}
-
-/** The one function the member-log writes go through on this branch (until redis-history.ts moves to `{u:<user>}`). */
-export const legacyMemberKey = (user: string, name: string): string => `inboxd:h:${user}:${name}`
-
-export const LEGACY_KEYS: GroupKeys = {
-  group: (id, name) => `inboxd:g:${id}:${name}`,
-  member: legacyMemberKey,
-  ...pendingIndex(() => '', false)
+  const member = (user: string, name: string): string => ownerKey('h', userTag(user), name)
+  const groups = pendingIndex('gf', (id) => group(id, 'seq'), perSlot)
+  const relays = pendingIndex('rf', (user) => member(user, 'seq'), perSlot)
+  return { group, member, ...groups, relayPending: relays.pending, relayPendingKeys: relays.pendingKeys }
 }

@@ -4,12 +4,12 @@
 // MAX_GROUPS_PER_USER is kept by reserving a place in each joining user's
 // slot before the group's change (released if the change is refused or
 // stale; taken by the fan-out's join; a reservation lapses after RESERVE_MS).
-import type { RedisClient } from '../storage/redis-client.ts'
+import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
 import { bySlot } from '../storage/redis-keys.ts'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupMessageResult, GroupPage, GroupRetentionHook, GroupStore, Role } from './group-store.ts'
 import { GroupsFull, REMOVE_PAST_RETENTION, groupPeer, visibleWindow } from './group-store.ts'
 import { GROUP_CHANGE, GROUP_CREATE, GROUP_DELIVERED, GROUP_MARKS, GROUP_MESSAGE, GROUP_TRIM, MEMBER_READ, MEMBER_RESERVE } from './redis-group-scripts.ts'
-import { LEGACY_KEYS, type GroupKeys } from './redis-group-keys.ts'
+import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { RedisGroupFanOut } from './redis-group-fanout.ts'
 import { groupEventTail, groupEventTemplate, groupReadReceiptTail, type GroupEvent, type GroupMessageEvent } from './group-events.ts'
 import type { LogSink } from './log-sink.ts'
@@ -33,7 +33,7 @@ export const RESERVE_MS = 5 * 60_000
 export interface RedisGroupsOptions {
   /** History retention, applied to group logs too (0 keeps them forever). */
   keepMs?: number
-  /** Key names (LEGACY_KEYS until the per-user log moves to `{u:<user>}`; clusterKeys() on a cluster). */
+  /** Key names (shared with the history store); by default the cluster's scheme, per slot on a cluster. */
   keys?: GroupKeys
   retention?: GroupRetentionHook
   /** Off only in tests: a write then leaves its fan-out to the sweeper, as a process dying right after it would. */
@@ -53,7 +53,7 @@ export class RedisGroups implements GroupStore {
   readonly #perSlot: boolean
 
   constructor (redis: RedisClient, options: RedisGroupsOptions | number = {}) {
-    const { keepMs = 0, keys = LEGACY_KEYS, retention = REMOVE_PAST_RETENTION, fastPath = true, onError = () => {} } = typeof options === 'number' ? { keepMs: options } : options
+    const { keepMs = 0, keys = redisKeys(redis.isCluster), retention = REMOVE_PAST_RETENTION, fastPath = true, onError = () => {} } = typeof options === 'number' ? { keepMs: options } : options
     this.#keepMs = keepMs
     this.#keys = keys
     this.#retention = retention
@@ -64,7 +64,7 @@ export class RedisGroups implements GroupStore {
     redis.defineCommand('groupChange', { numberOfKeys: 8, lua: GROUP_CHANGE })
     redis.defineCommand('groupMessage', { numberOfKeys: 7, lua: GROUP_MESSAGE })
     redis.defineCommand('groupMarks', { numberOfKeys: 2, lua: GROUP_MARKS })
-    redis.defineCommand('groupDelivered', { lua: GROUP_DELIVERED })
+    defineVariadicScript(redis, 'groupDelivered', GROUP_DELIVERED)
     redis.defineCommand('groupTrim', { numberOfKeys: 5, lua: GROUP_TRIM })
     redis.defineCommand('groupMemberRead', { numberOfKeys: 5, lua: MEMBER_READ })
     redis.defineCommand('groupMemberReserve', { numberOfKeys: 2, lua: MEMBER_RESERVE })

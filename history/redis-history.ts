@@ -1,22 +1,23 @@
-// History in Redis: writes are the Lua scripts in redis-scripts.ts (atomic,
-// so seq is gapless across server processes); reads are plain pipelined
-// range queries over the same keys.
-import type { Redis } from 'ioredis'
-import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
-import { parseMeta, seqFromIdRecords } from './history-store.ts'
+// History in Redis, on one Redis or a cluster: every write is one Lua script
+// over one user's keys (redis-scripts.ts; atomic, so seq is gapless across
+// server processes); what it means for another user's log goes through the
+// writer's outbox and the relay (redis-relay.ts). Reads are plain range
+// queries, each within one user's slot; a member's reference to a group event
+// is resolved with a read of the group's key.
+import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
+import { bySlot, presenceConnectionsKey } from '../storage/redis-keys.ts'
+import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogRetentionHook, NewMessage, Notice, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import { formatIdRecord, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
-import { withSeq } from './events.ts'
-import type { Notice } from './history-store.ts'
-import { NOTICES, APPEND, BLOCK, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
-
-/** Per-user log keys (history/redis-scripts.ts); the group scripts write into them too. */
-export const PREFIX = 'inboxd:h:'
-/** Group logs (history/redis-group-scripts.ts). */
-export const GROUP_PREFIX = 'inboxd:g:'
+import { receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
+import type { LogSink } from './log-sink.ts'
+import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
+import { RedisRelay } from './redis-relay.ts'
+import { APPEND, BLOCK, NOTICES, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
 
 type Reply = Array<string | number | null>
 
-interface ScriptedRedis extends Redis {
+interface ScriptedRedis {
   historyAppend (...args: Array<string | number>): Promise<Reply>
   historyReceipt (...args: Array<string | number>): Promise<Reply>
   historyRecall (...args: Array<string | number>): Promise<Reply>
@@ -24,136 +25,214 @@ interface ScriptedRedis extends Redis {
   historyReadLog (...args: Array<string | number>): Promise<string[]>
   historyOpenCursor (...args: Array<string | number>): Promise<Array<string | number>>
   historySaveCursors (...args: Array<string | number>): Promise<number>
-  historyNotices (...args: Array<string | number>): Promise<string[]>
+  historyNotices (...args: Array<string | number>): Promise<number[]>
   historyBlock (...args: Array<string | number>): Promise<string>
 }
 
-const key = (user: string, name: string): string => `${PREFIX}${user}:${name}`
 const orUndefined = (value: string | number | null | undefined): string | undefined => (typeof value === 'string' ? value : undefined)
 
-/** Persistent sessions kept per user, and where the script reads who is connected. */
-export interface RedisSessionBound {
-  /** MAX_SESSIONS_PER_USER (0: no bound). */
-  maxPerUser: number
-  /** The user's hash of connected clientIds (presence/redis-presence.ts), read inside the script. */
-  connectionsKey: (user: string) => string
+/** Entries a trim call looks at. */
+const TRIM_BATCH = 50
+/** A user's log is trimmed after every this many appends of theirs (off the acknowledgement's path). */
+const TRIM_EVERY = 16
+
+export interface RedisHistoryOptions {
+  /** History retention (0 keeps history forever). */
+  keepMs?: number
+  /** MAX_SESSIONS_PER_USER (0: no bound). The cursor script reads who is connected from presence's hash in the user's slot. */
+  maxSessionsPerUser?: number
+  retention?: LogRetentionHook
+  /** Key names (shared with the group store); by default the cluster's scheme, per slot on a cluster. */
+  keys?: GroupKeys
+  /** Off only in tests: a write then leaves its relay to the sweeper, as a process dying right after it would. */
+  fastPath?: boolean
+  /** A background relay or trim failed (the sweeper retries the relay; the next trim the trim). */
+  onError?: (error: unknown) => void
 }
 
 export class RedisHistory implements HistoryStore {
-  readonly #redis: ScriptedRedis
+  readonly #redis: RedisClient & ScriptedRedis
   readonly #keepMs: number
-  readonly #sessions: RedisSessionBound
+  readonly #maxSessions: number
+  readonly #retention: LogRetentionHook
+  readonly #keys: GroupKeys
+  readonly #fastPath: boolean
+  readonly #onError: (error: unknown) => void
+  readonly #relay: RedisRelay
+  readonly #perSlot: boolean
 
-  /** `keepMs` 0 keeps history forever. Without `sessions`, cursors are not bounded. */
-  constructor (redis: Redis, keepMs: number, sessions: RedisSessionBound = { maxPerUser: 0, connectionsKey: () => '' }) {
-    redis.defineCommand('historyAppend', { numberOfKeys: 0, lua: APPEND })
-    redis.defineCommand('historyReceipt', { numberOfKeys: 0, lua: RECEIPT })
-    redis.defineCommand('historyRecall', { numberOfKeys: 0, lua: RECALL })
-    redis.defineCommand('historyTrim', { numberOfKeys: 0, lua: TRIM })
-    redis.defineCommand('historyReadLog', { numberOfKeys: 0, lua: READ_LOG })
-    redis.defineCommand('historyOpenCursor', { numberOfKeys: 0, lua: OPEN_CURSOR })
-    redis.defineCommand('historySaveCursors', { numberOfKeys: 0, lua: SAVE_CURSORS })
-    redis.defineCommand('historyNotices', { numberOfKeys: 0, lua: NOTICES })
-    redis.defineCommand('historyBlock', { numberOfKeys: 0, lua: BLOCK })
-    this.#redis = redis as ScriptedRedis
+  constructor (redis: RedisClient, options: RedisHistoryOptions = {}) {
+    const { keepMs = 0, maxSessionsPerUser = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {} } = options
+    redis.defineCommand('historyAppend', { numberOfKeys: 9, lua: APPEND })
+    redis.defineCommand('historyReceipt', { numberOfKeys: 9, lua: RECEIPT })
+    redis.defineCommand('historyRecall', { numberOfKeys: 7, lua: RECALL })
+    defineVariadicScript(redis, 'historyTrim', TRIM)
+    redis.defineCommand('historyReadLog', { numberOfKeys: 2, lua: READ_LOG })
+    redis.defineCommand('historyOpenCursor', { numberOfKeys: 3, lua: OPEN_CURSOR })
+    defineVariadicScript(redis, 'historySaveCursors', SAVE_CURSORS)
+    defineVariadicScript(redis, 'historyNotices', NOTICES)
+    redis.defineCommand('historyBlock', { numberOfKeys: 1, lua: BLOCK })
+    this.#redis = redis as RedisClient & ScriptedRedis
     this.#keepMs = keepMs
-    this.#sessions = sessions
+    this.#maxSessions = maxSessionsPerUser
+    this.#retention = retention
+    this.#keys = keys
+    this.#fastPath = fastPath
+    this.#onError = onError
+    this.#perSlot = redis.isCluster
+    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys })
   }
 
-  async appendMessage (message: NewMessage): Promise<AppendResult> {
-    const [status, first, recipientSeq, newConversation] = await this.#redis.historyAppend(
-      PREFIX, message.from, message.to, message.id, message.ts, this.#keepMs, message.tail)
+  #k (user: string, name: string): string {
+    return this.#keys.member(user, name)
+  }
+
+  /** After a write with an outbox item: the relay now (not awaited), and retention now and then. */
+  #after (user: string, seq: number, sink: LogSink | undefined): void {
+    if (sink !== undefined && this.#fastPath) this.#relay.run(user, sink).catch(this.#onError)
+    if (this.#keepMs > 0 && seq > 0 && seq % TRIM_EVERY === 0) this.trimLog(user, Date.now()).catch(this.#onError)
+  }
+
+  async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
+    const { from, to, id, ts, tail } = message
+    const [status, first, newConversation] = await this.#redis.historyAppend(
+      ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs', 'ob', 'obseq'].map((name) => this.#k(from, name)), this.#keys.relayPending(from),
+      from, to, id, ts, this.#keepMs, tail, Date.now())
     if (status === 'conflict') return { status }
     if (status === 'duplicate') return { status, senderEvent: orUndefined(first) }
-    const withheld = Number(recipientSeq) === 0
-    return {
-      status: 'stored',
-      senderEvent: withSeq(Number(first), message.tail),
-      recipientEvent: message.to === message.from || withheld ? undefined : withSeq(Number(recipientSeq), message.tail),
-      recipientSeq: Number(recipientSeq),
-      ...(withheld ? { withheld: true } : {}),
-      ...(newConversation === 1 ? { newConversation: true } : {})
-    }
+    const seq = Number(first)
+    this.#after(from, seq, to === from ? undefined : sink)
+    return { status: 'stored', senderEvent: withSeq(seq, tail), ...(newConversation === 1 ? { newConversation: true } : {}) }
   }
 
   async setBlocked (blocker: string, user: string, since: number, limit = 0): Promise<number | 'limit'> {
-    const reply = await this.#redis.historyBlock(PREFIX, blocker, user, since, limit)
+    const reply = await this.#redis.historyBlock(this.#k(blocker, 'blocks'), user, since, limit)
     return reply === 'limit' ? reply : Number(reply)
   }
 
   async setUnblocked (blocker: string, user: string): Promise<boolean> {
-    return await this.#redis.hdel(key(blocker, 'blocks'), user) === 1
+    return await this.#redis.hdel(this.#k(blocker, 'blocks'), user) === 1
   }
 
   async blocked (blocker: string): Promise<Array<{ user: string, since: number }>> {
-    const all = await this.#redis.hgetall(key(blocker, 'blocks'))
+    const all = await this.#redis.hgetall(this.#k(blocker, 'blocks'))
     return Object.entries(all).map(([user, since]) => ({ user, since: Number(since) })).sort((a, b) => b.since - a.since)
   }
 
   async isBlocked (blocker: string, user: string): Promise<boolean> {
-    return await this.#redis.hexists(key(blocker, 'blocks'), user) === 1
+    return await this.#redis.hexists(this.#k(blocker, 'blocks'), user) === 1
   }
 
   async hasConversation (user: string, peer: string): Promise<boolean> {
-    return await this.#redis.zscore(key(user, 'convs'), peer) !== null
+    return await this.#redis.zscore(this.#k(user, 'convs'), peer) !== null
   }
 
-  async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number): Promise<ReceiptResult> {
-    const [changed, mark, unread, peerEvent, readerEvent] = await this.#redis.historyReceipt(
-      PREFIX, kind, reader, peer, upTo, ts, this.#keepMs)
-    return {
-      changed: changed === 1,
-      upTo: Number(mark),
-      unread: Number(unread),
-      peerEvent: orUndefined(peerEvent),
-      readerEvent: orUndefined(readerEvent)
+  async receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number, sink: LogSink): Promise<ReceiptResult> {
+    // Which message the mark lands on: the latest incoming one at or below upTo (read first, then
+    // written by a script that moves the mark only forward, so a concurrent receipt cannot go back).
+    const [found] = await this.#redis.zrevrangebyscore(this.#k(reader, `in:${peer}`), upTo, '-inf', 'LIMIT', 0, 1)
+    const entry = found === undefined ? undefined : (await this.#redis.zrangebyscore(this.#k(reader, 'log'), found, found, 'LIMIT', 0, 1))[0]
+    const meta = entry === undefined ? undefined : parseMeta(entry)
+    const keys = ['read', 'dlv', `in:${peer}`, 'seq', 'ev', 'log', 'ob', 'obseq'].map((name) => this.#k(reader, name))
+    if (meta === undefined) {
+      // Nothing to mark: report the current mark (a script with mark 0 changes nothing).
+      const [, mark, unread] = await this.#redis.historyReceipt(...keys, this.#keys.relayPending(reader), reader, peer, kind, 0, '', 0, ts, '', Date.now())
+      return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
+    }
+    const readerTail = kind === 'read' ? receiptTail('read', reader, peer, meta.seq, meta.id, ts) : ''
+    const [changed, mark, unread, readerSeq] = await this.#redis.historyReceipt(...keys, this.#keys.relayPending(reader),
+      reader, peer, kind, meta.seq, meta.id, meta.peerSeq, ts, readerTail, Date.now())
+    if (changed !== 1) return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
+    const seq = Number(readerSeq)
+    this.#after(reader, seq, sink)
+    return { changed: true, upTo: Number(mark), unread: Number(unread), readerEvent: seq > 0 ? withSeq(seq, readerTail) : undefined }
+  }
+
+  async recall (sender: string, id: string, now: number, windowMs: number, sink: LogSink): Promise<RecallResult> {
+    for (;;) {
+      const record = await this.#redis.hget(this.#k(sender, 'ids'), id)
+      if (record === null) return { status: 'not_found' }
+      const { senderSeq, recipientSeq, to, ts, recalled } = parseIdRecord(record)
+      if (to.startsWith('g:')) return { status: 'not_found' } // a group message: not a 1:1 recall
+      if (recalled) {
+        const message = await this.#redis.hget(this.#k(sender, 'ev'), String(senderSeq))
+        return message === null ? { status: 'not_found' } : { status: 'recalled', message, senderEvent: undefined, to }
+      }
+      if (now - ts > windowMs) return { status: 'window_expired' }
+      const message = tombstone(senderSeq, id, sender, to, ts, now)
+      const recallTail = tailOf(recallEvent(0, id, sender, to, senderSeq, now))
+      const reply = await this.#redis.historyRecall(...['ids', 'ev', 'log', 'seq', 'ob', 'obseq'].map((name) => this.#k(sender, name)), this.#keys.relayPending(sender),
+        sender, id, record, senderSeq, to, ts, now, tailOf(message), recallTail, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
+      if (reply[0] === 'changed') continue // recalled (or reused) meanwhile: decide again
+      const seq = Number(reply[1])
+      this.#after(sender, seq, to === sender ? undefined : sink)
+      return { status: 'recalled', message, senderEvent: withSeq(seq, recallTail), to }
     }
   }
 
-  async recall (sender: string, id: string, now: number, windowMs: number): Promise<RecallResult> {
-    const [status, message, senderEvent, recipientEvent, to] = await this.#redis.historyRecall(
-      PREFIX, sender, id, now, windowMs, this.#keepMs)
-    if (status === 'not_found' || status === 'window_expired' || typeof message !== 'string') {
-      return { status: status === 'window_expired' ? 'window_expired' : 'not_found' }
+  sweepRelay (sink: LogSink, options?: { graceMs?: number, everySlot?: boolean }): Promise<number> {
+    return this.#relay.sweep(sink, options)
+  }
+
+  relayed (): Promise<void> {
+    return this.#relay.idle()
+  }
+
+  async trimLog (user: string, now: number): Promise<number> {
+    if (this.#keepMs <= 0) return 0
+    const cutoff = now - this.#keepMs
+    const [oldest, obdone, obseq, removable] = await Promise.all([
+      this.#redis.zrange(this.#k(user, 'log'), 0, TRIM_BATCH - 1),
+      this.#redis.get(this.#k(user, 'obdone')),
+      this.#redis.get(this.#k(user, 'obseq')),
+      this.#retention.removableUpTo(user)
+    ])
+    // The relay reads a message's event from the sender's log: nothing goes while it has work.
+    if (Number(obdone ?? 0) < Number(obseq ?? 0)) return 0
+    const expired: string[] = []
+    for (const entry of oldest) {
+      const meta = parseMeta(entry)
+      if (meta.ts >= cutoff || meta.seq > removable) break
+      expired.push(entry)
     }
-    return { status: 'recalled', message, senderEvent: orUndefined(senderEvent), recipientEvent: orUndefined(recipientEvent), to: to as string }
+    if (expired.length === 0) return 0
+    const peers = [...new Set(expired.map((entry) => parseMeta(entry).peer))]
+    const keys = [...['log', 'ev', 'ids', 'rids', 'convs'].map((name) => this.#k(user, name)), ...peers.flatMap((peer) => [this.#k(user, `c:${peer}`), this.#k(user, `in:${peer}`)])]
+    return this.#redis.historyTrim(keys.length, ...keys, expired.length, ...expired, ...peers)
   }
 
   async #trim (user: string): Promise<void> {
-    if (this.#keepMs > 0) await this.#redis.historyTrim(PREFIX, user, Date.now(), this.#keepMs)
+    await this.trimLog(user, Date.now())
   }
 
   async #eventsAt (user: string, seqs: string[]): Promise<string[]> {
     if (seqs.length === 0) return []
-    const values = await this.#redis.hmget(key(user, 'ev'), ...seqs)
+    const values = await this.#redis.hmget(this.#k(user, 'ev'), ...seqs)
     return (await this.#resolve(seqs, values)).filter((value): value is string => value !== null)
   }
 
-  /** Member-log entries that refer to a group event become the full envelope with the member's seq. */
+  /** Member-log entries that refer to a group event become the full envelope with the member's seq (one read of the group's key each). */
   async #resolve (seqs: Array<string | number>, values: Array<string | null>): Promise<Array<string | null>> {
     const refs = values.map((value) => value === null ? undefined : parseGroupRef(value))
     if (refs.every((ref) => ref === undefined)) return values
-    const tails = this.#redis.pipeline()
-    for (const ref of refs) if (ref !== undefined) tails.hget(`${GROUP_PREFIX}${ref.group}:ev`, String(ref.gseq))
-    const fetched = (await tails.exec())!.map(([, value]) => value as string | null)
-    let next = 0
+    const tails = await Promise.all(refs.map((ref) => ref === undefined ? null : this.#redis.hget(this.#keys.group(ref.group, 'ev'), String(ref.gseq))))
     return values.map((value, i) => {
       if (refs[i] === undefined) return value
-      const tail = fetched[next++]
+      const tail = tails[i]
       return tail === null || tail === undefined ? null : `{"seq":${seqs[i]},${tail}`
     })
   }
 
   async events (user: string, since: number, limit: number): Promise<Page> {
     await this.#trim(user)
-    const entries = await this.#redis.zrangebyscore(key(user, 'log'), `(${since}`, '+inf', 'LIMIT', 0, limit + 1)
+    const entries = await this.#redis.zrangebyscore(this.#k(user, 'log'), `(${since}`, '+inf', 'LIMIT', 0, limit + 1)
     const seqs = entries.slice(0, limit).map((entry) => String(parseMeta(entry).seq))
     return { events: await this.#eventsAt(user, seqs), hasMore: entries.length > limit, scannedTo: seqs.length === 0 ? since : Number(seqs.at(-1)) }
   }
 
   async conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page> {
     await this.#trim(user)
-    const index = key(user, `c:${peer}`)
+    const index = this.#k(user, `c:${peer}`)
     const upper = range.before === undefined ? '+inf' : `(${range.before}`
     let seqs: string[]
     if (range.after !== undefined) {
@@ -170,24 +249,22 @@ export class RedisHistory implements HistoryStore {
   async conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }> {
     await this.#trim(user)
     const upper = range.before === undefined ? '+inf' : `(${range.before}`
-    const flat = await this.#redis.zrevrangebyscore(key(user, 'convs'), upper, '-inf', 'WITHSCORES', 'LIMIT', 0, range.limit + 1)
+    const flat = await this.#redis.zrevrangebyscore(this.#k(user, 'convs'), upper, '-inf', 'WITHSCORES', 'LIMIT', 0, range.limit + 1)
     const rows: Array<{ peer: string, lastSeq: number }> = []
     for (let i = 0; i < flat.length; i += 2) rows.push({ peer: flat[i]!, lastSeq: Number(flat[i + 1]) })
     const hasMore = rows.length > range.limit
     const page = rows.slice(0, range.limit)
     if (page.length === 0) return { conversations: [], hasMore }
-    const marks = this.#redis.pipeline()
-    for (const { peer, lastSeq } of page) {
-      marks.hget(key(user, 'ev'), String(lastSeq))
-      marks.hget(key(user, 'read'), peer)
-      marks.hget(key(user, 'readby'), peer)
-      marks.hget(key(user, 'dlvby'), peer)
-    }
-    const replies = (await marks.exec())!.map(([, value]) => value as string | null)
-    const lastMessages = await this.#resolve(page.map(({ lastSeq }) => lastSeq), page.map((_, i) => replies[i * 4] ?? null))
-    const counts = this.#redis.pipeline()
-    page.forEach(({ peer }, i) => counts.zcount(key(user, `in:${peer}`), `(${Number(replies[i * 4 + 1] ?? 0)}`, '+inf'))
-    const unread = (await counts.exec())!.map(([, value]) => Number(value))
+    const peers = page.map(({ peer }) => peer)
+    // One user's keys, one slot: plain multi-field reads.
+    const [lastValues, reads, readBys, deliveredBys] = await Promise.all([
+      this.#redis.hmget(this.#k(user, 'ev'), ...page.map(({ lastSeq }) => String(lastSeq))),
+      this.#redis.hmget(this.#k(user, 'read'), ...peers),
+      this.#redis.hmget(this.#k(user, 'readby'), ...peers),
+      this.#redis.hmget(this.#k(user, 'dlvby'), ...peers)
+    ])
+    const lastMessages = await this.#resolve(page.map(({ lastSeq }) => lastSeq), lastValues)
+    const unread = await Promise.all(peers.map((peer, i) => this.#redis.zcount(this.#k(user, `in:${peer}`), `(${Number(reads[i] ?? 0)}`, '+inf')))
     return {
       hasMore,
       conversations: page.map(({ peer, lastSeq }, i) => ({
@@ -195,71 +272,88 @@ export class RedisHistory implements HistoryStore {
         lastSeq,
         lastMessage: lastMessages[i] ?? undefined,
         unread: unread[i]!,
-        readUpTo: Number(replies[i * 4 + 1] ?? 0),
-        peerReadUpTo: Number(replies[i * 4 + 2] ?? 0),
-        peerDeliveredUpTo: Number(replies[i * 4 + 3] ?? 0)
+        readUpTo: Number(reads[i] ?? 0),
+        peerReadUpTo: Number(readBys[i] ?? 0),
+        peerDeliveredUpTo: Number(deliveredBys[i] ?? 0)
       }))
     }
   }
 
   async seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined> {
-    const [theirs, mine] = await Promise.all([
-      this.#redis.hget(key(peer, 'ids'), id),
-      this.#redis.hget(key(user, 'ids'), id)
-    ])
-    return seqFromIdRecords(user, peer, theirs ?? undefined, mine ?? undefined)
+    // A message the peer sent to the caller (recorded where it landed), or one the caller sent.
+    const [received, mine] = await Promise.all([this.#redis.hget(this.#k(user, 'rids'), `${peer}|${id}`), this.#redis.hget(this.#k(user, 'ids'), id)])
+    if (received !== null) return Number(received)
+    const sent = mine === null ? undefined : parseIdRecord(mine)
+    return sent?.to === peer ? sent.senderSeq : undefined
   }
 
   async unreadTotal (user: string): Promise<number> {
-    const peers = await this.#redis.zrange(key(user, 'convs'), 0, -1)
+    const peers = await this.#redis.zrange(this.#k(user, 'convs'), 0, -1)
     if (peers.length === 0) return 0
-    const reads = await this.#redis.hmget(key(user, 'read'), ...peers)
-    const counts = this.#redis.pipeline()
-    peers.forEach((peer, i) => counts.zcount(key(user, `in:${peer}`), `(${Number(reads[i] ?? 0)}`, '+inf'))
-    return (await counts.exec())!.reduce((sum, [, value]) => sum + Number(value), 0)
+    const reads = await this.#redis.hmget(this.#k(user, 'read'), ...peers)
+    const counts = await Promise.all(peers.map((peer, i) => this.#redis.zcount(this.#k(user, `in:${peer}`), `(${Number(reads[i] ?? 0)}`, '+inf')))
+    return counts.reduce((sum, count) => sum + count, 0)
   }
 
   async head (user: string): Promise<number> {
-    return Number(await this.#redis.get(key(user, 'seq')) ?? 0)
+    return Number(await this.#redis.get(this.#k(user, 'seq')) ?? 0)
   }
 
   async readLog (user: string, after: number, limit: number): Promise<LogEntry[]> {
-    const flat = await this.#redis.historyReadLog(PREFIX, user, after, limit, GROUP_PREFIX)
+    const flat = await this.#redis.historyReadLog(this.#k(user, 'log'), this.#k(user, 'ev'), after, limit)
+    const seqs: number[] = []
+    const values: string[] = []
     const entries: LogEntry[] = []
     for (let i = 0; i < flat.length; i += 2) {
       const meta = flat[i]!
       const bar = meta.indexOf('|')
-      const event = flat[i + 1]!
-      entries.push({ seq: Number(meta.slice(0, bar)), ts: Number(meta.slice(bar + 1, meta.indexOf('|', bar + 1))), event: event === '' ? undefined : event })
+      const seq = Number(meta.slice(0, bar))
+      seqs.push(seq)
+      values.push(flat[i + 1]!)
+      entries.push({ seq, ts: Number(meta.slice(bar + 1, meta.indexOf('|', bar + 1))), event: undefined })
     }
+    // A group event is stored once, in the group log; gone (group retention): the reader passes over the seq.
+    const events = await this.#resolve(seqs, values)
+    entries.forEach((entry, i) => { entry.event = events[i] ?? undefined })
     return entries
   }
 
   async cursor (user: string, device: string): Promise<number | undefined> {
-    const value = await this.#redis.hget(key(user, 'cur'), device)
+    const value = await this.#redis.hget(this.#k(user, 'cur'), device)
     return value === null ? undefined : Number(value)
   }
 
   async openCursor (user: string, device: string): Promise<OpenedCursor> {
-    const { maxPerUser, connectionsKey } = this.#sessions
-    const [seq, created, ...evicted] = await this.#redis.historyOpenCursor(PREFIX, user, device, maxPerUser, maxPerUser > 0 ? connectionsKey(user) : '')
+    const [seq, created, ...evicted] = await this.#redis.historyOpenCursor(this.#k(user, 'cur'), this.#k(user, 'seq'), presenceConnectionsKey(user), user, device, this.#maxSessions)
     return { seq: Number(seq), created: Number(created) === 1, evicted: evicted.map(String) }
   }
 
+  /** One script per slot on a cluster (one for the batch on a single Redis). */
+  #batches<T> (items: T[], userOf: (item: T) => string): T[][] {
+    if (items.length === 0) return []
+    return this.#perSlot ? bySlot(items, (item) => this.#k(userOf(item), 'seq')) : [items]
+  }
+
   async saveCursors (cursors: DeviceCursor[]): Promise<void> {
-    if (cursors.length === 0) return
-    await this.#redis.historySaveCursors(PREFIX, ...cursors.flatMap(({ user, device, seq }) => [user, device, seq]))
+    await Promise.all(this.#batches(cursors, ({ user }) => user).map((batch) =>
+      this.#redis.historySaveCursors(batch.length, ...batch.map(({ user }) => this.#k(user, 'cur')), ...batch.flatMap(({ device, seq }) => [device, seq]))))
   }
 
   async appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>> {
-    if (notices.length === 0) return []
-    const events = await this.#redis.historyNotices(PREFIX, ...notices.flatMap(({ user, peer, ts, tail }) => [user, peer, ts, tail]))
-    return notices.map(({ user }, i) => ({ user, event: events[i]! }))
+    const events = new Map<Notice, string>()
+    await Promise.all(this.#batches(notices, ({ user }) => user).map(async (batch) => {
+      const keys = batch.flatMap(({ user }) => ['seq', 'ev', 'log'].map((name) => this.#k(user, name)))
+      const seqs = await this.#redis.historyNotices(keys.length, ...keys, ...batch.flatMap(({ peer, ts, tail }) => [peer, ts, tail]))
+      batch.forEach((notice, i) => events.set(notice, withSeq(Number(seqs[i]), notice.tail)))
+    }))
+    return notices.map((notice) => ({ user: notice.user, event: events.get(notice)! }))
   }
 
   async dropCursor (user: string, device: string): Promise<void> {
-    await this.#redis.hdel(key(user, 'cur'), device)
+    await this.#redis.hdel(this.#k(user, 'cur'), device)
   }
 
-  async close (): Promise<void> {}
+  async close (): Promise<void> {
+    await this.#relay.idle()
+  }
 }

@@ -1,225 +1,307 @@
-// Lua for the Redis history store. Every write is one script, so seq stays
-// gapless and the indexes consistent across any number of server processes.
-// Keys: `<prefix><user>:<name>`:
+// Lua for the Redis history store. Every script touches ONE user's keys,
+// declared in KEYS (all `inboxd:h:{u:<user>}:<name>`, one cluster slot), so
+// seq stays gapless and the indexes consistent across any number of server
+// processes, on one Redis or a cluster. What a write means for another user
+// (the recipient's copy, the peer's receipt, a recall) goes into the writer's
+// outbox in the same script; the relay (redis-relay.ts) applies it to the
+// other user's log with RELAY_APPLY, where a per-origin mark makes a repeat
+// harmless. Event JSON is made in Node (history/events.ts); scripts only put
+// seq numbers into it. Keys of a user:
 //   seq    counter              ev     hash  seq -> event JSON
 //   log    zset seq -> meta     c:<peer>   zset of message seqs in a 1:1 conversation
 //   in:<peer>  zset of incoming, unrecalled message seqs (unread counting)
 //   convs  zset peer by last message seq
-//   ids    hash  id -> `senderSeq|recipientSeq|to|ts|flag` (idempotency, recall)
+//   ids    hash  id -> `senderSeq|0|to|ts|flag` (the sender's idempotency and recall)
+//   rids   hash  `<from>|<id>` -> seq (a received message's seq here: recall, seqOfMessage)
 //   read / dlv       hash peer -> own mark (own seq space)
 //   readby / dlvby   hash peer -> how far the peer got (own seq space)
 //   blocks hash  blocked user -> since (ms)
 //   cur    hash  device -> cursor (a persistent session; at most MAX_SESSIONS_PER_USER)
-// Ids are validated `[A-Za-z0-9._@-]`, so they are safe inside JSON strings
-// and `|`-separated metadata without escaping.
+//   ob     hash  n -> outbox item for another user's log   obseq / obdone  counters
+//   rx     hash  origin user -> the highest of their outbox items applied here
+// plus the relay's pending index (a zset of users with outbox items, in the
+// user's slot). Ids are validated `[A-Za-z0-9._@-]`, so they are safe inside
+// JSON strings and `|`-separated metadata without escaping.
 
-const COMMON = `
-local P = ARGV[1]
-local function k(user, name) return P .. user .. ':' .. name end
-local function put(user, seq, event, meta)
-  redis.call('HSET', k(user, 'ev'), seq, event)
-  redis.call('ZADD', k(user, 'log'), seq, meta)
-end
+const META = `
 local function meta(seq, ts, peer, kind, dir, id, peerSeq)
   return seq .. '|' .. ts .. '|' .. peer .. '|' .. kind .. '|' .. dir .. '|' .. id .. '|' .. peerSeq
-end
--- Drops the oldest events past retention (bounded work per call).
-local function trim(user, now, keep)
-  if keep <= 0 then return end
-  local cutoff = now - keep
-  for _ = 1, 50 do
-    local first = redis.call('ZRANGE', k(user, 'log'), 0, 0)
-    if #first == 0 then return end
-    local seq, ts, peer, kind, dir, id = string.match(first[1], '^(%d+)|(%d+)|([^|]*)|(%a)|(%a+)|([^|]*)|')
-    if tonumber(ts) >= cutoff then return end
-    redis.call('ZREM', k(user, 'log'), first[1])
-    redis.call('HDEL', k(user, 'ev'), seq)
-    if kind == 'm' then
-      redis.call('ZREM', k(user, 'c:' .. peer), seq)
-      redis.call('ZREM', k(user, 'in:' .. peer), seq)
-      if dir ~= 'in' then redis.call('HDEL', k(user, 'ids'), id) end
-    end
-    -- Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.
-    local last = redis.call('ZSCORE', k(user, 'convs'), peer)
-    if last and tonumber(last) <= tonumber(seq) then redis.call('ZREM', k(user, 'convs'), peer) end
-  end
 end
 `
 
 /**
- * ARGV: prefix, from, to, id, ts, keepMs, tail. Returns {'stored', senderSeq, recipientSeq, newConversation},
- * {'duplicate', senderEvent} or {'conflict'}. The caller builds the stored events
- * (`{"seq":N,` + tail) itself, so they do not cross the wire twice. A recipient who
- * blocked the sender gets nothing: the message is in the sender's log only (recipientSeq 0).
+ * KEYS: ids, ev, log, seq, c:<to>, convs, ob, obseq, pending. ARGV: from, to, id, ts, keepMs, tail, now.
+ * Returns {'stored', senderSeq, newConversation}, {'duplicate', senderEvent} or {'conflict'}.
+ * The message goes into the sender's log and, for another user, into the outbox (item
+ * `m|to|senderSeq|id|ts|newConversation`); the relay takes it to the recipient's log.
  */
-export const APPEND = COMMON + `
-local from, to, id, ts, keep, tail = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
-local existing = redis.call('HGET', k(from, 'ids'), id)
+export const APPEND = META + `
+local from, to, id, ts, keep, tail = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local existing = redis.call('HGET', KEYS[1], id)
 if existing then
   local sSeq, _, previousTo, previousTs = string.match(existing, '^(%d+)|(%d+)|([^|]*)|(%d+)|')
   -- An id record past retention is forgotten, whether or not a trim has removed it yet.
   if not (keep > 0 and tonumber(previousTs) < tonumber(ts) - keep) then
     if previousTo ~= to then return {'conflict'} end
-    return {'duplicate', redis.call('HGET', k(from, 'ev'), sSeq) or false}
+    return {'duplicate', redis.call('HGET', KEYS[2], sSeq) or false}
   end
 end
-local withheld = to ~= from and redis.call('HEXISTS', k(to, 'blocks'), from) == 1
 local newConversation = 0
-if not redis.call('ZSCORE', k(from, 'convs'), to) then newConversation = 1 end
-local sSeq = redis.call('INCR', k(from, 'seq'))
-local rSeq = sSeq
-if withheld then rSeq = 0 elseif to ~= from then rSeq = redis.call('INCR', k(to, 'seq')) end
--- Retention is applied every 16th event of a log (and before every read), not on each append.
-if sSeq % 16 == 0 then trim(from, tonumber(ts), keep) end
-if to ~= from and rSeq > 0 and rSeq % 16 == 0 then trim(to, tonumber(ts), keep) end
-local function store(user, peer, seq, peerSeq, dir)
-  put(user, seq, '{"seq":' .. seq .. ',' .. tail, meta(seq, ts, peer, 'm', dir, id, peerSeq))
-  redis.call('ZADD', k(user, 'c:' .. peer), seq, seq)
-  if dir == 'in' then redis.call('ZADD', k(user, 'in:' .. peer), seq, seq) end
-  redis.call('ZADD', k(user, 'convs'), seq, peer)
+if not redis.call('ZSCORE', KEYS[6], to) then newConversation = 1 end
+local seq = redis.call('INCR', KEYS[4])
+local dir, peerSeq = 'out', 0
+if to == from then dir, peerSeq = 'self', seq end
+redis.call('HSET', KEYS[2], seq, '{"seq":' .. seq .. ',' .. tail)
+redis.call('ZADD', KEYS[3], seq, meta(seq, ts, to, 'm', dir, id, peerSeq))
+redis.call('ZADD', KEYS[5], seq, seq)
+redis.call('ZADD', KEYS[6], seq, to)
+redis.call('HSET', KEYS[1], id, seq .. '|0|' .. to .. '|' .. ts .. '|')
+if to ~= from then
+  local n = redis.call('INCR', KEYS[8])
+  redis.call('HSET', KEYS[7], n, 'm|' .. to .. '|' .. seq .. '|' .. id .. '|' .. ts .. '|' .. newConversation)
+  redis.call('ZADD', KEYS[9], 'NX', ARGV[7], from)
 end
-if to == from then
-  store(from, to, sSeq, sSeq, 'self')
-else
-  store(from, to, sSeq, rSeq, 'out')
-  if not withheld then store(to, from, rSeq, sSeq, 'in') end
-end
-redis.call('HSET', k(from, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|')
-return {'stored', sSeq, rSeq, newConversation}
+return {'stored', seq, newConversation}
 `
 
-/** ARGV: prefix, kind, reader, peer, upTo, ts, keepMs. Returns {changed, upTo, unread, peerEvent, readerEvent}. */
-export const RECEIPT = COMMON + `
-local kind, reader, peer, upTo, ts, keep = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local markName = 'dlv'
-if kind == 'read' then markName = 'read' end
-local readMark = tonumber(redis.call('HGET', k(reader, 'read'), peer) or '0')
-local current = tonumber(redis.call('HGET', k(reader, markName), peer) or '0')
-local function unread() return redis.call('ZCOUNT', k(reader, 'in:' .. peer), '(' .. readMark, '+inf') end
--- The mark lands on the latest incoming message at or below upTo.
-local found = redis.call('ZREVRANGEBYSCORE', k(reader, 'in:' .. peer), upTo, '-inf', 'LIMIT', 0, 1)
-if #found == 0 or tonumber(found[1]) <= current then return {0, current, unread(), false, false} end
-local s = found[1]
-redis.call('HSET', k(reader, markName), peer, s)
+/**
+ * KEYS: read, dlv, in:<peer>, seq, ev, log, ob, obseq, pending (the reader's).
+ * ARGV: reader, peer, kind, mark (the reader's seq found for upTo), id, peerSeq (the same message in the
+ * peer's log), ts, readerTail (the reader's own receipt event, read receipts only), now.
+ * Moves the reader's mark forward to `mark` (never back), appends the reader's own receipt event
+ * and queues the peer's (`r|peer|kind|peerSeq|id|ts`). Returns {changed, mark, unread, readerSeq}.
+ */
+export const RECEIPT = META + `
+local reader, peer, kind, s, id, peerSeq, ts, readerTail = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local markKey = KEYS[2]
+if kind == 'read' then markKey = KEYS[1] end
+local readMark = tonumber(redis.call('HGET', KEYS[1], peer) or '0')
+local current = tonumber(redis.call('HGET', markKey, peer) or '0')
+local function unread() return redis.call('ZCOUNT', KEYS[3], '(' .. readMark, '+inf') end
+if s <= current then return {0, current, unread(), 0} end
+redis.call('HSET', markKey, peer, s)
+local readerSeq = 0
 if kind == 'read' then
-  readMark = tonumber(s)
+  readMark = s
   -- read implies delivered
-  if readMark > tonumber(redis.call('HGET', k(reader, 'dlv'), peer) or '0') then redis.call('HSET', k(reader, 'dlv'), peer, s) end
+  if s > tonumber(redis.call('HGET', KEYS[2], peer) or '0') then redis.call('HSET', KEYS[2], peer, s) end
+  readerSeq = redis.call('INCR', KEYS[4])
+  redis.call('HSET', KEYS[5], readerSeq, '{"seq":' .. readerSeq .. ',' .. readerTail)
+  redis.call('ZADD', KEYS[6], readerSeq, meta(readerSeq, ts, peer, 'r', 'out', id, 0))
 end
-local entry = redis.call('ZRANGEBYSCORE', k(reader, 'log'), s, s, 'LIMIT', 0, 1)[1]
-local id, peerSeq = string.match(entry, '|([^|]*)|(%d+)$')
-trim(peer, tonumber(ts), keep)
-local ps = redis.call('INCR', k(peer, 'seq'))
-local peerEvent = '{"seq":' .. ps .. ',"type":"receipt","kind":"' .. kind .. '","by":"' .. reader .. '","peer":"' .. reader .. '","upTo":' .. peerSeq .. ',"id":"' .. id .. '","ts":' .. ts .. '}'
-put(peer, ps, peerEvent, meta(ps, ts, reader, 'r', 'in', id, 0))
-if kind == 'read' then redis.call('HSET', k(peer, 'readby'), reader, peerSeq) end
-if tonumber(peerSeq) > tonumber(redis.call('HGET', k(peer, 'dlvby'), reader) or '0') then redis.call('HSET', k(peer, 'dlvby'), reader, peerSeq) end
-local readerEvent = false
-if kind == 'read' then
-  trim(reader, tonumber(ts), keep)
-  local rs = redis.call('INCR', k(reader, 'seq'))
-  readerEvent = '{"seq":' .. rs .. ',"type":"receipt","kind":"read","by":"' .. reader .. '","peer":"' .. peer .. '","upTo":' .. s .. ',"id":"' .. id .. '","ts":' .. ts .. '}'
-  put(reader, rs, readerEvent, meta(rs, ts, peer, 'r', 'out', id, 0))
-end
-return {1, tonumber(s), unread(), peerEvent, readerEvent}
+local n = redis.call('INCR', KEYS[8])
+redis.call('HSET', KEYS[7], n, 'r|' .. peer .. '|' .. kind .. '|' .. peerSeq .. '|' .. id .. '|' .. ts)
+redis.call('ZADD', KEYS[9], 'NX', ARGV[9], reader)
+return {1, s, unread(), readerSeq}
 `
 
-/** ARGV: prefix, sender, id, now, windowMs, keepMs. Returns {status, message, senderEvent, recipientEvent, to}. */
-export const RECALL = COMMON + `
-local sender, id, now, window, keep = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local record = redis.call('HGET', k(sender, 'ids'), id)
-if not record then return {'not_found'} end
-local sSeq, rSeq, to, ts, flag = string.match(record, '^(%d+)|(%d+)|([^|]*)|(%d+)|(%a*)$')
-if string.sub(to, 1, 2) == 'g:' then return {'not_found'} end
-if flag == 'r' then return {'recalled', redis.call('HGET', k(sender, 'ev'), sSeq) or false, false, false, to} end
-if tonumber(now) - tonumber(ts) > window then return {'window_expired'} end
-local function tombstone(seq)
-  return '{"seq":' .. seq .. ',"type":"message","id":"' .. id .. '","from":"' .. sender .. '","to":"' .. to .. '","ts":' .. ts .. ',"recalled":true,"recalledAt":' .. now .. '}'
+/**
+ * KEYS: ids, ev, log, seq, ob, obseq, pending (the sender's).
+ * ARGV: sender, id, record (as read: the script changes nothing if it changed meanwhile), senderSeq,
+ * to, ts, now, tombstoneTail, recallTail (the sender's recall event), flaggedRecord.
+ * Returns {'recalled', recallSeq} or {'changed'}. Queues `x|to|id|ts|now` for the recipient.
+ */
+export const RECALL = META + `
+local sender, id, sSeq, to, ts, now = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if redis.call('HGET', KEYS[1], id) ~= ARGV[3] then return {'changed'} end
+if redis.call('HEXISTS', KEYS[2], sSeq) == 1 then redis.call('HSET', KEYS[2], sSeq, '{"seq":' .. sSeq .. ',' .. ARGV[8]) end
+redis.call('HSET', KEYS[1], id, ARGV[10])
+local seq = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[2], seq, '{"seq":' .. seq .. ',' .. ARGV[9])
+redis.call('ZADD', KEYS[3], seq, meta(seq, now, to, 'x', 'out', id, 0))
+if to ~= sender then
+  local n = redis.call('INCR', KEYS[6])
+  redis.call('HSET', KEYS[5], n, 'x|' .. to .. '|' .. id .. '|' .. ts .. '|' .. now)
+  redis.call('ZADD', KEYS[7], 'NX', now, sender)
 end
-local function recallEvent(user, peer, messageSeq, dir)
-  trim(user, tonumber(now), keep)
-  local es = redis.call('INCR', k(user, 'seq'))
-  local event = '{"seq":' .. es .. ',"type":"recall","id":"' .. id .. '","from":"' .. sender .. '","to":"' .. to .. '","messageSeq":' .. messageSeq .. ',"ts":' .. now .. '}'
-  put(user, es, event, meta(es, now, peer, 'x', dir, id, 0))
-  return event
-end
-redis.call('HSET', k(sender, 'ev'), sSeq, tombstone(sSeq))
-redis.call('HSET', k(sender, 'ids'), id, sSeq .. '|' .. rSeq .. '|' .. to .. '|' .. ts .. '|r')
-local senderEvent = recallEvent(sender, to, sSeq, 'out')
-local recipientEvent = false
--- rSeq 0: the recipient had blocked the sender and never got it.
-if to ~= sender and rSeq ~= '0' then
-  redis.call('HSET', k(to, 'ev'), rSeq, tombstone(rSeq))
-  redis.call('ZREM', k(to, 'in:' .. sender), rSeq)
-  recipientEvent = recallEvent(to, sender, rSeq, 'in')
-end
-return {'recalled', tombstone(sSeq), senderEvent, recipientEvent, to}
+return {'recalled', seq}
 `
 
-/** ARGV: prefix, user, now, keepMs. Applies retention before a read. */
-export const TRIM = COMMON + `
-trim(ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
-return 1
-`
-
-/** ARGV: prefix, user, after, limit, group prefix. Returns {meta, event, meta, event, ...} for seq > after, oldest first ('' for a group event that is gone). */
-export const READ_LOG = `
-local P = ARGV[1]
-local user = ARGV[2]
-local metas = redis.call('ZRANGEBYSCORE', P .. user .. ':log', '(' .. ARGV[3], '+inf', 'LIMIT', 0, tonumber(ARGV[4]))
-if #metas == 0 then return {} end
-local seqs = {}
-for i, m in ipairs(metas) do seqs[i] = string.match(m, '^(%d+)|') end
-local events = redis.call('HMGET', P .. user .. ':ev', unpack(seqs))
-local out = {}
-for i, m in ipairs(metas) do
-  local event = events[i]
-  -- A group event is stored once, in the group log; the member's entry refers to it.
-  if event and string.sub(event, 1, 1) == '@' then
-    local group, gseq = string.match(event, '^@([^|]+)|(%d+)$')
-    local tail = redis.call('HGET', ARGV[5] .. group .. ':ev', gseq)
-    -- Gone (group retention): an empty event, so the reader can pass over the seq.
-    if tail then event = '{"seq":' .. seqs[i] .. ',' .. tail else event = '' end
-  end
-  if event then table.insert(out, m); table.insert(out, event) end
-end
-return out
-`
-
-/** ARGV: prefix, then (user, peer, ts, tail) quadruples. Appends each as a receipt-kind event; returns the events. */
-export const NOTICES = `
-local P = ARGV[1]
-local out = {}
-for i = 2, #ARGV, 4 do
-  local user, peer, ts, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local seq = redis.call('INCR', P .. user .. ':seq')
-  local event = '{"seq":' .. seq .. ',' .. tail
-  redis.call('HSET', P .. user .. ':ev', seq, event)
-  redis.call('ZADD', P .. user .. ':log', seq, seq .. '|' .. ts .. '|' .. peer .. '|r|in||0')
+/**
+ * KEYS: obdone, obseq, ob, ev (the origin's). ARGV: max.
+ * What the relay has to do: {done, head, then per item up to max: item, and for a message its
+ * stored event ('' otherwise, or when gone)}.
+ */
+export const RELAY_READ = `
+local done = tonumber(redis.call('GET', KEYS[1]) or '0')
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+local out = {done, head}
+local to = math.min(head, done + tonumber(ARGV[1]))
+for n = done + 1, to do
+  local item = redis.call('HGET', KEYS[3], n) or ''
+  local event = ''
+  local sSeq = string.match(item, '^m|[^|]*|(%d+)|')
+  if sSeq then event = redis.call('HGET', KEYS[4], sSeq) or '' end
+  table.insert(out, item)
   table.insert(out, event)
 end
 return out
 `
 
+/** The keys RELAY_APPLY takes per target, in its order (`c:<origin>`, `in:<origin>` last). */
+export const RELAY_TARGET_KEYS = ['seq', 'ev', 'log', 'convs', 'rx', 'rids', 'blocks', 'readby', 'dlvby'] as const
+
 /**
- * ARGV: prefix, user, device, maxSessions (0: no bound), the user's presence hash (clientId →
- * connection: who is connected, on any process). Returns {cursor, created, evicted device...}.
+ * KEYS: per target (11 each, one slot): seq, ev, log, convs, rx, rids, blocks, readby, dlvby, c:<origin>, in:<origin>.
+ * ARGV: origin, target count, then per target: n, then n items of 8 fields
+ * (itemNo, kind, ts, id, a, b, pre, post):
+ *   m  a = the sender's seq, pre = the message's tail           (withheld if the target blocks the origin)
+ *   r  a = receipt kind, b = upTo (target's seq space), pre = the receipt's tail
+ *   x  pre/post = the recall event's tail around messageSeq, b = the tombstone's tail
+ * Applies the items past the target's mark for the origin, in order; a repeat changes nothing.
+ * Returns {target index, itemNo, seq, messageSeq, ...} of what it appended.
+ */
+export const RELAY_APPLY = META + `
+local origin = ARGV[1]
+local out = {}
+local a = 3
+for t = 1, tonumber(ARGV[2]) do
+  local K = (t - 1) * 11
+  local seqKey, ev, log, convs, rx, rids, readby, dlvby, conv, inc = KEYS[K + 1], KEYS[K + 2], KEYS[K + 3], KEYS[K + 4], KEYS[K + 5], KEYS[K + 6], KEYS[K + 8], KEYS[K + 9], KEYS[K + 10], KEYS[K + 11]
+  local applied = tonumber(redis.call('HGET', rx, origin) or '0')
+  local blocked = redis.call('HEXISTS', KEYS[K + 7], origin) == 1
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for _ = 1, n do
+    local no, kind, ts, id, x, y, pre, post = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
+    a = a + 8
+    if no > applied then
+      applied = no
+      if kind == 'm' and not blocked then
+        local s = redis.call('INCR', seqKey)
+        redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre)
+        redis.call('ZADD', log, s, meta(s, ts, origin, 'm', 'in', id, x))
+        redis.call('ZADD', conv, s, s)
+        redis.call('ZADD', inc, s, s)
+        redis.call('ZADD', convs, s, origin)
+        redis.call('HSET', rids, origin .. '|' .. id, s)
+        table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, 0)
+      elseif kind == 'r' then
+        local s = redis.call('INCR', seqKey)
+        redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre)
+        redis.call('ZADD', log, s, meta(s, ts, origin, 'r', 'in', id, 0))
+        local upTo = tonumber(y)
+        if x == 'read' and upTo > tonumber(redis.call('HGET', readby, origin) or '0') then redis.call('HSET', readby, origin, upTo) end
+        if upTo > tonumber(redis.call('HGET', dlvby, origin) or '0') then redis.call('HSET', dlvby, origin, upTo) end
+        table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, 0)
+      elseif kind == 'x' then
+        -- Not found: the message was withheld (a block) or is past retention here.
+        local r = redis.call('HGET', rids, origin .. '|' .. id)
+        if r then
+          if redis.call('HEXISTS', ev, r) == 1 then redis.call('HSET', ev, r, '{"seq":' .. r .. ',' .. y) end
+          redis.call('ZREM', inc, r)
+          local s = redis.call('INCR', seqKey)
+          redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre .. r .. post)
+          redis.call('ZADD', log, s, meta(s, ts, origin, 'x', 'in', id, 0))
+          table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, tonumber(r))
+        end
+      end
+    end
+  end
+  redis.call('HSET', rx, origin, applied)
+end
+return out
+`
+
+/**
+ * KEYS: obdone, ob, obseq, pending (the origin's). ARGV: origin, upTo.
+ * Every item up to upTo is in its target's log: moves obdone (forward only), forgets those
+ * items, and drops the origin from the pending index once nothing is left. Returns obdone.
+ */
+export const RELAY_DONE = `
+local done = tonumber(redis.call('GET', KEYS[1]) or '0')
+local upTo = tonumber(ARGV[2])
+if upTo > done then
+  for n = done + 1, upTo do redis.call('HDEL', KEYS[2], n) end
+  redis.call('SET', KEYS[1], upTo)
+  done = upTo
+end
+if done >= tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('ZREM', KEYS[4], ARGV[1]) end
+return done
+`
+
+/**
+ * KEYS: log, ev, ids, rids, convs, then c:<peer> and in:<peer> per peer (ARGV order).
+ * ARGV: count of metas, the metas to remove (oldest first, as read), then the peers.
+ * Retention, apart from the writes: removes exactly these entries (one already gone is
+ * passed over). Returns how many went.
+ */
+export const TRIM = `
+local count = tonumber(ARGV[1])
+local peerIndex = {}
+for i = count + 2, #ARGV do peerIndex[ARGV[i]] = 5 + (i - count - 2) * 2 + 1 end
+local removed = 0
+for i = 2, count + 1 do
+  local entry = ARGV[i]
+  if redis.call('ZREM', KEYS[1], entry) == 1 then
+    removed = removed + 1
+    local seq, ts, peer, kind, dir, id = string.match(entry, '^(%d+)|(%d+)|([^|]*)|(%a)|(%a+)|([^|]*)|')
+    redis.call('HDEL', KEYS[2], seq)
+    local k = peerIndex[peer]
+    if kind == 'm' and k then
+      redis.call('ZREM', KEYS[k], seq)
+      redis.call('ZREM', KEYS[k + 1], seq)
+      if dir == 'in' then
+        if string.sub(peer, 1, 2) ~= 'g:' then redis.call('HDEL', KEYS[4], peer .. '|' .. id) end
+      else
+        local record = redis.call('HGET', KEYS[3], id)
+        if record and string.match(record, '^(%d+)|') == seq then redis.call('HDEL', KEYS[3], id) end
+      end
+    end
+    -- Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.
+    local last = redis.call('ZSCORE', KEYS[5], peer)
+    if last and tonumber(last) <= tonumber(seq) then redis.call('ZREM', KEYS[5], peer) end
+  end
+end
+return removed
+`
+
+/** KEYS: log, ev. ARGV: after, limit. Returns {meta, event, meta, event, ...} for seq > after, oldest first. */
+export const READ_LOG = `
+local metas = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+if #metas == 0 then return {} end
+local seqs = {}
+for i, m in ipairs(metas) do seqs[i] = string.match(m, '^(%d+)|') end
+local events = redis.call('HMGET', KEYS[2], unpack(seqs))
+local out = {}
+for i, m in ipairs(metas) do
+  if events[i] then table.insert(out, m); table.insert(out, events[i]) end
+end
+return out
+`
+
+/** KEYS: per user (3 each, one slot): seq, ev, log. ARGV: per user: peer, ts, tail. Appends each as a receipt-kind event; returns the seqs. */
+export const NOTICES = `
+local out = {}
+for i = 1, #KEYS / 3 do
+  local K, A = (i - 1) * 3, (i - 1) * 3
+  local peer, ts, tail = ARGV[A + 1], ARGV[A + 2], ARGV[A + 3]
+  local seq = redis.call('INCR', KEYS[K + 1])
+  redis.call('HSET', KEYS[K + 2], seq, '{"seq":' .. seq .. ',' .. tail)
+  redis.call('ZADD', KEYS[K + 3], seq, seq .. '|' .. ts .. '|' .. peer .. '|r|in||0')
+  table.insert(out, seq)
+end
+return out
+`
+
+/**
+ * KEYS: cur, seq, the user's presence hash (clientId → connection: who is connected, on any
+ * process; same slot). ARGV: user, device, maxSessions (0: no bound). Returns {cursor, created, evicted device...}.
  * A new cursor starts at the user's head. If the user then holds more than maxSessions cursors,
  * the ones furthest behind (lowest seq, then device id) of devices not connected are dropped in
  * this same script: a session is never evicted while its device is connected anywhere.
  */
 export const OPEN_CURSOR = `
-local P = ARGV[1]
-local user, device, max, presence = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local key = P .. user .. ':cur'
+local user, device, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local key = KEYS[1]
 local current = redis.call('HGET', key, device)
 if current then return {tonumber(current), 0} end
-local head = tonumber(redis.call('GET', P .. user .. ':seq') or '0')
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
 local out = {head, 1}
 local excess = max > 0 and redis.call('HLEN', key) + 1 - max or 0
 if excess > 0 then
   local connected = {}
-  for _, clientId in ipairs(redis.call('HKEYS', presence)) do connected[clientId] = true end
+  for _, clientId in ipairs(redis.call('HKEYS', KEYS[3])) do connected[clientId] = true end
   local candidates = {}
   local all = redis.call('HGETALL', key)
   for i = 1, #all, 2 do
@@ -238,26 +320,23 @@ redis.call('HSET', key, device, head)
 return out
 `
 
-/** ARGV: prefix, then (user, device, seq) triples. Moves each existing cursor forward only. */
+/** KEYS: each user's cur (one slot). ARGV: (device, seq) per key. Moves each existing cursor forward only. */
 export const SAVE_CURSORS = `
-local P = ARGV[1]
-for i = 2, #ARGV, 3 do
-  local key = P .. ARGV[i] .. ':cur'
-  local seq = tonumber(ARGV[i + 2])
-  local current = redis.call('HGET', key, ARGV[i + 1])
+for i = 1, #KEYS do
+  local device, seq = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  local current = redis.call('HGET', KEYS[i], device)
   -- A cursor dropped or evicted meanwhile is not brought back by a late save.
-  if current and seq > tonumber(current) then redis.call('HSET', key, ARGV[i + 1], seq) end
+  if current and seq > tonumber(current) then redis.call('HSET', KEYS[i], device, seq) end
 end
 return 1
 `
 
-/** ARGV: prefix, blocker, user, since, limit (0: none). Returns since (the first one, if already blocked), or 'limit'. */
+/** KEYS: blocks. ARGV: user, since, limit (0: none). Returns since (the first one, if already blocked), or 'limit'. */
 export const BLOCK = `
-local key = ARGV[1] .. ARGV[2] .. ':blocks'
-local existing = redis.call('HGET', key, ARGV[3])
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return existing end
-local limit = tonumber(ARGV[5])
-if limit > 0 and redis.call('HLEN', key) >= limit then return 'limit' end
-redis.call('HSET', key, ARGV[3], ARGV[4])
-return ARGV[4]
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return 'limit' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return ARGV[2]
 `

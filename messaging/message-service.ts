@@ -1,10 +1,11 @@
 // Accepting a message, independent of the transport it arrived on (MQTT or
 // REST): stamp it with what the server can vouch for, append it to the
-// history log (which assigns each side its seq and makes (sender, id)
-// idempotent; the log is the message's only durable copy), then tell the
-// delivery side that both users' logs have a new event. Durable sends
-// resolve once the append is stored. A recipient who blocked the sender
-// gets nothing (the append keeps it in the sender's log only).
+// sender's log (which assigns its seq and makes (sender, id) idempotent; the
+// log is the message's only durable copy), then tell the delivery side.
+// Durable sends resolve once the sender's log has it; the recipient's copy
+// follows through the store's relay (reported to the same LogSink when it
+// lands, usually milliseconds later). A recipient who blocked the sender
+// gets nothing (the relay keeps it in the sender's log only).
 import { stamp } from '../protocol/message.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { HistoryStore } from '../history/history-store.ts'
@@ -31,6 +32,9 @@ export interface MessageServiceOptions {
   ephemeral: SendEphemeral
   recallWindowMs: number
   now?: () => number
+  /** How often this process completes relays a dead process left (0: never). */
+  sweepMs?: number
+  onError?: (error: unknown) => void
 }
 
 export class MessageService {
@@ -39,13 +43,18 @@ export class MessageService {
   readonly #ephemeral: SendEphemeral
   readonly #recallWindowMs: number
   readonly #now: () => number
+  readonly #sweeper: NodeJS.Timeout | undefined
 
-  constructor ({ history, log, ephemeral, recallWindowMs, now = Date.now }: MessageServiceOptions) {
+  constructor ({ history, log, ephemeral, recallWindowMs, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
     this.#history = history
     this.#log = log
     this.#ephemeral = ephemeral
     this.#recallWindowMs = recallWindowMs
     this.#now = now
+    if (sweepMs > 0) {
+      this.#sweeper = setInterval(() => { history.sweepRelay(log).catch(onError) }, sweepMs)
+      this.#sweeper.unref()
+    }
   }
 
   /** Throws PublishRejected('id_conflict') when the id was already used for another recipient. */
@@ -57,17 +66,12 @@ export class MessageService {
       if (!await this.#history.isBlocked(to, from)) await this.#ephemeral(to, envelope)
       return { created: true, event: undefined }
     }
-    const result = await this.#history.appendMessage({ from, to, id: message.id, ts, tail: envelope.slice(1) })
+    const result = await this.#history.appendMessage({ from, to, id: message.id, ts, tail: envelope.slice(1) }, this.#log)
     if (result.status === 'conflict') {
       throw new PublishRejected('id_conflict', `id "${message.id}" was already used for a message to another recipient`, message.id)
     }
     if (result.status === 'duplicate') return { created: false, event: result.senderEvent }
     this.#log.appended(from, result.senderEvent)
-    if (result.recipientEvent !== undefined) this.#log.appended(to, result.recipientEvent)
-    // Withheld (the recipient blocked the sender): in the sender's log only, so no push either.
-    if (from !== to && result.withheld !== true) {
-      this.#log.arrived({ from, to, id: message.id, seq: result.recipientSeq, ...(result.newConversation === true ? { newConversation: true } : {}) })
-    }
     return { created: true, event: result.senderEvent }
   }
 
@@ -78,10 +82,15 @@ export class MessageService {
   }
 
   async recall (sender: string, id: string): Promise<RecallOutcome> {
-    const result = await this.#history.recall(sender, id, this.#now(), this.#recallWindowMs)
+    const result = await this.#history.recall(sender, id, this.#now(), this.#recallWindowMs, this.#log)
     if (result.status !== 'recalled') return result
     if (result.senderEvent !== undefined) this.#log.appended(sender, result.senderEvent)
-    if (result.recipientEvent !== undefined) this.#log.appended(result.to, result.recipientEvent)
     return { status: 'recalled', message: result.message }
+  }
+
+  /** Stops the sweeper; resolves once the relays this process started have run. */
+  async close (): Promise<void> {
+    clearInterval(this.#sweeper)
+    await this.#history.relayed()
   }
 }

@@ -32,8 +32,8 @@ export class ReceiptService {
   }
 
   async mark (kind: ReceiptKind, reader: string, peer: string, upTo: number): Promise<ReceiptResult> {
-    const result = await this.#history.receipt(kind, reader, peer, upTo, this.#now())
-    if (result.peerEvent !== undefined) this.#log.appended(peer, result.peerEvent)
+    // The peer's receipt event reaches their log through the store's relay, reported to the sink.
+    const result = await this.#history.receipt(kind, reader, peer, upTo, this.#now(), this.#log)
     if (result.readerEvent !== undefined) this.#log.appended(reader, result.readerEvent)
     return result
   }

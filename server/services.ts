@@ -97,7 +97,13 @@ export function createServices (options: ServicesOptions): Services {
     recallWindowMs: config.recallWindowMs,
     onError: (error) => log.error({ err: error }, 'group delivery marks failed')
   })
-  const messages = new MessageService({ history, log: logSink, ephemeral, recallWindowMs: config.recallWindowMs })
+  const messages = new MessageService({
+    history,
+    log: logSink,
+    ephemeral,
+    recallWindowMs: config.recallWindowMs,
+    onError: (error) => log.error({ err: error }, 'relay sweep failed')
+  })
   const blocks = new BlockService({ history, maxBlocks: config.limits.blocksPerUser, onChange: reconsider })
   const receipts = new ReceiptService({
     history,
@@ -120,6 +126,7 @@ export function createServices (options: ServicesOptions): Services {
     async close () {
       await receipts.close()
       await groups.close()
+      await messages.close()
     }
   }
 }

@@ -1,7 +1,7 @@
 // One behaviour, every implementation: the GroupStore contract against a
-// single Redis (DB 1, unique ids, the key names the server uses there), a
-// real Redis Cluster of this file's own (3 primaries, 3 replicas; the #20 key
-// names, one script call per slot) and LevelDB (one batch). Fan-out is
+// single Redis (DB 1, unique ids), a real Redis Cluster of this file's own
+// (3 primaries, 3 replicas; one script call per slot), both with the per-user
+// log's store beside it, and LevelDB (one batch). Fan-out is
 // observed through the LogSink it reports to and the members' own log keys.
 import t from 'tap'
 import { Cluster, Redis } from 'ioredis'
@@ -11,7 +11,7 @@ import { GroupsFull } from '../history/group-store.ts'
 import type { GroupEvent } from '../history/group-events.ts'
 import type { ArrivedMessage, LogSink } from '../history/log-sink.ts'
 import { RedisGroups } from '../history/redis-groups.ts'
-import { clusterKeys, LEGACY_KEYS, type GroupKeys } from '../history/redis-group-keys.ts'
+import { redisKeys, type GroupKeys } from '../history/redis-group-keys.ts'
 import { LevelHistory } from '../history/level-history.ts'
 import { RedisHistory } from '../history/redis-history.ts'
 import type { HistoryStore } from '../history/history-store.ts'
@@ -96,23 +96,15 @@ const STORES: Array<{ name: string, open: (options?: Options) => Promise<Opened>
     name: 'redis',
     open: async (options = {}) => {
       const redis = new Redis(`${REDIS_BASE}/1`, { enableAutoPipelining: true })
-      // The per-user log's own store reads the members' logs (it reads these key names).
-      return redisOpened(redis, LEGACY_KEYS, options, async () => { redis.disconnect() }, new RedisHistory(redis, options.keepMs ?? 0))
-    }
-  },
-  {
-    // The #20 key names on one Redis (one pending index): what single-Redis mode uses once the per-user log moves to them.
-    name: 'redis-tagged',
-    open: async (options = {}) => {
-      const redis = new Redis(`${REDIS_BASE}/1`, { enableAutoPipelining: true })
-      return redisOpened(redis, clusterKeys(false), options, async () => { redis.disconnect() })
+      // The per-user log's own store reads the members' logs.
+      return redisOpened(redis, redisKeys(false), options, async () => { redis.disconnect() }, new RedisHistory(redis, { keepMs: options.keepMs ?? 0 }))
     }
   },
   {
     name: 'redis-cluster',
     open: async (options = {}) => {
-      const redis = new Cluster(cluster.seeds.split(',').map((seed) => ({ host: seed.split(':')[0]!, port: Number(seed.split(':')[1]) })))
-      return redisOpened(redis, clusterKeys(true), options, async () => { redis.disconnect() })
+      const redis = new Cluster(cluster.seeds.split(',').map((seed) => ({ host: seed.split(':')[0]!, port: Number(seed.split(':')[1]) })), { enableAutoPipelining: true })
+      return redisOpened(redis, redisKeys(true), options, async () => { redis.disconnect() }, new RedisHistory(redis, { keepMs: options.keepMs ?? 0 }))
     }
   },
   {
@@ -174,7 +166,7 @@ for (const { name, open } of STORES) {
     if (history !== undefined) {
       const [ownerCopy] = await history.readLog(owner, 1, 10)
       t.same(JSON.parse(ownerCopy!.event!), { seq: 2, type: 'message', id: 'm1', from: ann, group, gseq: 2, ts: 2000, body: 'hello' }, 'the member log resolves to the full envelope')
-      t.same(await history.appendMessage({ from: ann, to: owner, id: 'm1', ts: 1, tail: JSON.stringify({ type: 'message', id: 'm1', from: ann, to: owner, ts: 1, body: 'x' }).slice(1) }), { status: 'conflict' }, 'the same id to a person conflicts')
+      t.same(await history.appendMessage({ from: ann, to: owner, id: 'm1', ts: 1, tail: JSON.stringify({ type: 'message', id: 'm1', from: ann, to: owner, ts: 1, body: 'x' }).slice(1) }, sink), { status: 'conflict' }, 'the same id to a person conflicts')
       t.match((await history.conversations(owner, { limit: 10 })).conversations, [{ peer: `g:${group}`, unread: 1 }], 'the group is a conversation with its unread count')
     }
 

@@ -1,22 +1,43 @@
 // One behaviour, every implementation: the HistoryStore contract, run against
-// the Redis store (a real Redis) and the LevelDB store (a real LevelDB in a
-// temp dir). A third implementation is proven by adding one line to STORES.
+// the Redis store on one Redis and on a real Redis Cluster of this test's own,
+// and the LevelDB store (a real LevelDB in a temp dir). A third
+// implementation is proven by adding one line to STORES.
+//
+// One owner per write: a call returns once the caller's log has the event;
+// the other user's copy is reported to the sink when it lands (on Redis
+// through the relay). Tests that read the other user's log wait for the
+// relay first (`store.relayed()`: the work this process started, not a sleep).
 import t from 'tap'
-import { Redis } from 'ioredis'
+import { Redis, Cluster } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 import { join } from 'node:path'
 import type { HistoryStore } from '../history/history-store.ts'
-import { RedisHistory } from '../history/redis-history.ts'
+import type { ArrivedMessage, LogSink } from '../history/log-sink.ts'
+import { RedisHistory, type RedisHistoryOptions } from '../history/redis-history.ts'
 import { LevelHistory } from '../history/level-history.ts'
-import { RedisPresence, connectionsKey } from '../presence/redis-presence.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
+import { presenceConnectionsKey } from '../storage/redis-keys.ts'
+import type { RedisClient } from '../storage/redis-client.ts'
 import { REDIS_BASE, tempDataDir, flushRedisDb } from './helpers/server-process.ts'
+import { startRedisCluster } from './helpers/redis-cluster.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 
 const REDIS_DB = 12
 await flushRedisDb(REDIS_DB)
+const cluster = await startRedisCluster()
+t.teardown(() => cluster.stop())
 
-/** A store, and real presence beside it: the session bound never evicts a connected device. */
+/** What the store reported: every event per user, and every arrival. */
+class RecordingSink implements LogSink {
+  readonly events: Array<{ user: string, event: string }> = []
+  readonly arrivals: ArrivedMessage[] = []
+  appended (user: string, event: string): void { this.events.push({ user, event }) }
+  appendedToMembers (): void {}
+  arrived (message: ArrivedMessage): void { this.arrivals.push(message) }
+  of (user: string): unknown[] { return this.events.filter((e) => e.user === user).map((e) => JSON.parse(e.event)) }
+}
+
+/** A store, and who is connected beside it: the session bound never evicts a connected device. */
 interface Opened {
   store: HistoryStore
   connect: (user: string, device: string) => Promise<void>
@@ -24,24 +45,41 @@ interface Opened {
   close: () => Promise<void>
 }
 
-const STORES: Array<{ name: string, open: (keepMs: number, maxSessions?: number) => Promise<Opened> }> = [
+interface OpenOptions { keepMs?: number, maxSessions?: number, fastPath?: boolean }
+
+/**
+ * Redis: who is connected is the presence hash in the user's slot (presence/redis-presence.ts
+ * keeps it; its own conformance suite covers how), written here directly as it holds it.
+ */
+function redisOpened (redis: RedisClient, options: OpenOptions, close: () => void): Opened {
+  const settings: RedisHistoryOptions = { keepMs: options.keepMs ?? 0, maxSessionsPerUser: options.maxSessions ?? 0, fastPath: options.fastPath ?? true }
+  const store = new RedisHistory(redis, settings)
+  return {
+    store,
+    connect: async (user, device) => { await redis.hset(presenceConnectionsKey(user), `${user}:${device}`, 'node|t') },
+    disconnect: async (user, device) => { await redis.hdel(presenceConnectionsKey(user), `${user}:${device}`) },
+    close: async () => { await store.close(); close() }
+  }
+}
+
+const STORES: Array<{ name: string, open: (options?: OpenOptions) => Promise<Opened> }> = [
   {
     name: 'redis',
-    open: async (keepMs, maxSessions = 0) => {
+    open: async (options = {}) => {
       const redis = new Redis(`${REDIS_BASE}/${REDIS_DB}`, { enableAutoPipelining: true })
-      const presence = await RedisPresence.join(redis, uniqueUser('node'))
-      const store = new RedisHistory(redis, keepMs, { maxPerUser: maxSessions, connectionsKey })
-      return {
-        store,
-        connect: async (user, device) => { await presence.connected(user, `${user}:${device}`, 't', Date.now()) },
-        disconnect: async (user, device) => { await presence.disconnected(user, `${user}:${device}`, 't', Date.now()) },
-        close: async () => { await presence.leave(Date.now()); await store.close(); redis.disconnect() }
-      }
+      return redisOpened(redis, options, () => redis.disconnect())
+    }
+  },
+  {
+    name: 'redis-cluster',
+    open: async (options = {}) => {
+      const redis = new Cluster(cluster.nodes.map(({ port }) => ({ host: '127.0.0.1', port })), { enableAutoPipelining: true })
+      return redisOpened(redis, options, () => redis.disconnect())
     }
   },
   {
     name: 'leveldb',
-    open: async (keepMs, maxSessions = 0) => {
+    open: async ({ keepMs = 0, maxSessions = 0 } = {}) => {
       const presence = new MemoryPresence()
       const store = await LevelHistory.open(join(tempDataDir(), 'history'), keepMs, { maxPerUser: maxSessions, isConnected: (user, clientId) => presence.connectedNow(user, clientId) })
       return {
@@ -57,24 +95,30 @@ const STORES: Array<{ name: string, open: (keepMs: number, maxSessions?: number)
 const tail = (from: string, to: string, id: string, ts: number, body: unknown = 'hi'): string =>
   JSON.stringify({ type: 'message', id, from, to, ts, body }).slice(1)
 
-async function send (store: HistoryStore, from: string, to: string, id: string, ts = Date.now()) {
-  return store.appendMessage({ from, to, id, ts, tail: tail(from, to, id, ts) })
+/** Appends, then waits for the relay this process started, so the recipient's log has it too. */
+async function send (store: HistoryStore, from: string, to: string, id: string, ts = Date.now(), sink: LogSink = new RecordingSink()) {
+  const result = await store.appendMessage({ from, to, id, ts, tail: tail(from, to, id, ts) }, sink)
+  await store.relayed()
+  return result
 }
 
 for (const { name, open } of STORES) {
   t.test(name, async (t) => {
-    const { store, close } = await open(0)
+    const { store, close } = await open()
     t.teardown(close)
 
     t.test('append: each side gets its own gapless seq; ids are idempotent per sender', async (t) => {
       const alice = uniqueUser('alice')
       const bob = uniqueUser('bob')
-      const first = await send(store, alice, bob, 'm1')
+      const sink = new RecordingSink()
+      const first = await send(store, alice, bob, 'm1', Date.now(), sink)
       t.equal(first.status, 'stored')
       if (first.status !== 'stored') return
       t.match(JSON.parse(first.senderEvent), { seq: 1, type: 'message', id: 'm1', from: alice, to: bob })
-      t.match(JSON.parse(first.recipientEvent!), { seq: 1, id: 'm1' })
-      t.equal(first.recipientSeq, 1)
+      t.match(sink.of(bob), [{ seq: 1, id: 'm1', from: alice }], 'the recipient\'s copy is reported with the recipient\'s seq')
+      t.same(sink.of(alice), [], 'the sender\'s own copy is the caller\'s to report')
+      t.match(sink.arrivals, [{ from: alice, to: bob, id: 'm1', seq: 1, newConversation: true }])
+      t.same((await store.readLog(bob, 0, 10)).map((entry) => entry.event), sink.events.map((e) => e.event), 'byte for byte what the log holds')
       const again = await send(store, alice, bob, 'm1')
       t.same(again, { status: 'duplicate', senderEvent: first.senderEvent }, 'a retry is a duplicate with the first event')
       t.same(await send(store, alice, uniqueUser('carol'), 'm1'), { status: 'conflict' }, 'the same id to another recipient conflicts')
@@ -82,8 +126,11 @@ for (const { name, open } of STORES) {
       t.equal(await store.head(alice), 2)
       t.equal(await store.head(bob), 2)
       t.equal(await store.head(uniqueUser('nobody')), 0)
-      const self = await send(store, alice, alice, 'note')
-      t.match(self, { status: 'stored', recipientEvent: undefined, recipientSeq: 3 }, 'a note to oneself is one event')
+      const selfSink = new RecordingSink()
+      const self = await send(store, alice, alice, 'note', Date.now(), selfSink)
+      t.match(self, { status: 'stored' })
+      t.equal(await store.head(alice), 3, 'a note to oneself is one event')
+      t.same(selfSink.events, [], 'and nothing is relayed')
     })
 
     t.test('concurrent appends stay gapless', async (t) => {
@@ -111,16 +158,29 @@ for (const { name, open } of STORES) {
       const bob = uniqueUser('bob')
       await send(store, alice, bob, 'r1')
       await send(store, alice, bob, 'r2')
-      const read = await store.receipt('read', bob, alice, 2, Date.now())
+      const sink = new RecordingSink()
+      const read = await store.receipt('read', bob, alice, 2, Date.now(), sink)
       t.match(read, { changed: true, upTo: 2, unread: 0 })
-      t.match(JSON.parse(read.peerEvent!), { seq: 3, type: 'receipt', kind: 'read', by: bob, upTo: 2, id: 'r2' })
       t.match(JSON.parse(read.readerEvent!), { seq: 3, type: 'receipt', kind: 'read', peer: alice, upTo: 2 })
-      t.match(await store.receipt('read', bob, alice, 1, Date.now()), { changed: false, upTo: 2 }, 'a mark never moves back')
-      const recalled = await store.recall(alice, 'r1', Date.now(), 60_000)
+      await store.relayed()
+      t.match(sink.of(alice), [{ seq: 3, type: 'receipt', kind: 'read', by: bob, upTo: 2, id: 'r2' }], 'the peer\'s receipt is reported when it lands')
+      t.same((await store.readLog(alice, 2, 10)).map((entry) => entry.event), [sink.events[0]!.event])
+      t.match((await store.conversations(alice, { limit: 10 })).conversations, [{ peer: bob, peerReadUpTo: 2, peerDeliveredUpTo: 2 }], 'read implies delivered, in the sender\'s seqs')
+      t.match(await store.receipt('read', bob, alice, 1, Date.now(), sink), { changed: false, upTo: 2 }, 'a mark never moves back')
+      const delivered = await store.receipt('delivered', bob, alice, 2, Date.now(), sink)
+      t.match(delivered, { changed: false }, 'read implied delivered')
+      const recalled = await store.recall(alice, 'r1', Date.now(), 60_000, sink)
       t.match(recalled, { status: 'recalled', to: bob })
+      if (recalled.status === 'recalled') t.match(JSON.parse(recalled.senderEvent!), { seq: 4, type: 'recall', id: 'r1', messageSeq: 1 })
+      await store.relayed()
       t.equal(await store.head(bob), 4, 'the recall is an event in the recipient log')
-      t.match(JSON.parse((await store.readLog(bob, 3, 1))[0]!.event!), { type: 'recall', id: 'r1', messageSeq: 1 })
-      t.same(await store.recall(alice, 'missing', Date.now(), 60_000), { status: 'not_found' })
+      const [recallEvent] = await store.readLog(bob, 3, 1)
+      t.match(JSON.parse(recallEvent!.event!), { type: 'recall', id: 'r1', messageSeq: 1 })
+      t.equal(sink.events.at(-1)!.event, recallEvent!.event, 'reported as stored')
+      t.match(JSON.parse((await store.readLog(bob, 0, 1))[0]!.event!), { seq: 1, id: 'r1', recalled: true }, 'the recipient\'s copy is a tombstone')
+      t.notOk('body' in JSON.parse((await store.readLog(bob, 0, 1))[0]!.event!))
+      t.match(await store.recall(alice, 'r1', Date.now(), 60_000, sink), { status: 'recalled', senderEvent: undefined }, 'recalling twice writes nothing more')
+      t.same(await store.recall(alice, 'missing', Date.now(), 60_000, sink), { status: 'not_found' })
     })
 
     t.test('notices are appended to logs with the next seq', async (t) => {
@@ -160,7 +220,9 @@ for (const { name, open } of STORES) {
       const { conversations } = await store.conversations(bob, { limit: 10 })
       t.match(conversations, [{ peer: alice, lastSeq: 3, unread: 3, readUpTo: 0 }])
       t.equal(await store.unreadTotal(bob), 3)
-      t.equal(await store.seqOfMessage(bob, alice, 'u1'), 2)
+      t.equal(await store.seqOfMessage(bob, alice, 'u1'), 2, 'a received message, in the caller\'s seqs')
+      t.equal(await store.seqOfMessage(alice, bob, 'u1'), 2, 'a sent one')
+      t.equal(await store.seqOfMessage(alice, uniqueUser('x'), 'u1'), undefined, 'not with another peer')
       const page = await store.conversation(bob, alice, { limit: 2 })
       t.same(page.events.map((event) => JSON.parse(event).id), ['u1', 'u2'])
       t.equal(page.hasMore, true)
@@ -168,7 +230,7 @@ for (const { name, open } of STORES) {
   })
 
   t.test(`${name}: sessions per user are bounded, the one furthest behind goes`, async (t) => {
-    const { store, connect, disconnect, close } = await open(0, 3)
+    const { store, connect, disconnect, close } = await open({ maxSessions: 3 })
     t.teardown(close)
     const alice = uniqueUser('alice')
     const bob = uniqueUser('bob')
@@ -212,7 +274,7 @@ for (const { name, open } of STORES) {
   })
 
   t.test(`${name}: retention`, async (t) => {
-    const { store, close } = await open(1000)
+    const { store, close } = await open({ keepMs: 1000 })
     t.teardown(close)
     const alice = uniqueUser('alice')
     const bob = uniqueUser('bob')
@@ -229,8 +291,8 @@ for (const { name, open } of STORES) {
 }
 
 for (const { name, open } of STORES) {
-  t.test(`${name}: blocking withholds in the append, and conversations are known`, async (t) => {
-    const { store, close } = await open(0)
+  t.test(`${name}: blocking withholds the recipient's copy, and conversations are known`, async (t) => {
+    const { store, close } = await open()
     t.teardown(close)
     const [alice, mallory, bob] = [uniqueUser('alice'), uniqueUser('mallory'), uniqueUser('bob')]
     t.equal(await store.isBlocked(alice, mallory), false)
@@ -243,19 +305,68 @@ for (const { name, open } of STORES) {
     t.equal(await store.isBlocked(alice, mallory), true)
     t.equal(await store.isBlocked(mallory, alice), false, 'one way only')
 
-    const withheld = await send(store, mallory, alice, 'w1')
-    t.match(withheld, { status: 'stored', recipientEvent: undefined, recipientSeq: 0, withheld: true, newConversation: true })
+    const sink = new RecordingSink()
+    const withheld = await send(store, mallory, alice, 'w1', Date.now(), sink)
+    t.match(withheld, { status: 'stored', newConversation: true })
+    t.same(sink.events, [], 'nothing reaches the blocker')
+    t.same(sink.arrivals, [], 'and nothing arrives (no push)')
     t.equal(await store.head(alice), 0, 'nothing in the blocker\'s log')
     t.equal((await store.events(mallory, 0, 10)).events.length, 1, 'the sender\'s log has it')
     t.equal(await store.hasConversation(mallory, alice), true)
     t.equal(await store.hasConversation(alice, mallory), false)
     t.match(await send(store, mallory, alice, 'w1'), { status: 'duplicate' }, 'a retry is a duplicate, as ever')
-    t.match(await store.recall(mallory, 'w1', Date.now(), 60_000), { status: 'recalled', recipientEvent: undefined })
+    t.match(await store.recall(mallory, 'w1', Date.now(), 60_000, sink), { status: 'recalled' })
+    await store.relayed()
     t.equal(await store.head(alice), 0, 'a recall of a withheld message writes nothing for the blocker')
+    t.same(sink.events, [])
 
-    t.match(await send(store, alice, mallory, 'a1'), { status: 'stored', withheld: undefined, newConversation: true }, 'the blocker may still write')
+    t.match(await send(store, alice, mallory, 'a1'), { status: 'stored', newConversation: true }, 'the blocker may still write')
     await store.setUnblocked(alice, mallory)
-    t.match(await send(store, mallory, alice, 'w2'), { status: 'stored', withheld: undefined, newConversation: undefined, recipientSeq: 2 }, 'after unblocking: delivered')
+    const after = new RecordingSink()
+    t.match(await send(store, mallory, alice, 'w2', Date.now(), after), { status: 'stored', newConversation: undefined })
+    t.match(after.of(alice), [{ seq: 2, id: 'w2' }], 'after unblocking: delivered')
+  })
+}
+
+for (const { name, open } of STORES.filter(({ name }) => name.startsWith('redis'))) {
+  t.test(`${name}: the relay completes what a dead writer left, once, in order`, async (t) => {
+    // fastPath off: the writer returns and relays nothing, as a process killed right after its write.
+    const dead = await open({ fastPath: false })
+    const sweeperA = await open()
+    const sweeperB = await open()
+    t.teardown(async () => { await dead.close(); await sweeperA.close(); await sweeperB.close() })
+    const [alice, bob, carol] = [uniqueUser('alice'), uniqueUser('bob'), uniqueUser('carol')]
+    for (let i = 1; i <= 2; i++) await send(dead.store, alice, bob, `m${i}`)
+    await send(dead.store, alice, carol, 'c1')
+    t.equal(await dead.store.head(bob), 0, 'durable in the sender\'s log only')
+    t.equal(await dead.store.head(alice), 3)
+
+    const sink = new RecordingSink()
+    t.ok(await sweeperA.store.sweepRelay(sink, { graceMs: 0, everySlot: true }) >= 1, 'another process sweeps it')
+    t.match((await sweeperA.store.readLog(bob, 0, 10)).map((entry) => JSON.parse(entry.event!)), [{ seq: 1, id: 'm1' }, { seq: 2, id: 'm2' }])
+    t.match((await sweeperA.store.readLog(carol, 0, 10)).map((entry) => JSON.parse(entry.event!)), [{ seq: 1, id: 'c1' }])
+    t.same(sink.arrivals.map(({ to, id, seq }) => [to, id, seq]).sort(), [[bob, 'm1', 1], [bob, 'm2', 2], [carol, 'c1', 1]], 'reported to the sweeper\'s sink')
+    await sweeperA.store.sweepRelay(sink, { graceMs: 0, everySlot: true })
+    t.equal(await sweeperA.store.head(bob), 2, 'a second sweep finds nothing to do')
+
+    // A receipt and a recall left behind too, then two processes sweeping at once.
+    await dead.store.receipt('read', bob, alice, 2, Date.now(), sink)
+    await dead.store.recall(alice, 'm1', Date.now(), 60_000, sink)
+    for (let i = 3; i <= 40; i++) await send(dead.store, alice, bob, `m${i}`)
+    await Promise.all([
+      sweeperA.store.sweepRelay(new RecordingSink(), { graceMs: 0, everySlot: true }),
+      sweeperB.store.sweepRelay(new RecordingSink(), { graceMs: 0, everySlot: true })
+    ])
+    await Promise.all([sweeperA.store.relayed(), sweeperB.store.relayed()])
+    const bobs = (await sweeperA.store.readLog(bob, 0, 100)).map((entry) => JSON.parse(entry.event!) as { seq: number, type: string, id: string })
+    // bob's own: m1, m2, his read receipt; then what alice's outbox held: the recall, m3..m40.
+    t.same(bobs.map((event) => event.seq), Array.from({ length: 42 }, (_, i) => i + 1), 'gapless, nothing twice')
+    t.same(bobs.filter((event) => event.type === 'message').map((event) => event.id), Array.from({ length: 40 }, (_, i) => `m${i + 1}`), 'every message once, in the order sent')
+    t.match(bobs[3], { type: 'recall', id: 'm1', messageSeq: 1 }, 'the recall after the messages before it')
+    const alices = (await sweeperA.store.readLog(alice, 0, 100)).map((entry) => JSON.parse(entry.event!) as { type: string })
+    t.equal(alices.filter((event) => event.type === 'receipt').length, 1, 'the receipt reached the sender once')
+    t.match((await sweeperA.store.conversations(alice, { limit: 1 })).conversations, [{ peer: bob, peerReadUpTo: 2 }])
+    t.match((await sweeperA.store.conversations(bob, { limit: 1 })).conversations, [{ peer: alice, unread: 38 }], 'unread: the recalled one no longer counts')
   })
 }
 

@@ -10,6 +10,7 @@ import { startServerProcess, modesUnderTest, REDIS_BASE } from './helpers/server
 import { connectDevice, inboxOf, type Device } from './helpers/devices.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { apiFor } from './helpers/rest.ts'
+import { redisKeys } from '../history/redis-group-keys.ts'
 
 const nestedArrays = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth)
 const nestedObjects = (depth: number): string => '{"a":'.repeat(depth) + '1' + '}'.repeat(depth)
@@ -100,10 +101,10 @@ for (const mode of modesUnderTest()) {
         const dave = uniqueUser('dave')
         const unlucky = await connectDevice({ url: server.mqttUrl, userId: dave, deviceId: 'phone' })
         t.teardown(() => unlucky.end(true))
-        await redis.set(`inboxd:h:${dave}:seq`, 'not-a-number')
+        await redis.set(redisKeys(false).member(dave, 'seq'), 'not-a-number')
         t.equal(await publishOutcome(unlucky, inboxOf(bob), payload('broken', '"x"')), 'acked', 'PUBACKed')
         t.match((await unlucky.waitForErrors(1))[0], { code: 'internal_error', id: 'broken', topic: inboxOf(bob) })
-        await redis.del(`inboxd:h:${dave}:seq`)
+        await redis.del(redisKeys(false).member(dave, 'seq'))
         await unlucky.send(bob, { id: 'mended', body: 'after the fix' })
         t.match(await receiver.waitForMatching((event) => event.from === dave, 1), [{ id: 'mended' }], 'the device was never stuck: what it sends next is stored')
       })

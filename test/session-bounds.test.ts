@@ -14,6 +14,7 @@ import { connectDevice, errorsOf, inboxOf, type Device, type DeviceOptions } fro
 import { apiFor } from './helpers/rest.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { createClient, MemoryStorage, type MessageEvent } from '../client-sdk/src/index.ts'
+import { redisKeys } from '../history/redis-group-keys.ts'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -166,7 +167,7 @@ for (const mode of modesUnderTest()) {
         // What a process that died between dropping the cursor and removing the subscriptions leaves.
         const redis = new Redis(`${REDIS_BASE}/1`)
         t.teardown(() => redis.disconnect())
-        t.equal(await redis.hdel(`inboxd:h:${erin}:cur`, 'e'), 1)
+        t.equal(await redis.hdel(redisKeys(false).member(erin, 'cur'), 'e'), 1)
         const back = await device(erin, 'e', { subscribe: false })
         t.equal(back.sessionPresent, true, 'its subscriptions were still stored')
         const next = await sendTo(erin)
