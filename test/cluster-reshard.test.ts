@@ -70,5 +70,6 @@ t.test('moving alice\'s slot, then bob\'s, while messages flow: nothing lost, no
   t.same(phone.seqConflicts, [], 'no seq bob\'s device saw was given to another event')
   const onDevice = new Set([...phone.bySeq.values()].map((event) => event.id))
   t.same(ids.filter((id) => !onDevice.has(id)), [], 'bob\'s device received every message')
+  if (process.env.TEST_LOG !== undefined) t.comment(serverProblems(server, 40))
   t.comment(`bob's device: ${phone.deliveries} deliveries for ${phone.bySeq.size} seqs; sender reconnected ${sender.connects - 1}×, bob ${phone.connects - 1}×`)
 })

@@ -25,7 +25,8 @@ export interface SteadyDevice {
   end (): Promise<void>
 }
 
-export async function connectSteady (url: string, userId: string, deviceId: string): Promise<SteadyDevice> {
+/** `inbox: false`: only the device's errors topic (a sender that need not receive its own copies). */
+export async function connectSteady (url: string, userId: string, deviceId: string, options: { inbox?: boolean } = {}): Promise<SteadyDevice> {
   const client = mqtt.connect(url, {
     clientId: `${userId}:${deviceId}`,
     username: userId,
@@ -72,6 +73,6 @@ export async function connectSteady (url: string, userId: string, deviceId: stri
     else if (first.id !== event.id || first.type !== event.type) device.seqConflicts.push({ seq: event.seq, first: first.id, later: event.id })
   })
   await new Promise<void>((resolve) => client.once('connect', () => resolve()))
-  await client.subscribeAsync([inboxOf(userId), errorsOf(userId, deviceId)], { qos: 1 })
+  await client.subscribeAsync([...options.inbox === false ? [] : [inboxOf(userId)], errorsOf(userId, deviceId)], { qos: 1 })
   return device
 }
