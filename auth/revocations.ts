@@ -7,9 +7,13 @@
 //   - a device (admin): MQTT connections of `<user>:<device>` with a token
 //     issued before the mark. (REST calls carry no device; revoke the user.)
 // The marks live in Redis (or LevelDB embedded), so restarts and other
-// processes see them; cutting live connections is broker/kick.ts's job.
+// processes see them; cutting live connections is broker/kick.ts's job
+// (told through storage/cluster-signal.ts: classic pub/sub, which a Redis
+// Cluster broadcasts to every node; a lost kick is caught at the next CONNECT).
 import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../storage/redis-client.ts'
+import { ownerKey, userTag } from '../storage/redis-keys.ts'
+import { isCluster } from '../storage/redis-connection.ts'
 import { ClassicLevel } from 'classic-level'
 
 /** Tokens without `exp` are remembered as revoked this long. */
@@ -41,29 +45,52 @@ export function tokenHash (token: string): string {
 // refused too (safer than letting one issued just before the mark through).
 const issuedBefore = (facts: TokenFacts, mark: string | null | undefined): boolean => mark !== null && mark !== undefined && (facts.iat ?? 0) <= Number(mark)
 
-const P = 'inboxd:rv:'
+// Redis keys, on the user's own slot (so one MGET reads them on a cluster too):
+//   inboxd:rv:{u:<user>}:t:<sha256 of the token>   a logged-out token, until it expires
+//   inboxd:rv:{u:<user>}:u                         the user's mark (seconds)
+//   inboxd:rv:{u:<user>}:d:<device>                a device's mark (seconds)
+const tokenKey = (facts: TokenFacts): string => ownerKey('rv', userTag(facts.sub), `t:${tokenHash(facts.token)}`)
+const userKey = (user: string): string => ownerKey('rv', userTag(user), 'u')
+const deviceKey = (user: string, device: string): string => ownerKey('rv', userTag(user), `d:${device}`)
+
+/** The names before #20 (one Redis): still read with `legacy`, so an upgrade revives no revoked token. */
+const LEGACY = 'inboxd:rv:'
+const legacyKeys = (facts: TokenFacts, device?: string): string[] =>
+  [`${LEGACY}t:${tokenHash(facts.token)}`, `${LEGACY}u:${facts.sub}`, ...(device === undefined ? [] : [`${LEGACY}d:${facts.sub}:${device}`])]
+
+export interface RedisRevocationsOptions {
+  /** Also read the old names (in the same MGET): by default on one Redis, which may hold them; never on a cluster. */
+  legacy?: boolean
+}
 
 export class RedisRevocations implements Revocations {
-  constructor (private readonly redis: Redis) {}
+  readonly #legacy: boolean
+
+  constructor (private readonly redis: RedisClient, options: RedisRevocationsOptions = {}) {
+    this.#legacy = options.legacy ?? !isCluster(redis)
+  }
 
   async isRevoked (facts: TokenFacts, device?: string): Promise<boolean> {
-    const keys = [`${P}t:${tokenHash(facts.token)}`, `${P}u:${facts.sub}`]
-    if (device !== undefined) keys.push(`${P}d:${facts.sub}:${device}`)
-    const [token, user, deviceMark] = await this.redis.mget(...keys)
-    return token !== null || issuedBefore(facts, user) || issuedBefore(facts, deviceMark)
+    const keys = [tokenKey(facts), userKey(facts.sub), ...(device === undefined ? [] : [deviceKey(facts.sub, device)])]
+    const marks = await this.redis.mget(...keys, ...(this.#legacy ? legacyKeys(facts, device) : []))
+    for (let i = 0; i < marks.length; i += keys.length) {
+      const [token, user, deviceMark] = marks.slice(i, i + keys.length)
+      if (token !== null || issuedBefore(facts, user) || issuedBefore(facts, deviceMark)) return true
+    }
+    return false
   }
 
   async revokeToken (facts: TokenFacts): Promise<void> {
     const ttl = facts.exp === undefined ? NO_EXP_KEEP_SECONDS : Math.max(1, facts.exp - Math.floor(Date.now() / 1000))
-    await this.redis.set(`${P}t:${tokenHash(facts.token)}`, '1', 'EX', ttl)
+    await this.redis.set(tokenKey(facts), '1', 'EX', ttl)
   }
 
   async revokeUser (user: string, at: number): Promise<void> {
-    await this.redis.set(`${P}u:${user}`, String(at))
+    await this.redis.set(userKey(user), String(at))
   }
 
   async revokeDevice (user: string, device: string, at: number): Promise<void> {
-    await this.redis.set(`${P}d:${user}:${device}`, String(at))
+    await this.redis.set(deviceKey(user, device), String(at))
   }
 
   async close (): Promise<void> {}

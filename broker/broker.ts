@@ -16,7 +16,7 @@ import { MemoryPresence } from '../presence/memory-presence.ts'
 import { correctStalePresence, type RetainedPresence } from '../presence/stale-presence.ts'
 import type { PresenceTracker } from '../presence/presence-tracker.ts'
 import type { PresenceVisibility } from '../presence/presence-visibility.ts'
-import type { HistoryStore } from '../history/history-store.ts'
+import type { CursorStore, LogStore } from '../history/history-store.ts'
 import { connectProblem, rememberKeepalive, type KeepaliveBounds } from './hooks/connect-rules.ts'
 import { publishEphemeral } from './ephemeral.ts'
 import { createAuthenticate, type VerifyToken } from './hooks/authenticate.ts'
@@ -49,7 +49,8 @@ export interface BrokerServices {
 
 export interface BrokerOptions {
   store: BrokerStore
-  history: HistoryStore
+  history: Pick<LogStore, 'readLog' | 'head'>
+  cursors: CursorStore
   /** Tells every process of new log events (durable delivery). */
   feed: LogFeed
   services: BrokerServices
@@ -169,6 +170,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
   const metrics = options.metrics
   inbox = new InboxDelivery(aedes, {
     history,
+    cursors: options.cursors,
     feed,
     retentionMs: options.backlogRetentionMs,
     log,

@@ -12,10 +12,12 @@
 // LogSink when it lands: on Redis by the relay (redis-relay.ts), usually
 // milliseconds after the call returned; in LevelDB in the same batch.
 //
-// Two implementations behave identically: redis-history.ts (atomic Lua
-// scripts on one user's slot, shared by every server process, on one Redis
-// or a cluster) and level-history.ts (embedded mode, one process, writes
-// serialised in-process).
+// Three stores, one interface each (LogStore, CursorStore, BlockStore), and
+// two implementations that behave identically: on Redis one class per store
+// (redis-log.ts: atomic Lua scripts on one user's slot, shared by every
+// server process, on one Redis or a cluster; redis-cursors.ts; redis-blocks.ts),
+// and embedded, one LevelDB serving all three (level-history.ts: one process,
+// writes serialised in-process, an append reading blocks in its transaction).
 import type { LogSink } from './log-sink.ts'
 
 export interface NewMessage {
@@ -90,10 +92,13 @@ export interface LogEntry {
   event: string | undefined
 }
 
-export interface HistoryStore {
+/** The per-user log: messages, receipts, recalls and notices, read as pages, conversations and the delivery queue. */
+export interface LogStore {
   appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult>
   receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number, sink: LogSink): Promise<ReceiptResult>
   recall (sender: string, id: string, now: number, windowMs: number, sink: LogSink): Promise<RecallResult>
+  /** Appends server notices (e.g. group read receipts) to users' logs: `{"seq":N,` + tail each; returns the events. */
+  appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>>
   /**
    * Completes the relays a dead process left (the other user's copies of writes older than
    * `graceMs`), reporting them to `sink`; returns how many users' relays it ran. Every process
@@ -116,15 +121,21 @@ export interface HistoryStore {
   /** The caller's seq of a message in the conversation with `peer`, found by its id (either side's). */
   seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined>
   unreadTotal (user: string): Promise<number>
+  /** Whether `user`'s log holds a 1:1 conversation with `peer`. */
+  hasConversation (user: string, peer: string): Promise<boolean>
 
-  // The log as the delivery queue. A device's persistent session is a cursor:
-  // the highest seq of its user's log it has acknowledged. Live delivery and
-  // the reconnect drain read the log from cursor + 1.
+  // The log as the delivery queue: live delivery and the reconnect drain read it from a cursor + 1.
 
   /** The user's latest seq (0 for a user with no events). */
   head (user: string): Promise<number>
   /** Up to `limit` log entries with seq > `after`, oldest first (retention may have removed older ones). */
   readLog (user: string, after: number, limit: number): Promise<LogEntry[]>
+
+  close (): Promise<void>
+}
+
+/** Device cursors: a persistent session is the highest seq of its user's log the device has acknowledged. */
+export interface CursorStore {
   /** The device's cursor, or undefined when it holds no persistent inbox session. */
   cursor (user: string, device: string): Promise<number | undefined>
   /**
@@ -134,14 +145,17 @@ export interface HistoryStore {
    * connected to any process; never a connected one, so while all are connected the bound is exceeded.
    */
   openCursor (user: string, device: string): Promise<OpenedCursor>
-  /** Moves existing cursors forward (never back): one write for the whole batch. A cursor that is gone (dropped, evicted) stays gone. */
+  /** Moves existing cursors forward (never back): one write per slot for the whole batch. A cursor that is gone (dropped, evicted) stays gone. */
   saveCursors (cursors: DeviceCursor[]): Promise<void>
   /** Forgets the device's cursor (its session was discarded). */
   dropCursor (user: string, device: string): Promise<void>
+}
 
-  // Blocking (messaging/block-service.ts). Kept beside the logs, so that an append
-  // withholds a blocked sender's message in the same atomic step.
-
+/**
+ * Blocking (messaging/block-service.ts). Kept in the blocker's own keys, where the
+ * log store reads it when a blocked sender's message would land (it is withheld).
+ */
+export interface BlockStore {
   /**
    * `blocker` blocks `user`; returns since when (the first time, if already blocked),
    * or 'limit' when `user` is not blocked yet and `blocker` already blocks `limit` users (0: no limit).
@@ -152,13 +166,13 @@ export interface HistoryStore {
   /** Whom `blocker` blocked, most recent first. */
   blocked (blocker: string): Promise<Array<{ user: string, since: number }>>
   isBlocked (blocker: string, user: string): Promise<boolean>
-  /** Whether `user`'s log holds a 1:1 conversation with `peer`. */
-  hasConversation (user: string, peer: string): Promise<boolean>
+}
 
-  /** Appends server notices (e.g. group read receipts) to users' logs: `{"seq":N,` + tail each; returns the events. */
-  appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>>
-
-  close (): Promise<void>
+/** The three stores of one storage mode, opened together (they share the users' keys). */
+export interface HistoryStores {
+  log: LogStore
+  cursors: CursorStore
+  blocks: BlockStore
 }
 
 /** Whether old events of a user's log may go: retention removes events up to this seq only (the archive answers "what is archived"). */

@@ -17,7 +17,7 @@
 import { ClassicLevel } from 'classic-level'
 import type { LogRetentionHook, Notice } from './history-store.ts'
 import type { LogSink } from './log-sink.ts'
-import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, LogEntry, LogMeta, LogStore, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG, seqFromIdRecords } from './history-store.ts'
 import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
 import { countBeforeCounter, GroupCommit, type Transaction } from './level-group-commit.ts'
@@ -75,7 +75,7 @@ function putEvent (tx: Transaction, user: string, meta: LogMeta, event: string):
   tx.put(evKey(user, meta.seq), `${formatMeta(meta)}\n${event}`)
 }
 
-export class LevelHistory implements HistoryStore {
+export class LevelHistory implements LogStore, CursorStore, BlockStore {
   readonly #db: ClassicLevel<string, string>
   readonly #keepMs: number
   readonly #commit: GroupCommit

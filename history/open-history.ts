@@ -5,20 +5,27 @@
 import { join } from 'node:path'
 import type { Config } from '../config/config.ts'
 import type { BrokerStore } from '../storage/broker-store.ts'
-import type { HistoryStore } from './history-store.ts'
-import { RedisHistory } from './redis-history.ts'
+import type { HistoryStores } from './history-store.ts'
+import { RedisLog } from './redis-log.ts'
+import { RedisCursors } from './redis-cursors.ts'
+import { RedisBlocks } from './redis-blocks.ts'
 import { LevelHistory } from './level-history.ts'
 import type { GroupStore } from './group-store.ts'
 import { RedisGroups } from './redis-groups.ts'
 import type { PresenceRegistry } from '../presence/presence-registry.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
+import { ReplicaGate } from '../storage/replication.ts'
 
-export async function openHistory (config: Config, store: BrokerStore, presence: PresenceRegistry): Promise<{ history: HistoryStore, groups: GroupStore }> {
+export async function openHistory (config: Config, store: BrokerStore, presence: PresenceRegistry): Promise<HistoryStores & { groups: GroupStore }> {
   const maxPerUser = config.limits.sessionsPerUser
   if (store.redis !== undefined) {
+    // REDIS_WAIT_REPLICAS: one gate (one WAIT per connection in flight) for every write acknowledged.
+    const replicas = new ReplicaGate(store.redis, config.replication)
     return {
-      history: new RedisHistory(store.redis, { keepMs: config.historyRetentionMs, maxSessionsPerUser: maxPerUser }),
-      groups: new RedisGroups(store.redis, config.historyRetentionMs)
+      log: new RedisLog(store.redis, { keepMs: config.historyRetentionMs, replicas }),
+      cursors: new RedisCursors(store.redis, { maxSessionsPerUser: maxPerUser }),
+      blocks: new RedisBlocks(store.redis),
+      groups: new RedisGroups(store.redis, { keepMs: config.historyRetentionMs, replicas })
     }
   }
   if (!(presence instanceof MemoryPresence)) throw new Error('embedded mode keeps presence in this process')
@@ -27,5 +34,6 @@ export async function openHistory (config: Config, store: BrokerStore, presence:
     isConnected: (user, clientId) => presence.connectedNow(user, clientId)
   }, { sync: config.durability === 'disk' })
   // Groups share the history database: a group event and its member entries land in one batch.
-  return { history, groups: history.groups() }
+  // One database serves the log, cursors and blocks: an append reads blocks in its own transaction.
+  return { log: history, cursors: history, blocks: history, groups: history.groups() }
 }

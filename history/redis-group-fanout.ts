@@ -14,6 +14,7 @@ import { bySlot } from '../storage/redis-keys.ts'
 import type { LogSink } from './log-sink.ts'
 import type { GroupKeys } from './redis-group-keys.ts'
 import { FANOUT_DONE, FANOUT_READ, MEMBER_APPLY } from './redis-group-scripts.ts'
+import type { ReplicaGate } from '../storage/replication.ts'
 import { memberEntry, membershipChange, parseGroupEvent, type StoredGroupEvent } from './group-events.ts'
 
 type Reply = Array<string | number>
@@ -43,7 +44,11 @@ export class RedisGroupFanOut {
   readonly #runs = new Map<string, Run>()
   #sweepFrom = 0
 
-  constructor (redis: RedisClient, keys: GroupKeys) {
+  readonly #replicas: Pick<ReplicaGate, 'after'> | undefined
+
+  /** `replicas`: members' copies count as fanned out only once their replicas hold them (else a failover could lose them). */
+  constructor (redis: RedisClient, keys: GroupKeys, replicas?: Pick<ReplicaGate, 'after'>) {
+    this.#replicas = replicas
     redis.defineCommand('groupFanoutRead', { numberOfKeys: 4, lua: FANOUT_READ })
     redis.defineCommand('groupFanoutDone', { numberOfKeys: 4, lua: FANOUT_DONE })
     defineVariadicScript(redis, 'groupMemberApply', MEMBER_APPLY)
@@ -164,6 +169,7 @@ export class RedisGroupFanOut {
     const keys = batch.flatMap((user) => names.map((name) => this.#keys.member(user, name)))
     const args = batch.flatMap((user) => [counts.get(user)!, ...items.get(user)!])
     const reply = await this.#redis.groupMemberApply(keys.length, ...keys, group, batch.length, ...args)
+    await this.#replicas?.after(keys[0]!)
     const byGseq = new Map<number, Array<[string, number]>>()
     for (let i = 0; i < reply.length; i += 3) {
       const user = batch[Number(reply[i]) - 1]!

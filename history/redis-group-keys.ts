@@ -1,6 +1,6 @@
 // Key names of the Redis history and group stores, in one place. A group's
 // keys share `{g:<group>}` (one slot: every group script declares only
-// those); a user's log keys share `{u:<user>}` (history/redis-history.ts);
+// those); a user's log keys share `{u:<user>}` (history/redis-log.ts, redis-cursors.ts, redis-blocks.ts);
 // the indexes of pending work (group fan-outs, 1:1 relays) sit in the slot of
 // the owner they list: one index per slot on a cluster, one key on a single Redis.
 //   inboxd:g:{g:<group>}:<name>   inboxd:h:{u:<user>}:<name>

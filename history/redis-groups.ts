@@ -13,6 +13,7 @@ import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { RedisGroupFanOut } from './redis-group-fanout.ts'
 import { groupEventTail, groupEventTemplate, groupReadReceiptTail, type GroupEvent, type GroupMessageEvent } from './group-events.ts'
 import type { LogSink } from './log-sink.ts'
+import type { ReplicaGate } from '../storage/replication.ts'
 
 type Reply = Array<string | number | null>
 
@@ -40,6 +41,8 @@ export interface RedisGroupsOptions {
   fastPath?: boolean
   /** A background fan-out failed (the sweeper retries it). */
   onError?: (error: unknown) => void
+  /** REDIS_WAIT_REPLICAS: a group write is acknowledged (and a member's copy counted as fanned out) only once replicas hold it. */
+  replicas?: Pick<ReplicaGate, 'after'>
 }
 
 export class RedisGroups implements GroupStore {
@@ -51,9 +54,11 @@ export class RedisGroups implements GroupStore {
   readonly #onError: (error: unknown) => void
   readonly #fanOut: RedisGroupFanOut
   readonly #perSlot: boolean
+  readonly #replicas: Pick<ReplicaGate, 'after'>
 
   constructor (redis: RedisClient, options: RedisGroupsOptions | number = {}) {
-    const { keepMs = 0, keys = redisKeys(redis.isCluster), retention = REMOVE_PAST_RETENTION, fastPath = true, onError = () => {} } = typeof options === 'number' ? { keepMs: options } : options
+    const { keepMs = 0, keys = redisKeys(redis.isCluster), retention = REMOVE_PAST_RETENTION, fastPath = true, onError = () => {}, replicas = { after: async () => {} } } = typeof options === 'number' ? { keepMs: options } : options
+    this.#replicas = replicas
     this.#keepMs = keepMs
     this.#keys = keys
     this.#retention = retention
@@ -69,7 +74,7 @@ export class RedisGroups implements GroupStore {
     redis.defineCommand('groupMemberRead', { numberOfKeys: 5, lua: MEMBER_READ })
     redis.defineCommand('groupMemberReserve', { numberOfKeys: 2, lua: MEMBER_RESERVE })
     this.#redis = redis as RedisClient & ScriptedRedis
-    this.#fanOut = new RedisGroupFanOut(redis, keys)
+    this.#fanOut = new RedisGroupFanOut(redis, keys, replicas)
   }
 
   #g (group: string, ...names: string[]): string[] {
@@ -125,6 +130,7 @@ export class RedisGroups implements GroupStore {
       await this.#release(group.id, reserved)
       throw new Error(`group ${group.id} exists`)
     }
+    await this.#replicas.after(this.#keys.group(group.id, 'seq'))
     await this.#fanOutNow(group.id, sink)
     return { gseq: Number(reply[1]) }
   }
@@ -150,6 +156,7 @@ export class RedisGroups implements GroupStore {
       await this.#release(id, reserved)
       return 'stale'
     }
+    await this.#replicas.after(this.#keys.group(id, 'seq'))
     await this.#fanOutNow(id, sink)
     return { gseq: Number(reply[1]) }
   }
@@ -165,6 +172,7 @@ export class RedisGroups implements GroupStore {
     const reply = await this.#redis.groupMessage(...this.#g(group, 'm', 'seq', 'ev', 'gids', 'fanned', 'fm'), this.#keys.pending(group),
       group, from, id, pre, post, Date.now())
     if (reply[0] === 'not_a_member') return { status: 'not_a_member' }
+    await this.#replicas.after(this.#keys.group(group, 'seq'))
     const gseq = Number(reply[1])
     if (!this.#fastPath) return reply[0] === 'duplicate' ? { status: 'duplicate', senderEvent: undefined } : { status: 'stored', gseq, senderEvent: undefined }
     const run = this.#fanOut.run(group, sink, { member: from, gseq })

@@ -1,15 +1,23 @@
 // The relay on Redis: the step after a write in one user's slot that takes
 // what it means for other users (a 1:1 message's recipient copy, a receipt
-// for the peer, a recall) to their logs. The writer's outbox is the queue: a
-// run reads the items past `obdone`, groups them by target, applies them with
-// one RELAY_APPLY per target slot (all targets in one call on a single
-// Redis), reports each appended event to the LogSink, then moves `obdone`.
-// The target's mark of the highest item applied per origin makes a repeat
-// harmless and keeps order, so runs may overlap: the writing process starts
-// one at once (the fast path, after the writer's call has returned), and
-// every process sweeps the pending index for what a dead process left.
+// for the peer, a recall) to their logs. The writer's outbox is the queue.
+//
+// Fast path: the process that wrote knows the item it just queued. Items of
+// one event-loop turn, from every writer, are applied together (one
+// RELAY_APPLY per target slot: one call for all on a single Redis) and then
+// marked done (one RELAY_DONE per writer slot), a batch at a time: under
+// load a batch holds many messages, so the relay costs a fraction of a
+// script per message. An item takes the fast path only when every earlier
+// item of its writer is done or in this process's batches; otherwise (and
+// for what a dead process left, found by the sweeper) a run reads the
+// outbox from its `obdone` and applies it in order.
+//
+// The target's mark of the highest item applied per origin keeps order, and
+// what is already in the target's log makes a repeat harmless, so batches,
+// runs and sweeps on any process may overlap.
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
 import { bySlot } from '../storage/redis-keys.ts'
+import type { ReplicaGate } from '../storage/replication.ts'
 import type { LogSink } from './log-sink.ts'
 import { receiptTail, recallTemplate, tailOf, tombstoneTail } from './events.ts'
 import type { ReceiptKind } from './history-store.ts'
@@ -28,40 +36,41 @@ interface RelayRedis {
   relayDone (...args: Array<string | number>): Promise<number>
 }
 
-/** Outbox items read per round. */
+/** Outbox items read per round of a run. */
 const ROUND = 200
 
-/** One outbox item, decoded, with the bytes it will append (the seq is the target's). */
-type Item =
-  | { no: number, kind: 'm', to: string, id: string, ts: number, senderSeq: number, tail: string, newConversation: boolean }
-  | { no: number, kind: 'r', to: string, id: string, ts: number, receipt: ReceiptKind, upTo: number, tail: string }
-  | { no: number, kind: 'x', to: string, id: string, ts: number, messageTs: number, pre: string, post: string, tombstone: string }
+/** One outbox item, with the bytes it will append (the seq is the target's). */
+export type RelayItem =
+  | { origin: string, no: number, kind: 'm', to: string, id: string, ts: number, senderSeq: number, tail: string, newConversation: boolean }
+  | { origin: string, no: number, kind: 'r', to: string, id: string, ts: number, receipt: ReceiptKind, upTo: number, tail: string }
+  | { origin: string, no: number, kind: 'x', to: string, id: string, ts: number, messageTs: number, pre: string, post: string, tombstone: string }
 
-function decode (no: number, origin: string, text: string, stored: string): Item | undefined {
+type Fields<K extends RelayItem['kind']> = Omit<Extract<RelayItem, { kind: K }>, 'origin' | 'no' | 'kind' | 'tail' | 'pre' | 'post' | 'tombstone'>
+
+/** The items a writer queues, built from what it knows (the same bytes a run rebuilds from the outbox). */
+export const relayItem = {
+  message: (origin: string, no: number, fields: Fields<'m'> & { tail: string }): RelayItem => ({ origin, no, kind: 'm', ...fields }),
+  receipt: (origin: string, no: number, fields: Fields<'r'>): RelayItem =>
+    ({ origin, no, kind: 'r', ...fields, tail: receiptTail(fields.receipt, origin, origin, fields.upTo, fields.id, fields.ts) }),
+  recall: (origin: string, no: number, fields: Fields<'x'>): RelayItem =>
+    ({ origin, no, kind: 'x', ...fields, ...recallTemplate(fields.id, origin, fields.to, fields.ts), tombstone: tombstoneTail(fields.id, origin, fields.to, fields.messageTs, fields.ts) })
+}
+
+/** An outbox item as stored (`kind|to|…`), with the sender's stored event for a message. */
+function decode (origin: string, no: number, text: string, stored: string): RelayItem | undefined {
   const f = text.split('|')
   const to = f[1]!
   if (f[0] === 'm') {
     // Gone: retention never trims what the outbox still needs, so only damaged data gets here.
     if (stored === '') return undefined
-    return { no, kind: 'm', to, senderSeq: Number(f[2]), id: f[3]!, ts: Number(f[4]), tail: tailOf(stored), newConversation: f[5] === '1' }
+    return relayItem.message(origin, no, { to, senderSeq: Number(f[2]), id: f[3]!, ts: Number(f[4]), tail: tailOf(stored), newConversation: f[5] === '1' })
   }
-  if (f[0] === 'r') {
-    const receipt = f[2] as ReceiptKind
-    const upTo = Number(f[3])
-    const id = f[4]!
-    const ts = Number(f[5])
-    return { no, kind: 'r', to, id, ts, receipt, upTo, tail: receiptTail(receipt, origin, origin, upTo, id, ts) }
-  }
-  if (f[0] === 'x') {
-    const id = f[2]!
-    const messageTs = Number(f[3])
-    const ts = Number(f[4])
-    return { no, kind: 'x', to, id, ts, messageTs, ...recallTemplate(id, origin, to, ts), tombstone: tombstoneTail(id, origin, to, messageTs, ts) }
-  }
+  if (f[0] === 'r') return relayItem.receipt(origin, no, { to, receipt: f[2] as ReceiptKind, upTo: Number(f[3]), id: f[4]!, ts: Number(f[5]) })
+  if (f[0] === 'x') return relayItem.recall(origin, no, { to, id: f[2]!, messageTs: Number(f[3]), ts: Number(f[4]) })
   return undefined
 }
 
-function args (item: Item): Array<string | number> {
+function args (item: RelayItem): Array<string | number> {
   switch (item.kind) {
     case 'm': return [item.no, 'm', item.ts, item.id, item.senderSeq, '', item.tail, '']
     case 'r': return [item.no, 'r', item.ts, item.id, item.receipt, item.upTo, item.tail, '']
@@ -71,20 +80,75 @@ function args (item: Item): Array<string | number> {
 
 interface Run { sink: LogSink, current: Promise<void>, again: { promise: Promise<void>, resolve: () => void, reject: (e: unknown) => void } | undefined }
 
+interface Batch { items: Array<{ item: RelayItem, sink: LogSink }>, done: Promise<void>, resolve: () => void }
+
 export class RedisRelay {
   readonly #redis: RelayRedis & RedisClient
   readonly #keys: RelayKeys
   readonly #perSlot: boolean
+  readonly #replicas: Pick<ReplicaGate, 'after'> | undefined
+  readonly #onError: (error: unknown) => void
   readonly #runs = new Map<string, Run>()
+  /** Per writer: the highest item this process has applied or queued with every earlier one (the fast path's condition). */
+  readonly #ahead = new Map<string, number>()
+  #next: Batch | undefined
+  #flushing: Promise<void> = Promise.resolve()
   #sweepFrom = 0
 
-  constructor (redis: RedisClient, keys: RelayKeys) {
+  /**
+   * `replicas`: an item is marked done only once the target's replicas hold its copy (else a failover
+   * could lose it). `onError`: a batch failed; its writers' items are left to a run (the sweeper retries).
+   */
+  constructor (redis: RedisClient, keys: RelayKeys, { replicas, onError = () => {} }: { replicas?: Pick<ReplicaGate, 'after'>, onError?: (error: unknown) => void } = {}) {
     redis.defineCommand('relayRead', { numberOfKeys: 4, lua: RELAY_READ })
     defineVariadicScript(redis, 'relayApply', RELAY_APPLY)
-    redis.defineCommand('relayDone', { numberOfKeys: 4, lua: RELAY_DONE })
+    defineVariadicScript(redis, 'relayDone', RELAY_DONE)
     this.#redis = redis as RelayRedis & RedisClient
     this.#keys = keys
     this.#perSlot = redis.isCluster
+    this.#replicas = replicas
+    this.#onError = onError
+  }
+
+  /**
+   * A writer queued `item` in its outbox, whose `obdone` was `done` at that moment: relay it now.
+   * Resolves once it is in its target's log (or left to a run, which then has it).
+   */
+  relay (item: RelayItem, done: number, sink: LogSink): Promise<void> {
+    const ahead = Math.max(done, this.#ahead.get(item.origin) ?? 0)
+    if (item.no !== ahead + 1 || this.#runs.has(item.origin)) return this.run(item.origin, sink)
+    this.#ahead.set(item.origin, item.no)
+    if (this.#next === undefined) {
+      let resolve!: () => void
+      const done = new Promise<void>((res) => { resolve = res })
+      const batch: Batch = { items: [], done, resolve }
+      this.#next = batch
+      // Every item of this turn joins; the batch starts once the one before it has finished.
+      queueMicrotask(() => {
+        this.#flushing = this.#flushing.then(() => {
+          if (this.#next === batch) this.#next = undefined
+          return this.#flush(batch)
+        })
+      })
+    }
+    this.#next.items.push({ item, sink })
+    return this.#next.done
+  }
+
+  async #flush (batch: Batch): Promise<void> {
+    const origins = [...new Set(batch.items.map(({ item }) => item.origin))]
+    try {
+      await this.#apply(batch.items)
+      await this.#done(origins.map((origin) => [origin, Math.max(...batch.items.filter(({ item }) => item.origin === origin).map(({ item }) => item.no))]))
+    } catch (error) {
+      this.#onError(error)
+      // Whatever this batch did not finish, a run finishes from the outbox.
+      for (const origin of origins) this.#ahead.delete(origin)
+      for (const origin of origins) this.run(origin, batch.items.find(({ item }) => item.origin === origin)!.sink).catch(this.#onError)
+    } finally {
+      for (const origin of origins) if (this.#ahead.get(origin) === Math.max(...batch.items.filter(({ item }) => item.origin === origin).map(({ item }) => item.no))) this.#ahead.delete(origin)
+      batch.resolve()
+    }
   }
 
   /**
@@ -97,7 +161,8 @@ export class RedisRelay {
     if (run === undefined) {
       const fresh: Run = { sink, current: Promise.resolve(), again: undefined }
       this.#runs.set(origin, fresh)
-      fresh.current = this.#loop(origin, fresh).finally(() => this.#next(origin))
+      // After the batches already queued: they may hold this origin's earlier items.
+      fresh.current = this.#flushing.then(() => this.#loop(origin, fresh)).finally(() => this.#nextRun(origin))
       return fresh.current
     }
     if (run.again === undefined) {
@@ -110,7 +175,7 @@ export class RedisRelay {
     return run.again.promise
   }
 
-  #next (origin: string): void {
+  #nextRun (origin: string): void {
     const run = this.#runs.get(origin)!
     const again = run.again
     if (again === undefined) {
@@ -118,13 +183,17 @@ export class RedisRelay {
       return
     }
     run.again = undefined
-    run.current = this.#loop(origin, run).finally(() => this.#next(origin))
+    run.current = this.#loop(origin, run).finally(() => this.#nextRun(origin))
     run.current.then(again.resolve, again.reject)
   }
 
-  /** Resolves once every run in this process (and any queued behind it) has ended. */
+  /** Resolves once every batch and run in this process (and any queued behind them) has ended. */
   async idle (): Promise<void> {
-    while (this.#runs.size > 0) await Promise.allSettled([...this.#runs.values()].map((run) => run.again?.promise ?? run.current))
+    for (;;) {
+      const pending = [this.#flushing, ...(this.#next === undefined ? [] : [this.#next.done]), ...[...this.#runs.values()].map((run) => run.again?.promise ?? run.current)]
+      await Promise.allSettled(pending)
+      if (this.#next === undefined && this.#runs.size === 0 && pending[0] === this.#flushing) return
+    }
   }
 
   async #loop (origin: string, run: Run): Promise<void> {
@@ -133,47 +202,60 @@ export class RedisRelay {
       const reply = await this.#redis.relayRead(key('obdone'), key('obseq'), key('ob'), key('ev'), ROUND)
       const done = Number(reply[0])
       const head = Number(reply[1])
-      const items: Item[] = []
+      const items: RelayItem[] = []
       for (let i = 2; i < reply.length; i += 2) {
-        const item = decode(done + i / 2, origin, String(reply[i]), String(reply[i + 1]))
+        const item = decode(origin, done + i / 2, String(reply[i]), String(reply[i + 1]))
         if (item !== undefined) items.push(item)
       }
       const upTo = done + (reply.length - 2) / 2
-      await this.#apply(origin, items, run.sink)
-      await this.#redis.relayDone(key('obdone'), key('ob'), key('obseq'), this.#keys.pending(origin), origin, upTo)
+      await this.#apply(items.map((item) => ({ item, sink: run.sink })))
+      await this.#done([[origin, upTo]])
       if (upTo >= head) return
     }
   }
 
-  async #apply (origin: string, items: Item[], sink: LogSink): Promise<void> {
-    const byTarget = new Map<string, Item[]>()
-    for (const item of items) {
-      let list = byTarget.get(item.to)
-      if (list === undefined) byTarget.set(item.to, list = [])
-      list.push(item)
+  /** One RELAY_APPLY per target slot (one for all on a single Redis), blocks of (target, origin) in item order. */
+  async #apply (entries: Array<{ item: RelayItem, sink: LogSink }>): Promise<void> {
+    if (entries.length === 0) return
+    const blocks = new Map<string, { target: string, origin: string, entries: Array<{ item: RelayItem, sink: LogSink }> }>()
+    for (const entry of entries) {
+      const id = `${entry.item.to}\n${entry.item.origin}`
+      let block = blocks.get(id)
+      if (block === undefined) blocks.set(id, block = { target: entry.item.to, origin: entry.item.origin, entries: [] })
+      block.entries.push(entry)
     }
-    const targets = [...byTarget.keys()]
-    const batches = this.#perSlot ? bySlot(targets, (user) => this.#keys.user(user, 'seq')) : [targets]
+    const all = [...blocks.values()]
+    const batches = this.#perSlot ? bySlot(all, ({ target }) => this.#keys.user(target, 'seq')) : [all]
     await Promise.all(batches.map(async (batch) => {
-      const keys = batch.flatMap((target) => [
+      const keys = batch.flatMap(({ target, origin }) => [
         ...RELAY_TARGET_KEYS.map((name) => this.#keys.user(target, name)),
         this.#keys.user(target, `c:${origin}`),
         this.#keys.user(target, `in:${origin}`)
       ])
-      const argv = batch.flatMap((target) => { const list = byTarget.get(target)!; return [list.length, ...list.flatMap(args)] })
-      const reply = await this.#redis.relayApply(keys.length, ...keys, origin, batch.length, ...argv)
+      const argv = batch.flatMap(({ origin, entries: list }) => [origin, list.length, ...list.flatMap(({ item }) => args(item))])
+      const reply = await this.#redis.relayApply(keys.length, ...keys, batch.length, ...argv)
+      await this.#replicas?.after(keys[0]!)
       for (let i = 0; i < reply.length; i += 4) {
-        const target = batch[Number(reply[i]) - 1]!
+        const block = batch[Number(reply[i]) - 1]!
         const no = Number(reply[i + 1])
         const seq = Number(reply[i + 2])
-        const item = byTarget.get(target)!.find((candidate) => candidate.no === no)!
+        const { item, sink } = block.entries.find((candidate) => candidate.item.no === no)!
         if (item.kind === 'x') {
-          sink.appended(target, `{"seq":${seq},${item.pre}${Number(reply[i + 3])}${item.post}`)
+          sink.appended(item.to, `{"seq":${seq},${item.pre}${Number(reply[i + 3])}${item.post}`)
           continue
         }
-        sink.appended(target, `{"seq":${seq},${item.tail}`)
-        if (item.kind === 'm') sink.arrived({ from: origin, to: target, id: item.id, seq, ...(item.newConversation ? { newConversation: true } : {}) })
+        sink.appended(item.to, `{"seq":${seq},${item.tail}`)
+        if (item.kind === 'm') sink.arrived({ from: item.origin, to: item.to, id: item.id, seq, ...(item.newConversation ? { newConversation: true } : {}) })
       }
+    }))
+  }
+
+  /** Marks each origin's items up to its number done: one RELAY_DONE per origin slot (one for all on a single Redis). */
+  async #done (marks: Array<[string, number]>): Promise<void> {
+    const batches = this.#perSlot ? bySlot(marks, ([origin]) => this.#keys.user(origin, 'obdone')) : [marks]
+    await Promise.all(batches.map((batch) => {
+      const keys = batch.flatMap(([origin]) => [this.#keys.user(origin, 'obdone'), this.#keys.user(origin, 'ob'), this.#keys.user(origin, 'obseq'), this.#keys.pending(origin)])
+      return this.#redis.relayDone(keys.length, ...keys, ...batch.flatMap(([origin, upTo]) => [origin, upTo]))
     }))
   }
 

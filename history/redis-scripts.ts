@@ -4,15 +4,15 @@
 // processes, on one Redis or a cluster. What a write means for another user
 // (the recipient's copy, the peer's receipt, a recall) goes into the writer's
 // outbox in the same script; the relay (redis-relay.ts) applies it to the
-// other user's log with RELAY_APPLY, where a per-origin mark makes a repeat
-// harmless. Event JSON is made in Node (history/events.ts); scripts only put
+// other user's log with RELAY_APPLY, where a per-origin mark keeps order and
+// what is already there makes a repeat harmless. Event JSON is made in Node (history/events.ts); scripts only put
 // seq numbers into it. Keys of a user:
 //   seq    counter              ev     hash  seq -> event JSON
 //   log    zset seq -> meta     c:<peer>   zset of message seqs in a 1:1 conversation
 //   in:<peer>  zset of incoming, unrecalled message seqs (unread counting)
 //   convs  zset peer by last message seq
 //   ids    hash  id -> `senderSeq|0|to|ts|flag` (the sender's idempotency and recall)
-//   rids   hash  `<from>|<id>` -> seq (a received message's seq here: recall, seqOfMessage)
+//   rids   hash  `<from>|<id>` -> seq of a received message here (0: withheld by a block; -seq: recalled)
 //   read / dlv       hash peer -> own mark (own seq space)
 //   readby / dlvby   hash peer -> how far the peer got (own seq space)
 //   blocks hash  blocked user -> since (ms)
@@ -30,8 +30,8 @@ end
 `
 
 /**
- * KEYS: ids, ev, log, seq, c:<to>, convs, ob, obseq, pending. ARGV: from, to, id, ts, keepMs, tail, now.
- * Returns {'stored', senderSeq, newConversation}, {'duplicate', senderEvent} or {'conflict'}.
+ * KEYS: ids, ev, log, seq, c:<to>, convs, ob, obseq, pending, obdone. ARGV: from, to, id, ts, keepMs, tail, now.
+ * Returns {'stored', senderSeq, newConversation, item, obdone} (item 0: none), {'duplicate', senderEvent} or {'conflict'}.
  * The message goes into the sender's log and, for another user, into the outbox (item
  * `m|to|senderSeq|id|ts|newConversation`); the relay takes it to the recipient's log.
  */
@@ -56,20 +56,21 @@ redis.call('ZADD', KEYS[3], seq, meta(seq, ts, to, 'm', dir, id, peerSeq))
 redis.call('ZADD', KEYS[5], seq, seq)
 redis.call('ZADD', KEYS[6], seq, to)
 redis.call('HSET', KEYS[1], id, seq .. '|0|' .. to .. '|' .. ts .. '|')
+local n = 0
 if to ~= from then
-  local n = redis.call('INCR', KEYS[8])
+  n = redis.call('INCR', KEYS[8])
   redis.call('HSET', KEYS[7], n, 'm|' .. to .. '|' .. seq .. '|' .. id .. '|' .. ts .. '|' .. newConversation)
   redis.call('ZADD', KEYS[9], 'NX', ARGV[7], from)
 end
-return {'stored', seq, newConversation}
+return {'stored', seq, newConversation, n, tonumber(redis.call('GET', KEYS[10]) or '0')}
 `
 
 /**
- * KEYS: read, dlv, in:<peer>, seq, ev, log, ob, obseq, pending (the reader's).
+ * KEYS: read, dlv, in:<peer>, seq, ev, log, ob, obseq, pending, obdone (the reader's).
  * ARGV: reader, peer, kind, mark (the reader's seq found for upTo), id, peerSeq (the same message in the
  * peer's log), ts, readerTail (the reader's own receipt event, read receipts only), now.
  * Moves the reader's mark forward to `mark` (never back), appends the reader's own receipt event
- * and queues the peer's (`r|peer|kind|peerSeq|id|ts`). Returns {changed, mark, unread, readerSeq}.
+ * and queues the peer's (`r|peer|kind|peerSeq|id|ts`). Returns {changed, mark, unread, readerSeq, item, obdone}.
  */
 export const RECEIPT = META + `
 local reader, peer, kind, s, id, peerSeq, ts, readerTail = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -92,14 +93,14 @@ end
 local n = redis.call('INCR', KEYS[8])
 redis.call('HSET', KEYS[7], n, 'r|' .. peer .. '|' .. kind .. '|' .. peerSeq .. '|' .. id .. '|' .. ts)
 redis.call('ZADD', KEYS[9], 'NX', ARGV[9], reader)
-return {1, s, unread(), readerSeq}
+return {1, s, unread(), readerSeq, n, tonumber(redis.call('GET', KEYS[10]) or '0')}
 `
 
 /**
- * KEYS: ids, ev, log, seq, ob, obseq, pending (the sender's).
+ * KEYS: ids, ev, log, seq, ob, obseq, pending, obdone (the sender's).
  * ARGV: sender, id, record (as read: the script changes nothing if it changed meanwhile), senderSeq,
  * to, ts, now, tombstoneTail, recallTail (the sender's recall event), flaggedRecord.
- * Returns {'recalled', recallSeq} or {'changed'}. Queues `x|to|id|ts|now` for the recipient.
+ * Returns {'recalled', recallSeq, item, obdone} or {'changed'}. Queues `x|to|id|ts|now` for the recipient.
  */
 export const RECALL = META + `
 local sender, id, sSeq, to, ts, now = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -109,12 +110,13 @@ redis.call('HSET', KEYS[1], id, ARGV[10])
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], seq, '{"seq":' .. seq .. ',' .. ARGV[9])
 redis.call('ZADD', KEYS[3], seq, meta(seq, now, to, 'x', 'out', id, 0))
+local n = 0
 if to ~= sender then
-  local n = redis.call('INCR', KEYS[6])
+  n = redis.call('INCR', KEYS[6])
   redis.call('HSET', KEYS[5], n, 'x|' .. to .. '|' .. id .. '|' .. ts .. '|' .. now)
   redis.call('ZADD', KEYS[7], 'NX', now, sender)
 end
-return {'recalled', seq}
+return {'recalled', seq, n, tonumber(redis.call('GET', KEYS[8]) or '0')}
 `
 
 /**
@@ -138,86 +140,104 @@ end
 return out
 `
 
-/** The keys RELAY_APPLY takes per target, in its order (`c:<origin>`, `in:<origin>` last). */
+/** The keys RELAY_APPLY takes per (target, origin) block, in its order (`c:<origin>`, `in:<origin>` last). */
 export const RELAY_TARGET_KEYS = ['seq', 'ev', 'log', 'convs', 'rx', 'rids', 'blocks', 'readby', 'dlvby'] as const
 
 /**
- * KEYS: per target (11 each, one slot): seq, ev, log, convs, rx, rids, blocks, readby, dlvby, c:<origin>, in:<origin>.
- * ARGV: origin, target count, then per target: n, then n items of 8 fields
- * (itemNo, kind, ts, id, a, b, pre, post):
+ * KEYS: per block (11 each; all blocks in one slot): the target's seq, ev, log, convs, rx, rids,
+ * blocks, readby, dlvby, c:<origin>, in:<origin>.
+ * ARGV: block count, then per block: origin, n, then n items of 8 fields (itemNo, kind, ts, id, a, b, pre, post):
  *   m  a = the sender's seq, pre = the message's tail           (withheld if the target blocks the origin)
  *   r  a = receipt kind, b = upTo (target's seq space), pre = the receipt's tail
  *   x  pre/post = the recall event's tail around messageSeq, b = the tombstone's tail
- * Applies the items past the target's mark for the origin, in order; a repeat changes nothing.
- * Returns {target index, itemNo, seq, messageSeq, ...} of what it appended.
+ * Applies each item once, in order. An item at or below the target's mark for the origin was applied
+ * before, unless what it would write is not there (an origin's primary that failed over without
+ * replicating its last items numbers new items again): a message by its `rids` entry (`0` withheld,
+ * `-seq` recalled), a receipt by the peer's marks, a recall by the `-`.
+ * Returns {block index, itemNo, seq, messageSeq, ...} of what it appended.
  */
 export const RELAY_APPLY = META + `
-local origin = ARGV[1]
 local out = {}
-local a = 3
-for t = 1, tonumber(ARGV[2]) do
+local a = 2
+for t = 1, tonumber(ARGV[1]) do
   local K = (t - 1) * 11
   local seqKey, ev, log, convs, rx, rids, readby, dlvby, conv, inc = KEYS[K + 1], KEYS[K + 2], KEYS[K + 3], KEYS[K + 4], KEYS[K + 5], KEYS[K + 6], KEYS[K + 8], KEYS[K + 9], KEYS[K + 10], KEYS[K + 11]
+  local origin = ARGV[a]
+  local n = tonumber(ARGV[a + 1])
+  a = a + 2
   local applied = tonumber(redis.call('HGET', rx, origin) or '0')
+  local mark = applied
   local blocked = redis.call('HEXISTS', KEYS[K + 7], origin) == 1
-  local n = tonumber(ARGV[a])
-  a = a + 1
   for _ = 1, n do
     local no, kind, ts, id, x, y, pre, post = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
     a = a + 8
-    if no > applied then
-      applied = no
-      if kind == 'm' and not blocked then
-        local s = redis.call('INCR', seqKey)
-        redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre)
-        redis.call('ZADD', log, s, meta(s, ts, origin, 'm', 'in', id, x))
-        redis.call('ZADD', conv, s, s)
-        redis.call('ZADD', inc, s, s)
-        redis.call('ZADD', convs, s, origin)
-        redis.call('HSET', rids, origin .. '|' .. id, s)
-        table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, 0)
-      elseif kind == 'r' then
+    local fresh = no > applied
+    if no > mark then mark = no end
+    if kind == 'm' then
+      local known = redis.call('HGET', rids, origin .. '|' .. id)
+      if fresh or not known then
+        if blocked then
+          redis.call('HSET', rids, origin .. '|' .. id, 0)
+        else
+          local s = redis.call('INCR', seqKey)
+          redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre)
+          redis.call('ZADD', log, s, meta(s, ts, origin, 'm', 'in', id, x))
+          redis.call('ZADD', conv, s, s)
+          redis.call('ZADD', inc, s, s)
+          redis.call('ZADD', convs, s, origin)
+          redis.call('HSET', rids, origin .. '|' .. id, s)
+          table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, 0)
+        end
+      end
+    elseif kind == 'r' then
+      local upTo = tonumber(y)
+      local markKey = dlvby
+      if x == 'read' then markKey = readby end
+      if fresh or upTo > tonumber(redis.call('HGET', markKey, origin) or '0') then
         local s = redis.call('INCR', seqKey)
         redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre)
         redis.call('ZADD', log, s, meta(s, ts, origin, 'r', 'in', id, 0))
-        local upTo = tonumber(y)
         if x == 'read' and upTo > tonumber(redis.call('HGET', readby, origin) or '0') then redis.call('HSET', readby, origin, upTo) end
         if upTo > tonumber(redis.call('HGET', dlvby, origin) or '0') then redis.call('HSET', dlvby, origin, upTo) end
         table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, 0)
-      elseif kind == 'x' then
-        -- Not found: the message was withheld (a block) or is past retention here.
-        local r = redis.call('HGET', rids, origin .. '|' .. id)
-        if r then
-          if redis.call('HEXISTS', ev, r) == 1 then redis.call('HSET', ev, r, '{"seq":' .. r .. ',' .. y) end
-          redis.call('ZREM', inc, r)
-          local s = redis.call('INCR', seqKey)
-          redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre .. r .. post)
-          redis.call('ZADD', log, s, meta(s, ts, origin, 'x', 'in', id, 0))
-          table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, tonumber(r))
-        end
+      end
+    elseif kind == 'x' then
+      -- Not found, 0: the message was withheld (a block) or is past retention here.
+      local r = tonumber(redis.call('HGET', rids, origin .. '|' .. id) or '0')
+      if r > 0 then
+        if redis.call('HEXISTS', ev, r) == 1 then redis.call('HSET', ev, r, '{"seq":' .. r .. ',' .. y) end
+        redis.call('ZREM', inc, r)
+        redis.call('HSET', rids, origin .. '|' .. id, -r)
+        local s = redis.call('INCR', seqKey)
+        redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre .. r .. post)
+        redis.call('ZADD', log, s, meta(s, ts, origin, 'x', 'in', id, 0))
+        table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, r)
       end
     end
   end
-  redis.call('HSET', rx, origin, applied)
+  if mark > applied then redis.call('HSET', rx, origin, mark) end
 end
 return out
 `
 
 /**
- * KEYS: obdone, ob, obseq, pending (the origin's). ARGV: origin, upTo.
+ * KEYS: per origin (4 each; all in one slot): obdone, ob, obseq, pending. ARGV: per origin: origin, upTo.
  * Every item up to upTo is in its target's log: moves obdone (forward only), forgets those
- * items, and drops the origin from the pending index once nothing is left. Returns obdone.
+ * items, and drops the origin from the pending index once nothing is left.
  */
 export const RELAY_DONE = `
-local done = tonumber(redis.call('GET', KEYS[1]) or '0')
-local upTo = tonumber(ARGV[2])
-if upTo > done then
-  for n = done + 1, upTo do redis.call('HDEL', KEYS[2], n) end
-  redis.call('SET', KEYS[1], upTo)
-  done = upTo
+for i = 1, #KEYS / 4 do
+  local K = (i - 1) * 4
+  local origin, upTo = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  local done = tonumber(redis.call('GET', KEYS[K + 1]) or '0')
+  if upTo > done then
+    for n = done + 1, upTo do redis.call('HDEL', KEYS[K + 2], n) end
+    redis.call('SET', KEYS[K + 1], upTo)
+    done = upTo
+  end
+  if done >= tonumber(redis.call('GET', KEYS[K + 3]) or '0') then redis.call('ZREM', KEYS[K + 4], origin) end
 end
-if done >= tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return done
+return 1
 `
 
 /**

@@ -3,8 +3,8 @@
 // the blocker's presence. The sender is not told: their messages are kept in
 // their own log only (one tick, never delivered), as in WhatsApp or Signal,
 // so blocking reveals no more than a recipient who never opens the app.
-// The history store does the withholding inside its append, atomically.
-import type { HistoryStore } from '../history/history-store.ts'
+// The log store withholds a blocked sender's message where it would land.
+import type { BlockStore } from '../history/history-store.ts'
 
 /** A block refused: `blocker` already blocks the most users allowed. */
 export class BlockRejected extends Error {
@@ -12,7 +12,7 @@ export class BlockRejected extends Error {
 }
 
 export interface BlockServiceOptions {
-  history: HistoryStore
+  blocks: BlockStore
   /** Users one user may block (0: no limit); blocking one more is refused, unblocking makes room. */
   maxBlocks?: number
   /** A block between two users changed (presence visibility is decided again, on every server process). */
@@ -21,13 +21,13 @@ export interface BlockServiceOptions {
 }
 
 export class BlockService {
-  readonly #history: HistoryStore
+  readonly #blocks: BlockStore
   readonly #onChange: (blocker: string, user: string) => Promise<void>
   readonly #now: () => number
   readonly #maxBlocks: number
 
-  constructor ({ history, maxBlocks = 0, onChange = async () => {}, now = Date.now }: BlockServiceOptions) {
-    this.#history = history
+  constructor ({ blocks, maxBlocks = 0, onChange = async () => {}, now = Date.now }: BlockServiceOptions) {
+    this.#blocks = blocks
     this.#maxBlocks = maxBlocks
     this.#onChange = onChange
     this.#now = now
@@ -35,7 +35,7 @@ export class BlockService {
 
   /** Blocks `user` for `blocker`; blocking again keeps the first time. Returns when it took effect. Throws BlockRejected. */
   async block (blocker: string, user: string): Promise<{ user: string, since: number }> {
-    const since = await this.#history.setBlocked(blocker, user, this.#now(), this.#maxBlocks)
+    const since = await this.#blocks.setBlocked(blocker, user, this.#now(), this.#maxBlocks)
     if (since === 'limit') throw new BlockRejected(`you block ${this.#maxBlocks} users, the most allowed; unblock one first`)
     await this.#onChange(blocker, user)
     return { user, since }
@@ -43,16 +43,16 @@ export class BlockService {
 
   /** Unblocks; false when `user` was not blocked. */
   async unblock (blocker: string, user: string): Promise<boolean> {
-    const removed = await this.#history.setUnblocked(blocker, user)
+    const removed = await this.#blocks.setUnblocked(blocker, user)
     if (removed) await this.#onChange(blocker, user)
     return removed
   }
 
   list (blocker: string): Promise<Array<{ user: string, since: number }>> {
-    return this.#history.blocked(blocker)
+    return this.#blocks.blocked(blocker)
   }
 
   isBlocked (blocker: string, user: string): Promise<boolean> {
-    return this.#history.isBlocked(blocker, user)
+    return this.#blocks.isBlocked(blocker, user)
   }
 }

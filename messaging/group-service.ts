@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto'
 import { GROUP_TRIM_EVERY, GroupsFull, type Group, type GroupChange, type GroupPage, type GroupStore, type Role } from '../history/group-store.ts'
 import { groupEventTail, groupReadersNoticeTail, parseGroupEvent, type GroupEvent } from '../history/group-events.ts'
-import type { HistoryStore } from '../history/history-store.ts'
+import type { LogStore } from '../history/history-store.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { SendEphemeral } from './message-service.ts'
@@ -41,7 +41,7 @@ export interface GroupView {
 export interface GroupServiceOptions {
   groups: GroupStore
   /** Where read receipts for senders are appended. */
-  history: Pick<HistoryStore, 'appendNotices'>
+  history: Pick<LogStore, 'appendNotices'>
   /** Read receipts to a sender are collected for this long, then sent as one event. */
   readCoalesceMs?: number
   /** Where durable appends are reported (messaging/log-delivery.ts). */
@@ -99,7 +99,7 @@ export class GroupService {
   readonly #now: () => number
   readonly #coalesceMs: number
   readonly #onError: (error: unknown) => void
-  readonly #history: Pick<HistoryStore, 'appendNotices'>
+  readonly #history: Pick<LogStore, 'appendNotices'>
   readonly #readCoalesceMs: number
   /** `group \n sender` → reader → their read mark (gseq), not yet told. */
   readonly #reads = new Map<string, Map<string, number>>()

@@ -8,7 +8,7 @@
 // gets nothing (the relay keeps it in the sender's log only).
 import { stamp } from '../protocol/message.ts'
 import { PublishRejected } from '../protocol/errors.ts'
-import type { HistoryStore } from '../history/history-store.ts'
+import type { BlockStore, LogStore } from '../history/history-store.ts'
 import type { LogSink } from '../history/log-sink.ts'
 
 /** Ephemeral events (QoS 0: typing, a QoS 0 message): to the user's connected devices only, never logged. */
@@ -26,7 +26,9 @@ export type RecallOutcome =
   | { status: 'not_found' | 'window_expired' }
 
 export interface MessageServiceOptions {
-  history: HistoryStore
+  history: Pick<LogStore, 'appendMessage' | 'recall' | 'sweepRelay' | 'relayed'>
+  /** Who blocked whom: ephemeral sends (typing) to a blocker are dropped. */
+  blocks: Pick<BlockStore, 'isBlocked'>
   /** Where durable appends are reported (messaging/log-delivery.ts). */
   log: LogSink
   ephemeral: SendEphemeral
@@ -38,15 +40,17 @@ export interface MessageServiceOptions {
 }
 
 export class MessageService {
-  readonly #history: HistoryStore
+  readonly #history: MessageServiceOptions['history']
+  readonly #blocks: MessageServiceOptions['blocks']
   readonly #log: LogSink
   readonly #ephemeral: SendEphemeral
   readonly #recallWindowMs: number
   readonly #now: () => number
   readonly #sweeper: NodeJS.Timeout | undefined
 
-  constructor ({ history, log, ephemeral, recallWindowMs, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
+  constructor ({ history, blocks, log, ephemeral, recallWindowMs, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
     this.#history = history
+    this.#blocks = blocks
     this.#log = log
     this.#ephemeral = ephemeral
     this.#recallWindowMs = recallWindowMs
@@ -63,7 +67,7 @@ export class MessageService {
     const envelope = JSON.stringify(stamp(message, from, to, ts))
     if (!durable) {
       // Ephemeral (QoS 0): forwarded to connected devices only, never logged (nor to a blocker).
-      if (!await this.#history.isBlocked(to, from)) await this.#ephemeral(to, envelope)
+      if (!await this.#blocks.isBlocked(to, from)) await this.#ephemeral(to, envelope)
       return { created: true, event: undefined }
     }
     const result = await this.#history.appendMessage({ from, to, id: message.id, ts, tail: envelope.slice(1) }, this.#log)
@@ -77,7 +81,7 @@ export class MessageService {
 
   /** Typing indicators: ephemeral, never logged, queued or pushed; dropped for a recipient who blocked the sender. */
   async typing (from: string, to: string, active: boolean): Promise<void> {
-    if (await this.#history.isBlocked(to, from)) return
+    if (await this.#blocks.isBlocked(to, from)) return
     await this.#ephemeral(to, JSON.stringify({ type: 'typing', from, to, active, ts: this.#now() }))
   }
 

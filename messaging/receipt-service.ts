@@ -2,11 +2,11 @@
 // delivery mark comes from the broker when one of the recipient's devices
 // PUBACKs a message. Delivery marks are coalesced per conversation for a
 // short window, so a burst of 1,000 messages costs one receipt, not 1,000.
-import type { HistoryStore, ReceiptKind, ReceiptResult } from '../history/history-store.ts'
+import type { LogStore, ReceiptKind, ReceiptResult } from '../history/history-store.ts'
 import type { LogSink } from '../history/log-sink.ts'
 
 export interface ReceiptServiceOptions {
-  history: HistoryStore
+  history: Pick<LogStore, 'receipt'>
   log: LogSink
   coalesceMs?: number
   onError: (error: unknown) => void
@@ -14,7 +14,7 @@ export interface ReceiptServiceOptions {
 }
 
 export class ReceiptService {
-  readonly #history: HistoryStore
+  readonly #history: Pick<LogStore, 'receipt'>
   readonly #log: LogSink
   readonly #coalesceMs: number
   readonly #onError: (error: unknown) => void

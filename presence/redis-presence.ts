@@ -1,156 +1,174 @@
-// Presence shared by every process on one Redis.
-//   p:<user>           hash clientId → `<node>|<token>` (live connections)
-//   ps:<user>          the user's last state (JSON)
-//   node:<node>        heartbeat, expires NODE_TTL_MS after the process stops refreshing it
-//   nodes              set of node ids that may hold connections
-//   conns:<node>       set of `<user>|<clientId>|<node>|<token>` held by that node
-// A process that dies stops its heartbeat; any live process then forgets the
-// dead one's connections (sweep), so its users show offline within
-// NODE_TTL_MS + SWEEP_MS, instead of Aedes' 3 × heartbeatInterval.
-import type { Redis } from 'ioredis'
+// Presence shared by every process through Redis (one server or a cluster);
+// keys and scripts in redis-presence-scripts.ts. A process that dies stops
+// its heartbeat; any live process then forgets the dead one's connections
+// (sweep), so its users show offline within the heartbeat's TTL + the sweep
+// interval, instead of Aedes' 3 × heartbeatInterval.
+//
+// A connection is recorded under two owners, so in two steps: the user's
+// hash (what everyone reads) and the node's `conns` set (what a sweep of the
+// node reads). They are ordered so that `conns` always holds at least what
+// the node holds in users' hashes, whatever step a crash interrupts:
+//   connect:    SADD conns, then the user's script;
+//   disconnect: the user's script, then SREM conns.
+// An entry of `conns` with no matching hash value is harmless: forgetting a
+// connection checks its value `<node>|<token>`, which is also what keeps a
+// sweep from forgetting a connection that moved (a takeover, a reconnect) to
+// a live process, and makes a sweep repeatable: run twice, or by two
+// processes at once, each offline change is reported by one of them only.
+import type { RedisClient } from '../storage/redis-client.ts'
+import { presenceConnectionsKey } from '../storage/redis-keys.ts'
 import { neverSeen, type PresenceChange, type PresenceRegistry, type PresenceState } from './presence-registry.ts'
+import { aliveKey, CONNECT, FORGET, NODES_KEY, nodeConnsKey, RELEASE_NODE, userKeys } from './redis-presence-scripts.ts'
 
-const P = 'inboxd:presence:'
 export const NODE_TTL_MS = 6_000
-/** The user's live connections (`p:<user>`); the history store's cursor script reads it too. */
-export const connectionsKey = (user: string): string => P + 'p:' + user
 export const HEARTBEAT_MS = 2_000
+/** The user's live connections; kept as an alias for those who import it from here. */
+export const connectionsKey = presenceConnectionsKey
 
-const COMMON = `
-local P = ARGV[1]
-local function state(status, now) return '{"status":"' .. status .. '","ts":' .. now .. ',"lastSeen":' .. now .. '}' end
-local function forget(user, clientId, value, now)
-  if redis.call('HGET', P .. 'p:' .. user, clientId) ~= value then return false end
-  redis.call('HDEL', P .. 'p:' .. user, clientId)
-  if redis.call('HLEN', P .. 'p:' .. user) > 0 then return false end
-  local s = state('offline', now)
-  redis.call('SET', P .. 'ps:' .. user, s)
-  return s
-end
-`
+/** `conns` members per RELEASE_NODE call: keeps each script short. */
+const MEMBERS = 1_000
 
-/** ARGV: prefix, user, clientId, node, token, now */
-const CONNECT = COMMON + `
-local user, clientId, node, token, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local value = node .. '|' .. token
-local before = redis.call('HLEN', P .. 'p:' .. user)
-redis.call('HSET', P .. 'p:' .. user, clientId, value)
-redis.call('SADD', P .. 'conns:' .. node, user .. '|' .. clientId .. '|' .. value)
-if before > 0 then return false end
-local s = state('online', now)
-redis.call('SET', P .. 'ps:' .. user, s)
-return s
-`
-
-/** ARGV: prefix, user, clientId, node, token, now */
-const DISCONNECT = COMMON + `
-local user, clientId, node, token, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local value = node .. '|' .. token
-redis.call('SREM', P .. 'conns:' .. node, user .. '|' .. clientId .. '|' .. value)
-return forget(user, clientId, value, now)
-`
-
-/** ARGV: prefix, node, now. Forgets every connection of a node; returns {user, state, ...}. */
-const FORGET_NODE = COMMON + `
-local node, now = ARGV[2], ARGV[3]
-local changes = {}
-for _, entry in ipairs(redis.call('SMEMBERS', P .. 'conns:' .. node)) do
-  local user, clientId, value = string.match(entry, '^([^|]+)|([^|]+)|(.+)$')
-  local s = forget(user, clientId, value, now)
-  if s then table.insert(changes, user); table.insert(changes, s) end
-end
-redis.call('DEL', P .. 'conns:' .. node)
-redis.call('SREM', P .. 'nodes', node)
-return changes
-`
-
-interface ScriptedRedis extends Redis {
-  presenceConnect (...args: Array<string | number>): Promise<string | null>
-  presenceDisconnect (...args: Array<string | number>): Promise<string | null>
-  presenceForgetNode (...args: Array<string | number>): Promise<string[]>
+interface PresenceCommands {
+  presenceConnect (p: string, ps: string, clientId: string, value: string, now: number): Promise<string | null>
+  presenceForget (p: string, ps: string, now: number, ...connections: string[]): Promise<string | null>
+  presenceReleaseNode (...args: string[]): Promise<number>
 }
 
-const parse = (json: string | null): PresenceState | undefined => (json === null ? undefined : JSON.parse(json) as PresenceState)
+export interface JoinOptions {
+  /** How long the heartbeat lives unless refreshed: a process silent this long is swept. */
+  ttlMs?: number
+  heartbeatMs?: number
+}
 
-function pairs (flat: string[]): PresenceChange[] {
-  const changes: PresenceChange[] = []
-  for (let i = 0; i < flat.length; i += 2) changes.push({ user: flat[i]!, state: JSON.parse(flat[i + 1]!) as PresenceState })
-  return changes
+interface UserConnections { user: string, connections: Array<[clientId: string, value: string]> }
+
+const parse = (json: string | null): PresenceState | undefined => (json === null ? undefined : JSON.parse(json) as PresenceState)
+const member = (user: string, clientId: string, token: string): string => `${user}|${clientId}|${token}`
+
+function chunks<T> (items: T[], size: number): T[][] {
+  const out: T[][] = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
 }
 
 export class RedisPresence implements PresenceRegistry {
-  readonly #redis: ScriptedRedis
+  readonly #redis: RedisClient
+  readonly #scripts: PresenceCommands
   readonly #node: string
+  readonly #ttlMs: number
   #heartbeat: NodeJS.Timeout | undefined
 
-  private constructor (redis: Redis, node: string) {
-    redis.defineCommand('presenceConnect', { numberOfKeys: 0, lua: CONNECT })
-    redis.defineCommand('presenceDisconnect', { numberOfKeys: 0, lua: DISCONNECT })
-    redis.defineCommand('presenceForgetNode', { numberOfKeys: 0, lua: FORGET_NODE })
-    this.#redis = redis as ScriptedRedis
+  private constructor (redis: RedisClient, node: string, ttlMs: number) {
+    redis.defineCommand('presenceConnect', { numberOfKeys: 2, lua: CONNECT })
+    redis.defineCommand('presenceForget', { numberOfKeys: 2, lua: FORGET })
+    redis.defineCommand('presenceReleaseNode', { numberOfKeys: 2, lua: RELEASE_NODE })
+    this.#redis = redis
+    this.#scripts = redis as unknown as PresenceCommands
     this.#node = node
+    this.#ttlMs = ttlMs
   }
 
   /** Registers this node and starts its heartbeat. */
-  static async join (redis: Redis, node: string): Promise<RedisPresence> {
-    const presence = new RedisPresence(redis, node)
+  static async join (redis: RedisClient, node: string, { ttlMs = NODE_TTL_MS, heartbeatMs = HEARTBEAT_MS }: JoinOptions = {}): Promise<RedisPresence> {
+    const presence = new RedisPresence(redis, node, ttlMs)
     await presence.#beat()
-    await redis.sadd(P + 'nodes', node)
-    presence.#heartbeat = setInterval(() => { presence.#beat().catch(() => {}) }, HEARTBEAT_MS)
+    presence.#heartbeat = setInterval(() => { presence.#beat().catch(() => {}) }, heartbeatMs)
     presence.#heartbeat.unref()
     return presence
   }
 
+  /** Also joins `nodes` again: a process swept while it only stalled is found again when it dies for good. */
   async #beat (): Promise<void> {
-    await this.#redis.set(P + 'node:' + this.#node, '1', 'PX', NODE_TTL_MS)
+    await this.#redis.set(aliveKey(this.#node), '1', 'PX', this.#ttlMs)
+    await this.#redis.sadd(NODES_KEY, this.#node)
   }
 
   async connected (user: string, clientId: string, token: string, now: number): Promise<PresenceState | undefined> {
-    return parse(await this.#redis.presenceConnect(P, user, clientId, this.#node, token, now))
+    await this.#redis.sadd(nodeConnsKey(this.#node), member(user, clientId, token))
+    const [p, ps] = userKeys(user)
+    return parse(await this.#scripts.presenceConnect(p, ps, clientId, `${this.#node}|${token}`, now))
   }
 
   async disconnected (user: string, clientId: string, token: string, now: number): Promise<PresenceState | undefined> {
-    return parse(await this.#redis.presenceDisconnect(P, user, clientId, this.#node, token, now))
+    const [change] = await this.#forget([{ user, connections: [[clientId, `${this.#node}|${token}`]] }], now)
+    // Failing here leaves a stale entry in conns (harmless, see top); the change happened and is reported.
+    await this.#redis.srem(nodeConnsKey(this.#node), member(user, clientId, token)).catch(() => {})
+    return change?.state
   }
 
   async connectedDevices (user: string): Promise<string[]> {
-    return this.#redis.hkeys(connectionsKey(user))
+    return this.#redis.hkeys(presenceConnectionsKey(user))
   }
 
   async isConnected (user: string, clientId: string): Promise<boolean> {
-    return (await this.#redis.hexists(connectionsKey(user), clientId)) === 1
+    return (await this.#redis.hexists(presenceConnectionsKey(user), clientId)) === 1
   }
 
   async states (users: string[]): Promise<PresenceState[]> {
-    if (users.length === 0) return []
-    const pipeline = this.#redis.pipeline()
-    for (const user of users) {
-      pipeline.hlen(P + 'p:' + user)
-      pipeline.get(P + 'ps:' + user)
-    }
-    const replies = (await pipeline.exec())!.map(([, value]) => value)
-    return users.map((_, i) => {
-      const stored = parse(replies[i * 2 + 1] as string | null) ?? neverSeen
+    // Single-key commands (auto-pipelined when the connection is): each goes to its own slot on a cluster.
+    const replies = await Promise.all(users.map(async (user) => {
+      const [p, ps] = userKeys(user)
+      return Promise.all([this.#redis.hlen(p), this.#redis.get(ps)])
+    }))
+    const now = Date.now()
+    return replies.map(([connections, json]) => {
+      const stored = parse(json) ?? neverSeen
       // The hash is the truth; the stored state only adds the timestamps.
-      const connected = Number(replies[i * 2]) > 0
-      return connected ? { ...stored, status: 'online' as const, lastSeen: Date.now() } : { ...stored, status: 'offline' as const }
+      return connections > 0 ? { ...stored, status: 'online' as const, lastSeen: now } : { ...stored, status: 'offline' as const }
     })
   }
 
   async sweep (now: number): Promise<PresenceChange[]> {
-    const nodes = (await this.#redis.smembers(P + 'nodes')).filter((node) => node !== this.#node)
+    const nodes = (await this.#redis.smembers(NODES_KEY)).filter((node) => node !== this.#node)
+    const alive = await Promise.all(nodes.map((node) => this.#redis.exists(aliveKey(node))))
     const changes: PresenceChange[] = []
-    for (const node of nodes) {
-      if ((await this.#redis.exists(P + 'node:' + node)) === 1) continue
-      changes.push(...pairs(await this.#redis.presenceForgetNode(P, node, now)))
+    for (const [i, node] of nodes.entries()) {
+      if (alive[i] === 0) changes.push(...await this.#forgetNode(node, now))
     }
     return changes
   }
 
   async leave (now: number): Promise<PresenceChange[]> {
     clearInterval(this.#heartbeat)
-    const changes = pairs(await this.#redis.presenceForgetNode(P, this.#node, now))
-    await this.#redis.del(P + 'node:' + this.#node)
+    await this.#redis.del(aliveKey(this.#node))
+    return this.#forgetNode(this.#node, now)
+  }
+
+  /**
+   * Forgets every connection a node recorded (one script per user), then
+   * the `conns` entries read (not those recorded since), then the node unless
+   * it is back. A sweep that dies midway leaves `conns` and `nodes` as they
+   * were: the next one does it again.
+   */
+  async #forgetNode (node: string, now: number): Promise<PresenceChange[]> {
+    const members = await this.#redis.smembers(nodeConnsKey(node))
+    const byUser = new Map<string, UserConnections>()
+    for (const entry of members) {
+      const [user, clientId, token] = entry.split('|')
+      if (user === undefined || clientId === undefined || token === undefined) continue
+      let connections = byUser.get(user)
+      if (connections === undefined) byUser.set(user, connections = { user, connections: [] })
+      connections.connections.push([clientId, `${node}|${token}`])
+    }
+    const changes = await this.#forget([...byUser.values()], now)
+    let free = 0
+    for (const part of members.length === 0 ? [[]] : chunks(members, MEMBERS)) {
+      free = await this.#scripts.presenceReleaseNode(aliveKey(node), nodeConnsKey(node), ...part)
+    }
+    if (free === 1) await this.#redis.srem(NODES_KEY, node)
     return changes
+  }
+
+  /**
+   * One FORGET per user (the keys of one owner): on a cluster each goes to
+   * its slot's primary, and an auto-pipelining connection sends each
+   * primary's in one write.
+   */
+  async #forget (users: UserConnections[], now: number): Promise<PresenceChange[]> {
+    const changes = await Promise.all(users.map(async ({ user, connections }) => {
+      const json = await this.#scripts.presenceForget(...userKeys(user), now, ...connections.flat())
+      return json === null ? [] : [{ user, state: JSON.parse(json) as PresenceState }]
+    }))
+    return changes.flat()
   }
 }

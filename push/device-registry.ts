@@ -3,7 +3,7 @@
 // time, so when a phone changes account the old registration is dropped and
 // the previous user's notifications stop going to it. A user holds at most
 // `limit` registrations (re-registering a device is not a new one).
-import type { Redis } from 'ioredis'
+// Redis: push/redis-device-registry.ts; embedded: LevelDeviceRegistry here.
 import { ClassicLevel } from 'classic-level'
 
 export interface RegisteredDevice {
@@ -37,82 +37,6 @@ export interface DeviceRegistry {
 
 function isRegistration (stored: RegisteredDevice, token: string, registeredAt: number | undefined): boolean {
   return stored.token === token && (registeredAt === undefined || stored.registeredAt === registeredAt)
-}
-
-const P = 'inboxd:devices:'
-
-interface ScriptedRedis extends Redis {
-  deviceRegister (...args: Array<string | number>): Promise<number>
-}
-
-/**
- * ARGV: prefix, user, deviceId, token, device JSON, limit. One script, so the
- * cap holds against concurrent registrations on any number of processes, and
- * a refused registration changes nothing. Returns 1, or 0 at the cap.
- */
-const REGISTER = `
-local P, user, deviceId, token, json, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local hash = P .. user
-local owner = user .. ':' .. deviceId
-local tokenKey = P .. 'token:' .. token
-local replaced = redis.call('HGET', hash, deviceId)
-local previousOwner = redis.call('GET', tokenKey)
--- The token's previous registration, if it is still that token's (ids never contain ':').
-local previousHash, previousDevice
-if previousOwner and previousOwner ~= owner then
-  local colon = string.find(previousOwner, ':', 1, true)
-  previousHash, previousDevice = P .. string.sub(previousOwner, 1, colon - 1), string.sub(previousOwner, colon + 1)
-  local stored = redis.call('HGET', previousHash, previousDevice)
-  if not stored or cjson.decode(stored).token ~= token then previousHash = nil end
-end
-if not replaced and limit > 0 then
-  local count = redis.call('HLEN', hash)
-  -- The token moving from another device of the same user frees that one.
-  if previousHash == hash then count = count - 1 end
-  if count >= limit then return 0 end
-end
-redis.call('SET', tokenKey, owner)
-if previousHash then redis.call('HDEL', previousHash, previousDevice) end
-if replaced then
-  local old = cjson.decode(replaced).token
-  if old ~= token and redis.call('GET', P .. 'token:' .. old) == owner then redis.call('DEL', P .. 'token:' .. old) end
-end
-redis.call('HSET', hash, deviceId, json)
-return 1
-`
-
-export class RedisDeviceRegistry implements DeviceRegistry {
-  private readonly redis: ScriptedRedis
-
-  constructor (redis: Redis) {
-    redis.defineCommand('deviceRegister', { numberOfKeys: 0, lua: REGISTER })
-    this.redis = redis as ScriptedRedis
-  }
-
-  async put (user: string, device: RegisteredDevice, limit = 0): Promise<'registered' | 'limit'> {
-    const done = await this.redis.deviceRegister(P, user, device.deviceId, device.token, JSON.stringify(device), limit)
-    return done === 1 ? 'registered' : 'limit'
-  }
-
-  async remove (user: string, deviceId: string): Promise<boolean> {
-    const stored = await this.redis.hget(P + user, deviceId)
-    if (stored === null) return false
-    await this.removeToken(user, deviceId, (JSON.parse(stored) as RegisteredDevice).token)
-    return true
-  }
-
-  async removeToken (user: string, deviceId: string, token: string, registeredAt?: number): Promise<void> {
-    const stored = await this.redis.hget(P + user, deviceId)
-    if (stored === null || !isRegistration(JSON.parse(stored) as RegisteredDevice, token, registeredAt)) return
-    await this.redis.hdel(P + user, deviceId)
-    if (await this.redis.get(`${P}token:${token}`) === `${user}:${deviceId}`) await this.redis.del(`${P}token:${token}`)
-  }
-
-  async list (user: string): Promise<RegisteredDevice[]> {
-    return Object.values(await this.redis.hgetall(P + user)).map((json) => JSON.parse(json) as RegisteredDevice)
-  }
-
-  async close (): Promise<void> {}
 }
 
 /** Embedded mode: `d!<user>!<deviceId>` → device JSON, `t!<token>` → `<user>:<deviceId>`. */

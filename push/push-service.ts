@@ -7,7 +7,7 @@
 import type { Logger } from 'pino'
 import type { StoredMessage } from '../messaging/log-delivery.ts'
 import type { DeviceRegistry, RegisteredDevice } from './device-registry.ts'
-import type { PushGate } from './push-gate.ts'
+import type { DeferredAlert, PushGate, PushWindow } from './push-gate.ts'
 import type { PushProvider } from './push-provider.ts'
 
 export interface PushServiceOptions {
@@ -31,7 +31,7 @@ export interface PushServiceOptions {
 }
 
 /** The conversation an alert is about: the sender, or `g:<groupId>`. */
-const conversationOf = (message: StoredMessage): string => message.group === undefined ? message.from : `g:${message.group.id}`
+const conversationOf = (message: DeferredAlert): string => message.group === undefined ? message.from : `g:${message.group.id}`
 
 export class PushService {
   readonly #options: PushServiceOptions
@@ -77,40 +77,41 @@ export class PushService {
     const registered = (await devices.list(message.to)).filter((device) => this.#providers.has(device.platform))
     await Promise.all(registered.map(async (device) => {
       if (await isConnected(message.to, `${message.to}:${device.deviceId}`)) return
-      const key = `${message.to}:${device.deviceId}:${conversationOf(message)}`
-      if (coalesceMs === 0 || await gate.open(key, coalesceMs)) {
-        if (coalesceMs > 0) this.#scheduleTrailing(key, message.to, device)
+      const window: PushWindow = { user: message.to, deviceId: device.deviceId, conversation: conversationOf(message) }
+      if (coalesceMs === 0 || await gate.open(window, coalesceMs)) {
+        if (coalesceMs > 0) this.#scheduleTrailing(window, device)
         await this.#push(message, device)
       } else {
-        await gate.defer(key, JSON.stringify(message), coalesceMs)
+        await gate.defer(window, message, coalesceMs)
       }
     }))
   }
 
   /** At the end of the window, one push for whatever arrived during it (and a new window). */
-  #scheduleTrailing (key: string, user: string, device: RegisteredDevice, delayMs = this.#options.coalesceMs): void {
+  #scheduleTrailing (window: PushWindow, device: RegisteredDevice, delayMs = this.#options.coalesceMs): void {
     const timer = setTimeout(() => {
       this.#timers.delete(timer)
       if (this.#closed) return
       this.#track((async () => {
         const { gate, isConnected, coalesceMs } = this.#options
-        const deferred = await gate.take(key)
+        const { user } = window
+        const deferred = await gate.take(window)
         if (deferred === undefined || await isConnected(user, `${user}:${device.deviceId}`)) return
-        if (!await gate.open(key, coalesceMs)) {
+        if (!await gate.open(window, coalesceMs)) {
           // The window is still open (a timer can fire a little early, or
           // another process opened a new one): keep the message, look again soon.
-          await gate.defer(key, deferred, coalesceMs)
-          return this.#scheduleTrailing(key, user, device, 100)
+          await gate.defer(window, deferred, coalesceMs)
+          return this.#scheduleTrailing(window, device, 100)
         }
-        this.#scheduleTrailing(key, user, device)
-        await this.#push(JSON.parse(deferred) as StoredMessage, device)
+        this.#scheduleTrailing(window, device)
+        await this.#push(deferred, device)
       })())
     }, delayMs)
     timer.unref()
     this.#timers.add(timer)
   }
 
-  async #push (message: StoredMessage, device: RegisteredDevice): Promise<void> {
+  async #push (message: DeferredAlert, device: RegisteredDevice): Promise<void> {
     const { devices, unreadTotal, text, expirySeconds, retryBaseMs, maxAttempts, log } = this.#options
     const provider = this.#providers.get(device.platform)
     if (provider === undefined) return

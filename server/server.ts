@@ -61,7 +61,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   store.redis?.on('error', () => metrics.redisErrors.inc())
   // Before history: the history store never evicts the session of a device presence says is connected.
   const presence = await openPresence(store, nodeId)
-  const { history, groups } = await openHistory(config, store, presence)
+  const { log: history, cursors, blocks, groups } = await openHistory(config, store, presence)
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })
   // Append latency, measured at the one place every durable message passes.
   history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')
@@ -84,6 +84,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   const services = createServices({
     config,
     history,
+    blocks,
     groups,
     presence,
     feed: store.feed,
@@ -95,6 +96,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   const messaging = await createMessagingBroker({
     store,
     history,
+    cursors,
     feed: store.feed,
     services,
     backlogRetentionMs: config.backlogRetentionSeconds * 1000,

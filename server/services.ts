@@ -4,7 +4,7 @@
 // through `transport`, which the broker binds once it is up.
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.ts'
-import type { HistoryStore } from '../history/history-store.ts'
+import type { BlockStore, LogStore } from '../history/history-store.ts'
 import type { GroupStore } from '../history/group-store.ts'
 import type { LogFeed } from '../storage/log-feed.ts'
 import type { ClusterSignal } from '../storage/cluster-signal.ts'
@@ -20,7 +20,8 @@ import type { Transport } from './transport.ts'
 
 export interface ServicesOptions {
   config: Pick<Config, 'limits' | 'recallWindowMs' | 'maxGroupMembers' | 'presenceVisibility'>
-  history: HistoryStore
+  history: LogStore
+  blocks: BlockStore
   groups: GroupStore
   presence: PresenceRegistry
   /** Tells every process of new log events (durable delivery). */
@@ -56,7 +57,7 @@ export function createServices (options: ServicesOptions): Services {
   const visibility = new PresenceVisibility({
     mode: config.presenceVisibility,
     facts: {
-      isBlocked: (blocker, user) => history.isBlocked(blocker, user),
+      isBlocked: (blocker, user) => options.blocks.isBlocked(blocker, user),
       async shareConversation (a, b) {
         // Both logs: a message withheld by a block puts the conversation in the sender's log only.
         if (await history.hasConversation(a, b) && await history.hasConversation(b, a)) return true
@@ -99,12 +100,13 @@ export function createServices (options: ServicesOptions): Services {
   })
   const messages = new MessageService({
     history,
+    blocks: options.blocks,
     log: logSink,
     ephemeral,
     recallWindowMs: config.recallWindowMs,
     onError: (error) => log.error({ err: error }, 'relay sweep failed')
   })
-  const blocks = new BlockService({ history, maxBlocks: config.limits.blocksPerUser, onChange: reconsider })
+  const blocks = new BlockService({ blocks: options.blocks, maxBlocks: config.limits.blocksPerUser, onChange: reconsider })
   const receipts = new ReceiptService({
     history,
     log: logSink,

@@ -58,3 +58,10 @@ export function bySlot<T> (items: Iterable<T>, keyOf: (item: T) => string): T[][
 
 /** A user's live connections (clientId → `<node>|<token>`), kept by presence/redis-presence.ts and read by the log feed and the cursor script. */
 export const presenceConnectionsKey = (user: string): string => ownerKey('presence', userTag(user), 'p')
+
+/**
+ * Which user's device holds a push token (`<user>:<deviceId>`): looked up by
+ * the token alone, so the token is its own owner (`{t:<token>}`; tokens are
+ * hex or `[A-Za-z0-9_.:-]`, never a brace). Read and written one key at a time.
+ */
+export const pushTokenKey = (token: string): string => ownerKey('devices', `{t:${token}}`)

@@ -13,8 +13,8 @@ import type { ArrivedMessage, LogSink } from '../history/log-sink.ts'
 import { RedisGroups } from '../history/redis-groups.ts'
 import { redisKeys, type GroupKeys } from '../history/redis-group-keys.ts'
 import { LevelHistory } from '../history/level-history.ts'
-import { RedisHistory } from '../history/redis-history.ts'
-import type { HistoryStore } from '../history/history-store.ts'
+import { RedisLog } from '../history/redis-log.ts'
+import type { LogStore } from '../history/history-store.ts'
 import type { RedisClient } from '../storage/redis-client.ts'
 import { slotOf } from '../storage/redis-keys.ts'
 import { REDIS_BASE, tempDataDir } from './helpers/server-process.ts'
@@ -59,13 +59,13 @@ interface Opened {
   unread (user: string, group: string): Promise<number>
   /** Makes the store fan out `group` from its start again (Redis only: LevelDB has no separate fan-out). */
   rewind?: (group: string) => Promise<void>
-  history?: HistoryStore
+  history?: LogStore
   close (): Promise<void>
 }
 
 interface Options { keepMs?: number, retention?: GroupRetentionHook }
 
-function redisOpened (redis: RedisClient, keys: GroupKeys, options: Options, close: () => Promise<void>, history?: HistoryStore): Opened {
+function redisOpened (redis: RedisClient, keys: GroupKeys, options: Options, close: () => Promise<void>, history?: LogStore): Opened {
   const make = (fastPath: boolean): RedisGroups => new RedisGroups(redis, { keys, fastPath, keepMs: options.keepMs ?? 0, retention: options.retention })
   return {
     groups: make(true),
@@ -97,14 +97,14 @@ const STORES: Array<{ name: string, open: (options?: Options) => Promise<Opened>
     open: async (options = {}) => {
       const redis = new Redis(`${REDIS_BASE}/1`, { enableAutoPipelining: true })
       // The per-user log's own store reads the members' logs.
-      return redisOpened(redis, redisKeys(false), options, async () => { redis.disconnect() }, new RedisHistory(redis, { keepMs: options.keepMs ?? 0 }))
+      return redisOpened(redis, redisKeys(false), options, async () => { redis.disconnect() }, new RedisLog(redis, { keepMs: options.keepMs ?? 0 }))
     }
   },
   {
     name: 'redis-cluster',
     open: async (options = {}) => {
       const redis = new Cluster(cluster.seeds.split(',').map((seed) => ({ host: seed.split(':')[0]!, port: Number(seed.split(':')[1]) })), { enableAutoPipelining: true })
-      return redisOpened(redis, redisKeys(true), options, async () => { redis.disconnect() }, new RedisHistory(redis, { keepMs: options.keepMs ?? 0 }))
+      return redisOpened(redis, redisKeys(true), options, async () => { redis.disconnect() }, new RedisLog(redis, { keepMs: options.keepMs ?? 0 }))
     }
   },
   {

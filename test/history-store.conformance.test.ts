@@ -1,7 +1,8 @@
-// One behaviour, every implementation: the HistoryStore contract, run against
-// the Redis store on one Redis and on a real Redis Cluster of this test's own,
-// and the LevelDB store (a real LevelDB in a temp dir). A third
-// implementation is proven by adding one line to STORES.
+// One behaviour, every implementation: the three stores of a user's history,
+// each with its own suite (the log: LogStore; device cursors: CursorStore;
+// blocks: BlockStore), run against Redis on one Redis and on a real Redis
+// Cluster of this test's own, and LevelDB (a real LevelDB in a temp dir),
+// sharing one cluster. A new implementation is proven by adding it to STORES.
 //
 // One owner per write: a call returns once the caller's log has the event;
 // the other user's copy is reported to the sink when it lands (on Redis
@@ -11,9 +12,11 @@ import t from 'tap'
 import { Redis, Cluster } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 import { join } from 'node:path'
-import type { HistoryStore } from '../history/history-store.ts'
+import type { BlockStore, CursorStore, LogStore } from '../history/history-store.ts'
 import type { ArrivedMessage, LogSink } from '../history/log-sink.ts'
-import { RedisHistory, type RedisHistoryOptions } from '../history/redis-history.ts'
+import { RedisLog } from '../history/redis-log.ts'
+import { RedisCursors } from '../history/redis-cursors.ts'
+import { RedisBlocks } from '../history/redis-blocks.ts'
 import { LevelHistory } from '../history/level-history.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
 import { presenceConnectionsKey } from '../storage/redis-keys.ts'
@@ -39,7 +42,10 @@ class RecordingSink implements LogSink {
 
 /** A store, and who is connected beside it: the session bound never evicts a connected device. */
 interface Opened {
-  store: HistoryStore
+  /** The log. */
+  store: LogStore
+  cursors: CursorStore
+  blocks: BlockStore
   connect: (user: string, device: string) => Promise<void>
   disconnect: (user: string, device: string) => Promise<void>
   close: () => Promise<void>
@@ -52,10 +58,11 @@ interface OpenOptions { keepMs?: number, maxSessions?: number, fastPath?: boolea
  * keeps it; its own conformance suite covers how), written here directly as it holds it.
  */
 function redisOpened (redis: RedisClient, options: OpenOptions, close: () => void): Opened {
-  const settings: RedisHistoryOptions = { keepMs: options.keepMs ?? 0, maxSessionsPerUser: options.maxSessions ?? 0, fastPath: options.fastPath ?? true }
-  const store = new RedisHistory(redis, settings)
+  const store = new RedisLog(redis, { keepMs: options.keepMs ?? 0, fastPath: options.fastPath ?? true })
   return {
     store,
+    cursors: new RedisCursors(redis, { maxSessionsPerUser: options.maxSessions ?? 0 }),
+    blocks: new RedisBlocks(redis),
     connect: async (user, device) => { await redis.hset(presenceConnectionsKey(user), `${user}:${device}`, 'node|t') },
     disconnect: async (user, device) => { await redis.hdel(presenceConnectionsKey(user), `${user}:${device}`) },
     close: async () => { await store.close(); close() }
@@ -84,6 +91,8 @@ const STORES: Array<{ name: string, open: (options?: OpenOptions) => Promise<Ope
       const store = await LevelHistory.open(join(tempDataDir(), 'history'), keepMs, { maxPerUser: maxSessions, isConnected: (user, clientId) => presence.connectedNow(user, clientId) })
       return {
         store,
+        cursors: store,
+        blocks: store,
         connect: async (user, device) => { await presence.connected(user, `${user}:${device}`, 't', Date.now()) },
         disconnect: async (user, device) => { await presence.disconnected(user, `${user}:${device}`, 't', Date.now()) },
         close: () => store.close()
@@ -96,7 +105,7 @@ const tail = (from: string, to: string, id: string, ts: number, body: unknown = 
   JSON.stringify({ type: 'message', id, from, to, ts, body }).slice(1)
 
 /** Appends, then waits for the relay this process started, so the recipient's log has it too. */
-async function send (store: HistoryStore, from: string, to: string, id: string, ts = Date.now(), sink: LogSink = new RecordingSink()) {
+async function send (store: LogStore, from: string, to: string, id: string, ts = Date.now(), sink: LogSink = new RecordingSink()) {
   const result = await store.appendMessage({ from, to, id, ts, tail: tail(from, to, id, ts) }, sink)
   await store.relayed()
   return result
@@ -104,7 +113,7 @@ async function send (store: HistoryStore, from: string, to: string, id: string, 
 
 for (const { name, open } of STORES) {
   t.test(name, async (t) => {
-    const { store, close } = await open()
+    const { store, cursors, close } = await open()
     t.teardown(close)
 
     t.test('append: each side gets its own gapless seq; ids are idempotent per sender', async (t) => {
@@ -194,23 +203,23 @@ for (const { name, open } of STORES) {
     t.test('cursors: opened at the head, forward only, dropped', async (t) => {
       const alice = uniqueUser('alice')
       const bob = uniqueUser('bob')
-      t.equal(await store.cursor(bob, 'phone'), undefined, 'no session, no cursor')
+      t.equal(await cursors.cursor(bob, 'phone'), undefined, 'no session, no cursor')
       await send(store, alice, bob, 'before')
-      t.same(await store.openCursor(bob, 'phone'), { seq: 1, created: true, evicted: [] }, 'a new cursor starts at the head')
-      await store.openCursor(bob, 'laptop')
+      t.same(await cursors.openCursor(bob, 'phone'), { seq: 1, created: true, evicted: [] }, 'a new cursor starts at the head')
+      await cursors.openCursor(bob, 'laptop')
       await send(store, alice, bob, 'after')
-      t.same(await store.openCursor(bob, 'phone'), { seq: 1, created: false, evicted: [] }, 'opening again keeps the cursor')
-      await store.saveCursors([{ user: bob, device: 'phone', seq: 2 }, { user: bob, device: 'laptop', seq: 1 }])
-      t.equal(await store.cursor(bob, 'phone'), 2)
-      t.equal(await store.cursor(bob, 'laptop'), 1, 'each device has its own')
-      await store.saveCursors([{ user: bob, device: 'phone', seq: 1 }])
-      t.equal(await store.cursor(bob, 'phone'), 2, 'never moves back')
-      await store.dropCursor(bob, 'phone')
-      t.equal(await store.cursor(bob, 'phone'), undefined)
-      t.equal(await store.cursor(bob, 'laptop'), 1, 'dropping one leaves the others')
-      await store.saveCursors([{ user: bob, device: 'phone', seq: 2 }, { user: bob, device: 'tablet', seq: 2 }])
-      t.equal(await store.cursor(bob, 'phone'), undefined, 'a late save does not bring a dropped cursor back')
-      t.equal(await store.cursor(bob, 'tablet'), undefined, 'nor create one')
+      t.same(await cursors.openCursor(bob, 'phone'), { seq: 1, created: false, evicted: [] }, 'opening again keeps the cursor')
+      await cursors.saveCursors([{ user: bob, device: 'phone', seq: 2 }, { user: bob, device: 'laptop', seq: 1 }])
+      t.equal(await cursors.cursor(bob, 'phone'), 2)
+      t.equal(await cursors.cursor(bob, 'laptop'), 1, 'each device has its own')
+      await cursors.saveCursors([{ user: bob, device: 'phone', seq: 1 }])
+      t.equal(await cursors.cursor(bob, 'phone'), 2, 'never moves back')
+      await cursors.dropCursor(bob, 'phone')
+      t.equal(await cursors.cursor(bob, 'phone'), undefined)
+      t.equal(await cursors.cursor(bob, 'laptop'), 1, 'dropping one leaves the others')
+      await cursors.saveCursors([{ user: bob, device: 'phone', seq: 2 }, { user: bob, device: 'tablet', seq: 2 }])
+      t.equal(await cursors.cursor(bob, 'phone'), undefined, 'a late save does not bring a dropped cursor back')
+      t.equal(await cursors.cursor(bob, 'tablet'), undefined, 'nor create one')
     })
 
     t.test('conversations and unread', async (t) => {
@@ -230,46 +239,46 @@ for (const { name, open } of STORES) {
   })
 
   t.test(`${name}: sessions per user are bounded, the one furthest behind goes`, async (t) => {
-    const { store, connect, disconnect, close } = await open({ maxSessions: 3 })
+    const { store, cursors, connect, disconnect, close } = await open({ maxSessions: 3 })
     t.teardown(close)
     const alice = uniqueUser('alice')
     const bob = uniqueUser('bob')
     // d1 at 0, d2 at 1, d3 at 2: each opened after one more message.
     for (const device of ['d1', 'd2', 'd3']) {
-      t.same((await store.openCursor(bob, device)).evicted, [], `${device} fits`)
+      t.same((await cursors.openCursor(bob, device)).evicted, [], `${device} fits`)
       await send(store, alice, bob, `m-${device}`)
     }
-    t.same(await store.openCursor(bob, 'd4'), { seq: 3, created: true, evicted: ['d1'] }, 'the fourth evicts the lowest cursor, in the same step')
-    t.equal(await store.cursor(bob, 'd1'), undefined, 'its cursor is gone')
-    await store.saveCursors([{ user: bob, device: 'd1', seq: 3 }])
-    t.equal(await store.cursor(bob, 'd1'), undefined, 'a late save of the evicted device does not bring it back')
+    t.same(await cursors.openCursor(bob, 'd4'), { seq: 3, created: true, evicted: ['d1'] }, 'the fourth evicts the lowest cursor, in the same step')
+    t.equal(await cursors.cursor(bob, 'd1'), undefined, 'its cursor is gone')
+    await cursors.saveCursors([{ user: bob, device: 'd1', seq: 3 }])
+    t.equal(await cursors.cursor(bob, 'd1'), undefined, 'a late save of the evicted device does not bring it back')
 
     await connect(bob, 'd2')
-    t.same((await store.openCursor(bob, 'd5')).evicted, ['d3'], 'a connected device is never evicted: the next one behind goes')
-    t.equal(await store.cursor(bob, 'd2'), 1, 'the connected one keeps its cursor')
-    t.same((await store.openCursor(bob, 'd2')).evicted, [], 'reopening an existing cursor evicts nothing')
+    t.same((await cursors.openCursor(bob, 'd5')).evicted, ['d3'], 'a connected device is never evicted: the next one behind goes')
+    t.equal(await cursors.cursor(bob, 'd2'), 1, 'the connected one keeps its cursor')
+    t.same((await cursors.openCursor(bob, 'd2')).evicted, [], 'reopening an existing cursor evicts nothing')
 
-    await store.dropCursor(bob, 'd4')
-    t.same((await store.openCursor(bob, 'd6')).evicted, [], 'a dropped session frees its place')
+    await cursors.dropCursor(bob, 'd4')
+    t.same((await cursors.openCursor(bob, 'd6')).evicted, [], 'a dropped session frees its place')
 
-    await store.saveCursors([{ user: bob, device: 'd5', seq: 3 }, { user: bob, device: 'd6', seq: 3 }])
-    t.same((await store.openCursor(bob, 'd1')).evicted, ['d5'], 'equal cursors: the lowest device id goes first')
+    await cursors.saveCursors([{ user: bob, device: 'd5', seq: 3 }, { user: bob, device: 'd6', seq: 3 }])
+    t.same((await cursors.openCursor(bob, 'd1')).evicted, ['d5'], 'equal cursors: the lowest device id goes first')
 
     await connect(bob, 'd1')
     await connect(bob, 'd6')
-    const over = await store.openCursor(bob, 'd7')
+    const over = await cursors.openCursor(bob, 'd7')
     t.same(over.evicted, [], 'every session connected: none is evicted, the new one is kept anyway')
-    t.equal(await store.cursor(bob, 'd7'), 3)
+    t.equal(await cursors.cursor(bob, 'd7'), 3)
     await disconnect(bob, 'd1')
     await disconnect(bob, 'd2')
-    t.same((await store.openCursor(bob, 'd8')).evicted.sort(), ['d1', 'd2'], 'once they disconnect, the next new session brings the user back to the bound')
+    t.same((await cursors.openCursor(bob, 'd8')).evicted.sort(), ['d1', 'd2'], 'once they disconnect, the next new session brings the user back to the bound')
     const carol = uniqueUser('carol')
-    t.same((await store.openCursor(carol, 'd1')).evicted, [], 'the bound is per user')
+    t.same((await cursors.openCursor(carol, 'd1')).evicted, [], 'the bound is per user')
 
-    const [a, b] = await Promise.all([store.openCursor(carol, 'x1'), store.openCursor(carol, 'x2')])
-    const [c, d] = await Promise.all([store.openCursor(carol, 'x3'), store.openCursor(carol, 'x4')])
+    const [a, b] = await Promise.all([cursors.openCursor(carol, 'x1'), cursors.openCursor(carol, 'x2')])
+    const [c, d] = await Promise.all([cursors.openCursor(carol, 'x3'), cursors.openCursor(carol, 'x4')])
     t.equal([a, b, c, d].flatMap((opened) => opened.evicted).length, 2, 'concurrent opens: each eviction happens once')
-    const kept = await Promise.all(['d1', 'x1', 'x2', 'x3', 'x4'].map((device) => store.cursor(carol, device)))
+    const kept = await Promise.all(['d1', 'x1', 'x2', 'x3', 'x4'].map((device) => cursors.cursor(carol, device)))
     t.equal(kept.filter((cursor) => cursor !== undefined).length, 3, 'and the user holds exactly the bound')
   })
 
@@ -292,18 +301,18 @@ for (const { name, open } of STORES) {
 
 for (const { name, open } of STORES) {
   t.test(`${name}: blocking withholds the recipient's copy, and conversations are known`, async (t) => {
-    const { store, close } = await open()
+    const { store, blocks, close } = await open()
     t.teardown(close)
     const [alice, mallory, bob] = [uniqueUser('alice'), uniqueUser('mallory'), uniqueUser('bob')]
-    t.equal(await store.isBlocked(alice, mallory), false)
-    t.equal(await store.setBlocked(alice, mallory, 1000), 1000)
-    t.equal(await store.setBlocked(alice, mallory, 2000), 1000, 'blocking again keeps the first time')
-    await store.setBlocked(alice, bob, 3000)
-    t.same(await store.blocked(alice), [{ user: bob, since: 3000 }, { user: mallory, since: 1000 }], 'most recent first')
-    t.equal(await store.setUnblocked(alice, bob), true)
-    t.equal(await store.setUnblocked(alice, bob), false, 'unblocking twice: false')
-    t.equal(await store.isBlocked(alice, mallory), true)
-    t.equal(await store.isBlocked(mallory, alice), false, 'one way only')
+    t.equal(await blocks.isBlocked(alice, mallory), false)
+    t.equal(await blocks.setBlocked(alice, mallory, 1000), 1000)
+    t.equal(await blocks.setBlocked(alice, mallory, 2000), 1000, 'blocking again keeps the first time')
+    await blocks.setBlocked(alice, bob, 3000)
+    t.same(await blocks.blocked(alice), [{ user: bob, since: 3000 }, { user: mallory, since: 1000 }], 'most recent first')
+    t.equal(await blocks.setUnblocked(alice, bob), true)
+    t.equal(await blocks.setUnblocked(alice, bob), false, 'unblocking twice: false')
+    t.equal(await blocks.isBlocked(alice, mallory), true)
+    t.equal(await blocks.isBlocked(mallory, alice), false, 'one way only')
 
     const sink = new RecordingSink()
     const withheld = await send(store, mallory, alice, 'w1', Date.now(), sink)
@@ -321,7 +330,7 @@ for (const { name, open } of STORES) {
     t.same(sink.events, [])
 
     t.match(await send(store, alice, mallory, 'a1'), { status: 'stored', newConversation: true }, 'the blocker may still write')
-    await store.setUnblocked(alice, mallory)
+    await blocks.setUnblocked(alice, mallory)
     const after = new RecordingSink()
     t.match(await send(store, mallory, alice, 'w2', Date.now(), after), { status: 'stored', newConversation: undefined })
     t.match(after.of(alice), [{ seq: 2, id: 'w2' }], 'after unblocking: delivered')

@@ -9,6 +9,7 @@ import { startServerProcess, tempDataDir, freePort, flushRedisDb, modesUnderTest
 import { connectDevice, type Device } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { sendMany } from './helpers/backlog.ts'
+import { presenceConnectionsKey } from '../storage/redis-keys.ts'
 
 const REDIS_DB = 13
 await flushRedisDb(REDIS_DB)
@@ -148,7 +149,7 @@ t.test('redis: WORKERS=2 delivers between clients on different workers', async (
   const redis = new Redis(`${REDIS_BASE}/${REDIS_DB}`)
   t.teardown(() => redis.disconnect())
   const nodeOf = async (user: string): Promise<string> => {
-    const value = await redis.hget(`inboxd:presence:p:${user}`, `${user}:phone`)
+    const value = await redis.hget(presenceConnectionsKey(user), `${user}:phone`)
     return value!.split('|')[0]!
   }
   const nodes = await Promise.all(pairs.map(async ({ alice, bob }) => [await nodeOf(alice), await nodeOf(bob)] as const))

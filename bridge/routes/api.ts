@@ -1,7 +1,7 @@
 // The authenticated REST API (/v1): one encapsulated scope in which every
 // route requires a valid Bearer token.
 import type { FastifyPluginAsync } from 'fastify'
-import type { HistoryStore } from '../../history/history-store.ts'
+import type { LogStore } from '../../history/history-store.ts'
 import type { MessageService } from '../../messaging/message-service.ts'
 import type { GroupService } from '../../messaging/group-service.ts'
 import { groupRoutes } from './groups.ts'
@@ -26,7 +26,7 @@ import type { PresenceRegistry } from '../../presence/presence-registry.ts'
 import type { DeviceRegistry } from '../../push/device-registry.ts'
 
 export interface ApiOptions {
-  history: HistoryStore
+  history: LogStore
   messages: MessageService
   groups: GroupService
   receipts: ReceiptService

@@ -2,14 +2,14 @@
 // Every route is scoped to the authenticated user: `:peer` is the other
 // party, so no URL can name someone else's conversation.
 import type { FastifyPluginAsync } from 'fastify'
-import type { HistoryStore } from '../../history/history-store.ts'
+import type { LogStore } from '../../history/history-store.ts'
 import type { ReceiptService } from '../../messaging/receipt-service.ts'
 import { sendError, errorSchema } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { eventSchema, idSchema, parseEvent, peerParams, seqSchema } from '../schemas.ts'
 
 export interface ConversationRoutesOptions {
-  history: HistoryStore
+  history: LogStore
   receipts: ReceiptService
 }
 

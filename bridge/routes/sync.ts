@@ -2,12 +2,12 @@
 // `seq`, in seq order. A device that lost its broker session (or saw a gap
 // in seq) catches up here, then resumes live delivery.
 import type { FastifyPluginAsync } from 'fastify'
-import type { HistoryStore } from '../../history/history-store.ts'
+import type { LogStore } from '../../history/history-store.ts'
 import { errorSchema } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { eventSchema, parseEvent, seqSchema } from '../schemas.ts'
 
-export const syncRoutes: FastifyPluginAsync<{ history: HistoryStore }> = async (app, { history }) => {
+export const syncRoutes: FastifyPluginAsync<{ history: Pick<LogStore, 'events'> }> = async (app, { history }) => {
   app.get<{ Querystring: { since: number, limit: number } }>('/v1/sync', {
     schema: {
       summary: 'Your events after a seq, in order',

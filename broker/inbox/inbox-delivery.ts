@@ -18,14 +18,15 @@ import type { Aedes, Client } from 'aedes'
 import mqttPacket from 'mqtt-packet'
 import type { Logger } from 'pino'
 import { parseClientId, type DeviceIdentity } from '../../protocol/identity.ts'
-import type { DeviceCursor, HistoryStore } from '../../history/history-store.ts'
+import type { CursorStore, DeviceCursor, LogStore } from '../../history/history-store.ts'
 import type { LogFeed } from '../../storage/log-feed.ts'
 import { inboxTopic } from '../../protocol/topics.ts'
 import { DeviceStream, type InboxPacket } from './device-stream.ts'
 import { STREAM_BUFFER_BYTES } from '../backpressure.ts'
 
 export interface InboxDeliveryOptions {
-  history: HistoryStore
+  history: Pick<LogStore, 'readLog' | 'head'>
+  cursors: CursorStore
   feed: LogFeed
   /** Events older than this are not streamed to a reconnecting device. */
   retentionMs: number
@@ -80,7 +81,7 @@ export class InboxDelivery {
   async prepareSubscription (client: Client): Promise<void> {
     const device = parseClientId(client.id)
     if (device === undefined || client.clean) return
-    const opened = await this.#options.history.openCursor(device.userId, device.deviceId)
+    const opened = await this.#options.cursors.openCursor(device.userId, device.deviceId)
     this.#endEvicted(device.userId, opened.evicted)
   }
 
@@ -103,7 +104,7 @@ export class InboxDelivery {
   /** Before the CONNACK: a clean session discards the device's cursor. */
   async sessionStarting (client: Client): Promise<void> {
     const device = parseClientId(client.id)
-    if (device !== undefined && client.clean) await this.#options.history.dropCursor(device.userId, device.deviceId)
+    if (device !== undefined && client.clean) await this.#options.cursors.dropCursor(device.userId, device.deviceId)
   }
 
   #inboxOf (client: Client): string | undefined {
@@ -167,7 +168,7 @@ export class InboxDelivery {
     streams.add(stream)
     const position = client.clean
       ? history.head(device.userId)
-      : (this.#settling.get(client.id) ?? Promise.resolve()).then(() => history.openCursor(device.userId, device.deviceId)).then((opened) => {
+      : (this.#settling.get(client.id) ?? Promise.resolve()).then(() => this.#options.cursors.openCursor(device.userId, device.deviceId)).then((opened) => {
           this.#endEvicted(device.userId, opened.evicted)
           // A restored session whose cursor is gone (evicted while its subscriptions were being
           // removed, or before a crash let that happen): it is a new session from the log's head,
@@ -193,10 +194,10 @@ export class InboxDelivery {
     const cursor = stream.close()
     if (client.clean) return
     this.#dirty.delete(client.id)
-    const { history, log } = this.#options
+    const { cursors, log } = this.#options
     const write = dropCursor
-      ? history.dropCursor(device.userId, device.deviceId)
-      : history.saveCursors([{ user: device.userId, device: device.deviceId, seq: cursor }])
+      ? cursors.dropCursor(device.userId, device.deviceId)
+      : cursors.saveCursors([{ user: device.userId, device: device.deviceId, seq: cursor }])
     const settled = write.catch((error: unknown) => log.warn({ err: error, clientId: client.id }, 'could not save the inbox cursor'))
     this.#settling.set(client.id, settled)
     void settled.then(() => { if (this.#settling.get(client.id) === settled) this.#settling.delete(client.id) })
@@ -207,7 +208,7 @@ export class InboxDelivery {
     if (this.#dirty.size === 0) return
     const cursors = [...this.#dirty.values()]
     this.#dirty.clear()
-    await this.#options.history.saveCursors(cursors).catch((error: unknown) => {
+    await this.#options.cursors.saveCursors(cursors).catch((error: unknown) => {
       // Lost positions only mean redelivery; keep the newest for the next flush.
       for (const cursor of cursors) {
         const key = `${cursor.user}:${cursor.device}`

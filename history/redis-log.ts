@@ -1,19 +1,20 @@
-// History in Redis, on one Redis or a cluster: every write is one Lua script
+// The per-user log in Redis, on one Redis or a cluster: every write is one Lua script
 // over one user's keys (redis-scripts.ts; atomic, so seq is gapless across
 // server processes); what it means for another user's log goes through the
 // writer's outbox and the relay (redis-relay.ts). Reads are plain range
 // queries, each within one user's slot; a member's reference to a group event
 // is resolved with a read of the group's key.
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
-import { bySlot, presenceConnectionsKey } from '../storage/redis-keys.ts'
-import type { AppendResult, ConversationSummary, DeviceCursor, HistoryStore, LogEntry, LogRetentionHook, NewMessage, Notice, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import { bySlot } from '../storage/redis-keys.ts'
+import type { AppendResult, ConversationSummary, LogEntry, LogRetentionHook, LogStore, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
 import { receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
 import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
-import { RedisRelay } from './redis-relay.ts'
-import { APPEND, BLOCK, NOTICES, OPEN_CURSOR, READ_LOG, RECALL, RECEIPT, SAVE_CURSORS, TRIM } from './redis-scripts.ts'
+import { RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
+import type { ReplicaGate } from '../storage/replication.ts'
+import { APPEND, NOTICES, READ_LOG, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
 
 type Reply = Array<string | number | null>
 
@@ -23,10 +24,7 @@ interface ScriptedRedis {
   historyRecall (...args: Array<string | number>): Promise<Reply>
   historyTrim (...args: Array<string | number>): Promise<number>
   historyReadLog (...args: Array<string | number>): Promise<string[]>
-  historyOpenCursor (...args: Array<string | number>): Promise<Array<string | number>>
-  historySaveCursors (...args: Array<string | number>): Promise<number>
   historyNotices (...args: Array<string | number>): Promise<number[]>
-  historyBlock (...args: Array<string | number>): Promise<string>
 }
 
 const orUndefined = (value: string | number | null | undefined): string | undefined => (typeof value === 'string' ? value : undefined)
@@ -36,11 +34,9 @@ const TRIM_BATCH = 50
 /** A user's log is trimmed after every this many appends of theirs (off the acknowledgement's path). */
 const TRIM_EVERY = 16
 
-export interface RedisHistoryOptions {
+export interface RedisLogOptions {
   /** History retention (0 keeps history forever). */
   keepMs?: number
-  /** MAX_SESSIONS_PER_USER (0: no bound). The cursor script reads who is connected from presence's hash in the user's slot. */
-  maxSessionsPerUser?: number
   retention?: LogRetentionHook
   /** Key names (shared with the group store); by default the cluster's scheme, per slot on a cluster. */
   keys?: GroupKeys
@@ -48,79 +44,73 @@ export interface RedisHistoryOptions {
   fastPath?: boolean
   /** A background relay or trim failed (the sweeper retries the relay; the next trim the trim). */
   onError?: (error: unknown) => void
+  /** REDIS_WAIT_REPLICAS: a write is acknowledged (and a relayed copy marked done) only once replicas hold it. */
+  replicas?: Pick<ReplicaGate, 'after'>
 }
 
-export class RedisHistory implements HistoryStore {
+const NO_REPLICAS: Pick<ReplicaGate, 'after'> = { after: async () => {} }
+
+export class RedisLog implements LogStore {
   readonly #redis: RedisClient & ScriptedRedis
   readonly #keepMs: number
-  readonly #maxSessions: number
   readonly #retention: LogRetentionHook
   readonly #keys: GroupKeys
   readonly #fastPath: boolean
   readonly #onError: (error: unknown) => void
   readonly #relay: RedisRelay
   readonly #perSlot: boolean
+  readonly #replicas: Pick<ReplicaGate, 'after'>
 
-  constructor (redis: RedisClient, options: RedisHistoryOptions = {}) {
-    const { keepMs = 0, maxSessionsPerUser = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {} } = options
-    redis.defineCommand('historyAppend', { numberOfKeys: 9, lua: APPEND })
-    redis.defineCommand('historyReceipt', { numberOfKeys: 9, lua: RECEIPT })
-    redis.defineCommand('historyRecall', { numberOfKeys: 7, lua: RECALL })
+  constructor (redis: RedisClient, options: RedisLogOptions = {}) {
+    const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS } = options
+    redis.defineCommand('historyAppend', { numberOfKeys: 10, lua: APPEND })
+    redis.defineCommand('historyReceipt', { numberOfKeys: 10, lua: RECEIPT })
+    redis.defineCommand('historyRecall', { numberOfKeys: 8, lua: RECALL })
     defineVariadicScript(redis, 'historyTrim', TRIM)
     redis.defineCommand('historyReadLog', { numberOfKeys: 2, lua: READ_LOG })
-    redis.defineCommand('historyOpenCursor', { numberOfKeys: 3, lua: OPEN_CURSOR })
-    defineVariadicScript(redis, 'historySaveCursors', SAVE_CURSORS)
     defineVariadicScript(redis, 'historyNotices', NOTICES)
-    redis.defineCommand('historyBlock', { numberOfKeys: 1, lua: BLOCK })
     this.#redis = redis as RedisClient & ScriptedRedis
     this.#keepMs = keepMs
-    this.#maxSessions = maxSessionsPerUser
     this.#retention = retention
     this.#keys = keys
     this.#fastPath = fastPath
     this.#onError = onError
     this.#perSlot = redis.isCluster
-    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys })
+    this.#replicas = replicas
+    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys }, { replicas, onError })
   }
 
   #k (user: string, name: string): string {
     return this.#keys.member(user, name)
   }
 
-  /** After a write with an outbox item: the relay now (not awaited), and retention now and then. */
-  #after (user: string, seq: number, sink: LogSink | undefined): void {
-    if (sink !== undefined && this.#fastPath) this.#relay.run(user, sink).catch(this.#onError)
+  /** After a write (durable, replicated if asked): its outbox item to the relay (not awaited), and retention now and then. */
+  #after (user: string, seq: number, relay: { item: RelayItem, done: number, sink: LogSink } | undefined): void {
+    if (relay !== undefined && this.#fastPath) this.#relay.relay(relay.item, relay.done, relay.sink).catch(this.#onError)
     if (this.#keepMs > 0 && seq > 0 && seq % TRIM_EVERY === 0) this.trimLog(user, Date.now()).catch(this.#onError)
+  }
+
+  /** The writer's keys every write with an outbox item declares, after its own. */
+  #outbox (user: string): string[] {
+    return [this.#k(user, 'ob'), this.#k(user, 'obseq'), this.#keys.relayPending(user), this.#k(user, 'obdone')]
   }
 
   async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
     const { from, to, id, ts, tail } = message
-    const [status, first, newConversation] = await this.#redis.historyAppend(
-      ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs', 'ob', 'obseq'].map((name) => this.#k(from, name)), this.#keys.relayPending(from),
+    const [status, first, newConversation, item, done] = await this.#redis.historyAppend(
+      ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs'].map((name) => this.#k(from, name)), ...this.#outbox(from),
       from, to, id, ts, this.#keepMs, tail, Date.now())
     if (status === 'conflict') return { status }
+    // A duplicate too: the first attempt may have gone unacknowledged before its replica had it.
+    await this.#replicas.after(this.#k(from, 'seq'))
     if (status === 'duplicate') return { status, senderEvent: orUndefined(first) }
     const seq = Number(first)
-    this.#after(from, seq, to === from ? undefined : sink)
+    this.#after(from, seq, to === from ? undefined : {
+      item: relayItem.message(from, Number(item), { to, senderSeq: seq, id, ts, tail, newConversation: newConversation === 1 }),
+      done: Number(done),
+      sink
+    })
     return { status: 'stored', senderEvent: withSeq(seq, tail), ...(newConversation === 1 ? { newConversation: true } : {}) }
-  }
-
-  async setBlocked (blocker: string, user: string, since: number, limit = 0): Promise<number | 'limit'> {
-    const reply = await this.#redis.historyBlock(this.#k(blocker, 'blocks'), user, since, limit)
-    return reply === 'limit' ? reply : Number(reply)
-  }
-
-  async setUnblocked (blocker: string, user: string): Promise<boolean> {
-    return await this.#redis.hdel(this.#k(blocker, 'blocks'), user) === 1
-  }
-
-  async blocked (blocker: string): Promise<Array<{ user: string, since: number }>> {
-    const all = await this.#redis.hgetall(this.#k(blocker, 'blocks'))
-    return Object.entries(all).map(([user, since]) => ({ user, since: Number(since) })).sort((a, b) => b.since - a.since)
-  }
-
-  async isBlocked (blocker: string, user: string): Promise<boolean> {
-    return await this.#redis.hexists(this.#k(blocker, 'blocks'), user) === 1
   }
 
   async hasConversation (user: string, peer: string): Promise<boolean> {
@@ -133,18 +123,19 @@ export class RedisHistory implements HistoryStore {
     const [found] = await this.#redis.zrevrangebyscore(this.#k(reader, `in:${peer}`), upTo, '-inf', 'LIMIT', 0, 1)
     const entry = found === undefined ? undefined : (await this.#redis.zrangebyscore(this.#k(reader, 'log'), found, found, 'LIMIT', 0, 1))[0]
     const meta = entry === undefined ? undefined : parseMeta(entry)
-    const keys = ['read', 'dlv', `in:${peer}`, 'seq', 'ev', 'log', 'ob', 'obseq'].map((name) => this.#k(reader, name))
+    const keys = [...['read', 'dlv', `in:${peer}`, 'seq', 'ev', 'log'].map((name) => this.#k(reader, name)), ...this.#outbox(reader)]
     if (meta === undefined) {
       // Nothing to mark: report the current mark (a script with mark 0 changes nothing).
-      const [, mark, unread] = await this.#redis.historyReceipt(...keys, this.#keys.relayPending(reader), reader, peer, kind, 0, '', 0, ts, '', Date.now())
+      const [, mark, unread] = await this.#redis.historyReceipt(...keys, reader, peer, kind, 0, '', 0, ts, '', Date.now())
       return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
     }
     const readerTail = kind === 'read' ? receiptTail('read', reader, peer, meta.seq, meta.id, ts) : ''
-    const [changed, mark, unread, readerSeq] = await this.#redis.historyReceipt(...keys, this.#keys.relayPending(reader),
+    const [changed, mark, unread, readerSeq, item, done] = await this.#redis.historyReceipt(...keys,
       reader, peer, kind, meta.seq, meta.id, meta.peerSeq, ts, readerTail, Date.now())
     if (changed !== 1) return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
+    await this.#replicas.after(this.#k(reader, 'seq'))
     const seq = Number(readerSeq)
-    this.#after(reader, seq, sink)
+    this.#after(reader, seq, { item: relayItem.receipt(reader, Number(item), { to: peer, receipt: kind, upTo: meta.peerSeq, id: meta.id, ts }), done: Number(done), sink })
     return { changed: true, upTo: Number(mark), unread: Number(unread), readerEvent: seq > 0 ? withSeq(seq, readerTail) : undefined }
   }
 
@@ -161,11 +152,12 @@ export class RedisHistory implements HistoryStore {
       if (now - ts > windowMs) return { status: 'window_expired' }
       const message = tombstone(senderSeq, id, sender, to, ts, now)
       const recallTail = tailOf(recallEvent(0, id, sender, to, senderSeq, now))
-      const reply = await this.#redis.historyRecall(...['ids', 'ev', 'log', 'seq', 'ob', 'obseq'].map((name) => this.#k(sender, name)), this.#keys.relayPending(sender),
+      const reply = await this.#redis.historyRecall(...['ids', 'ev', 'log', 'seq'].map((name) => this.#k(sender, name)), ...this.#outbox(sender),
         sender, id, record, senderSeq, to, ts, now, tailOf(message), recallTail, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
       if (reply[0] === 'changed') continue // recalled (or reused) meanwhile: decide again
+      await this.#replicas.after(this.#k(sender, 'seq'))
       const seq = Number(reply[1])
-      this.#after(sender, seq, to === sender ? undefined : sink)
+      this.#after(sender, seq, to === sender ? undefined : { item: relayItem.recall(sender, Number(reply[2]), { to, id, messageTs: ts, ts: now }), done: Number(reply[3]), sink })
       return { status: 'recalled', message, senderEvent: withSeq(seq, recallTail), to }
     }
   }
@@ -282,7 +274,8 @@ export class RedisHistory implements HistoryStore {
   async seqOfMessage (user: string, peer: string, id: string): Promise<number | undefined> {
     // A message the peer sent to the caller (recorded where it landed), or one the caller sent.
     const [received, mine] = await Promise.all([this.#redis.hget(this.#k(user, 'rids'), `${peer}|${id}`), this.#redis.hget(this.#k(user, 'ids'), id)])
-    if (received !== null) return Number(received)
+    // 0: withheld (a block), never in the caller's log; negative: recalled since.
+    if (received !== null && Number(received) !== 0) return Math.abs(Number(received))
     const sent = mine === null ? undefined : parseIdRecord(mine)
     return sent?.to === peer ? sent.senderSeq : undefined
   }
@@ -318,25 +311,10 @@ export class RedisHistory implements HistoryStore {
     return entries
   }
 
-  async cursor (user: string, device: string): Promise<number | undefined> {
-    const value = await this.#redis.hget(this.#k(user, 'cur'), device)
-    return value === null ? undefined : Number(value)
-  }
-
-  async openCursor (user: string, device: string): Promise<OpenedCursor> {
-    const [seq, created, ...evicted] = await this.#redis.historyOpenCursor(this.#k(user, 'cur'), this.#k(user, 'seq'), presenceConnectionsKey(user), user, device, this.#maxSessions)
-    return { seq: Number(seq), created: Number(created) === 1, evicted: evicted.map(String) }
-  }
-
   /** One script per slot on a cluster (one for the batch on a single Redis). */
   #batches<T> (items: T[], userOf: (item: T) => string): T[][] {
     if (items.length === 0) return []
     return this.#perSlot ? bySlot(items, (item) => this.#k(userOf(item), 'seq')) : [items]
-  }
-
-  async saveCursors (cursors: DeviceCursor[]): Promise<void> {
-    await Promise.all(this.#batches(cursors, ({ user }) => user).map((batch) =>
-      this.#redis.historySaveCursors(batch.length, ...batch.map(({ user }) => this.#k(user, 'cur')), ...batch.flatMap(({ device, seq }) => [device, seq]))))
   }
 
   async appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>> {
@@ -347,10 +325,6 @@ export class RedisHistory implements HistoryStore {
       batch.forEach((notice, i) => events.set(notice, withSeq(Number(seqs[i]), notice.tail)))
     }))
     return notices.map((notice) => ({ user: notice.user, event: events.get(notice)! }))
-  }
-
-  async dropCursor (user: string, device: string): Promise<void> {
-    await this.#redis.hdel(this.#k(user, 'cur'), device)
   }
 
   async close (): Promise<void> {
