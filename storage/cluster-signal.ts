@@ -9,21 +9,35 @@ import type { RedisClient } from './redis-client.ts'
 
 export interface ClusterSignal {
   send (message: Record<string, unknown>): Promise<void>
+  /** Listeners get JSON objects only. */
   listen (listener: (message: Record<string, unknown>) => void): void
+  /** Stops delivery to this process's listeners at once. */
   close (): Promise<void>
 }
 
+type Listener = (message: Record<string, unknown>) => void
+
+/** Calls each listener unless one of them closed the signal. */
+function deliver (listeners: Listener[], message: Record<string, unknown>, closed: () => boolean): void {
+  for (const listener of listeners) {
+    if (closed()) return
+    listener(message)
+  }
+}
+
 export class LocalSignal implements ClusterSignal {
-  readonly #listeners: Array<(message: Record<string, unknown>) => void> = []
-  async send (message: Record<string, unknown>): Promise<void> { for (const listener of this.#listeners) listener(message) }
-  listen (listener: (message: Record<string, unknown>) => void): void { this.#listeners.push(listener) }
-  async close (): Promise<void> {}
+  readonly #listeners: Listener[] = []
+  #closed = false
+  async send (message: Record<string, unknown>): Promise<void> { deliver(this.#listeners, message, () => this.#closed) }
+  listen (listener: Listener): void { this.#listeners.push(listener) }
+  async close (): Promise<void> { this.#closed = true }
 }
 
 const CHANNEL = 'inboxd:signal'
 
 export class RedisSignal implements ClusterSignal {
-  readonly #listeners: Array<(message: Record<string, unknown>) => void> = []
+  readonly #listeners: Listener[] = []
+  #closed = false
 
   private constructor (private readonly pub: RedisClient, private readonly sub: RedisClient) {}
 
@@ -32,9 +46,11 @@ export class RedisSignal implements ClusterSignal {
     const signal = new RedisSignal(pub, sub)
     sub.on('message', (channel: string, text: string) => {
       if (channel !== CHANNEL) return
-      let message: Record<string, unknown>
-      try { message = JSON.parse(text) as Record<string, unknown> } catch { return }
-      for (const listener of signal.#listeners) listener(message)
+      let message: unknown
+      try { message = JSON.parse(text) } catch { return }
+      // `null` or an array would make a listener's `message.type` throw, or mean something else.
+      if (typeof message !== 'object' || message === null || Array.isArray(message)) return
+      deliver(signal.#listeners, message as Record<string, unknown>, () => signal.#closed)
     })
     await sub.subscribe(CHANNEL)
     return signal
@@ -44,7 +60,11 @@ export class RedisSignal implements ClusterSignal {
     await this.pub.publish(CHANNEL, JSON.stringify(message))
   }
 
-  listen (listener: (message: Record<string, unknown>) => void): void { this.#listeners.push(listener) }
+  listen (listener: Listener): void { this.#listeners.push(listener) }
 
-  async close (): Promise<void> { this.sub.disconnect() }
+  /** The subscriber connection may still read what was on its way: it is not handed on. */
+  async close (): Promise<void> {
+    this.#closed = true
+    this.sub.disconnect()
+  }
 }

@@ -18,6 +18,7 @@ export interface LogFeed {
   listen (listener: LogListener, interested?: Interest): void
   /** Called when notifications may have been missed (the bus reconnected). */
   onResync (listener: () => void): void
+  /** Stops delivery to this feed's listeners at once; what was published before is still sent to the other processes. */
   close (): Promise<void>
 }
 
@@ -29,19 +30,28 @@ export function seqOf (event: string): number {
 /** One process: notifications are function calls. */
 export class LocalFeed implements LogFeed {
   readonly #listeners: Array<{ listener: LogListener, interested: Interest }> = []
+  #closed = false
 
   publish (user: string, event: string): void {
     const seq = seqOf(event)
-    for (const { listener } of this.#listeners) listener(user, seq, event)
+    for (const { listener } of this.#listeners) {
+      if (this.#closed) return
+      listener(user, seq, event)
+    }
   }
 
   publishMany (tail: string, recipients: Array<[string, number]>): void {
     for (const { listener, interested } of this.#listeners) {
-      for (const [user, seq] of recipients) if (interested(user)) listener(user, seq, `{"seq":${seq},${tail}`)
+      for (const [user, seq] of recipients) {
+        // Checked before each call: a listener may close the feed.
+        if (this.#closed) return
+        if (interested(user)) listener(user, seq, `{"seq":${seq},${tail}`)
+      }
     }
   }
 
   listen (listener: LogListener, interested: Interest = () => true): void { this.#listeners.push({ listener, interested }) }
   onResync (): void {}
-  async close (): Promise<void> {}
+  /** From now on no listener is called. */
+  async close (): Promise<void> { this.#closed = true }
 }

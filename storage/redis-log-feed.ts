@@ -7,7 +7,8 @@
 // processes that hold one of its user's connected devices, read from
 // presence (`clientId → <node>|…`): per turn, one presence read per distinct
 // user (auto-pipelined, one write per primary), then one SPUBLISH per target
-// process. So no process hears events for users it holds no connection for,
+// process, after the previous turn's (the reads of two turns overlap; a slow
+// shard must not let a later event overtake an earlier one). So no process hears events for users it holds no connection for,
 // and the feed's traffic spreads over the primaries.
 // Why a device cannot miss an event for good: its presence is written (in
 // CONNECT's authentication) before its stream first reads the log
@@ -56,6 +57,9 @@ export class RedisFeed implements LogFeed {
   readonly #directed: boolean
   #subscription: ShardSubscription | undefined
   #pending: Entry[] = []
+  /** Settles once the last turn's messages are handed to the connection (directed). */
+  #sent: Promise<void> = Promise.resolve()
+  #closed = false
 
   private constructor (pub: RedisClient, nodeId: string, log: Logger, directed: boolean) {
     this.#pub = pub
@@ -93,41 +97,52 @@ export class RedisFeed implements LogFeed {
   async #flush (): Promise<void> {
     const batch = this.#pending
     this.#pending = []
+    if (batch.length === 0) return
     try {
       if (!this.#directed) {
         await this.#pub.publish(BROADCAST, `${this.#nodeId}\n${JSON.stringify(batch)}`)
         return
       }
-      const where = await this.#locate(batch)
-      const byNode = new Map<string, Entry[]>()
-      const add = (node: string, entry: Entry): void => {
-        if (node === this.#nodeId) return
-        const entries = byNode.get(node)
-        if (entries === undefined) byNode.set(node, [entry])
-        else entries.push(entry)
-      }
-      for (const entry of batch) {
-        const [first, second] = entry
-        if (typeof second === 'string') {
-          for (const node of where.get(first)!) add(node, entry)
-          continue
-        }
-        // A group event: each process gets the tail once, with only the members it holds.
-        const members = new Map<string, Array<[string, number]>>()
-        for (const recipient of second) {
-          for (const node of where.get(recipient[0])!) {
-            const list = members.get(node)
-            if (list === undefined) members.set(node, [recipient])
-            else list.push(recipient)
-          }
-        }
-        for (const [node, list] of members) add(node, [first, list])
-      }
-      await Promise.all([...byNode].map(([node, entries]) => this.#pub.spublish(feedChannel(node), `${node}\n${JSON.stringify(entries)}`)))
+      // The presence reads of consecutive turns overlap, but a turn's messages leave only after
+      // the previous turn's: a slow read (a busy shard) must not let a later event overtake an earlier one.
+      const located = this.#locate(batch)
+      located.catch(() => {})
+      const sent = this.#sent.then(async () => ({ replies: this.#send(batch, await located) }))
+      this.#sent = sent.then(() => {}, () => {})
+      await (await sent).replies
     } catch (error) {
       // The events are in the log; remote devices catch up on their next gap or reconnect.
       this.#log.warn({ err: error, events: batch.length }, 'could not publish log notifications')
     }
+  }
+
+  /** One SPUBLISH per process holding a device of the batch's users, issued now. */
+  #send (batch: Entry[], where: Map<string, Set<string>>): Promise<unknown> {
+    const byNode = new Map<string, Entry[]>()
+    const add = (node: string, entry: Entry): void => {
+      if (node === this.#nodeId) return
+      const entries = byNode.get(node)
+      if (entries === undefined) byNode.set(node, [entry])
+      else entries.push(entry)
+    }
+    for (const entry of batch) {
+      const [first, second] = entry
+      if (typeof second === 'string') {
+        for (const node of where.get(first)!) add(node, entry)
+        continue
+      }
+      // A group event: each process gets the tail once, with only the members it holds.
+      const members = new Map<string, Array<[string, number]>>()
+      for (const recipient of second) {
+        for (const node of where.get(recipient[0])!) {
+          const list = members.get(node)
+          if (list === undefined) members.set(node, [recipient])
+          else list.push(recipient)
+        }
+      }
+      for (const [node, list] of members) add(node, [first, list])
+    }
+    return Promise.all([...byNode].map(([node, entries]) => this.#pub.spublish(feedChannel(node), `${node}\n${JSON.stringify(entries)}`)))
   }
 
   /** Which processes hold each user's connections: one presence read per distinct user of the batch. */
@@ -152,14 +167,22 @@ export class RedisFeed implements LogFeed {
     } catch {
       return
     }
+    // Closed is checked before each call: a listener may close the feed, and a closing
+    // subscription connection still reads what was already on its way.
     for (const [first, second] of batch) {
       if (typeof second === 'string') {
         const seq = seqOf(second)
-        for (const { listener } of this.#listeners) listener(first, seq, second)
+        for (const { listener } of this.#listeners) {
+          if (this.#closed) return
+          listener(first, seq, second)
+        }
         continue
       }
       for (const { listener, interested } of this.#listeners) {
-        for (const [user, seq] of second) if (interested(user)) listener(user, seq, `{"seq":${seq},${first}`)
+        for (const [user, seq] of second) {
+          if (this.#closed) return
+          if (interested(user)) listener(user, seq, `{"seq":${seq},${first}`)
+        }
       }
     }
   }
@@ -172,7 +195,9 @@ export class RedisFeed implements LogFeed {
   onResync (listener: () => void): void { this.#resync.push(listener) }
 
   async close (): Promise<void> {
-    if (this.#pending.length > 0) await this.#flush()
+    this.#closed = true
+    void this.#local.close()
     this.#subscription?.close()
+    if (this.#pending.length > 0) await this.#flush()
   }
 }

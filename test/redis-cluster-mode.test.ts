@@ -2,11 +2,10 @@
 // test's own (3 primaries, 3 replicas). What must hold: the setting is
 // checked at start; the server starts on the cluster and says so; Aedes'
 // own state (persistent sessions, retained presence, the bus between
-// processes) lives on the cluster; the log feed reaches only the processes
-// holding the user's devices and comes back (onResync) after the primary
-// serving a process's channel is killed -9 and its replica promoted; and
-// WAIT before an acknowledgement holds a write until a replica has it, and
-// fails as a storage outage when the replica is gone.
+// processes) lives on the cluster; and WAIT before an acknowledgement holds
+// a write until a replica has it, and fails as a storage outage when the
+// replica is gone. The log feed on the cluster (directed, its failover) is
+// in test/log-feed.conformance.test.ts.
 import t from 'tap'
 import { createServer, type AddressInfo } from 'node:net'
 import { Aedes } from 'aedes'
@@ -17,16 +16,12 @@ import { ConfigError, loadConfig } from '../config/config.ts'
 import { startServer } from '../server/server.ts'
 import { openBrokerStore, type BrokerStore } from '../storage/broker-store.ts'
 import { openCommands, type RedisTarget } from '../storage/redis-connection.ts'
-import { RedisFeed, feedChannel } from '../storage/redis-log-feed.ts'
 import { awaitReplicas } from '../storage/replication.ts'
 import { isStorageOutage } from '../storage/storage-errors.ts'
-import { presenceConnectionsKey as connectionsKey } from '../storage/redis-keys.ts'
-import type { RedisClient } from '../storage/redis-client.ts'
 import { startRedisCluster } from './helpers/redis-cluster.ts'
 import { SECRET, uniqueUser } from './helpers/tokens.ts'
 
 const log = pino({ level: process.env.TEST_LOG ?? 'silent' })
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 t.test('REDIS_CLUSTER_NODES is checked at start', async (t) => {
   const base = { JWT_SECRET: SECRET }
@@ -122,72 +117,6 @@ t.test('Aedes keeps its state on the cluster: sessions, retained messages, the b
   t.equal(await retained, '{"status":"online"}', 'the retained message is read from the cluster')
 })
 
-interface Heard { user: string, seq: number, event: string }
-
-/** A feed for process `node` whose listener records every event it is told about. */
-async function feedOf (node: string): Promise<{ feed: RedisFeed, commands: RedisClient, heard: Heard[], resynced: () => Promise<void> }> {
-  const commands = await openCommands(target, `test-${node}`, log)
-  const feed = await RedisFeed.open(commands, target, node, log)
-  const heard: Heard[] = []
-  let resync: (() => void) | undefined
-  feed.onResync(() => resync?.())
-  feed.listen((user, seq, event) => heard.push({ user, seq, event }))
-  return { feed, commands, heard, resynced: () => new Promise((resolve) => { resync = resolve }) }
-}
-
-async function heardBy (heard: Heard[], predicate: (entry: Heard) => boolean, timeoutMs = 5_000): Promise<Heard> {
-  const until = Date.now() + timeoutMs
-  for (;;) {
-    const found = heard.find(predicate)
-    if (found !== undefined) return found
-    if (Date.now() > until) throw new Error('not heard in time')
-    await sleep(10)
-  }
-}
-
-t.test('the log feed goes only to the processes holding the user\'s devices, and resyncs after a failover', async (t) => {
-  const nodeA = uniqueUser('node-a')
-  const nodeB = uniqueUser('node-b')
-  const a = await feedOf(nodeA)
-  const b = await feedOf(nodeB)
-  t.teardown(async () => { await a.feed.close(); await b.feed.close(); a.commands.disconnect(); b.commands.disconnect() })
-  const bob = uniqueUser('bob')
-  const dave = uniqueUser('dave')
-  // bob has a device on B; dave one on some third process only.
-  await a.commands.hset(connectionsKey(bob), `${bob}:phone`, `${nodeB}|token-1`)
-  await a.commands.hset(connectionsKey(dave), `${dave}:phone`, `${uniqueUser('node-c')}|token-2`)
-  t.teardown(() => a.commands.del(connectionsKey(bob), connectionsKey(dave)).then(() => {}, () => {}))
-
-  a.feed.publish(dave, '{"seq":1,"id":"for-dave"}')
-  a.feed.publish(bob, '{"seq":7,"id":"for-bob"}')
-  const heard = await heardBy(b.heard, (entry) => entry.user === bob)
-  t.same(heard, { user: bob, seq: 7, event: '{"seq":7,"id":"for-bob"}' }, 'an event published on A reaches B, which holds the user\'s device')
-  // A group event in one turn: B gets only its member's copy.
-  a.feed.publishMany('"id":"g1","group":"team"}', [[dave, 2], [bob, 8]])
-  a.feed.publish(bob, '{"seq":9,"id":"after"}')
-  await heardBy(b.heard, (entry) => entry.seq === 9)
-  t.same(b.heard.map(({ user, seq }) => [user === bob ? 'bob' : user, seq]), [['bob', 7], ['bob', 8], ['bob', 9]],
-    'B heard nothing for dave, whose device it does not hold (the later events prove the earlier had their chance)')
-  t.same(a.heard.map(({ seq }) => seq), [1, 7, 2, 8, 9], 'A\'s own listeners hear all of its events at once')
-
-  // Kill -9 the primary serving B's channel; its replica takes over.
-  const port = await cluster.primaryOf(feedChannel(nodeB))
-  const resynced = b.resynced()
-  await cluster.nodes.find((node) => node.port === port)!.kill()
-  await Promise.race([resynced, sleep(15_000).then(() => { throw new Error('no resync') })])
-  t.pass('B resynced after its channel\'s primary died and a replica took over')
-  t.not(await cluster.primaryOf(feedChannel(nodeB)), port, 'another node serves B\'s channel now')
-  // Publish until it arrives: A's own connection may still be finding the new primary.
-  const until = Date.now() + 10_000
-  let n = 100
-  while (!b.heard.some((entry) => entry.seq >= 100) && Date.now() < until) {
-    a.feed.publish(bob, `{"seq":${n++},"id":"after-failover"}`)
-    await sleep(200)
-  }
-  t.ok(b.heard.some((entry) => entry.seq >= 100), 'events reach B again after the failover')
-  await cluster.settled()
-})
-
 /** The port of a live replica of the primary on `primary`. */
 async function replicaOf (primary: number): Promise<number | undefined> {
   const probe = new Redis({ port: primary, host: '127.0.0.1', lazyConnect: true })
@@ -204,7 +133,7 @@ async function replicaOf (primary: number): Promise<number | undefined> {
 t.test('WAIT: a write is held until a replica has it; with the replica gone it fails as an outage', async (t) => {
   const commands = await openCommands(target, 'test-wait', log)
   t.teardown(() => commands.disconnect())
-  // A key on a shard that still has a replica (the failover above left one without).
+  // A key on a shard that has a live replica.
   let key = ''
   let replica: number | undefined
   for (let i = 0; replica === undefined; i++) {

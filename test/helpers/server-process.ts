@@ -61,6 +61,8 @@ export interface StartOptions {
   env?: Record<string, string>
   mqttPort?: number
   httpPort?: number
+  /** The checkout to run (another version's tree, e.g. an upgrade test); this one by default. */
+  cwd?: string
 }
 
 export function serverEnv (options: StartOptions): Record<string, string> {
@@ -82,7 +84,7 @@ const READY_TIMEOUT_MS = 60_000
 export async function startServerProcess (options: StartOptions): Promise<ServerHandle> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...serverEnv(options) }
   if (options.mode === 'embedded' || options.redisCluster !== undefined) delete env.REDIS_URL
-  const child = spawn(process.execPath, SERVER_ARGS, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, SERVER_ARGS, { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
   // Generous: on a loaded 2-core CI machine two workers compiling with tsx can take a while.
