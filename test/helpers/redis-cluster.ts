@@ -24,6 +24,16 @@ export interface OwnCluster {
   primaryOf (key: string): Promise<number>
   /** Resolves once every slot is served and every node agrees the cluster is ok. */
   settled (timeoutMs?: number): Promise<void>
+  /** Starts the killed node on `port` again with its directory and nodes.conf: it rejoins, as a replica of whoever took its slots. */
+  restart (port: number): Promise<void>
+  /**
+   * Moves `slot` to the primary on `toPort` as `redis-cli --cluster reshard` does:
+   * IMPORTING on the target, MIGRATING on the source, MIGRATE of its keys
+   * `batch` at a time with `pauseMs` between batches (so writes meet the
+   * half-moved slot: ASK, TRYAGAIN), then SETSLOT NODE on every primary.
+   * Resolves with how many keys it moved.
+   */
+  moveSlot (slot: number, toPort: number, options?: { batch?: number, pauseMs?: number }): Promise<number>
   stop (): Promise<void>
 }
 
@@ -56,11 +66,14 @@ async function cli (port: number, ...args: string[]): Promise<string> {
 export async function startRedisCluster (extraArgs: string[] = []): Promise<OwnCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'inboxd-cluster-'))
   const ports = await sparePorts(6)
-  const nodes = await Promise.all(ports.map(async (port) => {
+  const startNode = (port: number): Promise<OwnRedis> => {
     const nodeDir = join(dir, String(port))
-    await run('mkdir', ['-p', nodeDir])
     return startRedisServer(port, nodeDir, ['--cluster-enabled', 'yes', '--cluster-config-file', join(nodeDir, 'nodes.conf'),
       '--cluster-node-timeout', '2000', '--appendonly', 'no', ...extraArgs])
+  }
+  const nodes = await Promise.all(ports.map(async (port) => {
+    await run('mkdir', ['-p', join(dir, String(port))])
+    return startNode(port)
   }))
   await run('redis-cli', ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', '1', '--cluster-yes'])
 
@@ -88,18 +101,64 @@ export async function startRedisCluster (extraArgs: string[] = []): Promise<OwnC
       .map((line) => Number(/:(\d+)@/.exec(line)![1]))
   }
 
-  async function primaryOf (key: string): Promise<number> {
+  /** Asks a live node: `fn` on a connection to it. */
+  async function ask<T> (fn: (probe: Redis) => Promise<T>): Promise<T> {
     const alive = nodes.find((node) => node.child.exitCode === null && node.child.signalCode === null)!
     const probe = new Redis({ port: alive.port, host: '127.0.0.1', lazyConnect: true })
     try {
       await probe.connect()
-      const slot = await probe.cluster('KEYSLOT', key) as number
-      const ranges = await probe.cluster('SLOTS') as unknown as Array<[number, number, [string, number]]>
-      const range = ranges.find(([from, to]) => slot >= from && slot <= to)
-      if (range === undefined) throw new Error(`no node serves slot ${slot}`)
-      return range[2][1]
+      return await fn(probe)
     } finally {
       probe.disconnect()
+    }
+  }
+
+  async function ownerOfSlot (probe: Redis, slot: number): Promise<number> {
+    const ranges = await probe.cluster('SLOTS') as unknown as Array<[number, number, [string, number]]>
+    const range = ranges.find(([from, to]) => slot >= from && slot <= to)
+    if (range === undefined) throw new Error(`no node serves slot ${slot}`)
+    return range[2][1]
+  }
+
+  async function primaryOf (key: string): Promise<number> {
+    return ask(async (probe) => ownerOfSlot(probe, await probe.cluster('KEYSLOT', key) as number))
+  }
+
+  async function restart (port: number): Promise<void> {
+    const index = nodes.findIndex((node) => node.port === port)
+    if (index < 0) throw new Error(`no node on ${port}`)
+    await nodes[index]!.kill()
+    nodes[index] = await startNode(port)
+  }
+
+  async function moveSlot (slot: number, toPort: number, options: { batch?: number, pauseMs?: number } = {}): Promise<number> {
+    const owner = await ask((probe) => ownerOfSlot(probe, slot))
+    if (owner === toPort) return 0
+    const from = new Redis({ port: owner, host: '127.0.0.1' })
+    const to = new Redis({ port: toPort, host: '127.0.0.1' })
+    try {
+      const fromId = await from.cluster('MYID') as string
+      const toId = await to.cluster('MYID') as string
+      await to.cluster('SETSLOT', slot, 'IMPORTING', fromId)
+      await from.cluster('SETSLOT', slot, 'MIGRATING', toId)
+      let moved = 0
+      for (;;) {
+        const keys = await from.cluster('GETKEYSINSLOT', slot, options.batch ?? 1) as string[]
+        if (keys.length === 0) break
+        await from.call('MIGRATE', '127.0.0.1', String(toPort), '', '0', '5000', 'KEYS', ...keys)
+        moved += keys.length
+        if (options.pauseMs !== undefined) await new Promise((resolve) => setTimeout(resolve, options.pauseMs))
+      }
+      // The target first, so a client sent there by the source's MOVED finds it owning the slot.
+      await to.cluster('SETSLOT', slot, 'NODE', toId)
+      await from.cluster('SETSLOT', slot, 'NODE', toId)
+      for (const port of await primaries()) {
+        if (port !== owner && port !== toPort) await cli(port, 'cluster', 'setslot', String(slot), 'node', toId)
+      }
+      return moved
+    } finally {
+      from.disconnect()
+      to.disconnect()
     }
   }
 
@@ -109,6 +168,8 @@ export async function startRedisCluster (extraArgs: string[] = []): Promise<OwnC
     primaries,
     primaryOf,
     settled,
+    restart,
+    moveSlot,
     async stop () {
       await Promise.all(nodes.map((node) => node.kill()))
       await rm(dir, { recursive: true, force: true })

@@ -55,6 +55,8 @@ export interface StartOptions {
   mode: Mode
   /** Redis logical database for this test file (1-15), so files running in parallel do not share keys. */
   redisDb?: number
+  /** Redis mode on a Redis Cluster: its seeds (`OwnCluster.seeds`), set as REDIS_CLUSTER_NODES instead of REDIS_URL. */
+  redisCluster?: string
   dataDir?: string
   env?: Record<string, string>
   mqttPort?: number
@@ -71,7 +73,8 @@ export function serverEnv (options: StartOptions): Record<string, string> {
     MQTT_PORT: String(options.mqttPort ?? 0),
     HTTP_PORT: String(options.httpPort ?? 0)
   }
-  if (options.mode === 'redis') env.REDIS_URL = `${REDIS_BASE}/${options.redisDb ?? 1}`
+  if (options.mode === 'redis' && options.redisCluster !== undefined) env.REDIS_CLUSTER_NODES = options.redisCluster
+  else if (options.mode === 'redis') env.REDIS_URL = `${REDIS_BASE}/${options.redisDb ?? 1}`
   else env.DATA_DIR = options.dataDir ?? tempDataDir()
   return { ...env, ...options.env }
 }
@@ -80,7 +83,7 @@ const READY_TIMEOUT_MS = 60_000
 
 export async function startServerProcess (options: StartOptions): Promise<ServerHandle> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...serverEnv(options) }
-  if (options.mode === 'embedded') delete env.REDIS_URL
+  if (options.mode === 'embedded' || options.redisCluster !== undefined) delete env.REDIS_URL
   const child = spawn(process.execPath, SERVER_ARGS, { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
