@@ -33,7 +33,7 @@ const COMMANDS = { lazyConnect: true, retryStrategy: reconnectSoon, enableOfflin
 /** mqemitter-redis counts a failed SUBSCRIBE as done, and its messages would never come: it must wait instead. */
 const SUBSCRIBER = { lazyConnect: true, retryStrategy: reconnectSoon, maxRetriesPerRequest: null } as const satisfies RedisOptions
 
-function clusterOptions (kind: 'commands' | 'subscriber', autoPipelining: boolean): ClusterOptions {
+function clusterOptions (kind: 'commands' | 'subscriber'): ClusterOptions {
   return {
     lazyConnect: true,
     clusterRetryStrategy: reconnectSoon,
@@ -48,7 +48,11 @@ function clusterOptions (kind: 'commands' | 'subscriber', autoPipelining: boolea
     slotsRefreshTimeout: 1_000,
     // A promoted replica is found by the next MOVED or by this refresh, whichever comes first.
     slotsRefreshInterval: 2_000,
-    enableAutoPipelining: autoPipelining,
+    // Never auto-pipelined on a cluster: ioredis follows MOVED/ASK and retries TRYAGAIN only for a
+    // command sent on its own (a pipeline is retried only when every command in it failed alike),
+    // so during a slot move or after a failover batched commands would fail instead of following.
+    // Commands still go out without waiting for each other's replies.
+    enableAutoPipelining: false,
     redisOptions: {
       // Per node: a command in flight on a node that dies fails at once (the cluster then decides).
       maxRetriesPerRequest: kind === 'subscriber' ? null : 0,
@@ -80,7 +84,7 @@ export function logOutages (conn: RedisClient | Redis, name: string, log: Logger
 }
 
 export interface ConnectionOptions {
-  /** Auto-pipelining: commands of one event-loop turn go out in one write (per node on a cluster). */
+  /** Auto-pipelining on one Redis: commands of one event-loop turn go out in one write (never on a cluster: see clusterOptions). */
   autoPipelining?: boolean
 }
 
@@ -89,7 +93,7 @@ export async function openCommands (target: RedisTarget, name: string, log: Logg
   const autoPipelining = options.autoPipelining ?? true
   const conn: RedisClient = target.kind === 'single'
     ? new Redis(target.url, { ...COMMANDS, enableAutoPipelining: autoPipelining })
-    : new Cluster(target.nodes, clusterOptions('commands', autoPipelining))
+    : new Cluster(target.nodes, clusterOptions('commands'))
   logOutages(conn, name, log)
   await conn.connect()
   await nodesReady(conn)
@@ -117,7 +121,7 @@ async function nodesReady (conn: RedisClient): Promise<void> {
 export async function openSubscriber (target: RedisTarget, name: string, log: Logger): Promise<RedisClient> {
   const conn: RedisClient = target.kind === 'single'
     ? new Redis(target.url, SUBSCRIBER)
-    : new Cluster(target.nodes, clusterOptions('subscriber', false))
+    : new Cluster(target.nodes, clusterOptions('subscriber'))
   logOutages(conn, name, log)
   await conn.connect()
   return conn
