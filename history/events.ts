@@ -4,6 +4,7 @@
 // receipt detection reads the prefix of message events). Redis scripts only
 // put numbers into the tails and templates built here.
 import type { ReceiptKind } from './history-store.ts'
+import type { MessageEnvelope } from '../protocol/message.ts'
 
 /** A stored message envelope: the stamped tail prefixed with the owner's seq. */
 export function withSeq (seq: number, tail: string): string {
@@ -21,6 +22,11 @@ export function recallEvent (seq: number, id: string, from: string, to: string, 
 /** What history holds after a recall: the envelope without its body. */
 export function tombstone (seq: number, id: string, from: string, to: string, ts: number, recalledAt: number): string {
   return JSON.stringify({ seq, type: 'message', id, from, to, ts, recalled: true, recalledAt })
+}
+
+/** A stamped message's JSON after the `{"seq":N,` a log gives it (and without it, `{` + this: a QoS 0 message). */
+export function messageTail (message: MessageEnvelope): string {
+  return JSON.stringify(message).slice(1)
 }
 
 /** An event's JSON after its `{"seq":N,`: what a store prefixes with the seq it assigns. */

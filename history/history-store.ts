@@ -19,15 +19,10 @@
 // and embedded, one LevelDB serving all three (level-history.ts: one process,
 // writes serialised in-process, an append reading blocks in its transaction).
 import type { LogSink } from './log-sink.ts'
+import type { MessageEnvelope } from '../protocol/message.ts'
 
-export interface NewMessage {
-  from: string
-  to: string
-  id: string
-  ts: number
-  /** The stamped envelope's JSON without its leading `{`; the store prefixes `{"seq":N,`. */
-  tail: string
-}
+/** A message as the server stamped it (protocol/message.ts); its bytes are made by history/events.ts. */
+export type NewMessage = MessageEnvelope
 
 export type AppendResult =
   /**

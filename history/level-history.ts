@@ -19,7 +19,7 @@ import type { LogRetentionHook, Notice } from './history-store.ts'
 import type { LogSink } from './log-sink.ts'
 import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, LogEntry, LogMeta, LogStore, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG, seqFromIdRecords } from './history-store.ts'
-import { receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
+import { messageTail, receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
 import { countBeforeCounter, GroupCommit, type Transaction } from './level-group-commit.ts'
 import { parseGroupRef } from './group-store.ts'
 import { groupEventKey, LevelGroups } from './level-groups.ts'
@@ -175,7 +175,8 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
   }
 
   async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
-    const { from, to, id, ts, tail } = message
+    const { from, to, id, ts } = message
+    const tail = messageTail(message)
     type Stored = { status: 'stored', senderEvent: string, recipientEvent: string | undefined, recipientSeq: number, withheld: boolean, newConversation?: true }
     const result = await this.#commit.run((tx): Exclude<AppendResult, { status: 'stored' }> | Stored => {
       const existing = tx.get(`ids!${from}!${id}`)

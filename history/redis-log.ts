@@ -9,7 +9,7 @@ import { bySlot } from '../storage/redis-keys.ts'
 import type { AppendResult, ConversationSummary, LogEntry, LogRetentionHook, LogStore, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
-import { receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
+import { messageTail, receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
 import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
@@ -96,7 +96,8 @@ export class RedisLog implements LogStore {
   }
 
   async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
-    const { from, to, id, ts, tail } = message
+    const { from, to, id, ts } = message
+    const tail = messageTail(message)
     const [status, first, newConversation, item, done] = await this.#redis.historyAppend(
       ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs'].map((name) => this.#k(from, name)), ...this.#outbox(from),
       from, to, id, ts, this.#keepMs, tail, Date.now())

@@ -10,6 +10,7 @@ import { stamp } from '../protocol/message.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { BlockStore, LogStore } from '../history/history-store.ts'
 import type { LogSink } from '../history/log-sink.ts'
+import { messageTail } from '../history/events.ts'
 
 /** Ephemeral events (QoS 0: typing, a QoS 0 message): to the user's connected devices only, never logged. */
 export type SendEphemeral = (user: string, json: string) => Promise<void>
@@ -64,13 +65,13 @@ export class MessageService {
   /** Throws PublishRejected('id_conflict') when the id was already used for another recipient. */
   async send (from: string, to: string, message: { id: string, body: unknown }, durable: boolean): Promise<SendResult> {
     const ts = this.#now()
-    const envelope = JSON.stringify(stamp(message, from, to, ts))
+    const envelope = stamp(message, from, to, ts)
     if (!durable) {
       // Ephemeral (QoS 0): forwarded to connected devices only, never logged (nor to a blocker).
-      if (!await this.#blocks.isBlocked(to, from)) await this.#ephemeral(to, envelope)
+      if (!await this.#blocks.isBlocked(to, from)) await this.#ephemeral(to, `{${messageTail(envelope)}`)
       return { created: true, event: undefined }
     }
-    const result = await this.#history.appendMessage({ from, to, id: message.id, ts, tail: envelope.slice(1) }, this.#log)
+    const result = await this.#history.appendMessage(envelope, this.#log)
     if (result.status === 'conflict') {
       throw new PublishRejected('id_conflict', `id "${message.id}" was already used for a message to another recipient`, message.id)
     }
