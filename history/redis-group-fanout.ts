@@ -15,6 +15,7 @@ import type { LogSink } from './log-sink.ts'
 import type { GroupKeys } from './redis-group-keys.ts'
 import { FANOUT_DONE, FANOUT_READ, MEMBER_APPLY } from './redis-group-scripts.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
+import { SerialRuns } from './serial-runs.ts'
 import { memberEntry, membershipChange, parseGroupEvent, type StoredGroupEvent } from './group-events.ts'
 
 type Reply = Array<string | number>
@@ -32,7 +33,7 @@ const MEMBER_KEY_NAMES = (group: string): string[] => ['seq', 'ev', 'log', `in:g
 
 interface Waiter { member: string, gseq: number, resolve: (seq: number | undefined) => void, reject: (error: unknown) => void }
 
-interface Run { sink: LogSink, waiters: Waiter[], current: Promise<void>, again: { promise: Promise<void>, resolve: () => void, reject: (e: unknown) => void } | undefined }
+interface Run { sink: LogSink, waiters: Waiter[] }
 
 interface Pending { gseq: number, tail: string, event: StoredGroupEvent }
 
@@ -41,7 +42,8 @@ export class RedisGroupFanOut {
   readonly #keys: GroupKeys
   /** On a cluster one call per slot; on a single Redis one call for everyone. */
   readonly #perSlot: boolean
-  readonly #runs = new Map<string, Run>()
+  /** Once a group is idle, a waiter no run answered was applied by another process's run. */
+  readonly #runs = new SerialRuns<Run>((group, run) => this.#loop(group, run), (_group, run) => { for (const waiter of run.waiters.splice(0)) waiter.resolve(undefined) })
   #sweepFrom = 0
 
   readonly #replicas: Pick<ReplicaGate, 'after'> | undefined
@@ -68,37 +70,10 @@ export class RedisGroupFanOut {
     let rejectSeq!: (error: unknown) => void
     const seq = new Promise<number | undefined>((resolve, reject) => { resolveSeq = resolve; rejectSeq = reject })
     seq.catch(() => {})
-    const waiters: Waiter[] = waiter === undefined ? [] : [{ ...waiter, resolve: resolveSeq, reject: rejectSeq }]
     if (waiter === undefined) resolveSeq(undefined)
-    const run = this.#runs.get(group)
-    if (run === undefined) {
-      const fresh: Run = { sink, waiters, current: Promise.resolve(), again: undefined }
-      this.#runs.set(group, fresh)
-      fresh.current = this.#loop(group, fresh).finally(() => this.#next(group))
-      return { done: fresh.current, seq }
-    }
-    run.waiters.push(...waiters)
-    if (run.again === undefined) {
-      let resolve!: () => void
-      let reject!: (error: unknown) => void
-      const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej })
-      promise.catch(() => {})
-      run.again = { promise, resolve, reject }
-    }
-    return { done: run.again.promise, seq }
-  }
-
-  #next (group: string): void {
-    const run = this.#runs.get(group)!
-    const again = run.again
-    if (again === undefined) {
-      this.#runs.delete(group)
-      for (const waiter of run.waiters.splice(0)) waiter.resolve(undefined)
-      return
-    }
-    run.again = undefined
-    run.current = this.#loop(group, run).finally(() => this.#next(group))
-    run.current.then(again.resolve, again.reject)
+    const { done, state } = this.#runs.run(group, () => ({ sink, waiters: [] }))
+    if (waiter !== undefined) state.waiters.push({ ...waiter, resolve: resolveSeq, reject: rejectSeq })
+    return { done, seq }
   }
 
   async #loop (group: string, run: Run): Promise<void> {

@@ -22,6 +22,7 @@ import type { LogSink } from './log-sink.ts'
 import { receiptTail, recallTemplate, tailOf, tombstoneTail } from './events.ts'
 import type { ReceiptKind } from './history-store.ts'
 import { RELAY_APPLY, RELAY_DONE, RELAY_READ, RELAY_TARGET_KEYS } from './redis-scripts.ts'
+import { SerialRuns } from './serial-runs.ts'
 
 /** Key names the relay needs: a user's keys, and the pending index of a user's slot. */
 export interface RelayKeys {
@@ -78,8 +79,6 @@ function args (item: RelayItem): Array<string | number> {
   }
 }
 
-interface Run { sink: LogSink, current: Promise<void>, again: { promise: Promise<void>, resolve: () => void, reject: (e: unknown) => void } | undefined }
-
 interface Batch { items: Array<{ item: RelayItem, sink: LogSink }>, done: Promise<void>, resolve: () => void }
 
 export class RedisRelay {
@@ -88,7 +87,7 @@ export class RedisRelay {
   readonly #perSlot: boolean
   readonly #replicas: Pick<ReplicaGate, 'after'> | undefined
   readonly #onError: (error: unknown) => void
-  readonly #runs = new Map<string, Run>()
+  readonly #runs = new SerialRuns<{ sink: LogSink }>((origin, state) => this.#loop(origin, state))
   /** Per writer: the highest item this process has applied or queued with every earlier one (the fast path's condition). */
   readonly #ahead = new Map<string, number>()
   #next: Batch | undefined
@@ -154,49 +153,22 @@ export class RedisRelay {
   /**
    * Relays everything pending in `origin`'s outbox; resolves once a run that
    * started after this call has finished. One run per origin at once in this
-   * process: calls meanwhile share the next run.
+   * process (after the batches already queued: they may hold its earlier items).
    */
   run (origin: string, sink: LogSink): Promise<void> {
-    const run = this.#runs.get(origin)
-    if (run === undefined) {
-      const fresh: Run = { sink, current: Promise.resolve(), again: undefined }
-      this.#runs.set(origin, fresh)
-      // After the batches already queued: they may hold this origin's earlier items.
-      fresh.current = this.#flushing.then(() => this.#loop(origin, fresh)).finally(() => this.#nextRun(origin))
-      return fresh.current
-    }
-    if (run.again === undefined) {
-      let resolve!: () => void
-      let reject!: (error: unknown) => void
-      const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej })
-      promise.catch(() => {})
-      run.again = { promise, resolve, reject }
-    }
-    return run.again.promise
-  }
-
-  #nextRun (origin: string): void {
-    const run = this.#runs.get(origin)!
-    const again = run.again
-    if (again === undefined) {
-      this.#runs.delete(origin)
-      return
-    }
-    run.again = undefined
-    run.current = this.#loop(origin, run).finally(() => this.#nextRun(origin))
-    run.current.then(again.resolve, again.reject)
+    return this.#runs.run(origin, () => ({ sink }), this.#flushing).done
   }
 
   /** Resolves once every batch and run in this process (and any queued behind them) has ended. */
   async idle (): Promise<void> {
     for (;;) {
-      const pending = [this.#flushing, ...(this.#next === undefined ? [] : [this.#next.done]), ...[...this.#runs.values()].map((run) => run.again?.promise ?? run.current)]
-      await Promise.allSettled(pending)
-      if (this.#next === undefined && this.#runs.size === 0 && pending[0] === this.#flushing) return
+      const flushing = this.#flushing
+      await Promise.allSettled([flushing, ...(this.#next === undefined ? [] : [this.#next.done]), this.#runs.idle()])
+      if (this.#next === undefined && this.#runs.size === 0 && flushing === this.#flushing) return
     }
   }
 
-  async #loop (origin: string, run: Run): Promise<void> {
+  async #loop (origin: string, { sink }: { sink: LogSink }): Promise<void> {
     const key = (name: string): string => this.#keys.user(origin, name)
     for (;;) {
       const reply = await this.#redis.relayRead(key('obdone'), key('obseq'), key('ob'), key('ev'), ROUND)
@@ -208,7 +180,7 @@ export class RedisRelay {
         if (item !== undefined) items.push(item)
       }
       const upTo = done + (reply.length - 2) / 2
-      await this.#apply(items.map((item) => ({ item, sink: run.sink })))
+      await this.#apply(items.map((item) => ({ item, sink })))
       await this.#done([[origin, upTo]])
       if (upTo >= head) return
     }
