@@ -5,7 +5,8 @@
 // `id, from, group, gseq` (groupMessageHeader in events.ts reads that prefix),
 // for every other event `group, gseq`; `ts` right after gseq (retention finds
 // it there when a body defeats a JSON decoder).
-import type { Role } from './group-store.ts'
+/** A member's role in a group. */
+export type Role = 'owner' | 'admin' | 'member'
 
 interface Base { group: string, ts: number }
 

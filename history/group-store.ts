@@ -19,7 +19,8 @@
 import type { GroupEvent, GroupMessageEvent } from './group-events.ts'
 import type { LogSink } from './log-sink.ts'
 
-export type Role = 'owner' | 'admin' | 'member'
+export type { Role } from './group-events.ts'
+import type { Role } from './group-events.ts'
 
 export interface Group {
   id: string
@@ -32,8 +33,7 @@ export interface Group {
   members: Map<string, Role>
 }
 
-/** Who got the event in their own log, and at which seq. */
-export type Recipients = Array<[user: string, seq: number]>
+export type { Recipients } from './log-sink.ts'
 
 export interface GroupAppend {
   gseq: number

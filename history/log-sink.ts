@@ -3,7 +3,8 @@
 // (messaging/log-delivery.ts implements it). Stores and services call it once
 // an event is durable; with a relay (issue #20) the recipient's copy is
 // reported when it lands, which may be after the sender's PUBACK.
-import type { Recipients } from './group-store.ts'
+/** Who got the event in their own log, and at which seq. */
+export type Recipients = Array<[user: string, seq: number]>
 
 /** A message now in its recipient's log (not one withheld because the recipient blocked the sender). */
 export interface ArrivedMessage {
