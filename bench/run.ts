@@ -55,10 +55,12 @@ const SCENARIOS: Scenario[] = [
   { id: 'throughputWait', script: 'pairs', args: { mode: 'throughput', pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-cluster'], env: { REDIS_WAIT_REPLICAS: '1' } },
   // The sender's PUBACK to the recipient's delivery (the relay, in Redis mode), paced and at saturation.
   { id: 'relayLag1k', script: 'pairs', args: { mode: 'latency', lag: true, pairs: 20, rate: 1_000, durationMs: quick ? 3_000 : 10_000, warmupMs: 1_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-cluster', 'inboxd-embedded'] },
+  // The same paced run with WAIT before every acknowledged write (and before the relay marks a copy done).
+  { id: 'relayLag1kWait', script: 'pairs', args: { mode: 'latency', lag: true, pairs: 20, rate: 1_000, durationMs: quick ? 3_000 : 10_000, warmupMs: 1_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-cluster'], env: { REDIS_WAIT_REPLICAS: '1' } },
   { id: 'relayLagMax', script: 'pairs', args: { mode: 'throughput', lag: true, pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-cluster', 'inboxd-embedded'] }
 ]
 /** The cluster target runs the 1:1 scenarios only (section 7); the rest of the product on a cluster is covered by the tests. */
-const CLUSTER_SCENARIOS = new Set(['throughput', 'throughputWait', 'latency', 'relayLag1k', 'relayLagMax'])
+const CLUSTER_SCENARIOS = new Set(['throughput', 'throughputWait', 'latency', 'relayLag1k', 'relayLag1kWait', 'relayLagMax'])
 
 /** Runs one load process; resolves with its JSON report (the last line it prints). */
 function runLoad (script: string, args: Record<string, unknown>, timeoutMs: number, onLine?: (line: string) => void): { done: Promise<Result>, kill: () => void } {
@@ -129,6 +131,9 @@ function summarise (results: Result[]): Result {
   return summary
 }
 
+/** The 1-minute load average (this machine is shared): kept with every run. */
+const loadAverage = (): number => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0])
+
 const results = new Map<string, Result>() // `${kind}/${scenario}`
 const raw: Record<string, Result[]> = {}
 const remeasured: string[] = []
@@ -152,23 +157,26 @@ const haveMosquitto = await mosquittoAvailable('mosquitto')
 const haveUnlimited = await mosquittoAvailable('mosquitto-unlimited')
 const available = (kind: TargetKind): boolean => kind === 'mosquitto' ? haveMosquitto : kind === 'mosquitto-unlimited' ? haveUnlimited : true
 
-for (const target of targets) {
-  if (!available(target.kind)) continue
-  for (const scenario of SCENARIOS) {
-    if (scenario.targets !== undefined && !scenario.targets.includes(target.kind)) continue
-    if (target.kind === 'inboxd-cluster' && !CLUSTER_SCENARIOS.has(scenario.id)) continue
-    if (onlyScenarios !== undefined && !onlyScenarios.includes(scenario.id)) continue
-    const runs: Result[] = []
-    for (let r = 0; r < scenario.repeats; r++) {
+// One scenario at a time, its repeats taking the targets in turn (A B C, A B C, …), so a
+// shared machine whose load drifts during the run slows every target of a comparison alike.
+for (const scenario of SCENARIOS) {
+  if (onlyScenarios !== undefined && !onlyScenarios.includes(scenario.id)) continue
+  const kinds = targets.map((t) => t.kind).filter((kind) => available(kind) &&
+    (scenario.targets === undefined || scenario.targets.includes(kind)) && (kind !== 'inboxd-cluster' || CLUSTER_SCENARIOS.has(scenario.id)))
+  const runs = new Map<TargetKind, Result[]>(kinds.map((kind) => [kind, []]))
+  for (let r = 0; r < scenario.repeats; r++) {
+    for (const kind of kinds) {
       const run = `${Date.now().toString(36)}${r}`
-      process.stderr.write(`${target.kind} ${scenario.id} run ${r + 1}/${scenario.repeats}... `)
-      const result = await runScenario(target.kind, scenario, run)
+      process.stderr.write(`${kind} ${scenario.id} run ${r + 1}/${scenario.repeats} (load ${loadAverage()})... `)
+      const result = { ...await runScenario(kind, scenario, run), load: loadAverage() }
       process.stderr.write(`${JSON.stringify(result)}\n`)
-      runs.push(result)
+      runs.get(kind)!.push(result)
     }
-    raw[`${target.kind}/${scenario.id}`] = runs
-    if (process.env.BENCH_MERGE === '1') remeasured.push(`${target.kind}/${scenario.id}`)
-    results.set(`${target.kind}/${scenario.id}`, summarise(runs))
+  }
+  for (const [kind, list] of runs) {
+    raw[`${kind}/${scenario.id}`] = list
+    if (process.env.BENCH_MERGE === '1') remeasured.push(`${kind}/${scenario.id}`)
+    results.set(`${kind}/${scenario.id}`, summarise(list))
   }
 }
 
@@ -279,23 +287,24 @@ if (shown.some((t) => results.has(`${t.kind}/flood`))) {
 
 if (shown.some((t) => results.has(`${t.kind}/relayLag1k`) || results.has(`${t.kind}/throughputWait`))) {
   lines.push('', '## 7. Redis Cluster and the relay (issue #20)', '')
-  lines.push('Scenario 1 on one Redis and on a 3-primary cluster (`REDIS_CLUSTER_NODES`, the same 2 server processes). Everything shares the 2 cores, so the cluster cannot be faster here; what it shows is that the work spreads over the primaries. Spread: each primary\'s share of the run\'s script calls (EVALSHA + EVAL) and of all its calls, from `INFO commandstats` (reset before each run); 40 users hash to 3 primaries, so even is 33% give or take the luck of the draw (about ±7 points for 40 users).', '')
-  lines.push('| target | msg/s | with `REDIS_WAIT_REPLICAS=1`: msg/s | WAIT / no WAIT | latency at 5k msg/s: p50 / p99 ms | script calls per primary, % (min–max) | all calls per primary, % (min–max) |', '|---|---|---|---|---|---|---|')
+  lines.push('Scenario 1 on one Redis and on a 3-primary cluster (`REDIS_CLUSTER_NODES`, the same 2 server processes). Everything shares the 2 cores, so the cluster cannot be faster here; what it shows is that the work spreads over the primaries. Spread: each primary\'s share of the run\'s script calls (EVALSHA + EVAL) and of all its commands (those run inside scripts included), from `INFO commandstats` (reset before each run); 40 users hash to 3 primaries, so even is 33% give or take the luck of the draw (about ±7 points for 40 users). Load average: the machine\'s 1-minute load average (2 cores, shared) after the runs, median, without / with WAIT.', '')
+  lines.push('| target | msg/s | with `REDIS_WAIT_REPLICAS=1`: msg/s | WAIT / no WAIT | send → delivery at 1k msg/s: p50 / p99 ms | script calls per primary, % (min–max) | all commands per primary, % (min–max) | load average |', '|---|---|---|---|---|---|---|---|')
   for (const t of shown) {
     if (t.kind !== 'inboxd-redis' && t.kind !== 'inboxd-cluster') continue
     const share = (field: string): string => t.kind === 'inboxd-cluster' ? `${fmt(get(t.kind, 'throughput', `${field}Min`), 1)}–${fmt(get(t.kind, 'throughput', `${field}Max`), 1)}` : 'one Redis'
     const wait = get(t.kind, 'throughputWait', 'msgPerSec')
-    lines.push(`| ${t.label} | ${fmt(get(t.kind, 'throughput', 'msgPerSec'))} | ${wait === null ? 'n/a (no replica)' : fmt(wait)} | ${ratio(wait, get(t.kind, 'throughput', 'msgPerSec'))} | ${fmt(get(t.kind, 'latency', 'p50'), 2)} / ${fmt(get(t.kind, 'latency', 'p99'), 2)} | ${share('scriptShare')} | ${share('callShare')} |`)
+    lines.push(`| ${t.label} | ${fmt(get(t.kind, 'throughput', 'msgPerSec'))} | ${wait === null ? 'n/a (no replica)' : fmt(wait)} | ${ratio(wait, get(t.kind, 'throughput', 'msgPerSec'))} | ${fmt(get(t.kind, 'relayLag1k', 'p50'), 2)} / ${fmt(get(t.kind, 'relayLag1k', 'p99'), 2)} | ${share('scriptShare')} | ${share('callShare')} | ${fmt(get(t.kind, 'throughput', 'load'), 1)} / ${fmt(get(t.kind, 'throughputWait', 'load'), 1)} |`)
   }
   lines.push('', 'The one new thing a user can observe in Redis mode: a 1:1 message is durable in the sender\'s log at its PUBACK, and the recipient\'s copy follows through the relay (history/redis-relay.ts). Lag: from the sender\'s PUBACK to the recipient\'s device receiving the message, both seen by the load process (one clock), every message after the warm-up; negative when the delivery arrived first (PUBACK and delivery travel on different connections). Paced: 20 senders offer 1,000 msg/s in total; saturated: scenario 1\'s throughput run (50 in flight per sender). Embedded mode has no relay (both copies are in one batch): its row is the floor the transport alone gives.', '')
-  lines.push('| target | load | delivered msg/s | PUBACK → delivery: p50 ms | p99 ms | max ms | delivered before the PUBACK | not delivered | send → delivery p50 / p99 ms |', '|---|---|---|---|---|---|---|---|---|')
+  lines.push('| target | load | delivered msg/s | PUBACK → delivery: p50 ms | p99 ms | max ms | delivered before the PUBACK | not delivered | send → delivery p50 / p99 ms | load average |', '|---|---|---|---|---|---|---|---|---|---|')
   for (const t of shown) {
-    for (const [scenario, label] of [['relayLag1k', 'paced, 1k msg/s'], ['relayLagMax', 'saturated']] as const) {
+    for (const [scenario, label] of [['relayLag1k', 'paced, 1k msg/s'], ['relayLag1kWait', 'paced, 1k msg/s, `REDIS_WAIT_REPLICAS=1`'], ['relayLagMax', 'saturated']] as const) {
       if (!results.has(`${t.kind}/${scenario}`)) continue
       const v = (field: string, digits = 2): string => fmt(get(t.kind, scenario, field), digits)
-      const rate = scenario === 'relayLag1k' ? `${v('offered', 0)} offered` : v('msgPerSec', 0)
-      const endToEnd = scenario === 'relayLag1k' ? `${v('p50')} / ${v('p99')}` : 'n/a'
-      lines.push(`| ${t.label} | ${label} | ${rate} | ${v('lagP50')} | ${v('lagP99')} | ${v('lagMax', 1)} | ${v('lagNegative', 0)} of ${v('lagCount', 0)} | ${v('lagMissing', 0)} | ${endToEnd} |`)
+      const paced = scenario !== 'relayLagMax'
+      const rate = paced ? `${v('offered', 0)} offered` : v('msgPerSec', 0)
+      const endToEnd = paced ? `${v('p50')} / ${v('p99')}` : 'n/a'
+      lines.push(`| ${t.label} | ${label} | ${rate} | ${v('lagP50')} | ${v('lagP99')} | ${v('lagMax', 1)} | ${v('lagNegative', 0)} of ${v('lagCount', 0)} | ${v('lagMissing', 0)} | ${endToEnd} | ${v('load', 1)} |`)
     }
   }
 }
