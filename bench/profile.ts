@@ -5,7 +5,7 @@
 import { createSigner } from 'fast-jwt'
 import { SECRET } from '../test/helpers/tokens.ts'
 
-export type TargetKind = 'inboxd-redis' | 'inboxd-embedded' | 'aedes-memory' | 'mosquitto' | 'mosquitto-unlimited'
+export type TargetKind = 'inboxd-redis' | 'inboxd-cluster' | 'inboxd-embedded' | 'aedes-memory' | 'mosquitto' | 'mosquitto-unlimited'
 
 export interface Profile {
   credentials (user: string, device: string): { clientId: string, username?: string, password?: string }
@@ -18,7 +18,7 @@ export interface Profile {
 const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
 
 export function profileFor (kind: TargetKind): Profile {
-  const ours = kind === 'inboxd-redis' || kind === 'inboxd-embedded'
+  const ours = kind.startsWith('inboxd-')
   return {
     credentials: (user, device) => ours
       ? { clientId: `${user}:${device}`, username: user, password: sign({ sub: user }) }

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process'
 import { writeFileSync, readFileSync } from 'node:fs'
 import { cpus, totalmem, release, tmpdir } from 'node:os'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { BENCH_REDIS_ARGS, TARGETS, mosquittoAvailable, rssKb, startBenchRedis, startTarget, stopBenchRedis } from './targets.ts'
+import { BENCH_REDIS_ARGS, TARGETS, clusterSpread, mosquittoAvailable, rssKb, startBenchCluster, startBenchRedis, startTarget, stopBenchCluster, stopBenchRedis } from './targets.ts'
 import type { TargetKind } from './profile.ts'
 import { sleep } from './profile.ts'
 
@@ -19,6 +19,8 @@ const only = process.env.BENCH_ONLY?.split(',')
 const onlyScenarios = process.env.BENCH_SCENARIOS?.split(',')
 // The Redis-mode target's own Redis, with AOF (bench/targets.ts).
 const BENCH_REDIS_URL = only === undefined || only.includes('inboxd-redis') ? await startBenchRedis() : undefined
+// The cluster target's own Redis Cluster (3 primaries, 3 replicas, the same AOF).
+if (only === undefined || only.includes('inboxd-cluster')) await startBenchCluster()
 
 interface Scenario {
   id: string
@@ -48,8 +50,17 @@ const SCENARIOS: Scenario[] = [
   // The publish limit set above its default (20/s) so the 10 calm senders (100 msg/s each) stay under it; bursts of 200.
   { id: 'flood', script: 'flood', args: { phaseMs: quick ? 3_000 : 6_000 }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis', 'inboxd-embedded'], env: { PUBLISH_RATE: '100', PUBLISH_BURST: '200' } },
   { id: 'floodUnlimited', script: 'flood', args: { phaseMs: quick ? 3_000 : 6_000 }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis', 'inboxd-embedded'], env: { PUBLISH_RATE: '0' } },
-  { id: 'commands', script: 'commands', args: { count: 10_000, redisUrl: BENCH_REDIS_URL }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis'] }
+  { id: 'commands', script: 'commands', args: { count: 10_000, redisUrl: BENCH_REDIS_URL }, repeats: 1, timeoutMs: 120_000, targets: ['inboxd-redis'] },
+  // WAIT before every acknowledged write: one replica of the writer's slot holds it (issue #20: "measure its cost").
+  { id: 'throughputWait', script: 'pairs', args: { mode: 'throughput', pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-cluster'], env: { REDIS_WAIT_REPLICAS: '1' } },
+  // The sender's PUBACK to the recipient's delivery (the relay, in Redis mode), paced and at saturation.
+  { id: 'relayLag1k', script: 'pairs', args: { mode: 'latency', lag: true, pairs: 20, rate: 1_000, durationMs: quick ? 3_000 : 10_000, warmupMs: 1_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-cluster', 'inboxd-embedded'] },
+  // The same paced run with WAIT before every acknowledged write (and before the relay marks a copy done).
+  { id: 'relayLag1kWait', script: 'pairs', args: { mode: 'latency', lag: true, pairs: 20, rate: 1_000, durationMs: quick ? 3_000 : 10_000, warmupMs: 1_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-cluster'], env: { REDIS_WAIT_REPLICAS: '1' } },
+  { id: 'relayLagMax', script: 'pairs', args: { mode: 'throughput', lag: true, pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-cluster', 'inboxd-embedded'] }
 ]
+/** The cluster target runs the 1:1 scenarios only (section 7); the rest of the product on a cluster is covered by the tests. */
+const CLUSTER_SCENARIOS = new Set(['throughput', 'throughputWait', 'latency', 'relayLag1k', 'relayLag1kWait', 'relayLagMax'])
 
 /** Runs one load process; resolves with its JSON report (the last line it prints). */
 function runLoad (script: string, args: Record<string, unknown>, timeoutMs: number, onLine?: (line: string) => void): { done: Promise<Result>, kill: () => void } {
@@ -79,7 +90,11 @@ async function runScenario (kind: TargetKind, scenario: Scenario, run: string): 
   const target = await startTarget(kind, scenario.env)
   try {
     const args = { ...scenario.args, kind, port: target.port, httpPort: target.httpPort, run }
-    if (scenario.script !== 'idle') return await runLoad(scenario.script, args, scenario.timeoutMs).done
+    if (scenario.script !== 'idle') {
+      const result = await runLoad(scenario.script, args, scenario.timeoutMs).done
+      // How this run's commands spread over the primaries (their counts were reset when it started).
+      return kind === 'inboxd-cluster' ? { ...result, ...await clusterSpread() } : result
+    }
     // Idle memory: the server's RSS before, and once every client is connected and things settle.
     await sleep(1_000)
     const before = rssKb(target.pid)
@@ -116,6 +131,9 @@ function summarise (results: Result[]): Result {
   return summary
 }
 
+/** The 1-minute load average (this machine is shared): kept with every run. */
+const loadAverage = (): number => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0])
+
 const results = new Map<string, Result>() // `${kind}/${scenario}`
 const raw: Record<string, Result[]> = {}
 const remeasured: string[] = []
@@ -139,22 +157,26 @@ const haveMosquitto = await mosquittoAvailable('mosquitto')
 const haveUnlimited = await mosquittoAvailable('mosquitto-unlimited')
 const available = (kind: TargetKind): boolean => kind === 'mosquitto' ? haveMosquitto : kind === 'mosquitto-unlimited' ? haveUnlimited : true
 
-for (const target of targets) {
-  if (!available(target.kind)) continue
-  for (const scenario of SCENARIOS) {
-    if (scenario.targets !== undefined && !scenario.targets.includes(target.kind)) continue
-    if (onlyScenarios !== undefined && !onlyScenarios.includes(scenario.id)) continue
-    const runs: Result[] = []
-    for (let r = 0; r < scenario.repeats; r++) {
+// One scenario at a time, its repeats taking the targets in turn (A B C, A B C, …), so a
+// shared machine whose load drifts during the run slows every target of a comparison alike.
+for (const scenario of SCENARIOS) {
+  if (onlyScenarios !== undefined && !onlyScenarios.includes(scenario.id)) continue
+  const kinds = targets.map((t) => t.kind).filter((kind) => available(kind) &&
+    (scenario.targets === undefined || scenario.targets.includes(kind)) && (kind !== 'inboxd-cluster' || CLUSTER_SCENARIOS.has(scenario.id)))
+  const runs = new Map<TargetKind, Result[]>(kinds.map((kind) => [kind, []]))
+  for (let r = 0; r < scenario.repeats; r++) {
+    for (const kind of kinds) {
       const run = `${Date.now().toString(36)}${r}`
-      process.stderr.write(`${target.kind} ${scenario.id} run ${r + 1}/${scenario.repeats}... `)
-      const result = await runScenario(target.kind, scenario, run)
+      process.stderr.write(`${kind} ${scenario.id} run ${r + 1}/${scenario.repeats} (load ${loadAverage()})... `)
+      const result = { ...await runScenario(kind, scenario, run), load: loadAverage() }
       process.stderr.write(`${JSON.stringify(result)}\n`)
-      runs.push(result)
+      runs.get(kind)!.push(result)
     }
-    raw[`${target.kind}/${scenario.id}`] = runs
-    if (process.env.BENCH_MERGE === '1') remeasured.push(`${target.kind}/${scenario.id}`)
-    results.set(`${target.kind}/${scenario.id}`, summarise(runs))
+  }
+  for (const [kind, list] of runs) {
+    raw[`${kind}/${scenario.id}`] = list
+    if (process.env.BENCH_MERGE === '1') remeasured.push(`${kind}/${scenario.id}`)
+    results.set(`${kind}/${scenario.id}`, summarise(list))
   }
 }
 
@@ -195,6 +217,7 @@ lines.push(`- Figures are medians of ${repeats} runs for throughput, latency and
 lines.push('- "inboxd" is the whole product: JWT auth, stamping, the history log write (per-user seq, idempotency), delivery from the log with per-device cursors, delivered receipts and presence. Bare Aedes and Mosquitto only move packets.')
 lines.push('- Persistence of each target, and so what a PUBACK survives there:')
 lines.push(`  - inboxd, Redis mode: a Redis ${redisVersion} that the harness starts on a spare port with its own data directory and \`${BENCH_REDIS_ARGS.join(' ')}\` (as docker-compose.yml), \`DURABILITY=process\`: a crash or restart of the server or of Redis; a power cut can lose about the last second. Its \`DURABILITY=disk\` row: the same Redis with \`appendfsync always\`, which survives a power cut too.`)
+lines.push(`  - inboxd, Redis mode on a Redis Cluster: 3 primaries and 3 replicas (\`redis-cli --cluster create … --cluster-replicas 1\`) that the harness starts on spare ports, every node with \`${BENCH_REDIS_ARGS.join(' ')}\`, \`DURABILITY=process\`: a PUBACK survives what it survives on one Redis, on the primary of the writer's slot; replication is asynchronous, so a primary that dies and is replaced by its replica can lose the last writes, unless \`REDIS_WAIT_REPLICAS=1\` (its row in section 7), where a PUBACK also waits until a replica holds the write.`)
 lines.push(`  - inboxd, embedded mode: LevelDB in a fresh \`DATA_DIR\` (${dataDirFs}), \`DURABILITY=process\`: each batch written to the OS, not fsynced: a crash of the server, not a power cut. Its \`DURABILITY=disk\` row: one fsync per group-commit batch, which survives a power cut too.`)
 lines.push('  - bare Aedes: none, everything is in memory.')
 lines.push(`  - Mosquitto, packaged configuration: \`persistence ${mosquittoPersistence}\`${mosquittoPersistence === 'true' ? ': in memory, saved to disk every 30 minutes (the default autosave_interval) and at a clean stop, so a PUBACKed message survives neither a crash nor a power cut' : ': memory only'}.`)
@@ -216,17 +239,17 @@ if (shown.some((t) => results.has(`${t.kind}/throughputDisk`))) {
 }
 lines.push('', '## 2. Offline drain (messages queued for one device; time from its reconnect to the last message)', '')
 lines.push('| target | 10k: ms | 10k: received | 100k: ms | 100k: received | queue fill rate, msg/s |', '|---|---|---|---|---|---|')
-for (const t of shown) {
+for (const t of shown.filter((t) => t.kind !== 'inboxd-cluster')) {
   lines.push(`| ${t.label} | ${cell(t.kind, 'drain10k', 'drainMs', true)} | ${fmt(get(t.kind, 'drain10k', 'received'))} | ${cell(t.kind, 'drain100k', 'drainMs', true)} | ${fmt(get(t.kind, 'drain100k', 'received'))} / ${fmt(get(t.kind, 'drain100k', 'count'))} | ${fmt(get(t.kind, 'drain10k', 'fillMsgPerSec'))} |`)
 }
 lines.push('', '## 3. Idle connections (persistent, subscribed, idle; 8 source addresses 127.0.0.1–8)', '')
 lines.push('| target | 10k: KB per connection | connected / failed | 50k: KB per connection | connected / failed | server RSS at 50k, MB |', '|---|---|---|---|---|---|')
-for (const t of shown) {
+for (const t of shown.filter((t) => t.kind !== 'inboxd-cluster')) {
   lines.push(`| ${t.label} | ${cell(t.kind, 'idle10k', 'kbPerConnection', true, 2)} | ${fmt(get(t.kind, 'idle10k', 'connected'))} / ${fmt(get(t.kind, 'idle10k', 'failed'))} | ${cell(t.kind, 'idle50k', 'kbPerConnection', true, 2)} | ${fmt(get(t.kind, 'idle50k', 'connected'))} / ${fmt(get(t.kind, 'idle50k', 'failed'))} | ${fmt(get(t.kind, 'idle50k', 'rssAfterMb'))} |`)
 }
 lines.push('', '## 4. Reconnect storm (10k persistent clients dropped at once, one message queued for each, all reconnect at once)', '')
 lines.push('| target | all reconnected, ms | all messages received, ms | received / clients |', '|---|---|---|---|')
-for (const t of shown) {
+for (const t of shown.filter((t) => t.kind !== 'inboxd-cluster')) {
   lines.push(`| ${t.label} | ${cell(t.kind, 'storm10k', 'allBackMs', true)} | ${cell(t.kind, 'storm10k', 'allReceivedMs', true)} | ${fmt(get(t.kind, 'storm10k', 'received'))} / ${fmt(get(t.kind, 'storm10k', 'count'))} |`)
 }
 if (shown.some((t) => results.has(`${t.kind}/groupFanout`))) {
@@ -258,6 +281,30 @@ if (shown.some((t) => results.has(`${t.kind}/flood`))) {
       if (!results.has(`${t.kind}/${scenario}`)) continue
       const v = (field: string, digits = 0): string => fmt(get(t.kind, scenario, field), digits)
       lines.push(`| ${t.label} | ${label} | ${v('idleP50', 2)} / ${v('idleP99', 2)} | ${v('floodP50', 2)} / ${v('floodP99', 2)} | ${v('p99Ratio', 2)}× | ${v('flooderPerSec')} | ${v('victimReceived')} | ${v('refusals')} |`)
+    }
+  }
+}
+
+if (shown.some((t) => results.has(`${t.kind}/relayLag1k`) || results.has(`${t.kind}/throughputWait`))) {
+  lines.push('', '## 7. Redis Cluster and the relay (issue #20)', '')
+  lines.push('Scenario 1 on one Redis and on a 3-primary cluster (`REDIS_CLUSTER_NODES`, the same 2 server processes). Everything shares the 2 cores, so the cluster cannot be faster here; what it shows is that the work spreads over the primaries. Spread: each primary\'s share of the run\'s script calls (EVALSHA + EVAL) and of all its commands (those run inside scripts included), from `INFO commandstats` (reset before each run); 40 users hash to 3 primaries, so even is 33% give or take the luck of the draw (about ±7 points for 40 users). Load average: the machine\'s 1-minute load average (2 cores, shared) after the runs, median, without / with WAIT.', '')
+  lines.push('| target | msg/s | with `REDIS_WAIT_REPLICAS=1`: msg/s | WAIT / no WAIT | send → delivery at 1k msg/s: p50 / p99 ms | script calls per primary, % (min–max) | all commands per primary, % (min–max) | load average |', '|---|---|---|---|---|---|---|---|')
+  for (const t of shown) {
+    if (t.kind !== 'inboxd-redis' && t.kind !== 'inboxd-cluster') continue
+    const share = (field: string): string => t.kind === 'inboxd-cluster' ? `${fmt(get(t.kind, 'throughput', `${field}Min`), 1)}–${fmt(get(t.kind, 'throughput', `${field}Max`), 1)}` : 'one Redis'
+    const wait = get(t.kind, 'throughputWait', 'msgPerSec')
+    lines.push(`| ${t.label} | ${fmt(get(t.kind, 'throughput', 'msgPerSec'))} | ${wait === null ? 'n/a (no replica)' : fmt(wait)} | ${ratio(wait, get(t.kind, 'throughput', 'msgPerSec'))} | ${fmt(get(t.kind, 'relayLag1k', 'p50'), 2)} / ${fmt(get(t.kind, 'relayLag1k', 'p99'), 2)} | ${share('scriptShare')} | ${share('callShare')} | ${fmt(get(t.kind, 'throughput', 'load'), 1)} / ${fmt(get(t.kind, 'throughputWait', 'load'), 1)} |`)
+  }
+  lines.push('', 'The one new thing a user can observe in Redis mode: a 1:1 message is durable in the sender\'s log at its PUBACK, and the recipient\'s copy follows through the relay (history/redis-relay.ts). Lag: from the sender\'s PUBACK to the recipient\'s device receiving the message, both seen by the load process (one clock), every message after the warm-up; negative when the delivery arrived first (PUBACK and delivery travel on different connections). Paced: 20 senders offer 1,000 msg/s in total; saturated: scenario 1\'s throughput run (50 in flight per sender). Embedded mode has no relay (both copies are in one batch): its row is the floor the transport alone gives.', '')
+  lines.push('| target | load | delivered msg/s | PUBACK → delivery: p50 ms | p99 ms | max ms | delivered before the PUBACK | not delivered | send → delivery p50 / p99 ms | load average |', '|---|---|---|---|---|---|---|---|---|---|')
+  for (const t of shown) {
+    for (const [scenario, label] of [['relayLag1k', 'paced, 1k msg/s'], ['relayLag1kWait', 'paced, 1k msg/s, `REDIS_WAIT_REPLICAS=1`'], ['relayLagMax', 'saturated']] as const) {
+      if (!results.has(`${t.kind}/${scenario}`)) continue
+      const v = (field: string, digits = 2): string => fmt(get(t.kind, scenario, field), digits)
+      const paced = scenario !== 'relayLagMax'
+      const rate = paced ? `${v('offered', 0)} offered` : v('msgPerSec', 0)
+      const endToEnd = paced ? `${v('p50')} / ${v('p99')}` : 'n/a'
+      lines.push(`| ${t.label} | ${label} | ${rate} | ${v('lagP50')} | ${v('lagP99')} | ${v('lagMax', 1)} | ${v('lagNegative', 0)} of ${v('lagCount', 0)} | ${v('lagMissing', 0)} | ${endToEnd} | ${v('load', 1)} |`)
     }
   }
 }
@@ -303,6 +350,16 @@ for (const [kind, mode] of [['inboxd-redis', 'Redis'], ['inboxd-embedded', 'embe
 }
 targetsMet.push(['Redis commands per 1:1 message ≤ 3', atMost(perMessage, 3),
   perMessage === null ? 'n/a' : `${perMessage} per message (${Object.entries(commands?.top ?? {}).map(([name, calls]) => `${name} ${fmt(Number(calls) / Number(commands?.messages ?? 1), 2)}`).join(', ')})`])
+if (results.has('inboxd-cluster/throughput')) {
+  targetsMet.push(['Cluster: 1:1 script calls spread evenly over the 3 primaries (none above 1.5× its even share, 50%)', atMost(get('inboxd-cluster', 'throughput', 'scriptShareMax'), 50),
+    `${fmt(get('inboxd-cluster', 'throughput', 'scriptShareMin'), 1)}–${fmt(get('inboxd-cluster', 'throughput', 'scriptShareMax'), 1)}% per primary; ${fmt(get('inboxd-cluster', 'throughput', 'msgPerSec'))} msg/s against ${fmt(get('inboxd-redis', 'throughput', 'msgPerSec'))} on one Redis`])
+}
+for (const [kind, mode] of [['inboxd-redis', 'one Redis'], ['inboxd-cluster', 'cluster']] as const) {
+  if (!results.has(`${kind}/relayLag1k`) || !results.has(`${kind}/relayLagMax`)) continue
+  const missing = (get(kind, 'relayLag1k', 'lagMissing') ?? 1) + (get(kind, 'relayLagMax', 'lagMissing') ?? 1)
+  targetsMet.push([`Recipient's copy follows the PUBACK, measured and bounded, nothing missing (${mode})`, missing === 0,
+    `PUBACK → delivery p99 ${fmt(get(kind, 'relayLag1k', 'lagP99'), 2)} ms, max ${fmt(get(kind, 'relayLag1k', 'lagMax'), 1)} ms at 1k msg/s; p99 ${fmt(get(kind, 'relayLagMax', 'lagP99'), 2)} ms, max ${fmt(get(kind, 'relayLagMax', 'lagMax'), 1)} ms saturated`])
+}
 if (results.has('inboxd-redis/throughput') && results.has('inboxd-embedded/throughput')) {
   lines.push('', '## Targets', '', '| target | met? | measured |', '|---|---|---|')
   for (const [name, met, measured] of targetsMet) lines.push(`| ${name} | ${met === null ? 'n/a' : met ? 'yes' : '**no**'} | ${measured} |`)
@@ -321,4 +378,5 @@ lines.push('', '## Raw results', '', '<details><summary>every run, as reported b
 const out = process.env.BENCH_OUT ?? 'BENCHMARKS.md'
 writeFileSync(out, lines.join('\n'))
 await stopBenchRedis()
+await stopBenchCluster()
 process.stderr.write(`wrote ${out}\n`)

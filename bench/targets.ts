@@ -7,7 +7,8 @@
 // reference for the drain. The Redis-mode server runs on a Redis the harness
 // starts itself, with AOF as docker-compose.yml configures it (appendfsync
 // everysec; always for DURABILITY=disk), not on the machine's shared Redis,
-// which keeps nothing on disk.
+// which keeps nothing on disk. The cluster target runs on a Redis Cluster the
+// harness starts (3 primaries, 3 replicas) with the same AOF settings.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createConnection } from 'node:net'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -17,6 +18,7 @@ import { once } from 'node:events'
 import { Redis } from 'ioredis'
 import { startServerProcess, freePort } from '../test/helpers/server-process.ts'
 import { startRedisServer, type OwnRedis } from '../test/helpers/redis-server.ts'
+import { startRedisCluster, type OwnCluster } from '../test/helpers/redis-cluster.ts'
 import type { TargetKind } from './profile.ts'
 
 /** The Redis-mode target's persistence, as docker-compose.yml runs Redis. */
@@ -49,6 +51,63 @@ async function prepareBenchRedis (appendfsync: 'everysec' | 'always'): Promise<s
   return `${benchRedis.url}/0`
 }
 
+let benchCluster: OwnCluster | undefined
+
+/** Starts the harness's own Redis Cluster (3 primaries, 3 replicas, AOF as BENCH_REDIS_ARGS on every node). */
+export async function startBenchCluster (): Promise<void> {
+  // Later arguments win, so this AOF setting replaces the helper's `--appendonly no`.
+  benchCluster = await startRedisCluster(BENCH_REDIS_ARGS)
+  const started = benchCluster
+  process.once('exit', () => { for (const node of started.nodes) node.child.kill('SIGKILL') })
+}
+
+export async function stopBenchCluster (): Promise<void> {
+  await benchCluster?.stop()
+}
+
+/** Runs `fn` on a plain connection to each node of the bench cluster (primaries only, or every node). */
+async function onNodes<T> (which: 'primaries' | 'all', fn: (redis: Redis, port: number) => Promise<T>): Promise<Array<[number, T]>> {
+  if (benchCluster === undefined) throw new Error('startBenchCluster() first')
+  const ports = which === 'all' ? benchCluster.nodes.map((node) => node.port) : (await benchCluster.primaries()).sort((a, b) => a - b)
+  return Promise.all(ports.map(async (port) => {
+    const redis = new Redis({ port, host: '127.0.0.1' })
+    try { return [port, await fn(redis, port)] as [number, T] } finally { redis.disconnect() }
+  }))
+}
+
+/** Empties the cluster, sets every node's fsync policy and zeroes the primaries' command counts for the next run. */
+async function prepareBenchCluster (appendfsync: 'everysec' | 'always'): Promise<string> {
+  await onNodes('primaries', async (redis) => { await redis.flushall(); await redis.call('CONFIG', 'RESETSTAT') })
+  await onNodes('all', async (redis) => redis.call('CONFIG', 'SET', 'appendfsync', appendfsync))
+  return benchCluster!.seeds
+}
+
+/**
+ * How a run's commands spread over the primaries (`INFO commandstats` since
+ * the run's RESETSTAT): script calls (EVALSHA + EVAL) and all calls, per
+ * primary port, and each primary's share of the script calls in percent.
+ */
+export async function clusterSpread (): Promise<Record<string, number | Record<string, number>>> {
+  const stats = await onNodes('primaries', async (redis) => {
+    const calls = new Map<string, number>()
+    for (const match of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(match[1]!, Number(match[2]))
+    const total = [...calls.values()].reduce((sum, n) => sum + n, 0)
+    return { scripts: (calls.get('evalsha') ?? 0) + (calls.get('eval') ?? 0), total }
+  })
+  const scripts = stats.reduce((sum, [, s]) => sum + s.scripts, 0)
+  const total = stats.reduce((sum, [, s]) => sum + s.total, 0)
+  const shares = stats.map(([, s]) => scripts === 0 ? 0 : (100 * s.scripts) / scripts)
+  const callShares = stats.map(([, s]) => total === 0 ? 0 : (100 * s.total) / total)
+  return {
+    scriptCalls: Object.fromEntries(stats.map(([port, s]) => [String(port), s.scripts])),
+    allCalls: Object.fromEntries(stats.map(([port, s]) => [String(port), s.total])),
+    scriptShareMin: Number(Math.min(...shares).toFixed(1)),
+    scriptShareMax: Number(Math.max(...shares).toFixed(1)),
+    callShareMin: Number(Math.min(...callShares).toFixed(1)),
+    callShareMax: Number(Math.max(...callShares).toFixed(1))
+  }
+}
+
 export interface RunningTarget {
   kind: TargetKind
   port: number
@@ -60,6 +119,7 @@ export interface RunningTarget {
 
 export const TARGETS: Array<{ kind: TargetKind, label: string }> = [
   { kind: 'inboxd-redis', label: 'inboxd, Redis mode' },
+  { kind: 'inboxd-cluster', label: 'inboxd, Redis mode on a 3-primary Redis Cluster' },
   { kind: 'inboxd-embedded', label: 'inboxd, embedded mode (LevelDB)' },
   { kind: 'aedes-memory', label: 'bare Aedes, in-memory' },
   { kind: 'mosquitto', label: 'Mosquitto (C), packaged configuration' },
@@ -104,9 +164,13 @@ async function startMosquitto (): Promise<RunningTarget> {
 
 /** `env`: our server's settings for one scenario (e.g. PUBLISH_RATE); the other targets have none. */
 export async function startTarget (kind: TargetKind, env: Record<string, string> = {}): Promise<RunningTarget> {
-  if (kind === 'inboxd-redis' || kind === 'inboxd-embedded') {
-    const mode = kind === 'inboxd-redis' ? 'redis' : 'embedded'
-    const redisEnv: Record<string, string> = mode === 'redis' ? { REDIS_URL: await prepareBenchRedis(env.DURABILITY === 'disk' ? 'always' : 'everysec') } : {}
+  if (kind === 'inboxd-redis' || kind === 'inboxd-cluster' || kind === 'inboxd-embedded') {
+    const mode = kind === 'inboxd-embedded' ? 'embedded' : 'redis'
+    const appendfsync = env.DURABILITY === 'disk' ? 'always' : 'everysec'
+    const redisEnv: Record<string, string> = kind === 'inboxd-redis'
+      ? { REDIS_URL: await prepareBenchRedis(appendfsync) }
+      // REDIS_URL empty counts as unset (the server process helper sets it for Redis mode).
+      : kind === 'inboxd-cluster' ? { REDIS_URL: '', REDIS_CLUSTER_NODES: await prepareBenchCluster(appendfsync) } : {}
     // Large groups need MAX_GROUP_MEMBERS above its default. Each load generator's sender sends far
     // faster than a person, so the per-user publish limit (on by default) is off unless a scenario sets it;
     // the other limits stay at their defaults.

@@ -19,7 +19,7 @@ const mode = String(args.mode ?? 'fanout')
 const members = Number(args.members ?? 100)
 const durationMs = Number(args.durationMs ?? 5_000)
 const profile = profileFor(kind)
-const ours = kind === 'inboxd-redis' || kind === 'inboxd-embedded'
+const ours = kind.startsWith('inboxd-')
 const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
 
 async function call (owner: string, path: string, body: unknown, expected: number): Promise<unknown> {

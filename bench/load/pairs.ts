@@ -4,6 +4,11 @@
 //     delivered msg/s over `durationMs` after a warm-up.
 //   mode "latency": all senders together offer `rate` msg/s; reports the
 //     end-to-end latency distribution (send → delivery, same process clock).
+//   `lag: true` (either mode): also the time from the sender's PUBACK to the
+//     recipient's delivery, per message. In Redis mode the PUBACK means the
+//     message is durable in the sender's log, and the recipient's copy follows
+//     through the relay (history/redis-relay.ts); in embedded mode both copies
+//     are written in one batch, so this shows what the relay adds.
 import { RawClient } from '../raw-client.ts'
 import { loadArgs, percentile, profileFor, readTimedBody, report, sleep, timedBody } from '../profile.ts'
 
@@ -15,7 +20,11 @@ const durationMs = Number(args.durationMs ?? 10_000)
 const warmupMs = Number(args.warmupMs ?? 2_000)
 const window = Number(args.window ?? 50)
 const rate = Number(args.rate ?? 5_000)
+const lag = args.lag === true
 const profile = profileFor(kind)
+/** With `lag`: when each message's PUBACK and its first delivery reached this process, by index. */
+const pubackAt = new Map<number, number>()
+const deliveredAt = new Map<number, number>()
 
 let measuring = false
 let delivered = 0
@@ -28,6 +37,10 @@ const receivers = await Promise.all(Array.from({ length: pairs }, async (_, i) =
     port,
     ...profile.credentials(user, 'd'),
     onMessage: (_topic, payload) => {
+      if (lag) {
+        const { index } = readTimedBody(profile.decode(payload))
+        if (!deliveredAt.has(index)) deliveredAt.set(index, performance.now())
+      }
       if (!measuring) return
       delivered++
       if (mode === 'latency') latencies.push(performance.now() - readTimedBody(profile.decode(payload)).sentAt)
@@ -43,7 +56,32 @@ let counter = 0
 function sendOne (i: number): Promise<void> {
   const n = counter++
   sent++
-  return senders[i]!.publish(profile.inbox(receivers[i]!.user), profile.encode(`m${n}`, timedBody(n)))
+  const puback = senders[i]!.publish(profile.inbox(receivers[i]!.user), profile.encode(`m${n}`, timedBody(n)))
+  return lag ? puback.then(() => { pubackAt.set(n, performance.now()) }) : puback
+}
+
+/** PUBACK → delivery over messages [from, to): percentiles in ms, and how many never arrived. */
+function lagReport (from: number, to: number): Record<string, number> {
+  const lags: number[] = []
+  let missing = 0
+  for (let n = from; n < to; n++) {
+    const acked = pubackAt.get(n)
+    const arrived = deliveredAt.get(n)
+    if (acked === undefined || arrived === undefined) missing++
+    else lags.push(arrived - acked)
+  }
+  lags.sort((a, b) => a - b)
+  const ms = (value: number | undefined): number => Number((value ?? NaN).toFixed(2))
+  return {
+    lagCount: lags.length,
+    lagMissing: missing,
+    lagMin: ms(lags[0]),
+    lagP50: ms(percentile(lags, 0.5)),
+    lagP99: ms(percentile(lags, 0.99)),
+    lagMax: ms(lags.at(-1)),
+    // Delivered before the sender saw its PUBACK (the two travel on different connections).
+    lagNegative: lags.filter((v) => v < 0).length
+  }
 }
 
 if (mode === 'throughput') {
@@ -60,13 +98,16 @@ if (mode === 'throughput') {
   })
   await sleep(warmupMs)
   measuring = true
+  const first = counter
   const start = performance.now()
   await sleep(durationMs)
   measuring = false
   const elapsed = performance.now() - start
+  const last = counter
   stop = true
   await Promise.race([Promise.all(loops), sleep(5_000)])
-  report({ msgPerSec: Math.round(delivered / (elapsed / 1000)) })
+  if (lag) await sleep(3_000) // the last relayed copies arrive
+  report({ msgPerSec: Math.round(delivered / (elapsed / 1000)), ...(lag ? lagReport(first, last) : {}) })
 } else {
   // Paced: every 2 ms, send what is due at `rate` msg/s, round-robin over senders.
   let due = 0
@@ -90,6 +131,7 @@ if (mode === 'throughput') {
     delivered,
     p50: Number(percentile(sorted, 0.5).toFixed(2)),
     p99: Number(percentile(sorted, 0.99).toFixed(2)),
-    max: Number((sorted.at(-1) ?? NaN).toFixed(2))
+    max: Number((sorted.at(-1) ?? NaN).toFixed(2)),
+    ...(lag ? lagReport(skip, counter) : {})
   })
 }
