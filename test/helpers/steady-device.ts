@@ -53,8 +53,16 @@ export async function connectSteady (url: string, userId: string, deviceId: stri
       }
     },
     async send (to, id) {
-      while (!client.connected) await new Promise((resolve) => client.once('connect', resolve))
-      await client.publishAsync(inboxOf(to), JSON.stringify({ id, body: `body of ${id}` }), { qos: 1 })
+      for (;;) {
+        while (!client.connected) await new Promise((resolve) => client.once('connect', resolve))
+        try {
+          await client.publishAsync(inboxOf(to), JSON.stringify({ id, body: `body of ${id}` }), { qos: 1 })
+          return
+        } catch {
+          // The connection closed before mqtt.js had stored the publish for a resend ("Connection
+          // closed"): send it again, as an app's outbox does; the server stores an id once.
+        }
+      }
     },
     async end () {
       await client.endAsync(true)
