@@ -16,6 +16,7 @@ import type { GroupKeys } from './redis-group-keys.ts'
 import { FANOUT_DONE, FANOUT_READ, MEMBER_APPLY } from './redis-group-scripts.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
 import { SerialRuns } from './serial-runs.ts'
+import { PendingSweep } from './pending-sweep.ts'
 import { memberEntry, membershipChange, parseGroupEvent, type StoredGroupEvent } from './group-events.ts'
 
 type Reply = Array<string | number>
@@ -44,7 +45,7 @@ export class RedisGroupFanOut {
   readonly #perSlot: boolean
   /** Once a group is idle, a waiter no run answered was applied by another process's run. */
   readonly #runs = new SerialRuns<Run>((group, run) => this.#loop(group, run), (_group, run) => { for (const waiter of run.waiters.splice(0)) waiter.resolve(undefined) })
-  #sweepFrom = 0
+  readonly #sweep: PendingSweep
 
   readonly #replicas: Pick<ReplicaGate, 'after'> | undefined
 
@@ -57,6 +58,7 @@ export class RedisGroupFanOut {
     this.#redis = redis as unknown as FanOutRedis
     this.#keys = keys
     this.#perSlot = redis.isCluster
+    this.#sweep = new PendingSweep(redis, keys.pendingKeys)
   }
 
   /**
@@ -164,21 +166,9 @@ export class RedisGroupFanOut {
     }
   }
 
-  /**
-   * Completes what dead processes left: groups pending for longer than
-   * `graceMs`. A single Redis has one index; a cluster one per slot, of which
-   * one call looks at 1,024 in turn (all 16,384 with `everySlot`).
-   */
-  async sweep (sink: LogSink, { graceMs = 2000, everySlot = false }: { graceMs?: number, everySlot?: boolean } = {}): Promise<number> {
-    const all = this.#keys.pendingKeys()
-    let keys = all
-    if (!everySlot && all.length > 1024) {
-      keys = all.slice(this.#sweepFrom, this.#sweepFrom + 1024)
-      this.#sweepFrom = (this.#sweepFrom + 1024) % all.length
-    }
-    const redis = this.#redis as unknown as RedisClient
-    const found = await Promise.all(keys.map((key) => redis.zrangebyscore(key, '-inf', Date.now() - graceMs, 'LIMIT', 0, 100)))
-    const groups = found.flat()
+  /** Completes what dead processes left: groups pending for longer than `graceMs` (pending-sweep.ts). */
+  async sweep (sink: LogSink, options: { graceMs?: number, everySlot?: boolean } = {}): Promise<number> {
+    const groups = await this.#sweep.due(options)
     const results = await Promise.allSettled(groups.map((group) => this.run(group, sink).done))
     return results.filter((result) => result.status === 'fulfilled').length
   }

@@ -23,6 +23,7 @@ import { receiptTail, recallTemplate, tailOf, tombstoneTail } from './events.ts'
 import type { ReceiptKind } from './history-store.ts'
 import { RELAY_APPLY, RELAY_DONE, RELAY_READ, RELAY_TARGET_KEYS } from './redis-scripts.ts'
 import { SerialRuns } from './serial-runs.ts'
+import { PendingSweep } from './pending-sweep.ts'
 
 /** Key names the relay needs: a user's keys, and the pending index of a user's slot. */
 export interface RelayKeys {
@@ -92,7 +93,7 @@ export class RedisRelay {
   readonly #ahead = new Map<string, number>()
   #next: Batch | undefined
   #flushing: Promise<void> = Promise.resolve()
-  #sweepFrom = 0
+  readonly #sweep: PendingSweep
 
   /**
    * `replicas`: an item is marked done only once the target's replicas hold its copy (else a failover
@@ -107,6 +108,7 @@ export class RedisRelay {
     this.#perSlot = redis.isCluster
     this.#replicas = replicas
     this.#onError = onError
+    this.#sweep = new PendingSweep(redis, keys.pendingKeys)
   }
 
   /**
@@ -119,8 +121,8 @@ export class RedisRelay {
     this.#ahead.set(item.origin, item.no)
     if (this.#next === undefined) {
       let resolve!: () => void
-      const done = new Promise<void>((res) => { resolve = res })
-      const batch: Batch = { items: [], done, resolve }
+      const flushed = new Promise<void>((res) => { resolve = res })
+      const batch: Batch = { items: [], done: flushed, resolve }
       this.#next = batch
       // Every item of this turn joins; the batch starts once the one before it has finished.
       queueMicrotask(() => {
@@ -135,17 +137,20 @@ export class RedisRelay {
   }
 
   async #flush (batch: Batch): Promise<void> {
-    const origins = [...new Set(batch.items.map(({ item }) => item.origin))]
+    // Per writer: its last item in this batch (items come in order), and a sink to report to.
+    const last = new Map<string, { no: number, sink: LogSink }>()
+    for (const { item, sink } of batch.items) last.set(item.origin, { no: item.no, sink })
     try {
       await this.#apply(batch.items)
-      await this.#done(origins.map((origin) => [origin, Math.max(...batch.items.filter(({ item }) => item.origin === origin).map(({ item }) => item.no))]))
+      await this.#done([...last].map(([origin, { no }]) => [origin, no]))
     } catch (error) {
       this.#onError(error)
       // Whatever this batch did not finish, a run finishes from the outbox.
-      for (const origin of origins) this.#ahead.delete(origin)
-      for (const origin of origins) this.run(origin, batch.items.find(({ item }) => item.origin === origin)!.sink).catch(this.#onError)
+      for (const origin of last.keys()) this.#ahead.delete(origin)
+      for (const [origin, { sink }] of last) this.run(origin, sink).catch(this.#onError)
     } finally {
-      for (const origin of origins) if (this.#ahead.get(origin) === Math.max(...batch.items.filter(({ item }) => item.origin === origin).map(({ item }) => item.no))) this.#ahead.delete(origin)
+      // A writer with nothing queued after this batch: the next item checks against `obdone` again.
+      for (const [origin, { no }] of last) if (this.#ahead.get(origin) === no) this.#ahead.delete(origin)
       batch.resolve()
     }
   }
@@ -231,20 +236,9 @@ export class RedisRelay {
     }))
   }
 
-  /**
-   * Completes what dead processes left: origins pending for longer than
-   * `graceMs`. A single Redis has one index; a cluster one per slot, of which
-   * one call looks at 1,024 in turn (all 16,384 with `everySlot`).
-   */
-  async sweep (sink: LogSink, { graceMs = 2000, everySlot = false }: { graceMs?: number, everySlot?: boolean } = {}): Promise<number> {
-    const all = this.#keys.pendingKeys()
-    let keys = all
-    if (!everySlot && all.length > 1024) {
-      keys = all.slice(this.#sweepFrom, this.#sweepFrom + 1024)
-      this.#sweepFrom = (this.#sweepFrom + 1024) % all.length
-    }
-    const found = await Promise.all(keys.map((key) => this.#redis.zrangebyscore(key, '-inf', Date.now() - graceMs, 'LIMIT', 0, 100)))
-    const origins = found.flat()
+  /** Completes what dead processes left: writers pending for longer than `graceMs` (pending-sweep.ts). */
+  async sweep (sink: LogSink, options: { graceMs?: number, everySlot?: boolean } = {}): Promise<number> {
+    const origins = await this.#sweep.due(options)
     const results = await Promise.allSettled(origins.map((origin) => this.run(origin, sink)))
     return results.filter((result) => result.status === 'fulfilled').length
   }
