@@ -156,10 +156,6 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
     })
   }
 
-  async #trim (user: string, now: number): Promise<void> {
-    await this.trimLog(user, now)
-  }
-
   /** Both users' logs are written in one batch: nothing is ever left to relay. */
   async sweepRelay (): Promise<number> {
     return 0
@@ -171,7 +167,7 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
   #trimSoon (user: string, now: number): void {
     if (this.#keepMs <= 0 || now - (this.#lastTrim.get(user) ?? 0) < TRIM_EVERY_MS) return
     this.#lastTrim.set(user, now)
-    this.#trim(user, now).catch(() => {}) // a failed trim is retried by the next one
+    this.trimLog(user, now).catch(() => {}) // a failed trim is retried by the next one
   }
 
   async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
@@ -340,14 +336,14 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
   }
 
   async events (user: string, since: number, limit: number): Promise<Page> {
-    await this.#trim(user, Date.now())
+    await this.trimLog(user, Date.now())
     const rows = await this.#db.values({ ...after(`ev!${user}!`, since), limit: limit + 1 }).all()
     const page = rows.slice(0, limit)
     return { events: await this.#resolve(page), hasMore: rows.length > limit, scannedTo: page.length === 0 ? since : metaOf(page.at(-1)!).seq }
   }
 
   async conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page> {
-    await this.#trim(user, Date.now())
+    await this.trimLog(user, Date.now())
     const prefix = `c!${user}!${peer}!`
     const keys = await this.#keys(after(prefix, range.after ?? 0, range.before), range.limit + 1, range.after === undefined)
     const hasMore = keys.length > range.limit
@@ -362,7 +358,7 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
   }
 
   async conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }> {
-    await this.#trim(user, Date.now())
+    await this.trimLog(user, Date.now())
     const prefix = `convs!${user}!`
     const all: Array<{ peer: string, lastSeq: number }> = []
     for await (const [key, value] of this.#db.iterator({ gt: prefix, lt: prefix + '~' })) {

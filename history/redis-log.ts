@@ -194,10 +194,6 @@ export class RedisLog implements LogStore {
     return this.#redis.historyTrim(keys.length, ...keys, expired.length, ...expired, ...peers)
   }
 
-  async #trim (user: string): Promise<void> {
-    await this.trimLog(user, Date.now())
-  }
-
   async #eventsAt (user: string, seqs: string[]): Promise<string[]> {
     if (seqs.length === 0) return []
     const values = await this.#redis.hmget(this.#k(user, 'ev'), ...seqs)
@@ -217,14 +213,14 @@ export class RedisLog implements LogStore {
   }
 
   async events (user: string, since: number, limit: number): Promise<Page> {
-    await this.#trim(user)
+    await this.trimLog(user, Date.now())
     const entries = await this.#redis.zrangebyscore(this.#k(user, 'log'), `(${since}`, '+inf', 'LIMIT', 0, limit + 1)
     const seqs = entries.slice(0, limit).map((entry) => String(parseMeta(entry).seq))
     return { events: await this.#eventsAt(user, seqs), hasMore: entries.length > limit, scannedTo: seqs.length === 0 ? since : Number(seqs.at(-1)) }
   }
 
   async conversation (user: string, peer: string, range: { before?: number, after?: number, limit: number }): Promise<Page> {
-    await this.#trim(user)
+    await this.trimLog(user, Date.now())
     const index = this.#k(user, `c:${peer}`)
     const upper = range.before === undefined ? '+inf' : `(${range.before}`
     let seqs: string[]
@@ -240,7 +236,7 @@ export class RedisLog implements LogStore {
   }
 
   async conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }> {
-    await this.#trim(user)
+    await this.trimLog(user, Date.now())
     const upper = range.before === undefined ? '+inf' : `(${range.before}`
     const flat = await this.#redis.zrevrangebyscore(this.#k(user, 'convs'), upper, '-inf', 'WITHSCORES', 'LIMIT', 0, range.limit + 1)
     const rows: Array<{ peer: string, lastSeq: number }> = []
