@@ -9,7 +9,7 @@ import { RedisDeviceRegistry } from '../push/redis-device-registry.ts'
 import type { RedisClient } from '../storage/redis-client.ts'
 import { ownerKey, pushTokenKey, slotOf, userTag } from '../storage/redis-keys.ts'
 import { startRedisCluster } from './helpers/redis-cluster.ts'
-import { clusterRedis, singleRedis } from './helpers/store-redis.ts'
+import { clusterRedis, singleRedis, twoProcesses } from './helpers/store-redis.ts'
 import { tempDataDir } from './helpers/server-process.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 
@@ -29,15 +29,8 @@ interface Opened {
 }
 
 async function redisOpened (open: () => Promise<RedisClient>, nodeOf?: (user: string) => Promise<number>): Promise<Opened> {
-  const [redis, second] = await Promise.all([open(), open()])
-  return {
-    devices: new RedisDeviceRegistry(redis),
-    other: new RedisDeviceRegistry(second),
-    holder: (token) => redis.get(pushTokenKey(token)),
-    redis,
-    nodeOf,
-    async close () { redis.disconnect(); second.disconnect() }
-  }
+  const { one, other, redis, close } = await twoProcesses(open, (client) => new RedisDeviceRegistry(client))
+  return { devices: one, other, holder: (token) => redis.get(pushTokenKey(token)), redis, nodeOf, close }
 }
 
 const cluster = await startRedisCluster()

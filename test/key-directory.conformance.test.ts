@@ -7,7 +7,7 @@ import { LevelKeyDirectory, RedisKeyDirectory, type KeyDirectory, type Published
 import type { RedisClient } from '../storage/redis-client.ts'
 import { ownerKey, userTag } from '../storage/redis-keys.ts'
 import { startRedisCluster } from './helpers/redis-cluster.ts'
-import { clusterRedis, singleRedis } from './helpers/store-redis.ts'
+import { clusterRedis, singleRedis, twoProcesses } from './helpers/store-redis.ts'
 import { tempDataDir } from './helpers/server-process.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 
@@ -22,13 +22,8 @@ interface Opened {
 }
 
 async function redisOpened (open: () => Promise<RedisClient>): Promise<Opened> {
-  const [redis, second] = await Promise.all([open(), open()])
-  return {
-    keys: new RedisKeyDirectory(redis),
-    other: new RedisKeyDirectory(second),
-    redis,
-    async close () { redis.disconnect(); second.disconnect() }
-  }
+  const { one, other, redis, close } = await twoProcesses(open, (client) => new RedisKeyDirectory(client))
+  return { keys: one, other, redis, close }
 }
 
 const cluster = await startRedisCluster()

@@ -7,7 +7,7 @@ import { MemoryPushGate, RedisPushGate, type DeferredAlert, type PushGate, type 
 import type { RedisClient } from '../storage/redis-client.ts'
 import { ownerKey, userTag } from '../storage/redis-keys.ts'
 import { startRedisCluster } from './helpers/redis-cluster.ts'
-import { clusterRedis, singleRedis } from './helpers/store-redis.ts'
+import { clusterRedis, singleRedis, twoProcesses } from './helpers/store-redis.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 
 const REDIS_DB = 11
@@ -22,14 +22,8 @@ interface Opened {
 }
 
 async function redisOpened (open: () => Promise<RedisClient>): Promise<Opened> {
-  const [redis, second] = await Promise.all([open(), open()])
-  return {
-    gate: new RedisPushGate(redis),
-    other: new RedisPushGate(second),
-    shared: true,
-    redis,
-    async close () { redis.disconnect(); second.disconnect() }
-  }
+  const { one, other, redis, close } = await twoProcesses(open, (client) => new RedisPushGate(client))
+  return { gate: one, other, shared: true, redis, close }
 }
 
 const cluster = await startRedisCluster()

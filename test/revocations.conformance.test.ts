@@ -9,7 +9,7 @@ import { LevelRevocations, RedisRevocations, tokenHash, type Revocations, type T
 import type { RedisClient } from '../storage/redis-client.ts'
 import { ownerKey, userTag } from '../storage/redis-keys.ts'
 import { startRedisCluster } from './helpers/redis-cluster.ts'
-import { clusterRedis, singleRedis } from './helpers/store-redis.ts'
+import { clusterRedis, singleRedis, twoProcesses } from './helpers/store-redis.ts'
 import { tempDataDir } from './helpers/server-process.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 
@@ -24,13 +24,8 @@ interface Opened {
 }
 
 async function redisOpened (open: () => Promise<RedisClient>): Promise<Opened> {
-  const [redis, second] = await Promise.all([open(), open()])
-  return {
-    revocations: new RedisRevocations(redis),
-    other: new RedisRevocations(second),
-    redis,
-    async close () { redis.disconnect(); second.disconnect() }
-  }
+  const { one, other, redis, close } = await twoProcesses(open, (client) => new RedisRevocations(client))
+  return { revocations: one, other, redis, close }
 }
 
 const cluster = await startRedisCluster()

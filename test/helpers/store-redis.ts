@@ -16,3 +16,9 @@ export function singleRedis (db: number): Promise<RedisClient> {
 export function clusterRedis (cluster: OwnCluster): Promise<RedisClient> {
   return openCommands({ kind: 'cluster', nodes: cluster.nodes.map(({ port }) => ({ host: '127.0.0.1', port })) }, 'test', log)
 }
+
+/** A store as two server processes hold it: one instance per connection, on the same Redis. */
+export async function twoProcesses<S> (open: () => Promise<RedisClient>, make: (redis: RedisClient) => S): Promise<{ one: S, other: S, redis: RedisClient, close: () => Promise<void> }> {
+  const [redis, second] = await Promise.all([open(), open()])
+  return { one: make(redis), other: make(second), redis, close: async () => { redis.disconnect(); second.disconnect() } }
+}
