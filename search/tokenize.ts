@@ -18,8 +18,10 @@
 // - Other scripts: runs of letters and digits, lowercased, with a small English
 //   stemmer (search/stem.ts); an id, version, address or number joined by
 //   - _ . @ / : etc. (order-8842, v2.3.1, alice@example.com) gives its parts and
-//   each adjacent pair of parts with its join (order-8842; v2.3, 3.1), so it is
-//   found whole (pairs) and by any part, and v2.3.1 does not find v2.3.10.
+//   each adjacent pair of parts with its join (v2.3, 3.1; alice@example), so it
+//   is found whole (by its pairs) and by any part, and v2.3.1 does not find
+//   v2.3.10. A hyphen joins without a mark (order-8842 → order8842; a query
+//   asks for that alone), so wi-fi and wifi, e-mail and email find each other.
 // - Emoji: each grapheme (ZWJ sequences, flags, keycaps), without VS16, and a
 //   skin-toned one also as its plain base (👍 finds 👍🏽).
 //
@@ -47,15 +49,26 @@ const HAN = /\p{scx=Han}/u
 
 export type Emit = (token: string, start: number, end: number) => void
 
-/** A word part as a token: cut, then stemmed. */
-const partToken = (part: string): string => stem(cut(part, MAX_TOKEN_CHARS))
+/**
+ * Switches for measuring the design (bench/search-corpus.ts), not for the
+ * stores: a message and its queries must be tokenised with the same options,
+ * and the stores use the defaults.
+ */
+export interface TokenOptions {
+  /** The English stemmer on Latin words (default true). */
+  stem?: boolean
+  /** Jieba's 3+ character words in a message's tokens (default true). */
+  jiebaWords?: boolean
+}
+
+const same = (word: string): string => word
 
 /**
  * The tokens of one piece, with the span each stands for. `query`: what a query
  * asks for (a CJK run of 2+ characters: its pairs only; an emoji: itself);
  * otherwise what a message holds.
  */
-export function pieceTokens (piece: Piece, query: boolean, emit: Emit): void {
+export function pieceTokens (piece: Piece, query: boolean, emit: Emit, options: TokenOptions = {}): void {
   if (piece.kind === 'cjk') {
     const { chars, at } = piece
     const n = chars.length
@@ -68,13 +81,16 @@ export function pieceTokens (piece: Piece, query: boolean, emit: Emit): void {
     }
   } else if (piece.kind === 'word') {
     const { parts, joins } = piece
+    const norm = options.stem === false ? same : stem
     for (let i = 0; i < parts.length; i++) {
       const part = parts[i]!
-      emit(partToken(part.text), part.start, part.end)
+      // A query's part beside a hyphen is asked for as the joined word only, so wi-fi finds wifi.
+      if (!query || (joins[i - 1] !== '-' && joins[i] !== '-')) emit(norm(cut(part.text, MAX_TOKEN_CHARS)), part.start, part.end)
       const next = parts[i + 1]
-      if (next !== undefined) {
-        emit(cut(part.text, MAX_TOKEN_CHARS) + joins[i]! + cut(next.text, MAX_TOKEN_CHARS), part.start, next.end)
-      }
+      if (next === undefined) continue
+      const a = cut(part.text, MAX_TOKEN_CHARS)
+      const b = cut(next.text, MAX_TOKEN_CHARS)
+      emit(joins[i] === '-' ? norm(a + b) : a + joins[i]! + b, part.start, next.end)
     }
   } else if (piece.text.length <= MAX_EMOJI_CHARS) {
     const emoji = piece.text.replaceAll('\ufe0f', '')
@@ -89,7 +105,7 @@ export function pieceTokens (piece: Piece, query: boolean, emit: Emit): void {
 class Full extends Error {}
 
 /** The distinct normalised tokens of a message's text (at most MAX_DOC_TOKENS, from its first MAX_TEXT_CHARS). */
-export function documentTokens (text: string): string[] {
+export function documentTokens (text: string, options: TokenOptions = {}): string[] {
   const tokens = new Set<string>()
   const add = (token: string): void => {
     tokens.add(token)
@@ -97,8 +113,8 @@ export function documentTokens (text: string): string[] {
   }
   try {
     for (const piece of scan(normalize(cut(text, MAX_TEXT_CHARS)))) {
-      pieceTokens(piece, false, add)
-      if (piece.kind === 'cjk' && piece.chars.length >= 3 && HAN.test(piece.chars.join(''))) {
+      pieceTokens(piece, false, add, options)
+      if (options.jiebaWords !== false && piece.kind === 'cjk' && piece.chars.length >= 3 && HAN.test(piece.chars.join(''))) {
         for (const word of words(piece.chars.join(''))) if ([...word].length >= 3) add(word)
       }
     }
@@ -109,8 +125,8 @@ export function documentTokens (text: string): string[] {
 }
 
 /** The tokens a message must all hold to match `query`; [] when the query has nothing searchable. */
-export function queryTokens (query: string): string[] {
+export function queryTokens (query: string, options: TokenOptions = {}): string[] {
   const tokens = new Set<string>()
-  for (const piece of scan(normalize(cut(query, MAX_QUERY_CHARS)))) pieceTokens(piece, true, (token) => tokens.add(token))
+  for (const piece of scan(normalize(cut(query, MAX_QUERY_CHARS)))) pieceTokens(piece, true, (token) => tokens.add(token), options)
   return [...tokens]
 }
