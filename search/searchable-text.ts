@@ -1,0 +1,12 @@
+// What of a message body search may read. The server never decrypts: an
+// end-to-end-encrypted body (client-sdk/src/e2ee.ts: an object with an `e2ee`
+// field) is never indexed, whatever else it carries.
+
+/** A string body is its text; an object body with a string `text` field, that field; anything else (encrypted, binary-ish, other shapes): undefined. */
+export function searchableText (body: unknown): string | undefined {
+  if (typeof body === 'string') return body
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined
+  if ('e2ee' in body) return undefined
+  const text = (body as { text?: unknown }).text
+  return typeof text === 'string' ? text : undefined
+}
