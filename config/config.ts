@@ -32,6 +32,8 @@ export interface Config {
   redisUrl: string | undefined
   /** REDIS_CLUSTER_NODES: Redis mode on a Redis Cluster, reached through these seed nodes. */
   redisClusterNodes: RedisNode[] | undefined
+  /** DATABASE_URL: PostgreSQL as the long-term store and search index (issue #21), in either mode. */
+  databaseUrl: string | undefined
   /** Redis mode: WAIT for replicas before an acknowledged write counts (0: off). */
   replication: Replication
   dataDir: string
@@ -211,6 +213,15 @@ function jwks (env: Env, raw: string): JwtKey {
 
 function jwtClaims (env: Env): JwtClaims {
   return { issuer: env.JWT_ISSUER || undefined, audience: env.JWT_AUDIENCE || undefined }
+}
+
+function databaseUrl (env: Env): string | undefined {
+  const raw = env.DATABASE_URL
+  if (raw === undefined || raw === '') return undefined
+  let url: URL
+  try { url = new URL(raw) } catch { throw new ConfigError('DATABASE_URL', 'is not a URL') }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new ConfigError('DATABASE_URL', 'must start with postgres:// or postgresql://')
+  return raw
 }
 
 function redisUrl (env: Env): string | undefined {
@@ -423,6 +434,7 @@ export function loadConfig (env: Env = process.env): Config {
     host: env.HOST || '0.0.0.0',
     redisUrl: redisUrl(env),
     redisClusterNodes: redisClusterNodes(env),
+    databaseUrl: databaseUrl(env),
     replication: replication(env),
     dataDir: env.DATA_DIR || './data',
     jwt: jwtKey(env),

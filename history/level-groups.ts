@@ -11,6 +11,7 @@
 //   g!<group>!gid!<from>!<id>   gseq of a message (idempotency per (sender, id))
 // One process owns the database, so a write and its fan-out stay one batch;
 // the sink hears of it once the batch is written. Retention is its own call (trimGroup).
+import { markArchivePending } from './level-archive-source.ts'
 import type { ClassicLevel } from 'classic-level'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupMessageResult, GroupPage, GroupRetentionHook, GroupStore, Recipients, Role } from './group-store.ts'
 import { GROUP_TRIM_MAX, GroupsFull, REMOVE_PAST_RETENTION, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
@@ -71,6 +72,7 @@ export class LevelGroups implements GroupStore {
   #append (tx: Transaction, group: string, event: GroupEvent): { gseq: number, tail: string } {
     const gseq = Number(tx.get(`g!${group}!seq`) ?? 0) + 1
     tx.put(`g!${group}!seq`, String(gseq))
+    markArchivePending(tx, `g:${group}`)
     const tail = groupEventTail(event, gseq)
     tx.put(groupEventKey(group, gseq), tail)
     return { gseq, tail }
@@ -148,6 +150,7 @@ export class LevelGroups implements GroupStore {
   #fanout (tx: Transaction, group: string, user: string, gseq: number, ts: number, kind: LogMeta['kind'], dir: LogMeta['dir'], id: string): number {
     const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
     tx.put(`seq!${user}`, String(seq))
+    markArchivePending(tx, `u:${user}`)
     const peer = groupPeer(group)
     tx.put(`ev!${user}!${pad(seq)}`, `${formatMeta({ seq, ts, peer, kind, dir, id, peerSeq: gseq })}\n${groupRef(group, gseq)}`)
     // Keyed by gseq, so unread counts and read marks of a group are in gseq.
@@ -284,6 +287,7 @@ export class LevelGroups implements GroupStore {
       if (upTo > Number(tx.get(`g!${group}!dlv!${user}`) ?? 0)) tx.put(`g!${group}!dlv!${user}`, String(upTo))
       const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
       tx.put(`seq!${user}`, String(seq))
+      markArchivePending(tx, `u:${user}`)
       const readerEvent = JSON.stringify({ seq, type: 'receipt', kind: 'read', by: user, group, upTo, ts })
       tx.put(`ev!${user}!${pad(seq)}`, `${formatMeta({ seq, ts, peer, kind: 'r', dir: 'out', id: '', peerSeq: 0 })}\n${readerEvent}`)
       return { changed: true, previous: current, upTo, readerEvent }

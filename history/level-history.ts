@@ -24,6 +24,7 @@ import { countBeforeCounter, GroupCommit, type Transaction } from './level-group
 import { parseGroupRef } from './group-store.ts'
 import { groupEventKey, LevelGroups } from './level-groups.ts'
 import { BoundedMap } from './bounded-map.ts'
+import { LevelArchiveSource, markArchivePending } from './level-archive-source.ts'
 
 type Mark = 'read' | 'dlv' | 'readby' | 'dlvby'
 
@@ -46,6 +47,7 @@ const TRIM_EVERY_MS = 1_000
 function nextSeq (tx: Transaction, user: string): number {
   const seq = Number(tx.get(`seq!${user}`) ?? 0) + 1
   tx.put(`seq!${user}`, String(seq))
+  markArchivePending(tx, `u:${user}`)
   return seq
 }
 
@@ -95,6 +97,11 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
   /** The group store on the same database and group commit (a group event and its member entries land in one batch). */
   groups (): LevelGroups {
     return new LevelGroups(this.#db, this.#commit, this.#keepMs)
+  }
+
+  /** What the archiver reads (archive/archiver.ts): pending logs, their entries, the archive marks. */
+  archiveSource (): LevelArchiveSource {
+    return new LevelArchiveSource(this.#db, this.#commit)
   }
 
   /** Stored log values (`meta \n event`) as delivered events: group references become the full envelope. */

@@ -9,6 +9,7 @@
 // fan-outs of one group may run at once, on any process: the process that
 // wrote runs one at once (the fast path), and every process sweeps the
 // pending index for what a dead process left.
+import type { RedisArchiveMarks } from './redis-archive-source.ts'
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
 import { bySlot } from '../storage/redis-keys.ts'
 import type { LogSink } from './log-sink.ts'
@@ -50,8 +51,11 @@ export class RedisGroupFanOut {
   readonly #replicas: Pick<ReplicaGate, 'after'> | undefined
 
   /** `replicas`: members' copies count as fanned out only once their replicas hold them (else a failover could lose them). */
-  constructor (redis: RedisClient, keys: GroupKeys, replicas?: Pick<ReplicaGate, 'after'>) {
+  readonly #archive: Pick<RedisArchiveMarks, 'mark'> | undefined
+
+  constructor (redis: RedisClient, keys: GroupKeys, replicas?: Pick<ReplicaGate, 'after'>, archive?: Pick<RedisArchiveMarks, 'mark'>) {
     this.#replicas = replicas
+    this.#archive = archive
     redis.defineCommand('groupFanoutRead', { numberOfKeys: 4, lua: FANOUT_READ })
     redis.defineCommand('groupFanoutDone', { numberOfKeys: 4, lua: FANOUT_DONE })
     defineVariadicScript(redis, 'groupMemberApply', MEMBER_APPLY)
@@ -145,6 +149,7 @@ export class RedisGroupFanOut {
     const names = MEMBER_KEY_NAMES(group)
     const keys = batch.flatMap((user) => names.map((name) => this.#keys.member(user, name)))
     const args = batch.flatMap((user) => [counts.get(user)!, ...items.get(user)!])
+    this.#archive?.mark(batch.map((user) => `u:${user}`))
     const reply = await this.#redis.groupMemberApply(keys.length, ...keys, group, batch.length, ...args)
     await this.#replicas?.after(keys[0]!)
     const byGseq = new Map<number, Array<[string, number]>>()

@@ -4,6 +4,7 @@
 // MAX_GROUPS_PER_USER is kept by reserving a place in each joining user's
 // slot before the group's change (released if the change is refused or
 // stale; taken by the fan-out's join; a reservation lapses after RESERVE_MS).
+import type { RedisArchiveMarks } from './redis-archive-source.ts'
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
 import { bySlot } from '../storage/redis-keys.ts'
 import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupMessageResult, GroupPage, GroupRetentionHook, GroupStore, Role } from './group-store.ts'
@@ -43,6 +44,8 @@ export interface RedisGroupsOptions {
   onError?: (error: unknown) => void
   /** REDIS_WAIT_REPLICAS: a group write is acknowledged (and a member's copy counted as fanned out) only once replicas hold it. */
   replicas?: Pick<ReplicaGate, 'after'>
+  /** Set when an archive follows the logs: every write marks its owners pending first (history/redis-archive-source.ts). */
+  archive?: Pick<RedisArchiveMarks, 'mark'>
 }
 
 export class RedisGroups implements GroupStore {
@@ -55,9 +58,11 @@ export class RedisGroups implements GroupStore {
   readonly #fanOut: RedisGroupFanOut
   readonly #perSlot: boolean
   readonly #replicas: Pick<ReplicaGate, 'after'>
+  readonly #archive: Pick<RedisArchiveMarks, 'mark'> | undefined
 
   constructor (redis: RedisClient, options: RedisGroupsOptions | number = {}) {
-    const { keepMs = 0, keys = redisKeys(redis.isCluster), retention = REMOVE_PAST_RETENTION, fastPath = true, onError = () => {}, replicas = { after: async () => {} } } = typeof options === 'number' ? { keepMs: options } : options
+    const { keepMs = 0, keys = redisKeys(redis.isCluster), retention = REMOVE_PAST_RETENTION, fastPath = true, onError = () => {}, replicas = { after: async () => {} }, archive } = typeof options === 'number' ? { keepMs: options } : options
+    this.#archive = archive
     this.#replicas = replicas
     this.#keepMs = keepMs
     this.#keys = keys
@@ -74,7 +79,7 @@ export class RedisGroups implements GroupStore {
     redis.defineCommand('groupMemberRead', { numberOfKeys: 5, lua: MEMBER_READ })
     redis.defineCommand('groupMemberReserve', { numberOfKeys: 2, lua: MEMBER_RESERVE })
     this.#redis = redis as RedisClient & ScriptedRedis
-    this.#fanOut = new RedisGroupFanOut(redis, keys, replicas)
+    this.#fanOut = new RedisGroupFanOut(redis, keys, replicas, archive)
   }
 
   #g (group: string, ...names: string[]): string[] {
@@ -119,6 +124,7 @@ export class RedisGroups implements GroupStore {
     const { pre, post } = groupEventTemplate(event)
     let reply: Reply
     try {
+      this.#archive?.mark([`g:${group.id}`])
       reply = await this.#redis.groupCreate(...this.#g(group.id, 'info', 'm', 'j', 'seq', 'ev', 'fanned'), this.#keys.pending(group.id),
         group.id, group.creator, group.createdAt, group.name, group.meta === undefined ? '' : JSON.stringify(group.meta), pre, post, Date.now(),
         ...group.members.flatMap(({ user, role }) => [user, role]))
@@ -142,6 +148,7 @@ export class RedisGroups implements GroupStore {
     const { pre, post } = groupEventTemplate(event)
     let reply: Reply
     try {
+      this.#archive?.mark([`g:${id}`])
       reply = await this.#redis.groupChange(...this.#g(id, 'info', 'm', 'j', 'seq', 'ev', 'fanned', 'fm'), this.#keys.pending(id),
         id, expectedVersion, pre, post,
         change.name === undefined ? '0' : '1', change.name ?? '',
@@ -169,6 +176,7 @@ export class RedisGroups implements GroupStore {
   async appendGroupMessage (message: GroupMessageEvent, sink: LogSink): Promise<GroupMessageResult> {
     const { group, from, id } = message
     const { pre, post } = groupEventTemplate(message)
+    this.#archive?.mark([`g:${group}`])
     const reply = await this.#redis.groupMessage(...this.#g(group, 'm', 'seq', 'ev', 'gids', 'fanned', 'fm'), this.#keys.pending(group),
       group, from, id, pre, post, Date.now())
     if (reply[0] === 'not_a_member') return { status: 'not_a_member' }
@@ -239,6 +247,7 @@ export class RedisGroups implements GroupStore {
     const peer = groupPeer(group)
     const upTo = Math.max(0, Math.min(gseq, Number(head ?? 0)))
     const member = (name: string): string => this.#keys.member(user, name)
+    this.#archive?.mark([`u:${user}`])
     const reply = await this.#redis.groupMemberRead(member('read'), member(`in:${peer}`), member('seq'), member('ev'), member('log'),
       peer, upTo, ts, groupReadReceiptTail(user, group, upTo, ts))
     const changed = reply[0] === 'changed'

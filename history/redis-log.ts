@@ -14,6 +14,7 @@ import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
+import type { RedisArchiveMarks } from './redis-archive-source.ts'
 import { APPEND, NOTICES, READ_LOG, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
 
 type Reply = Array<string | number | null>
@@ -46,6 +47,8 @@ export interface RedisLogOptions {
   onError?: (error: unknown) => void
   /** REDIS_WAIT_REPLICAS: a write is acknowledged (and a relayed copy marked done) only once replicas hold it. */
   replicas?: Pick<ReplicaGate, 'after'>
+  /** Set when an archive follows the logs: every write marks its owners pending first (history/redis-archive-source.ts). */
+  archive?: Pick<RedisArchiveMarks, 'mark'>
 }
 
 const NO_REPLICAS: Pick<ReplicaGate, 'after'> = { after: async () => {} }
@@ -60,9 +63,10 @@ export class RedisLog implements LogStore {
   readonly #relay: RedisRelay
   readonly #perSlot: boolean
   readonly #replicas: Pick<ReplicaGate, 'after'>
+  readonly #archive: Pick<RedisArchiveMarks, 'mark'> | undefined
 
   constructor (redis: RedisClient, options: RedisLogOptions = {}) {
-    const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS } = options
+    const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS, archive } = options
     redis.defineCommand('historyAppend', { numberOfKeys: 10, lua: APPEND })
     redis.defineCommand('historyReceipt', { numberOfKeys: 10, lua: RECEIPT })
     redis.defineCommand('historyRecall', { numberOfKeys: 8, lua: RECALL })
@@ -77,7 +81,8 @@ export class RedisLog implements LogStore {
     this.#onError = onError
     this.#perSlot = redis.isCluster
     this.#replicas = replicas
-    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys }, { replicas, onError })
+    this.#archive = archive
+    this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys }, { replicas, onError, archive })
   }
 
   #k (user: string, name: string): string {
@@ -98,6 +103,7 @@ export class RedisLog implements LogStore {
   async appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult> {
     const { from, to, id, ts } = message
     const tail = messageTail(message)
+    this.#archive?.mark([`u:${from}`])
     const [status, first, newConversation, item, done] = await this.#redis.historyAppend(
       ...['ids', 'ev', 'log', 'seq', `c:${to}`, 'convs'].map((name) => this.#k(from, name)), ...this.#outbox(from),
       from, to, id, ts, this.#keepMs, tail, Date.now())
@@ -131,6 +137,7 @@ export class RedisLog implements LogStore {
       return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
     }
     const readerTail = kind === 'read' ? receiptTail('read', reader, peer, meta.seq, meta.id, ts) : ''
+    if (kind === 'read') this.#archive?.mark([`u:${reader}`])
     const [changed, mark, unread, readerSeq, item, done] = await this.#redis.historyReceipt(...keys,
       reader, peer, kind, meta.seq, meta.id, meta.peerSeq, ts, readerTail, Date.now())
     if (changed !== 1) return { changed: false, upTo: Number(mark), unread: Number(unread), readerEvent: undefined }
@@ -153,6 +160,7 @@ export class RedisLog implements LogStore {
       if (now - ts > windowMs) return { status: 'window_expired' }
       const message = tombstone(senderSeq, id, sender, to, ts, now)
       const recallTail = tailOf(recallEvent(0, id, sender, to, senderSeq, now))
+      this.#archive?.mark([`u:${sender}`])
       const reply = await this.#redis.historyRecall(...['ids', 'ev', 'log', 'seq'].map((name) => this.#k(sender, name)), ...this.#outbox(sender),
         sender, id, record, senderSeq, to, ts, now, tailOf(message), recallTail, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
       if (reply[0] === 'changed') continue // recalled (or reused) meanwhile: decide again
@@ -318,6 +326,7 @@ export class RedisLog implements LogStore {
     const events = new Map<Notice, string>()
     await Promise.all(this.#batches(notices, ({ user }) => user).map(async (batch) => {
       const keys = batch.flatMap(({ user }) => ['seq', 'ev', 'log'].map((name) => this.#k(user, name)))
+      this.#archive?.mark(batch.map(({ user }) => `u:${user}`))
       const seqs = await this.#redis.historyNotices(keys.length, ...keys, ...batch.flatMap(({ peer, ts, tail }) => [peer, ts, tail]))
       batch.forEach((notice, i) => events.set(notice, withSeq(Number(seqs[i]), notice.tail)))
     }))

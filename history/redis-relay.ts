@@ -15,6 +15,7 @@
 // The target's mark of the highest item applied per origin keeps order, and
 // what is already in the target's log makes a repeat harmless, so batches,
 // runs and sweeps on any process may overlap.
+import type { RedisArchiveMarks } from './redis-archive-source.ts'
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
 import { bySlot } from '../storage/redis-keys.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
@@ -94,12 +95,13 @@ export class RedisRelay {
   #next: Batch | undefined
   #flushing: Promise<void> = Promise.resolve()
   readonly #sweep: PendingSweep
+  readonly #archive: Pick<RedisArchiveMarks, 'mark'> | undefined
 
   /**
    * `replicas`: an item is marked done only once the target's replicas hold its copy (else a failover
    * could lose it). `onError`: a batch failed; its writers' items are left to a run (the sweeper retries).
    */
-  constructor (redis: RedisClient, keys: RelayKeys, { replicas, onError = () => {} }: { replicas?: Pick<ReplicaGate, 'after'>, onError?: (error: unknown) => void } = {}) {
+  constructor (redis: RedisClient, keys: RelayKeys, { replicas, onError = () => {}, archive }: { replicas?: Pick<ReplicaGate, 'after'>, onError?: (error: unknown) => void, archive?: Pick<RedisArchiveMarks, 'mark'> } = {}) {
     redis.defineCommand('relayRead', { numberOfKeys: 4, lua: RELAY_READ })
     defineVariadicScript(redis, 'relayApply', RELAY_APPLY)
     defineVariadicScript(redis, 'relayDone', RELAY_DONE)
@@ -108,6 +110,7 @@ export class RedisRelay {
     this.#perSlot = redis.isCluster
     this.#replicas = replicas
     this.#onError = onError
+    this.#archive = archive
     this.#sweep = new PendingSweep(redis, keys.pendingKeys)
   }
 
@@ -210,6 +213,7 @@ export class RedisRelay {
         this.#keys.user(target, `in:${origin}`)
       ])
       const argv = batch.flatMap(({ origin, entries: list }) => [origin, list.length, ...list.flatMap(({ item }) => args(item))])
+      this.#archive?.mark(batch.map(({ target }) => `u:${target}`))
       const reply = await this.#redis.relayApply(keys.length, ...keys, batch.length, ...argv)
       await this.#replicas?.after(keys[0]!)
       for (let i = 0; i < reply.length; i += 4) {

@@ -36,6 +36,10 @@ export class Metrics {
 
   readonly sessionsEvicted = new Counter({ name: 'inboxd_sessions_evicted_total', help: 'Persistent sessions evicted by MAX_SESSIONS_PER_USER (the user\'s session furthest behind)' })
   readonly redisErrors = new Counter({ name: 'inboxd_redis_errors_total', help: 'Errors reported by Redis connections' })
+  readonly archiveLag = new Gauge({ name: 'inboxd_archive_lag_seconds', help: 'How long the oldest event not yet archived has waited (0: the archive is caught up)' })
+  readonly archived = new Counter({ name: 'inboxd_archive_events_total', help: 'Log events written to the archive (user and group logs)' })
+  readonly archiveBatches = new Counter({ name: 'inboxd_archive_batches_total', help: 'Batches written to the archive' })
+  readonly archiveErrors = new Counter({ name: 'inboxd_archive_errors_total', help: 'Archive rounds that failed (retried with backoff)' })
 
   constructor () {
     // Event-loop lag, heap, GC and the rest of Node's process metrics.

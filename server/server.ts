@@ -29,6 +29,7 @@ import { limitRest } from '../bridge/rate-limit.ts'
 import { PublishBudget } from '../broker/rate-limits.ts'
 import { createServices } from './services.ts'
 import { LateTransport } from './transport.ts'
+import { openArchive } from '../archive/open-archive.ts'
 
 export interface RunningServer {
   /** Undefined with TLS_ONLY. */
@@ -61,7 +62,18 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   store.redis?.on('error', () => metrics.redisErrors.inc())
   // Before history: the history store never evicts the session of a device presence says is connected.
   const presence = await openPresence(store, nodeId)
-  const { log: history, cursors, blocks, groups } = await openHistory(config, store, presence)
+  const { log: history, cursors, blocks, groups, archiveSource } = await openHistory(config, store, presence)
+  // The long-term tier and search (issue #21): the archiver follows the logs off the PUBACK path.
+  const archive = await openArchive(config, archiveSource, {
+    holder: nodeId,
+    metrics: {
+      archived: (rows) => metrics.archived.inc(rows),
+      batch: () => metrics.archiveBatches.inc(),
+      error: () => metrics.archiveErrors.inc(),
+      lag: (seconds) => metrics.archiveLag.set(seconds)
+    },
+    onError: (error) => log.warn({ err: error }, 'archive round failed; retrying with backoff')
+  })
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })
   // Append latency, measured at the one place every durable message passes.
   history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')
@@ -113,6 +125,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   })
   transport.bind(messaging.transport)
   services.start()
+  archive?.archiver.start()
 
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode, cluster: store.cluster })
   await app.register(observabilityRoutes, {
@@ -143,7 +156,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     visibility: services.visibility,
     maxPayloadBytes: config.maxPayloadBytes,
     maxPushDevices: config.limits.pushDevicesPerUser,
-    takePublish
+    takePublish,
+    search: archive?.search
   })
   if (config.demoLogin) await app.register(demoLoginRoutes)
   await app.register(webPageRoutes, { demoLogin: config.demoLogin })
@@ -179,6 +193,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await devices.close()
     await keys.close()
     await revocations.close()
+    await archive?.close()
     await history.close()
     await store.close()
     log.info('server stopped')

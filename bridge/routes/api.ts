@@ -24,6 +24,8 @@ import { keyRoutes } from './keys.ts'
 import type { KeyDirectory } from '../../keys/key-directory.ts'
 import type { PresenceRegistry } from '../../presence/presence-registry.ts'
 import type { DeviceRegistry } from '../../push/device-registry.ts'
+import type { SearchService } from '../../archive/search-service.ts'
+import { searchRoutes } from './search.ts'
 
 export interface ApiOptions {
   history: LogStore
@@ -43,6 +45,8 @@ export interface ApiOptions {
   visibility: PresenceVisibility
   /** The per-user publish budget MQTT publishes spend too: 0 when a send is allowed, else ms until one is. */
   takePublish?: (user: string) => number
+  /** Undefined without a search index (Redis mode without DATABASE_URL): /v1/search answers search_unavailable. */
+  search?: SearchService
 }
 
 export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) => {
@@ -57,4 +61,5 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   await app.register(blockRoutes, { blocks: options.blocks })
   await app.register(deviceRoutes, { devices: options.devices, maxDevices: options.maxPushDevices })
   await app.register(keyRoutes, { keys: options.keys })
+  await app.register(searchRoutes, { search: options.search })
 }

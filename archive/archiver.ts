@@ -1,0 +1,227 @@
+// The archiver: follows every user log and group log of the hot tier into the
+// long-term store (archive/archive-store.ts), off the PUBACK path. Each round
+// it takes the owners the hot tier lists as pending (history/archive-source.ts),
+// reads what is past each one's archive mark, writes it as one batch (rows
+// already there are left as they are, so a retry or an overlap is harmless),
+// applies recalls to what was archived before, and only then moves the mark.
+// A failed round (the archive down or slow) is retried with backoff; the hot
+// tier keeps everything not archived meanwhile, since its retention asks the
+// mark (archive/archive-retention.ts).
+//
+// One archiver per partition at a time: on Redis the source's lease names it
+// (renewed every round, taken over within LEASE_MS of a holder dying); the
+// embedded source has one partition and one process.
+import type { ArchiveSource, RawGroupEntry, RawLogEntry } from '../history/archive-source.ts'
+import { groupOwner, userOwner } from '../history/archive-source.ts'
+import { parseGroupRef } from '../history/group-store.ts'
+import { groupEventTail, parseGroupEvent, type GroupMessageEvent } from '../history/group-events.ts'
+import { tombstone } from '../history/events.ts'
+import type { ArchivedGroupEvent, ArchivedUserEvent, ArchiveStore, SearchDoc } from './archive-store.ts'
+import { documentTokens } from '../search/tokenize.ts'
+import { searchableText } from '../search/searchable-text.ts'
+
+/** Entries read and written per owner per batch. */
+const BATCH = 500
+/** Owners taken per round and partition. */
+const OWNERS_PER_ROUND = 200
+/** Owners archived at once. */
+const CONCURRENCY = 8
+const LEASE_MS = 10_000
+
+export interface ArchiveMetrics {
+  /** Events written (user and group rows). */
+  archived (rows: number): void
+  batch (): void
+  error (): void
+  /** Seconds the oldest event not archived yet has waited (0: none). */
+  lag (seconds: number): void
+}
+
+export interface ArchiverOptions {
+  /** This process's name in leases. */
+  holder: string
+  /** Pause between rounds that found nothing to do (ms). */
+  idleMs?: number
+  metrics?: ArchiveMetrics
+  onError?: (error: unknown) => void
+}
+
+const NO_METRICS: ArchiveMetrics = { archived: () => {}, batch: () => {}, error: () => {}, lag: () => {} }
+
+/** A message's search doc: its text, unless it is not text (an encrypted or other JSON body) or it was recalled. */
+function searchDoc (event: { body?: unknown, recalled?: boolean }): SearchDoc | undefined {
+  if (event.recalled === true) return undefined
+  const text = searchableText(event.body)
+  if (text === undefined) return undefined
+  const tokens = documentTokens(text)
+  return tokens.length === 0 ? undefined : { text, tokens }
+}
+
+function userRow (owner: string, { meta, value }: RawLogEntry): { row: ArchivedUserEvent, recalls?: number } {
+  const ref = parseGroupRef(value)
+  const row: ArchivedUserEvent = {
+    owner,
+    seq: meta.seq,
+    ts: meta.ts,
+    conversation: meta.peer,
+    kind: meta.kind,
+    ...(meta.id === '' ? {} : { id: meta.id }),
+    event: ref ?? value
+  }
+  if (ref !== undefined) return { row }
+  if (meta.kind === 'm') {
+    const search = searchDoc(JSON.parse(value) as { body?: unknown, recalled?: boolean })
+    if (search !== undefined) row.search = search
+    return { row }
+  }
+  if (meta.kind === 'x') {
+    const recall = JSON.parse(value) as { type?: string, messageSeq?: number }
+    if (recall.type === 'recall' && typeof recall.messageSeq === 'number') return { row, recalls: recall.messageSeq }
+  }
+  return { row }
+}
+
+function groupRow (group: string, { gseq, tail }: RawGroupEntry): { row: ArchivedGroupEvent, recalls?: number } {
+  const event = parseGroupEvent(tail)
+  const ts = typeof event?.ts === 'number' ? event.ts : 0
+  if (event?.type === 'message') {
+    const row: ArchivedGroupEvent = { group, gseq, ts, kind: 'm', from: event.from, id: event.id, tail }
+    const search = searchDoc(event)
+    if (search !== undefined) row.search = search
+    return { row }
+  }
+  const from = event !== undefined && 'by' in event && typeof event.by === 'string' ? event.by : ''
+  const row: ArchivedGroupEvent = { group, gseq, ts, kind: 'e', from, tail }
+  return event?.type === 'recall' ? { row, recalls: event.messageGseq } : { row }
+}
+
+export class Archiver {
+  readonly #source: ArchiveSource
+  readonly #store: ArchiveStore
+  readonly #holder: string
+  readonly #idleMs: number
+  readonly #metrics: ArchiveMetrics
+  readonly #onError: (error: unknown) => void
+  #running = false
+  #loop: Promise<void> | undefined
+  #wake: (() => void) | undefined
+  #failures = 0
+
+  constructor (source: ArchiveSource, store: ArchiveStore, options: ArchiverOptions) {
+    this.#source = source
+    this.#store = store
+    this.#holder = options.holder
+    this.#idleMs = options.idleMs ?? 200
+    this.#metrics = options.metrics ?? NO_METRICS
+    this.#onError = options.onError ?? (() => {})
+  }
+
+  start (): void {
+    if (this.#running) return
+    this.#running = true
+    this.#loop = this.#run()
+  }
+
+  async stop (): Promise<void> {
+    this.#running = false
+    this.#wake?.()
+    await this.#loop
+  }
+
+  async #run (): Promise<void> {
+    while (this.#running) {
+      let busy = false
+      try {
+        busy = await this.round()
+        this.#failures = 0
+      } catch (error) {
+        this.#failures++
+        this.#metrics.error()
+        this.#onError(error)
+      }
+      // Backoff while the archive fails: 0.2 s doubling up to 10 s.
+      const pause = this.#failures > 0 ? Math.min(10_000, 200 * 2 ** Math.min(this.#failures - 1, 6)) : busy ? 0 : this.#idleMs
+      if (pause > 0 && this.#running) await new Promise<void>((resolve) => { this.#wake = resolve; setTimeout(resolve, pause).unref() })
+      else await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
+
+  /** One pass over every partition this process may work on; true if it archived anything. */
+  async round (): Promise<boolean> {
+    let busy = false
+    let oldest: number | undefined
+    for (let partition = 0; partition < this.#source.partitions; partition++) {
+      if (this.#source.claim !== undefined && !await this.#source.claim(partition, this.#holder, LEASE_MS)) continue
+      const owners = await this.#source.pending(partition, OWNERS_PER_ROUND)
+      for (const { since } of owners) if (oldest === undefined || since < oldest) oldest = since
+      let next = 0
+      const worker = async (): Promise<void> => {
+        while (next < owners.length) {
+          const { owner } = owners[next++]!
+          if (await this.archiveOwner(owner) > 0) busy = true
+        }
+      }
+      await Promise.all(Array.from({ length: Math.min(CONCURRENCY, owners.length) }, worker))
+    }
+    const reported = await this.#source.oldestPending() ?? oldest
+    this.#metrics.lag(reported === undefined ? 0 : Math.max(0, (Date.now() - reported) / 1000))
+    return busy
+  }
+
+  /** Archives one batch of the owner's log past its mark; returns how many events it wrote. */
+  async archiveOwner (owner: string): Promise<number> {
+    const { upTo: after, version } = await this.#source.position(owner)
+    const id = owner.slice(2)
+    if (owner.startsWith('g:')) {
+      const entries = await this.#source.readGroup(id, after, BATCH + 1)
+      const batch = entries.slice(0, BATCH)
+      const rows = batch.map((entry) => groupRow(id, entry))
+      if (rows.length > 0) await this.#store.putGroupEvents(rows.map(({ row }) => row))
+      for (const { recalls } of rows) if (recalls !== undefined) await this.#recallInGroup(id, recalls)
+      await this.#done(groupOwner(id), after, version, batch.at(-1)?.gseq, entries[BATCH] === undefined ? undefined : parseGroupEvent(entries[BATCH].tail)?.ts, rows.length)
+      return rows.length
+    }
+    const entries = await this.#source.readUser(id, after, BATCH + 1)
+    const batch = entries.slice(0, BATCH)
+    const rows = batch.map((entry) => userRow(id, entry))
+    if (rows.length > 0) await this.#store.putUserEvents(rows.map(({ row }) => row))
+    for (const { recalls } of rows) if (recalls !== undefined) await this.#recallInLog(id, recalls)
+    await this.#done(userOwner(id), after, version, batch.at(-1)?.meta.seq, entries[BATCH]?.meta.ts, rows.length)
+    return rows.length
+  }
+
+  async #done (owner: string, after: number, version: string, last: number | undefined, nextSince: number | undefined, count: number): Promise<void> {
+    // Nothing read: the owner was marked ahead of a write that had not landed yet (it stays pending) or never did.
+    await this.#source.archived(owner, last ?? after, version, nextSince)
+    if (count > 0) {
+      this.#metrics.archived(count)
+      this.#metrics.batch()
+    }
+  }
+
+  /** A recall in a user's log: the message, if archived before, becomes its tombstone (and leaves the index). */
+  async #recallInLog (user: string, messageSeq: number): Promise<void> {
+    let current = await this.#source.userEvent(user, messageSeq)
+    if (current === undefined) {
+      // Gone from the hot tier: make the tombstone from the archived message.
+      const [archived] = await this.#store.readLog(user, messageSeq - 1, 1)
+      if (archived?.seq !== messageSeq || archived.event === undefined) return
+      const message = JSON.parse(archived.event) as { id: string, from: string, to: string, ts: number, recalled?: boolean }
+      if (message.recalled === true) return
+      current = tombstone(messageSeq, message.id, message.from, message.to, message.ts, Date.now())
+    }
+    await this.#store.replaceUserEvent(user, messageSeq, current)
+  }
+
+  async #recallInGroup (group: string, messageGseq: number): Promise<void> {
+    let tail = await this.#source.groupEvent(group, messageGseq)
+    if (tail === undefined) {
+      const { tails } = await this.#store.groupEvents(group, { fromGseq: messageGseq, after: messageGseq - 1, limit: 1 })
+      const message = tails[0] === undefined ? undefined : parseGroupEvent(tails[0])
+      if (message?.type !== 'message' || message.gseq !== messageGseq || message.recalled === true) return
+      const { gseq: _gseq, body: _body, ...rest } = message
+      tail = groupEventTail({ ...rest, recalled: true, recalledAt: Date.now() } satisfies GroupMessageEvent, messageGseq)
+    }
+    await this.#store.replaceGroupEvent(group, messageGseq, tail)
+  }
+}

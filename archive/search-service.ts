@@ -1,0 +1,68 @@
+// Search over the caller's own history (GET /v1/search): their 1:1 messages
+// and the group messages their log holds (only while they were a member),
+// newest first, each with a snippet of its text with the matches marked. The
+// index is filled by the archiver, so a message is found once it is archived
+// (the archive lag: under a second in the benchmark); a recall takes it out
+// when the archiver reaches the recall event.
+import type { ArchiveStore } from './archive-store.ts'
+import { queryTokens } from '../search/tokenize.ts'
+import { snippet } from '../search/snippet.ts'
+
+/** Longest query taken (characters); the tokenizer bounds its work further. */
+export const MAX_QUERY_LENGTH = 200
+
+export class SearchQueryError extends Error {
+  constructor (readonly code: 'invalid_query', message: string) {
+    super(message)
+  }
+}
+
+export interface SearchRequest {
+  q: string
+  /** Only the 1:1 conversation with this user. */
+  peer?: string
+  /** Only this group. */
+  group?: string
+  /** A cursor: only messages with a seq below it (the `next` of a previous page). */
+  before?: number
+  limit: number
+}
+
+export interface SearchResult {
+  conversation: { peer: string } | { group: string }
+  seq: number
+  gseq?: number
+  ts: number
+  /** The message as history holds it (with the caller's seq). */
+  message: unknown
+  snippet: { text: string, marks: Array<[number, number]> }
+}
+
+export class SearchService {
+  readonly #archive: ArchiveStore
+
+  constructor (archive: ArchiveStore) {
+    this.#archive = archive
+  }
+
+  async search (user: string, request: SearchRequest): Promise<{ results: SearchResult[], next: number | undefined }> {
+    const tokens = queryTokens(request.q.slice(0, MAX_QUERY_LENGTH))
+    if (tokens.length === 0) throw new SearchQueryError('invalid_query', 'the query has no word, character, number or emoji to search for')
+    const conversation = request.group !== undefined ? `g:${request.group}` : request.peer
+    const { hits, hasMore } = await this.#archive.search(user, {
+      tokens,
+      ...(conversation === undefined ? {} : { conversation }),
+      ...(request.before === undefined ? {} : { beforeSeq: request.before }),
+      limit: request.limit
+    })
+    const results = hits.map((hit): SearchResult => ({
+      conversation: hit.group !== undefined ? { group: hit.group } : { peer: hit.conversation },
+      seq: hit.seq,
+      ...(hit.gseq === undefined ? {} : { gseq: hit.gseq }),
+      ts: hit.ts,
+      message: JSON.parse(hit.event) as unknown,
+      snippet: snippet(hit.text, tokens)
+    }))
+    return { results, next: hasMore ? results.at(-1)?.seq : undefined }
+  }
+}

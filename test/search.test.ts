@@ -1,0 +1,131 @@
+// Search (issue #21) through the real server: embedded mode (its own archive in
+// DATA_DIR), Redis mode with PostgreSQL (a database of this file's own), and
+// Redis mode without DATABASE_URL (search_unavailable). A message is found once
+// the archiver has it, so each check waits for a hit it expects; what must NOT
+// be found is checked against a page that holds a later message proving the
+// archiver got past it.
+import t from 'tap'
+import { startServerProcess, type ServerHandle } from './helpers/server-process.ts'
+import { apiFor, type Api } from './helpers/rest.ts'
+import { uniqueUser } from './helpers/tokens.ts'
+import { createTestDatabase } from './helpers/postgres.ts'
+
+interface Hit { conversation: { peer?: string, group?: string }, seq: number, gseq?: number, message: Record<string, any>, snippet: { text: string, marks: Array<[number, number]> } }
+
+/** Searches until `found` holds (the archiver runs every fraction of a second), or fails after 10 s. */
+async function searchUntil (api: Api, query: string, found: (hits: Hit[]) => boolean): Promise<Hit[]> {
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const response = await api.get(`/v1/search?q=${encodeURIComponent(query)}`)
+    if (response.status !== 200) throw new Error(`search answered ${response.status}: ${JSON.stringify(response.body)}`)
+    const hits = response.body.results as Hit[]
+    if (found(hits)) return hits
+    if (Date.now() > deadline) throw new Error(`no matching hits for ${query}: ${JSON.stringify(hits)}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+const ids = (hits: Hit[]): string[] => hits.map((hit) => hit.message.id)
+
+function searchSuite (name: string, start: () => Promise<ServerHandle>): void {
+  t.test(name, async (t) => {
+    const server = await start()
+    t.teardown(() => server.stop())
+
+    t.test('Chinese inside a sentence, one character, mixed with English; only your own conversations', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const carol = uniqueUser('carol')
+      const a = apiFor(server.httpUrl, alice)
+      await a.post('/v1/messages', { to: bob, id: 'm1', body: '我家在上海东边。' })
+      await a.post('/v1/messages', { to: bob, id: 'm2', body: { text: '今天用 React 写了一个页面' } })
+      await apiFor(server.httpUrl, carol).post('/v1/messages', { to: bob, id: 'c1', body: '上海下雨了' })
+      const b = apiFor(server.httpUrl, bob)
+
+      const shanghai = await searchUntil(b, '上海', (hits) => hits.length === 2)
+      t.same(ids(shanghai), ['c1', 'm1'], 'both of bob\'s conversations, newest first')
+      const fromAlice = shanghai.find((hit) => hit.message.id === 'm1')!
+      t.same(fromAlice.conversation, { peer: alice })
+      t.match(fromAlice.message, { from: alice, to: bob, body: '我家在上海东边。' })
+      const [start, end] = fromAlice.snippet.marks[0]!
+      t.equal(fromAlice.snippet.text.slice(start, end), '上海', 'the match is marked in the snippet')
+
+      t.same(ids(await searchUntil(b, 'react', (hits) => hits.length === 1)), ['m2'], 'English in another case, in mixed text')
+      t.same(ids(await searchUntil(b, '用 React 写', (hits) => hits.length === 1)), ['m2'])
+      t.same(ids(await searchUntil(b, '东', (hits) => hits.length === 1)), ['m1'], 'one character')
+
+      // Alice sees her own 1:1 message, not carol's; a stranger sees nothing.
+      t.same(ids(await searchUntil(a, '上海', (hits) => hits.length >= 1)), ['m1'])
+      const stranger = await apiFor(server.httpUrl, uniqueUser('dave')).get(`/v1/search?q=${encodeURIComponent('上海')}`)
+      t.same(stranger.body.results, [])
+
+      const onlyAlice = await b.get(`/v1/search?q=${encodeURIComponent('上海')}&peer=${alice}`)
+      t.same(ids(onlyAlice.body.results), ['m1'], 'filtered to one conversation')
+    })
+
+    t.test('a recalled message is not found; an encrypted body is never indexed', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const a = apiFor(server.httpUrl, alice)
+      const b = apiFor(server.httpUrl, bob)
+      await a.post('/v1/messages', { to: bob, id: 'r1', body: 'secret plan banana' })
+      t.same(ids(await searchUntil(b, 'banana', (hits) => hits.length === 1)), ['r1'], 'found before the recall')
+      t.equal((await a.post('/v1/messages/r1/recall', {})).status, 200)
+      await a.post('/v1/messages', { to: bob, id: 'e1', body: { e2ee: 'x25519-aes256gcm-v1', ciphertext: 'YmFuYW5h', text: 'banana' } })
+      await a.post('/v1/messages', { to: bob, id: 'r2', body: 'banana bread' })
+      // r2 archived after the recall and the encrypted message: neither of those is found.
+      t.same(ids(await searchUntil(b, 'banana', (hits) => hits.some((hit) => hit.message.id === 'r2'))), ['r2'])
+      t.same(ids(await searchUntil(a, 'banana', (hits) => hits.some((hit) => hit.message.id === 'r2'))), ['r2'], 'nor in the sender\'s log')
+    })
+
+    t.test('group messages: members find them, from when they joined; others never', async (t) => {
+      const owner = uniqueUser('owner')
+      const member = uniqueUser('member')
+      const late = uniqueUser('late')
+      const outsider = uniqueUser('outsider')
+      const o = apiFor(server.httpUrl, owner)
+      const created = await o.post('/v1/groups', { name: 'trip', members: [member] })
+      const group = created.body.group.id as string
+      await o.post('/v1/messages', { group, id: 'g1', body: '周末去杭州西湖' })
+      await o.post(`/v1/groups/${group}/members`, { users: [late] })
+      await o.post('/v1/messages', { group, id: 'g2', body: '西湖边见' })
+
+      const forMember = await searchUntil(apiFor(server.httpUrl, member), '西湖', (hits) => hits.length === 2)
+      t.same(ids(forMember), ['g2', 'g1'])
+      t.same(forMember[0]!.conversation, { group })
+      t.equal(forMember[0]!.gseq, 4, 'with its gseq')
+      t.same(ids(await searchUntil(apiFor(server.httpUrl, late), '西湖', (hits) => hits.length >= 1)), ['g2'], 'not what was sent before they joined')
+      const outside = await apiFor(server.httpUrl, outsider).get(`/v1/search?q=${encodeURIComponent('西湖')}&group=${group}`)
+      t.same(outside.body.results, [], 'a non-member finds nothing')
+    })
+
+    t.test('bad queries get a 400 naming the problem', async (t) => {
+      const api = apiFor(server.httpUrl, uniqueUser('q'))
+      const empty = await api.get('/v1/search?q=%20%20')
+      t.equal(empty.status, 400)
+      t.equal(empty.body.error, 'invalid_query')
+      const missing = await api.get('/v1/search')
+      t.equal(missing.status, 400)
+      t.equal(missing.body.field, 'querystring.q')
+      const both = await api.get('/v1/search?q=x&peer=a&group=b')
+      t.equal(both.status, 400)
+    })
+  })
+}
+
+searchSuite('embedded mode', () => startServerProcess({ mode: 'embedded' }))
+
+searchSuite('Redis mode with PostgreSQL', async () => {
+  const db = await createTestDatabase()
+  const server = await startServerProcess({ mode: 'redis', redisDb: 5, env: { DATABASE_URL: db.url } })
+  t.teardown(() => db.drop())
+  return server
+})
+
+t.test('Redis mode without DATABASE_URL: search_unavailable', async (t) => {
+  const server = await startServerProcess({ mode: 'redis', redisDb: 5 })
+  t.teardown(() => server.stop())
+  const response = await apiFor(server.httpUrl, uniqueUser('u')).get('/v1/search?q=hello')
+  t.equal(response.status, 503)
+  t.equal(response.body.error, 'search_unavailable')
+})
