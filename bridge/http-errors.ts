@@ -116,7 +116,8 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   404: 'Not found (or not yours)',
   409: 'Conflict with the current state (see `error`)',
   413: 'Body too large',
-  415: 'Body is not `application/json`'
+  415: 'Body is not `application/json`',
+  503: 'Unavailable: a store this needs is not configured or not reachable now (see `error`)'
 }
 
 type ResponseSchemas = Record<string, Record<string, unknown>>
