@@ -12,7 +12,7 @@ let jieba: Jieba | undefined
 export function loadJieba (): Jieba {
   if (jieba === undefined) {
     const { Jieba: JiebaClass } = require('@node-rs/jieba') as typeof import('@node-rs/jieba')
-    const { dict } = require('@node-rs/jieba/dict') as typeof import('@node-rs/jieba/dict')
+    const { dict } = require('@node-rs/jieba/dict') as { dict: Uint8Array }
     jieba = JiebaClass.withDict(dict)
   }
   return jieba
