@@ -27,7 +27,7 @@ export async function openArchive (config: Config, source: ArchiveSource | undef
   return {
     store,
     archiver,
-    search: new SearchService(store),
+    search: new SearchService(store, config.historyRetentionMs),
     async close () {
       await archiver.stop()
       await store.close()

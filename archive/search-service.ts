@@ -40,9 +40,12 @@ export interface SearchResult {
 
 export class SearchService {
   readonly #archive: ArchiveStore
+  readonly #retentionMs: number
 
-  constructor (archive: ArchiveStore) {
+  /** `retentionMs`: HISTORY_RETENTION_SECONDS (0: forever); older messages are not found even before the archive's trim removes them. */
+  constructor (archive: ArchiveStore, retentionMs = 0) {
     this.#archive = archive
+    this.#retentionMs = retentionMs
   }
 
   async search (user: string, request: SearchRequest): Promise<{ results: SearchResult[], next: number | undefined }> {
@@ -55,7 +58,8 @@ export class SearchService {
       ...(request.before === undefined ? {} : { beforeSeq: request.before }),
       limit: request.limit
     })
-    const results = hits.map((hit): SearchResult => ({
+    const cutoff = this.#retentionMs > 0 ? Date.now() - this.#retentionMs : 0
+    const results = hits.filter((hit) => hit.ts >= cutoff).map((hit): SearchResult => ({
       conversation: hit.group !== undefined ? { group: hit.group } : { peer: hit.conversation },
       seq: hit.seq,
       ...(hit.gseq === undefined ? {} : { gseq: hit.gseq }),

@@ -46,6 +46,8 @@ export interface Config {
   retentionSweepSeconds: number
   /** How long history is kept, in ms; 0 keeps it forever. */
   historyRetentionMs: number
+  /** HOT_RETENTION_SECONDS: with an archive, how long the hot log (Redis, or the embedded log) keeps events (never longer than history). */
+  hotRetentionMs: number
   /** How long after sending a sender may recall a message, in ms. */
   recallWindowMs: number
   /** A stable id for this process in a cluster; random unless NODE_ID is set. */
@@ -444,6 +446,7 @@ export function loadConfig (env: Env = process.env): Config {
     backlogRetentionSeconds: integer(env, 'BACKLOG_RETENTION_SECONDS', 7 * 24 * 3600, 1, 10 * 365 * 24 * 3600),
     retentionSweepSeconds: integer(env, 'RETENTION_SWEEP_SECONDS', 300, 1, 24 * 3600),
     historyRetentionMs: integer(env, 'HISTORY_RETENTION_SECONDS', 30 * 24 * 3600, 0, 100 * 365 * 24 * 3600) * 1000,
+    hotRetentionMs: integer(env, 'HOT_RETENTION_SECONDS', 7 * 24 * 3600, 1, 100 * 365 * 24 * 3600) * 1000,
     recallWindowMs: integer(env, 'RECALL_WINDOW_SECONDS', 24 * 3600, 0, 365 * 24 * 3600) * 1000,
     nodeId: env.NODE_ID || undefined,
     workers: integer(env, 'WORKERS', availableParallelism(), 1, 256),

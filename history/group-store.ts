@@ -110,6 +110,11 @@ export interface GroupStore {
   trimGroup (group: string, now?: number): Promise<number>
   /** The group's events visible to `member` (those after they joined): after `after`, or the newest before `before`. */
   groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'>
+  /**
+   * What `groupEvents` pages over for `member`: events with gseq > `joined` up to `head`, of
+   * which retention removed those below `low` (the archive may have them).
+   */
+  historyBounds (id: string, member: string): Promise<{ joined: number, low: number, head: number } | 'not_a_member'>
   /** The groups `user` is a member of. */
   groupsOf (user: string): Promise<string[]>
   /** Mutes the group's alerts for `user` until a time (ms; 0: until unmuted), or unmutes (undefined). */

@@ -123,6 +123,8 @@ export interface LogStore {
 
   /** The user's latest seq (0 for a user with no events). */
   head (user: string): Promise<number>
+  /** The lowest seq the log still holds (head + 1 when it holds none): retention removed what is below it (the archive may have it). */
+  floor (user: string): Promise<number>
   /** Up to `limit` log entries with seq > `after`, oldest first (retention may have removed older ones). */
   readLog (user: string, after: number, limit: number): Promise<LogEntry[]>
 

@@ -261,6 +261,12 @@ export class LevelGroups implements GroupStore {
     return { status: 'stored', gseq: outcome.gseq, senderEvent: `{"seq":${outcome.senderSeq},${outcome.tail}` }
   }
 
+  async historyBounds (id: string, member: string): Promise<{ joined: number, low: number, head: number } | 'not_a_member'> {
+    const joined = this.#info({ get: (key) => this.#commit.read(key) }, id)?.joined[member]
+    if (joined === undefined) return 'not_a_member'
+    return { joined, low: Number(this.#commit.read(`g!${id}!low`) ?? 1), head: Number(this.#commit.read(`g!${id}!seq`) ?? 0) }
+  }
+
   async groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'> {
     const info = this.#info({ get: (key) => this.#commit.read(key) }, id)
     const joined = info?.joined[member]

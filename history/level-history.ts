@@ -86,7 +86,10 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
   readonly #sessions: LevelSessionBound
   readonly #retention: LogRetentionHook
 
-  private constructor (db: ClassicLevel<string, string>, keepMs: number, sessions: LevelSessionBound, sync: boolean, retention: LogRetentionHook) {
+  readonly #keepConversations: boolean
+
+  private constructor (db: ClassicLevel<string, string>, keepMs: number, sessions: LevelSessionBound, sync: boolean, retention: LogRetentionHook, keepConversations: boolean) {
+    this.#keepConversations = keepConversations
     this.#db = db
     this.#keepMs = keepMs
     this.#commit = new GroupCommit(db, { sync })
@@ -119,12 +122,12 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
   }
 
   /** Without `sessions`, cursors are not bounded. `sync`: fsync every batch before its writers resolve (DURABILITY=disk). */
-  static async open (path: string, keepMs: number, sessions: LevelSessionBound = { maxPerUser: 0, isConnected: () => false }, options: { sync?: boolean, retention?: LogRetentionHook } = {}): Promise<LevelHistory> {
+  static async open (path: string, keepMs: number, sessions: LevelSessionBound = { maxPerUser: 0, isConnected: () => false }, options: { sync?: boolean, retention?: LogRetentionHook, keepConversations?: boolean } = {}): Promise<LevelHistory> {
     // A larger memtable: fewer flushes and level-0 compactions stalling group commits.
     const db = new ClassicLevel<string, string>(path, { valueEncoding: 'utf8', writeBufferSize: 32 * 1024 * 1024 })
     await db.open()
     await indexSessions(db)
-    return new LevelHistory(db, keepMs, sessions, options.sync ?? false, options.retention ?? REMOVE_PAST_RETENTION_LOG)
+    return new LevelHistory(db, keepMs, sessions, options.sync ?? false, options.retention ?? REMOVE_PAST_RETENTION_LOG, options.keepConversations ?? false)
   }
 
   async #keys (range: Record<string, string>, limit: number, reverse = false): Promise<string[]> {
@@ -157,7 +160,7 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
         }
         // Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.
         const last = tx.get(`convs!${user}!${meta.peer}`)
-        if (last !== undefined && Number(last) <= meta.seq) tx.del(`convs!${user}!${meta.peer}`)
+        if (!this.#keepConversations && last !== undefined && Number(last) <= meta.seq) tx.del(`convs!${user}!${meta.peer}`)
       }
       return removed
     })
@@ -401,6 +404,11 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
 
   async head (user: string): Promise<number> {
     return Number(this.#commit.read(`seq!${user}`) ?? 0)
+  }
+
+  async floor (user: string): Promise<number> {
+    const [first] = await this.#db.keys({ gt: `ev!${user}!`, lt: `ev!${user}!~`, limit: 1 }).all()
+    return first === undefined ? await this.head(user) + 1 : Number(first.slice(`ev!${user}!`.length))
   }
 
   async readLog (user: string, since: number, limit: number): Promise<LogEntry[]> {

@@ -20,6 +20,11 @@ import type { ArchiveSource } from './archive-source.ts'
 import type { LogRetentionHook } from './history-store.ts'
 import type { GroupRetentionHook } from './group-store.ts'
 
+/** With an archive the hot log keeps HOT_RETENTION_SECONDS, never longer than history itself. */
+function hotKeepMs (config: Pick<Config, 'hotRetentionMs' | 'historyRetentionMs'>): number {
+  return config.historyRetentionMs > 0 ? Math.min(config.hotRetentionMs, config.historyRetentionMs) : config.hotRetentionMs
+}
+
 /** Retention that never removes what the archive does not hold yet. */
 function archivedOnly (source: Pick<ArchiveSource, 'archivedUpTo'>, prefix: 'u:' | 'g:'): LogRetentionHook & GroupRetentionHook {
   return { removableUpTo: async (owner) => source.archivedUpTo(prefix + owner) }
@@ -36,13 +41,14 @@ export async function openHistory (config: Config, store: BrokerStore, presence:
     // REDIS_WAIT_REPLICAS: one gate (one WAIT per connection in flight) for every write acknowledged.
     const replicas = new ReplicaGate(store.redis, config.replication)
     const archiving = config.databaseUrl !== undefined
+    const keepMs = archiving ? hotKeepMs(config) : config.historyRetentionMs
     const source = archiving ? new RedisArchiveSource(store.redis) : undefined
     const archive = archiving ? new RedisArchiveMarks(store.redis) : undefined
     return {
-      log: new RedisLog(store.redis, { keepMs: config.historyRetentionMs, replicas, archive, ...(source === undefined ? {} : { retention: archivedOnly(source, 'u:') }) }),
+      log: new RedisLog(store.redis, { keepMs, replicas, archive, keepConversations: archiving, ...(source === undefined ? {} : { retention: archivedOnly(source, 'u:') }) }),
       cursors: new RedisCursors(store.redis, { maxSessionsPerUser: maxPerUser }),
       blocks: new RedisBlocks(store.redis),
-      groups: new RedisGroups(store.redis, { keepMs: config.historyRetentionMs, replicas, archive, ...(source === undefined ? {} : { retention: archivedOnly(source, 'g:') }) }),
+      groups: new RedisGroups(store.redis, { keepMs, replicas, archive, ...(source === undefined ? {} : { retention: archivedOnly(source, 'g:') }) }),
       archiveSource: source
     }
   }
@@ -50,10 +56,10 @@ export async function openHistory (config: Config, store: BrokerStore, presence:
   // The source exists once the database is open; retention asks it through this late binding.
   let source: ArchiveSource | undefined
   const late: Pick<ArchiveSource, 'archivedUpTo'> = { archivedUpTo: async (owner) => source === undefined ? 0 : source.archivedUpTo(owner) }
-  const history = await LevelHistory.open(join(config.dataDir, 'history'), config.historyRetentionMs, {
+  const history = await LevelHistory.open(join(config.dataDir, 'history'), hotKeepMs(config), {
     maxPerUser,
     isConnected: (user, clientId) => presence.connectedNow(user, clientId)
-  }, { sync: config.durability === 'disk', retention: archivedOnly(late, 'u:') })
+  }, { sync: config.durability === 'disk', retention: archivedOnly(late, 'u:'), keepConversations: true })
   source = history.archiveSource()
   // Groups share the history database: a group event and its member entries land in one batch.
   // One database serves the log, cursors and blocks: an append reads blocks in its own transaction.

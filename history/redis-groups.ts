@@ -211,6 +211,12 @@ export class RedisGroups implements GroupStore {
     return this.#redis.groupTrim(...this.#g(group, 'low', 'seq', 'ev', 'gids', 'fanned'), now - this.#keepMs, Math.min(upTo, Number.MAX_SAFE_INTEGER))
   }
 
+  async historyBounds (id: string, member: string): Promise<{ joined: number, low: number, head: number } | 'not_a_member'> {
+    const [joined, head, low] = await Promise.all([this.#redis.hget(this.#keys.group(id, 'j'), member), this.#redis.get(this.#keys.group(id, 'seq')), this.#redis.get(this.#keys.group(id, 'low'))])
+    if (joined === null) return 'not_a_member'
+    return { joined: Number(joined), low: Number(low ?? 1), head: Number(head ?? 0) }
+  }
+
   async groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'> {
     const [joined, head, low] = await Promise.all([this.#redis.hget(this.#keys.group(id, 'j'), member), this.#redis.get(this.#keys.group(id, 'seq')), this.#redis.get(this.#keys.group(id, 'low'))])
     if (joined === null) return 'not_a_member'

@@ -49,6 +49,8 @@ export interface RedisLogOptions {
   replicas?: Pick<ReplicaGate, 'after'>
   /** Set when an archive follows the logs: every write marks its owners pending first (history/redis-archive-source.ts). */
   archive?: Pick<RedisArchiveMarks, 'mark'>
+  /** With an archive: a conversation stays listed after its events leave this log (the archive has them). */
+  keepConversations?: boolean
 }
 
 const NO_REPLICAS: Pick<ReplicaGate, 'after'> = { after: async () => {} }
@@ -64,9 +66,10 @@ export class RedisLog implements LogStore {
   readonly #perSlot: boolean
   readonly #replicas: Pick<ReplicaGate, 'after'>
   readonly #archive: Pick<RedisArchiveMarks, 'mark'> | undefined
+  readonly #keepConversations: boolean
 
   constructor (redis: RedisClient, options: RedisLogOptions = {}) {
-    const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS, archive } = options
+    const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS, archive, keepConversations = false } = options
     redis.defineCommand('historyAppend', { numberOfKeys: 10, lua: APPEND })
     redis.defineCommand('historyReceipt', { numberOfKeys: 10, lua: RECEIPT })
     redis.defineCommand('historyRecall', { numberOfKeys: 8, lua: RECALL })
@@ -82,6 +85,7 @@ export class RedisLog implements LogStore {
     this.#perSlot = redis.isCluster
     this.#replicas = replicas
     this.#archive = archive
+    this.#keepConversations = keepConversations
     this.#relay = new RedisRelay(redis, { user: keys.member, pending: keys.relayPending, pendingKeys: keys.relayPendingKeys }, { replicas, onError, archive })
   }
 
@@ -199,7 +203,7 @@ export class RedisLog implements LogStore {
     if (expired.length === 0) return 0
     const peers = [...new Set(expired.map((entry) => parseMeta(entry).peer))]
     const keys = [...['log', 'ev', 'ids', 'rids', 'convs'].map((name) => this.#k(user, name)), ...peers.flatMap((peer) => [this.#k(user, `c:${peer}`), this.#k(user, `in:${peer}`)])]
-    return this.#redis.historyTrim(keys.length, ...keys, expired.length, ...expired, ...peers)
+    return this.#redis.historyTrim(keys.length, ...keys, this.#keepConversations ? '1' : '0', expired.length, ...expired, ...peers)
   }
 
   async #eventsAt (user: string, seqs: string[]): Promise<string[]> {
@@ -295,6 +299,11 @@ export class RedisLog implements LogStore {
 
   async head (user: string): Promise<number> {
     return Number(await this.#redis.get(this.#k(user, 'seq')) ?? 0)
+  }
+
+  async floor (user: string): Promise<number> {
+    const [first] = await this.#redis.zrange(this.#k(user, 'log'), 0, 0)
+    return first === undefined ? await this.head(user) + 1 : parseMeta(first).seq
   }
 
   async readLog (user: string, after: number, limit: number): Promise<LogEntry[]> {

@@ -242,16 +242,18 @@ return 1
 
 /**
  * KEYS: log, ev, ids, rids, convs, then c:<peer> and in:<peer> per peer (ARGV order).
- * ARGV: count of metas, the metas to remove (oldest first, as read), then the peers.
+ * ARGV: keepConversations ('1': an archive holds what goes, so the conversation stays listed),
+ * count of metas, the metas to remove (oldest first, as read), then the peers.
  * Retention, apart from the writes: removes exactly these entries (one already gone is
  * passed over). Returns how many went.
  */
 export const TRIM = `
-local count = tonumber(ARGV[1])
+local keepConversations = ARGV[1] == '1'
+local count = tonumber(ARGV[2])
 local peerIndex = {}
-for i = count + 2, #ARGV do peerIndex[ARGV[i]] = 5 + (i - count - 2) * 2 + 1 end
+for i = count + 3, #ARGV do peerIndex[ARGV[i]] = 5 + (i - count - 3) * 2 + 1 end
 local removed = 0
-for i = 2, count + 1 do
+for i = 3, count + 2 do
   local entry = ARGV[i]
   if redis.call('ZREM', KEYS[1], entry) == 1 then
     removed = removed + 1
@@ -270,7 +272,7 @@ for i = 2, count + 1 do
     end
     -- Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.
     local last = redis.call('ZSCORE', KEYS[5], peer)
-    if last and tonumber(last) <= tonumber(seq) then redis.call('ZREM', KEYS[5], peer) end
+    if not keepConversations and last and tonumber(last) <= tonumber(seq) then redis.call('ZREM', KEYS[5], peer) end
   end
 end
 return removed

@@ -30,6 +30,7 @@ import { PublishBudget } from '../broker/rate-limits.ts'
 import { createServices } from './services.ts'
 import { LateTransport } from './transport.ts'
 import { openArchive } from '../archive/open-archive.ts'
+import { tieredGroups, tieredLog } from '../archive/tiered-history.ts'
 
 export interface RunningServer {
   /** Undefined with TLS_ONLY. */
@@ -62,7 +63,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   store.redis?.on('error', () => metrics.redisErrors.inc())
   // Before history: the history store never evicts the session of a device presence says is connected.
   const presence = await openPresence(store, nodeId)
-  const { log: history, cursors, blocks, groups, archiveSource } = await openHistory(config, store, presence)
+  const { log: hotLog, cursors, blocks, groups: hotGroups, archiveSource } = await openHistory(config, store, presence)
   // The long-term tier and search (issue #21): the archiver follows the logs off the PUBACK path.
   const archive = await openArchive(config, archiveSource, {
     holder: nodeId,
@@ -74,6 +75,9 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     },
     onError: (error) => log.warn({ err: error }, 'archive round failed; retrying with backoff')
   })
+  // Two tiers, one history: reads below the hot log's floor come from the archive.
+  const history = archive === undefined ? hotLog : tieredLog(hotLog, archive.store, config.historyRetentionMs)
+  const groups = archive === undefined ? hotGroups : tieredGroups(hotGroups, archive.store, config.historyRetentionMs)
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })
   // Append latency, measured at the one place every durable message passes.
   history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')
