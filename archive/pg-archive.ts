@@ -254,17 +254,25 @@ function searchSql (owner: string, tokens: string[], query: SearchQuery): { sql:
     if (query.conversation.startsWith('g:')) groups = `WITH groups (id) AS (SELECT $${params.push(query.conversation.slice(2))}::text)`
   }
   const and = (conditions: string[]): string => conditions.map((condition) => ` AND ${condition}`).join('')
+  // Per group, its newest hits only: the LIMIT keeps the subquery apart, so it
+  // runs once per group with the group in the GIN condition (joined freely,
+  // the planner scanned every group's postings of the token, or the index once
+  // per reference). The newest limit + 1 overall are among them.
   const sql = `${groups}
     SELECT * FROM (
       SELECT u.seq, u.ts, u.conversation, NULL::text AS group_id, NULL::bigint AS gseq, u.event, NULL::text AS tail, u.search_text
       FROM user_events u
       WHERE u.owner = $1 AND u.tokens @> $2::text[]${and(own)}
       UNION ALL
-      SELECT u.seq, g.ts, u.conversation, g.group_id, g.gseq, NULL, g.tail, g.search_text
-      FROM groups
-      JOIN group_events g ON g.group_id = groups.id AND g.tokens @> $2::text[]
-      JOIN user_events u ON u.owner = $1 AND u.ref_group IS NOT NULL AND u.ref_group = g.group_id AND u.ref_gseq = g.gseq
-      WHERE groups.id IS NOT NULL${and(ref)}
+      SELECT hit.* FROM groups CROSS JOIN LATERAL (
+        SELECT u.seq, g.ts, u.conversation, g.group_id, g.gseq, NULL, g.tail, g.search_text
+        FROM group_events g
+        JOIN user_events u ON u.owner = $1 AND u.ref_group IS NOT NULL AND u.ref_group = g.group_id AND u.ref_gseq = g.gseq
+        WHERE g.group_id = groups.id AND g.tokens @> $2::text[]${and(ref)}
+        ORDER BY u.seq DESC
+        LIMIT $3
+      ) hit
+      WHERE groups.id IS NOT NULL
     ) hits
     ORDER BY seq DESC
     LIMIT $3`

@@ -7,11 +7,14 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import type { ArchivedUserEvent } from '../archive/archive-store.ts'
-import { migrateArchive, MIGRATIONS_TABLE } from '../archive/pg-migrate.ts'
+import { runner } from 'node-pg-migrate'
+import { migrateArchive, MIGRATIONS_DIR, MIGRATIONS_TABLE } from '../archive/pg-migrate.ts'
 import { PgArchive } from '../archive/pg-archive.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.ts'
 
 const run = promisify(execFile)
+/** Every migration, in order. */
+const ALL = ['0001_archive-tables', '0002_gin-pending-lists']
 
 async function database (t: Test): Promise<TestDatabase> {
   const db = await createTestDatabase()
@@ -42,7 +45,7 @@ async function schemaOf (url: string): Promise<unknown> {
 
 t.test('migrations apply on an empty database, and a second run is a no-op', async (t) => {
   const db = await database(t)
-  t.same(await migrateArchive(db.url), ['0001_archive-tables'])
+  t.same(await migrateArchive(db.url), ALL)
   const schema = await schemaOf(db.url) as { columns: Array<{ table_name: string, column_name: string }>, indexes: Array<{ indexname: string }>, extensions: Array<{ extname: string }> }
   const columns = (table: string): string[] => schema.columns.filter((c) => c.table_name === table).map((c) => c.column_name)
   t.same(columns('user_events'), ['owner', 'seq', 'ts', 'conversation', 'kind', 'id', 'event', 'ref_group', 'ref_gseq', 'search_text', 'tokens'])
@@ -52,16 +55,31 @@ t.test('migrations apply on an empty database, and a second run is a no-op', asy
     'user_events_conversation', 'user_events_pkey', 'user_events_refs', 'user_events_search', 'user_events_ts'
   ])
   t.ok(schema.extensions.some((e) => e.extname === 'btree_gin'), 'btree_gin, for (owner, tokens) in one GIN index')
-  t.same((await query<{ name: string }>(db.url, `SELECT name FROM ${MIGRATIONS_TABLE}`)).map((row) => row.name), ['0001_archive-tables'], 'recorded')
+  t.same((await query<{ name: string }>(db.url, `SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY run_on, id`)).map((row) => row.name), ALL, 'recorded, in order')
+  const options = await query<{ relname: string, reloptions: string[] }>(db.url, "SELECT relname, reloptions FROM pg_class WHERE relname LIKE '%_events_search' ORDER BY relname")
+  t.same(options, [{ relname: 'group_events_search', reloptions: ['gin_pending_list_limit=256'] }, { relname: 'user_events_search', reloptions: ['gin_pending_list_limit=256'] }], 'small pending lists (0002)')
 
   t.same(await migrateArchive(db.url), [], 'nothing pending the second time')
   t.same(await schemaOf(db.url), schema, 'and nothing changed')
 })
 
+t.test('a database migrated by an older version gets only what it lacks', async (t) => {
+  const db = await database(t)
+  const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} }
+  await runner({ databaseUrl: db.url, dir: MIGRATIONS_DIR, migrationsTable: MIGRATIONS_TABLE, direction: 'up', count: 1, logger: quiet })
+  const store = await PgArchive.open(db.url, { migrate: false })
+  await store.putUserEvents([{ owner: 'al', seq: 1, ts: 1, conversation: 'bob', kind: 'm', event: '{"seq":1}', search: { text: 'hi', tokens: ['hi'] } }])
+  await store.close()
+  t.same(await migrateArchive(db.url), ALL.slice(1), 'the pending ones only')
+  const upgraded = await PgArchive.open(db.url)
+  t.same((await upgraded.search('al', { tokens: ['hi'], limit: 5 })).hits.map((hit) => hit.seq), [1], 'rows written before are still there and found')
+  await upgraded.close()
+})
+
 t.test('two processes starting at once: one migrates, the other waits, both open', async (t) => {
   const db = await database(t)
   const [first, second] = await Promise.all([migrateArchive(db.url), migrateArchive(db.url)])
-  t.same([...first!, ...second!], ['0001_archive-tables'], 'the migration ran once')
+  t.same([...first!, ...second!], ALL, 'each migration ran once')
   const stores = await Promise.all([PgArchive.open(db.url), PgArchive.open(db.url)])
   for (const store of stores) t.equal(await store.archivedSeq('nobody'), 0)
   await Promise.all(stores.map((store) => store.close()))
@@ -82,8 +100,8 @@ t.test('npm run migrate: a real process with DATABASE_URL', async (t) => {
   const db = await database(t)
   const env = { ...process.env, DATABASE_URL: db.url }
   const first = await run('npm', ['run', '--silent', 'migrate'], { env, cwd: process.cwd() })
-  t.match(first.stdout, /applied: 0001_archive-tables/)
-  t.same((await query<{ name: string }>(db.url, `SELECT name FROM ${MIGRATIONS_TABLE}`)).map((row) => row.name), ['0001_archive-tables'])
+  t.match(first.stdout, `applied: ${ALL.join(', ')}`)
+  t.same((await query<{ name: string }>(db.url, `SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY run_on, id`)).map((row) => row.name), ALL)
   const second = await run('npm', ['run', '--silent', 'migrate'], { env, cwd: process.cwd() })
   t.match(second.stdout, /up to date/)
 
