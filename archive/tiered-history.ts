@@ -10,7 +10,7 @@
 // after, so an event trimmed in between comes from the archive, never twice
 // and never missing. What is past HISTORY_RETENTION_SECONDS is not returned
 // from the archive even before its trim removes it, as the hot log does.
-import type { LogEntry, LogStore, Page } from '../history/history-store.ts'
+import type { ConversationSummary, LogEntry, LogStore, Page } from '../history/history-store.ts'
 import type { GroupPage, GroupStore } from '../history/group-store.ts'
 import { visibleWindow } from '../history/group-store.ts'
 import type { ArchiveStore } from './archive-store.ts'
@@ -85,6 +85,18 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
     return { events: [...kept, ...newer], hasMore: older.hasMore && kept.length === older.events.length }
   }
 
+  /** A conversation whose last message left the hot log is still listed; its last message comes from the archive (gone past retention: not listed). */
+  async function conversations (user: string, range: { before?: number, limit: number }): Promise<{ conversations: ConversationSummary[], hasMore: boolean }> {
+    const listed = await hot.conversations(user, range)
+    const filled = await Promise.all(listed.conversations.map(async (summary) => {
+      if (summary.lastMessage !== undefined) return summary
+      const [entry] = await archive.readLog(user, summary.lastSeq - 1, 1)
+      if (entry?.seq !== summary.lastSeq || entry.event === undefined || expired(entry.ts)) return undefined
+      return { ...summary, lastMessage: entry.event }
+    }))
+    return { conversations: filled.filter((summary): summary is ConversationSummary => summary !== undefined), hasMore: listed.hasMore }
+  }
+
   return {
     appendMessage: (message, sink) => hot.appendMessage(message, sink),
     receipt: (kind, reader, peer, upTo, ts, sink) => hot.receipt(kind, reader, peer, upTo, ts, sink),
@@ -95,7 +107,7 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
     trimLog: (user, now) => hot.trimLog(user, now),
     events,
     conversation,
-    conversations: (user, range) => hot.conversations(user, range),
+    conversations,
     seqOfMessage: (user, peer, id) => hot.seqOfMessage(user, peer, id),
     unreadTotal: (user) => hot.unreadTotal(user),
     hasConversation: (user, peer) => hot.hasConversation(user, peer),
