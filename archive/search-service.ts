@@ -2,9 +2,10 @@
 // and the group messages their log holds (only while they were a member),
 // newest first, each with a snippet of its text with the matches marked. The
 // index is filled by the archiver, so a message is found once it is archived
-// (the archive lag: under a second in the benchmark); a recall takes it out
-// when the archiver reaches the recall event.
-import type { ArchiveStore } from './archive-store.ts'
+// (the archive lag: under a second in the benchmark); a recalled one is not
+// found from the moment of the recall (hits are checked against the hot log).
+import type { ArchiveStore, SearchHit } from './archive-store.ts'
+import type { LogStore } from '../history/history-store.ts'
 import { queryTokens } from '../search/tokenize.ts'
 import { snippet } from '../search/snippet.ts'
 
@@ -41,11 +42,34 @@ export interface SearchResult {
 export class SearchService {
   readonly #archive: ArchiveStore
   readonly #retentionMs: number
+  #hot: Pick<LogStore, 'readLog' | 'floor'> | undefined
 
   /** `retentionMs`: HISTORY_RETENTION_SECONDS (0: forever); older messages are not found even before the archive's trim removes them. */
   constructor (archive: ArchiveStore, retentionMs = 0) {
     this.#archive = archive
     this.#retentionMs = retentionMs
+  }
+
+  /**
+   * The hot log, the truth for what it still holds: a hit it holds is shown as it is there now,
+   * so a message recalled a moment ago is not found even before the archiver reaches the recall.
+   */
+  checkAgainst (hot: Pick<LogStore, 'readLog' | 'floor'>): void {
+    this.#hot = hot
+  }
+
+  /** Hits as the hot log holds them now (dropping the recalled); below its floor the archive is the truth. */
+  async #current (user: string, hits: SearchHit[]): Promise<SearchHit[]> {
+    const hot = this.#hot
+    if (hot === undefined || hits.length === 0) return hits
+    const floor = await hot.floor(user)
+    const checked = await Promise.all(hits.map(async (hit) => {
+      if (hit.seq < floor) return hit
+      const [entry] = await hot.readLog(user, hit.seq - 1, 1)
+      if (entry?.seq !== hit.seq || entry.event === undefined) return hit
+      return entry.event.includes('"recalled":true') ? undefined : { ...hit, event: entry.event }
+    }))
+    return checked.filter((hit): hit is SearchHit => hit !== undefined)
   }
 
   async search (user: string, request: SearchRequest): Promise<{ results: SearchResult[], next: number | undefined }> {
@@ -59,7 +83,7 @@ export class SearchService {
       limit: request.limit
     })
     const cutoff = this.#retentionMs > 0 ? Date.now() - this.#retentionMs : 0
-    const results = hits.filter((hit) => hit.ts >= cutoff).map((hit): SearchResult => ({
+    const results = (await this.#current(user, hits.filter((hit) => hit.ts >= cutoff))).map((hit): SearchResult => ({
       conversation: hit.group !== undefined ? { group: hit.group } : { peer: hit.conversation },
       seq: hit.seq,
       ...(hit.gseq === undefined ? {} : { gseq: hit.gseq }),
@@ -67,6 +91,7 @@ export class SearchService {
       message: JSON.parse(hit.event) as unknown,
       snippet: snippet(hit.text, tokens)
     }))
-    return { results, next: hasMore ? results.at(-1)?.seq : undefined }
+    // The cursor is the last hit the archive gave, even if this page shows fewer.
+    return { results, next: hasMore ? hits.at(-1)?.seq : undefined }
   }
 }

@@ -78,6 +78,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   // Two tiers, one history: reads below the hot log's floor come from the archive.
   const history = archive === undefined ? hotLog : tieredLog(hotLog, archive.store, config.historyRetentionMs)
   const groups = archive === undefined ? hotGroups : tieredGroups(hotGroups, archive.store, config.historyRetentionMs)
+  archive?.search.checkAgainst(hotLog)
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })
   // Append latency, measured at the one place every durable message passes.
   history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')

@@ -71,6 +71,7 @@ function searchSuite (name: string, start: () => Promise<ServerHandle>): void {
       await a.post('/v1/messages', { to: bob, id: 'r1', body: 'secret plan banana' })
       t.same(ids(await searchUntil(b, 'banana', (hits) => hits.length === 1)), ['r1'], 'found before the recall')
       t.equal((await a.post('/v1/messages/r1/recall', {})).status, 200)
+      t.same(ids((await a.get('/v1/search?q=banana')).body.results), [], 'gone from the sender\'s search the moment the recall is answered')
       await a.post('/v1/messages', { to: bob, id: 'e1', body: { e2ee: 'x25519-aes256gcm-v1', ciphertext: 'YmFuYW5h', text: 'banana' } })
       await a.post('/v1/messages', { to: bob, id: 'r2', body: 'banana bread' })
       // r2 archived after the recall and the encrypted message: neither of those is found.
