@@ -9,6 +9,8 @@ import { startServerProcess, type ServerHandle } from './helpers/server-process.
 import { apiFor, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { createTestDatabase } from './helpers/postgres.ts'
+import { token } from './helpers/tokens.ts'
+import { createClient } from '../client-sdk/src/index.ts'
 
 interface Hit { conversation: { peer?: string, group?: string }, seq: number, gseq?: number, message: Record<string, any>, snippet: { text: string, marks: Array<[number, number]> } }
 
@@ -98,6 +100,21 @@ function searchSuite (name: string, start: () => Promise<ServerHandle>): void {
       t.same(ids(await searchUntil(apiFor(server.httpUrl, late), '西湖', (hits) => hits.length >= 1)), ['g2'], 'not what was sent before they joined')
       const outside = await apiFor(server.httpUrl, outsider).get(`/v1/search?q=${encodeURIComponent('西湖')}&group=${group}`)
       t.same(outside.body.results, [], 'a non-member finds nothing')
+    })
+
+    t.test('the SDK searches too', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 's1', body: '明天的会议改到下午三点' })
+      const client = await createClient({ url: server.wsUrl, deviceId: 'app', getToken: async () => token(bob) })
+      t.teardown(() => client.stop())
+      const deadline = Date.now() + 10_000
+      let found = await client.search('会议')
+      while (found.results.length === 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        found = await client.search('会议', { peer: alice })
+      }
+      t.match(found.results, [{ conversation: { peer: alice }, message: { id: 's1', body: '明天的会议改到下午三点' } }])
     })
 
     t.test('bad queries get a 400 naming the problem', async (t) => {

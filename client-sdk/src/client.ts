@@ -20,7 +20,7 @@ import { GroupsApi } from './groups.ts'
 import { MemoryStorage, type ClientStorage } from './storage.ts'
 import type { KeyPair } from './e2ee.ts'
 import type {
-  ConnectionState, ConversationSummary, GroupEvent, LogEvent, MessageEvent, PresenceState, ReceiptEvent,
+  ConnectionState, ConversationSummary, SearchResult, GroupEvent, LogEvent, MessageEvent, PresenceState, ReceiptEvent,
   RecallEvent, ServerErrorEvent, TypingEvent
 } from './types.ts'
 
@@ -222,6 +222,17 @@ export class ChatClient extends Emitter<ClientEvents> {
     for (const [key, value] of Object.entries(range)) if (value !== undefined) query.set(key, String(value))
     const page = await this.#rest.request<{ messages: MessageEvent[], hasMore: boolean }>('GET', `/v1/conversations/${peer}/messages?${query}`)
     return { messages: page.messages.map((message) => this.#encryption.open(message)), hasMore: page.hasMore }
+  }
+
+  /**
+   * Searches your own messages on the server (1:1, and groups while you were a member),
+   * newest first; `next` is the `before` of the next page. End-to-end encrypted messages
+   * are never indexed by the server: search those in what your app keeps decrypted.
+   */
+  async search (q: string, options: { peer?: string, group?: string, before?: number, limit?: number } = {}): Promise<{ results: SearchResult[], next?: number }> {
+    const query = new URLSearchParams({ q })
+    for (const [key, value] of Object.entries(options)) if (value !== undefined) query.set(key, String(value))
+    return this.#rest.request('GET', `/v1/search?${query}`)
   }
 
   async conversations (): Promise<ConversationSummary[]> {

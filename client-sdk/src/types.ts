@@ -119,3 +119,13 @@ export interface ConversationSummary {
  * are final: the client stops reconnecting; sign in again with a new client.
  */
 export type ConnectionState = 'connecting' | 'online' | 'offline' | 'revoked' | 'loggedOut'
+
+/** One hit of `client.search`: the message as history holds it, and a snippet with the matches' [start, end) offsets. */
+export interface SearchResult {
+  conversation: { peer: string } | { group: string }
+  seq: number
+  gseq?: number
+  ts: number
+  message: MessageEvent
+  snippet: { text: string, marks: Array<[number, number]> }
+}
