@@ -5,12 +5,11 @@
 // mode (its own archive) and Redis mode with PostgreSQL.
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { startServerProcess, REDIS_BASE, type ServerHandle } from './helpers/server-process.ts'
+import { startServerProcess, type ServerHandle } from './helpers/server-process.ts'
 import { apiFor, isGapless, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
-import { createTestDatabase } from './helpers/postgres.ts'
+import { archivedRedis } from './helpers/archived-redis.ts'
 
-const REDIS_DB = 5
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function syncAll (api: Api, limit: number): Promise<Array<Record<string, any>>> {
@@ -89,10 +88,9 @@ function tiersSuite (name: string, start: () => Promise<ServerHandle>, hotLogHol
 
 tiersSuite('embedded mode', () => startServerProcess({ mode: 'embedded', env: { HOT_RETENTION_SECONDS: '1' } }))
 
-const redis = new Redis(`${REDIS_BASE}/${REDIS_DB}`)
+const own = await archivedRedis()
+t.teardown(() => own.close())
+const redis = new Redis(own.redis.url)
 t.teardown(() => redis.disconnect())
-tiersSuite('Redis mode with PostgreSQL', async () => {
-  const db = await createTestDatabase()
-  t.teardown(() => db.drop())
-  return startServerProcess({ mode: 'redis', redisDb: REDIS_DB, env: { DATABASE_URL: db.url, HOT_RETENTION_SECONDS: '1' } })
-}, async (user, seq) => (await redis.zrangebyscore(`inboxd:h:{u:${user}}:log`, seq, seq)).length > 0)
+tiersSuite('Redis mode with PostgreSQL', () => own.start({ env: { HOT_RETENTION_SECONDS: '1' } }),
+  async (user, seq) => (await redis.zrangebyscore(`inboxd:h:{u:${user}}:log`, seq, seq)).length > 0)

@@ -8,7 +8,7 @@ import t from 'tap'
 import { startServerProcess, type ServerHandle } from './helpers/server-process.ts'
 import { apiFor, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
-import { createTestDatabase } from './helpers/postgres.ts'
+import { archivedRedis } from './helpers/archived-redis.ts'
 import { token } from './helpers/tokens.ts'
 import { createClient } from '../client-sdk/src/index.ts'
 
@@ -134,10 +134,9 @@ function searchSuite (name: string, start: () => Promise<ServerHandle>): void {
 searchSuite('embedded mode', () => startServerProcess({ mode: 'embedded' }))
 
 searchSuite('Redis mode with PostgreSQL', async () => {
-  const db = await createTestDatabase()
-  const server = await startServerProcess({ mode: 'redis', redisDb: 5, env: { DATABASE_URL: db.url } })
-  t.teardown(() => db.drop())
-  return server
+  const archived = await archivedRedis()
+  t.teardown(() => archived.close())
+  return archived.start()
 })
 
 t.test('Redis mode without DATABASE_URL: search_unavailable', async (t) => {
