@@ -3,7 +3,9 @@
 // newest first, each with a snippet of its text with the matches marked. The
 // index is filled by the archiver, so a message is found once it is archived
 // (the archive lag: under a second in the benchmark); a recall takes it out
-// when the archiver reaches the recall event.
+// when the archiver reaches the recall event. While the index cannot be
+// reached (PostgreSQL not open yet, or failing) search is unavailable, never
+// anything else: sending and delivery do not depend on it.
 import type { ArchiveStore } from './archive-store.ts'
 import { queryTokens } from '../search/tokenize.ts'
 import { snippet } from '../search/snippet.ts'
@@ -15,6 +17,11 @@ export class SearchQueryError extends Error {
   constructor (readonly code: 'invalid_query', message: string) {
     super(message)
   }
+}
+
+/** The index is not open yet or did not answer: 503 search_unavailable. */
+export class SearchUnavailableError extends Error {
+  readonly code = 'search_unavailable'
 }
 
 export interface SearchRequest {
@@ -39,22 +46,31 @@ export interface SearchResult {
 }
 
 export class SearchService {
-  readonly #archive: ArchiveStore
+  readonly #archive: () => ArchiveStore | undefined
 
-  constructor (archive: ArchiveStore) {
-    this.#archive = archive
+  /** `archive`: the store, or a getter of it (undefined while it is being opened). */
+  constructor (archive: ArchiveStore | (() => ArchiveStore | undefined)) {
+    this.#archive = typeof archive === 'function' ? archive : () => archive
   }
 
   async search (user: string, request: SearchRequest): Promise<{ results: SearchResult[], next: number | undefined }> {
     const tokens = queryTokens(request.q.slice(0, MAX_QUERY_LENGTH))
     if (tokens.length === 0) throw new SearchQueryError('invalid_query', 'the query has no word, character, number or emoji to search for')
     const conversation = request.group !== undefined ? `g:${request.group}` : request.peer
-    const { hits, hasMore } = await this.#archive.search(user, {
-      tokens,
-      ...(conversation === undefined ? {} : { conversation }),
-      ...(request.before === undefined ? {} : { beforeSeq: request.before }),
-      limit: request.limit
-    })
+    const archive = this.#archive()
+    if (archive === undefined) throw new SearchUnavailableError('the search index is not reachable yet; try again later')
+    let found: Awaited<ReturnType<ArchiveStore['search']>>
+    try {
+      found = await archive.search(user, {
+        tokens,
+        ...(conversation === undefined ? {} : { conversation }),
+        ...(request.before === undefined ? {} : { beforeSeq: request.before }),
+        limit: request.limit
+      })
+    } catch (error) {
+      throw new SearchUnavailableError('the search index is not reachable; try again later', { cause: error })
+    }
+    const { hits, hasMore } = found
     const results = hits.map((hit): SearchResult => ({
       conversation: hit.group !== undefined ? { group: hit.group } : { peer: hit.conversation },
       seq: hit.seq,
