@@ -5,6 +5,8 @@
 // /readyz stays ready and search answers search_unavailable; once it is back
 // the archiver catches up: search finds what was sent meanwhile and the lag
 // returns to 0. Everything is waited for as it happens, never slept for.
+// And retention of the archive (HISTORY_RETENTION_SECONDS): old messages leave
+// the search index.
 import t from 'tap'
 import { startServerProcess, type ServerHandle } from './helpers/server-process.ts'
 import { connectDevice } from './helpers/devices.ts'
@@ -143,4 +145,30 @@ t.test('a server started while PostgreSQL is down starts, sends, and searches on
   t.pass('search works once PostgreSQL is up, and holds what was sent before')
   await metricsUntil(server, 'the lag back to 0', (text) => metric(text, 'inboxd_archive_lag_seconds') === 0 && metric(text, 'inboxd_archive_up') === 1)
   t.equal(perProcess(server.output(), /^archive unreachable/), 1, 'one warning, however many attempts')
+})
+
+t.test('retention of the archive: a message older than HISTORY_RETENTION_SECONDS leaves search', async (t) => {
+  // Embedded mode (its own archive); the hot log follows the same retention.
+  const server = await startServerProcess({ mode: 'embedded', env: { HISTORY_RETENTION_SECONDS: '4' } })
+  t.teardown(() => server.stop())
+  const alice = apiFor(server.httpUrl, uniqueUser('alice'))
+  const bob = uniqueUser('bob')
+  const b = apiFor(server.httpUrl, bob)
+  await alice.post('/v1/messages', { to: bob, id: 'old', body: 'guava old' })
+  await searchUntil(b, 'guava', ['old'])
+  t.pass('found while within retention')
+
+  // Trimmed within 2 s of being 4 s old (a trim at least twice per retention period); the later message has 4 s to be found.
+  const deadline = Date.now() + TIMEOUT_MS
+  for (;;) {
+    const response = await b.get('/v1/search?q=guava')
+    if (response.status === 200 && response.body.results.length === 0) break
+    if (Date.now() > deadline) throw new Error(`the old message is still found: ${JSON.stringify(response.body)}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  await alice.post('/v1/messages', { to: bob, id: 'new', body: 'guava new' })
+  await searchUntil(b, 'guava', ['new'])
+  const hits = (await b.get('/v1/search?q=guava')).body.results as Array<{ message: { id: string } }>
+  t.same(hits.map((hit) => hit.message.id), ['new'], 'a later message is found, the old one no longer')
+  t.ok(metric(await scrape(server), 'inboxd_archive_trimmed_total')! >= 2, 'trimmed (the message in both logs)')
 })
