@@ -54,11 +54,13 @@ export interface ArchiverOptions {
   /** Pause between rounds that found nothing to do (ms). */
   idleMs?: number
   metrics?: ArchiveMetrics
+  /** A round without an answer this long counts as a failure (ms; default STALL_MS); it is still waited for. */
+  stallMs?: number
   /** Keep archived events this long (ms); 0 or absent: forever. */
   retentionMs?: number
   /** Every failed round or trim (each is retried). */
   onError?: (error: unknown) => void
-  /** Every round or trim that reached the archive. */
+  /** Every round that succeeded. */
   onSuccess?: () => void
 }
 
@@ -114,6 +116,25 @@ function groupRow (group: string, { gseq, tail }: RawGroupEntry): { row: Archive
   return event?.type === 'recall' ? { row, recalls: event.messageGseq } : { row }
 }
 
+/** How long a round (or opening the archive) may go without an answer before it counts as an outage. */
+export const STALL_MS = 10_000
+
+/**
+ * Waits for `work`; every `stallMs` it is still pending (the archive frozen or very slow: a call
+ * without an answer is not failed by anyone), calls `stalled` with how many times so far.
+ */
+export async function watched<T> (work: Promise<T>, stallMs: number, stalled: (times: number) => Promise<void> | void): Promise<T> {
+  let settled = false
+  const done = work.then(() => { settled = true }, () => { settled = true })
+  for (let times = 1; ; times++) {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([done, new Promise<void>((resolve) => { timer = setTimeout(resolve, stallMs); timer.unref() })])
+    clearTimeout(timer)
+    if (settled) return await work
+    await stalled(times)
+  }
+}
+
 /**
  * Seconds the oldest event not archived has waited, from the hot tier alone: the lag while the
  * archive cannot be reached (or is not open yet). On a Redis Cluster, the oldest of a sample.
@@ -138,6 +159,7 @@ export class Archiver {
   readonly #onError: (error: unknown) => void
   readonly #onSuccess: () => void
   readonly #retentionMs: number
+  readonly #stallMs: number
   #running = false
   #stopped = false
   #loops: Array<Promise<void>> = []
@@ -153,6 +175,7 @@ export class Archiver {
     this.#onError = options.onError ?? (() => {})
     this.#onSuccess = options.onSuccess ?? (() => {})
     this.#retentionMs = options.retentionMs ?? 0
+    this.#stallMs = options.stallMs ?? STALL_MS
   }
 
   start (): void {
@@ -184,7 +207,7 @@ export class Archiver {
     while (this.#running) {
       let busy = false
       try {
-        busy = await this.round()
+        busy = await watched(this.round(), this.#stallMs, (times) => this.#stalled(times))
         this.#failures = 0
         this.#onSuccess()
       } catch (error) {
@@ -200,6 +223,15 @@ export class Archiver {
     }
   }
 
+  /** A round without an answer for a while: an outage (once), and the lag kept current meanwhile. */
+  async #stalled (times: number): Promise<void> {
+    if (times === 1) {
+      this.#metrics.error()
+      this.#onError(new Error(`the archive has not answered for ${this.#stallMs / 1000} s`))
+    }
+    await waitingSeconds(this.#source).then((seconds) => this.#metrics.lag(seconds), () => {})
+  }
+
   /** Retention: a trim now and then, at least twice per retention period (so a short one is kept closely), at most once a minute. */
   async #trimLoop (): Promise<void> {
     const every = Math.max(1_000, Math.min(TRIM_EVERY_MS, this.#retentionMs / 2))
@@ -208,7 +240,7 @@ export class Archiver {
       try {
         await this.trim()
         failures = 0
-        this.#onSuccess()
+        // Not reported as success: the rounds say whether the archive is up (else a failing round and a trim would take turns).
       } catch (error) {
         failures++
         this.#metrics.error()

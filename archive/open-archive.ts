@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import type { Config } from '../config/config.ts'
 import type { ArchiveSource } from '../history/archive-source.ts'
 import type { ArchiveStore } from './archive-store.ts'
-import { Archiver, waitingSeconds, type ArchiveMetrics } from './archiver.ts'
+import { Archiver, STALL_MS, waitingSeconds, watched, type ArchiveMetrics } from './archiver.ts'
 import { PgArchive } from './pg-archive.ts'
 import { LevelArchive } from './level-archive.ts'
 import { SearchService } from './search-service.ts'
@@ -32,7 +32,7 @@ export interface OpenArchiveOptions {
   /** This process's name in leases. */
   holder: string
   metrics?: ArchiveMetrics & {
-    /** True when the last open attempt, round or trim reached the archive. */
+    /** False on any failure (opening, a round, a trim); true on opening and on each round that succeeded. */
     up (up: boolean): void
   }
   /** The archive could not be reached (opened, written or trimmed): once per outage. */
@@ -40,6 +40,9 @@ export interface OpenArchiveOptions {
   /** It answered again, after `downMs`. */
   onRecovered?: (downMs: number) => void
 }
+
+/** Longest wait for the archiver and the store to close. */
+const CLOSE_WAIT_MS = 5_000
 
 /** Pause before the next attempt to open: 0.2 s doubling up to 10 s. */
 const openBackoff = (failures: number): number => Math.min(10_000, 200 * 2 ** Math.min(failures - 1, 6))
@@ -91,15 +94,25 @@ export async function openArchive (config: Config, source: ArchiveSource | undef
   if (databaseUrl === undefined) opened(await LevelArchive.open(join(config.dataDir, 'archive')))
   else {
     void (async () => {
+      const reportLag = async (): Promise<void> => {
+        const metrics = options.metrics
+        if (metrics !== undefined) await waitingSeconds(source).then((seconds) => metrics.lag(seconds), () => {})
+      }
       for (let failures = 1; !closed; failures++) {
         let open: ArchiveStore
         try {
-          open = await PgArchive.open(databaseUrl)
+          // An attempt without an answer (PostgreSQL frozen) is an outage too, and is still waited for.
+          open = await watched(PgArchive.open(databaseUrl), STALL_MS, async (times) => {
+            if (times === 1) {
+              options.metrics?.error()
+              outage.failed(new Error(`PostgreSQL has not answered for ${STALL_MS / 1000} s`))
+            }
+            await reportLag()
+          })
         } catch (error) {
           options.metrics?.error()
           outage.failed(error)
-          const metrics = options.metrics
-          if (metrics !== undefined) await waitingSeconds(source).then((seconds) => metrics.lag(seconds), () => {})
+          await reportLag()
           await new Promise<void>((resolve) => {
             wake = resolve
             setTimeout(resolve, openBackoff(failures)).unref()
@@ -126,8 +139,13 @@ export async function openArchive (config: Config, source: ArchiveSource | undef
       // An attempt to open still under way is not waited for (PostgreSQL may not answer): it closes what it opens.
       closed = true
       wake?.()
-      await archiver?.stop()
-      await store?.close()
+      // Nor, past a few seconds, a round PostgreSQL does not answer: the rest of the server still closes cleanly.
+      let timer: ReturnType<typeof setTimeout> | undefined
+      await Promise.race([
+        (async () => { await archiver?.stop(); await store?.close() })(),
+        new Promise<void>((resolve) => { timer = setTimeout(resolve, CLOSE_WAIT_MS) })
+      ])
+      clearTimeout(timer)
     }
   }
 }

@@ -12,6 +12,8 @@ import { snippet } from '../search/snippet.ts'
 
 /** Longest query taken (characters); the tokenizer bounds its work further. */
 export const MAX_QUERY_LENGTH = 200
+/** Longest wait for the index before answering search_unavailable. */
+const SEARCH_TIMEOUT_MS = 10_000
 
 export class SearchQueryError extends Error {
   constructor (readonly code: 'invalid_query', message: string) {
@@ -60,15 +62,22 @@ export class SearchService {
     const archive = this.#archive()
     if (archive === undefined) throw new SearchUnavailableError('the search index is not reachable yet; try again later')
     let found: Awaited<ReturnType<ArchiveStore['search']>>
+    let timer: ReturnType<typeof setTimeout> | undefined
     try {
-      found = await archive.search(user, {
-        tokens,
-        ...(conversation === undefined ? {} : { conversation }),
-        ...(request.before === undefined ? {} : { beforeSeq: request.before }),
-        limit: request.limit
-      })
+      found = await Promise.race([
+        archive.search(user, {
+          tokens,
+          ...(conversation === undefined ? {} : { conversation }),
+          ...(request.before === undefined ? {} : { beforeSeq: request.before }),
+          limit: request.limit
+        }),
+        // A stalled index (PostgreSQL frozen, a connection that never opens) still gets the caller an answer.
+        new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${SEARCH_TIMEOUT_MS} ms`)), SEARCH_TIMEOUT_MS) })
+      ])
     } catch (error) {
       throw new SearchUnavailableError('the search index is not reachable; try again later', { cause: error })
+    } finally {
+      clearTimeout(timer)
     }
     const { hits, hasMore } = found
     const results = hits.map((hit): SearchResult => ({

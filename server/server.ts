@@ -75,7 +75,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
       up: (up) => metrics.archiveUp.set(up ? 1 : 0)
     },
     // Not opened yet or failing: sending and delivery go on, the hot log keeps what is not archived.
-    onOutage: (error) => log.warn({ err: error }, 'archive unreachable; retrying with backoff (search unavailable, the hot log keeps everything not archived)'),
+    onOutage: (error) => log.warn({ err: error }, 'archive unreachable or not answering; retrying with backoff (search unavailable, the hot log keeps everything not archived)'),
     onRecovered: (downMs) => log.info({ downMs }, 'archive reachable again; catching up')
   })
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })

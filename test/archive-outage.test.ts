@@ -4,7 +4,8 @@
 // delivered, /metrics shows it (inboxd_archive_up 0, a growing lag, errors),
 // /readyz stays ready and search answers search_unavailable; once it is back
 // the archiver catches up: search finds what was sent meanwhile and the lag
-// returns to 0. Everything is waited for as it happens, never slept for.
+// returns to 0. The same when it is frozen (SIGSTOP: nothing fails, nothing
+// answers). Everything is waited for as it happens, never slept for.
 // And retention of the archive (HISTORY_RETENTION_SECONDS): old messages leave
 // the search index.
 import t from 'tap'
@@ -115,6 +116,41 @@ t.test('PostgreSQL killed mid-stream: every publish PUBACKed and delivered live;
   t.ok(metric(caughtUp, 'inboxd_archive_events_total')! >= 2 * (before.length + during.length), 'archived (both logs of each message)')
   t.equal(perProcess(server.output(), /^archive unreachable/), 1, 'one warning for the outage, not one per retry')
   t.equal(perProcess(server.output(), /^archive reachable again/), 1, 'one line when it is back')
+})
+
+t.test('PostgreSQL frozen (SIGSTOP, nothing answers): sending and delivery go on, search answers 503, the outage shows', async (t) => {
+  const postgres = await startOwnPostgres()
+  t.teardown(() => postgres.remove())
+  const server = await startServerProcess({ mode: 'redis', redisDb: REDIS_DB, env: { DATABASE_URL: postgres.url } })
+  t.teardown(() => server.stop())
+  await metricsUntil(server, 'inboxd_archive_up 1', (text) => metric(text, 'inboxd_archive_up') === 1)
+  const alice = uniqueUser('alice')
+  const bob = uniqueUser('bob')
+  const sender = await connectDevice({ url: server.mqttUrl, userId: alice, deviceId: 'phone' })
+  const receiver = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
+  t.teardown(() => Promise.all([sender.end(true), receiver.end(true)]))
+  const b = apiFor(server.httpUrl, bob)
+
+  postgres.pause()
+  t.teardown(() => postgres.resume())
+  const frozen = Array.from({ length: 20 }, (_, i) => `frozen-${i}`)
+  const started = Date.now()
+  for (const id of frozen) await sender.send(bob, { id, body: `lychee ${id}` })
+  const eachMs = (Date.now() - started) / frozen.length
+  t.same((await receiver.waitForInbox(frozen.length)).map((event) => event.id), frozen, `every publish PUBACKed (${eachMs.toFixed(1)} ms each, one after another) and delivered live`)
+  const asked = Date.now()
+  const unavailable = await b.get('/v1/search?q=lychee')
+  t.equal(unavailable.status, 503, `search answers 503 (in ${Date.now() - asked} ms) instead of hanging`)
+  t.equal(unavailable.body.error, 'search_unavailable')
+  const down = await metricsUntil(server, 'the archive down with a lag', (text) =>
+    metric(text, 'inboxd_archive_up') === 0 && (metric(text, 'inboxd_archive_lag_seconds') ?? 0) > 0)
+  await metricsUntil(server, 'the lag growing', (text) => metric(text, 'inboxd_archive_lag_seconds')! > metric(down, 'inboxd_archive_lag_seconds')!)
+  t.same(await (await fetch(`${server.httpUrl}/readyz`)).json(), { status: 'ready' }, 'still ready')
+
+  postgres.resume()
+  await searchUntil(b, 'lychee', frozen)
+  await metricsUntil(server, 'the lag back to 0', (text) => metric(text, 'inboxd_archive_lag_seconds') === 0 && metric(text, 'inboxd_archive_up') === 1)
+  t.equal(perProcess(server.output(), /^archive unreachable/), 1, 'one warning for the stall')
 })
 
 t.test('a server started while PostgreSQL is down starts, sends, and searches once it is up', async (t) => {

@@ -2,10 +2,11 @@
 // own, so killing it harms no one else. Never the shared one on 5432.
 // initdb and postgres refuse to run as root: when the tests run as root, both
 // run as the `postgres` OS user (spawn's uid/gid), in a temp directory it owns.
-// The postmaster leads a process group of its own, so kill() takes its
-// backends down with it, as a crash of the database machine would.
+// kill() and pause() signal the postmaster and every process it forked (each
+// backend makes itself a process group leader, so they are found in /proc),
+// as a crash or a freeze of the database machine would.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { chownSync, mkdtempSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -22,6 +23,10 @@ export interface OwnPostgres {
   start (): Promise<void>
   /** SIGKILL the postmaster and its backends; resolves once every one of them is gone. */
   kill (): Promise<void>
+  /** SIGSTOP the postmaster and its backends: connections stay open, nothing answers (a frozen or hopelessly slow database). */
+  pause (): void
+  /** SIGCONT: it answers again. */
+  resume (): void
   /** Kills it and removes its directory. */
   remove (): Promise<void>
   /** Its log (stderr), for a failing test's message. */
@@ -33,6 +38,32 @@ function runAs (): { uid: number, gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined
   const id = (flag: string): number => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim())
   return { uid: id('-u'), gid: id('-g') }
+}
+
+/** The postmaster and its children (Linux /proc). */
+function family (postmaster: number): number[] {
+  const pids = [postmaster]
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      // pid (comm) state ppid …: comm may hold spaces and parentheses.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      if (ppid === postmaster) pids.push(Number(name))
+    } catch { /* gone meanwhile */ }
+  }
+  return pids
+}
+
+/** Signals each of `pids`; returns those still there (a zombie is gone: it holds no memory). */
+function signal (pids: number[], name: NodeJS.Signals | 0): number[] {
+  return pids.filter((pid) => {
+    try {
+      process.kill(pid, name)
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+    } catch { return false }
+  })
 }
 
 /** An initialised data directory on a spare port, not running yet: call start(). */
@@ -56,13 +87,14 @@ export async function createOwnPostgres (): Promise<OwnPostgres> {
     const running = child
     if (running?.pid === undefined) return
     child = undefined
-    try { process.kill(-running.pid, 'SIGKILL') } catch { /* already gone */ }
+    // Frozen first, so that none of them sees another die and acts on it.
+    let pids = signal(family(running.pid), 'SIGSTOP')
+    signal(pids, 'SIGKILL')
     await exited
-    // The backends are in the postmaster's group: gone once the group is empty (else the next start finds its shared memory in use).
+    // Every backend gone too, else the next start finds their shared memory still in use.
     const deadline = Date.now() + 10_000
-    for (;;) {
-      try { process.kill(-running.pid, 0) } catch { return }
-      if (Date.now() > deadline) throw new Error(`PostgreSQL's processes (group ${running.pid}) did not exit`)
+    while ((pids = signal(pids, 0)).length > 0) {
+      if (Date.now() > deadline) throw new Error(`PostgreSQL's processes ${pids.join(', ')} did not exit`)
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
@@ -72,11 +104,16 @@ export async function createOwnPostgres (): Promise<OwnPostgres> {
     url,
     output: () => log,
     kill,
+    pause () {
+      if (child?.pid !== undefined) signal(family(child.pid), 'SIGSTOP')
+    },
+    resume () {
+      if (child?.pid !== undefined) signal(family(child.pid), 'SIGCONT')
+    },
     async start () {
       if (child !== undefined) return
       const started = spawn(join(BIN, 'postgres'), ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off'], {
         ...user,
-        detached: true,
         stdio: ['ignore', 'ignore', 'pipe']
       })
       child = started
