@@ -41,7 +41,7 @@ export class Metrics {
   readonly archived = new Counter({ name: 'inboxd_archive_events_total', help: 'Log events written to the archive (user and group logs)' })
   readonly archiveBatches = new Counter({ name: 'inboxd_archive_batches_total', help: 'Batches written to the archive' })
   readonly archiveErrors = new Counter({ name: 'inboxd_archive_errors_total', help: 'Archive rounds, trims and attempts to open it that failed (retried with backoff)' })
-  readonly archiveUp = new Gauge({ name: 'inboxd_archive_up', help: '1 when the last attempt to open, write or trim the archive succeeded, 0 otherwise (also before it is open, and with no archive)', aggregator: 'min' })
+  readonly archiveUp = new Gauge({ name: 'inboxd_archive_up', help: '1 when the archive was opened or the last archiver round succeeded, 0 after a failure (also before it is open, and with no archive)', aggregator: 'min' })
   readonly archiveTrimmed = new Counter({ name: 'inboxd_archive_trimmed_total', help: 'Archived events removed by retention (HISTORY_RETENTION_SECONDS)' })
 
   constructor () {
