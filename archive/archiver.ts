@@ -8,6 +8,11 @@
 // tier keeps everything not archived meanwhile, since its retention asks the
 // mark (archive/archive-retention.ts).
 //
+// Retention of the archive itself (HISTORY_RETENTION_SECONDS; 0 keeps it
+// forever): a second loop beside the rounds removes what is older, in batches
+// of TRIM_BATCH, about once a minute, on one process at a time (the holder of
+// partition 0's lease on Redis).
+//
 // One archiver per partition at a time: on Redis the source's lease names it
 // (renewed every round, taken over within LEASE_MS of a holder dying); the
 // embedded source has one partition and one process.
@@ -27,6 +32,10 @@ const OWNERS_PER_ROUND = 200
 /** Owners archived at once. */
 const CONCURRENCY = 8
 const LEASE_MS = 10_000
+/** Rows removed per trim call; another call follows at once while a call removes a full batch. */
+const TRIM_BATCH = 10_000
+/** Longest pause between trims. */
+const TRIM_EVERY_MS = 60_000
 
 export interface ArchiveMetrics {
   /** Events written (user and group rows). */
@@ -35,6 +44,8 @@ export interface ArchiveMetrics {
   error (): void
   /** Seconds the oldest event not archived yet has waited (0: none). */
   lag (seconds: number): void
+  /** Rows removed by retention. */
+  trimmed (rows: number): void
 }
 
 export interface ArchiverOptions {
@@ -43,10 +54,20 @@ export interface ArchiverOptions {
   /** Pause between rounds that found nothing to do (ms). */
   idleMs?: number
   metrics?: ArchiveMetrics
+  /** A round without an answer this long counts as a failure (ms; default STALL_MS); it is still waited for. */
+  stallMs?: number
+  /** Keep archived events this long (ms); 0 or absent: forever. */
+  retentionMs?: number
+  /** Every failed round or trim (each is retried). */
   onError?: (error: unknown) => void
+  /** Every round that succeeded. */
+  onSuccess?: () => void
 }
 
-const NO_METRICS: ArchiveMetrics = { archived: () => {}, batch: () => {}, error: () => {}, lag: () => {} }
+const NO_METRICS: ArchiveMetrics = { archived: () => {}, batch: () => {}, error: () => {}, lag: () => {}, trimmed: () => {} }
+
+/** Backoff while the archive fails: 0.2 s doubling up to 10 s. */
+const backoff = (failures: number): number => Math.min(10_000, 200 * 2 ** Math.min(failures - 1, 6))
 
 /** A message's search doc: its text, unless it is not text (an encrypted or other JSON body) or it was recalled. */
 function searchDoc (event: { body?: unknown, recalled?: boolean }): SearchDoc | undefined {
@@ -95,6 +116,40 @@ function groupRow (group: string, { gseq, tail }: RawGroupEntry): { row: Archive
   return event?.type === 'recall' ? { row, recalls: event.messageGseq } : { row }
 }
 
+/** How long a round (or opening the archive) may go without an answer before it counts as an outage. */
+export const STALL_MS = 10_000
+
+/**
+ * Waits for `work`; every `stallMs` it is still pending (the archive frozen or very slow: a call
+ * without an answer is not failed by anyone), calls `stalled` with how many times so far.
+ */
+export async function watched<T> (work: Promise<T>, stallMs: number, stalled: (times: number) => Promise<void> | void): Promise<T> {
+  let settled = false
+  const done = work.then(() => { settled = true }, () => { settled = true })
+  for (let times = 1; ; times++) {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([done, new Promise<void>((resolve) => { timer = setTimeout(resolve, stallMs); timer.unref() })])
+    clearTimeout(timer)
+    if (settled) return await work
+    await stalled(times)
+  }
+}
+
+/**
+ * Seconds the oldest event not archived has waited, from the hot tier alone: the lag while the
+ * archive cannot be reached (or is not open yet). On a Redis Cluster, the oldest of a sample.
+ */
+export async function waitingSeconds (source: ArchiveSource): Promise<number> {
+  let oldest = await source.oldestPending()
+  if (oldest === undefined) {
+    for (let partition = 0; partition < source.partitions; partition++) {
+      const [first] = await source.pending(partition, 1)
+      if (first !== undefined && (oldest === undefined || first.since < oldest)) oldest = first.since
+    }
+  }
+  return oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000)
+}
+
 export class Archiver {
   readonly #source: ArchiveSource
   readonly #store: ArchiveStore
@@ -102,9 +157,13 @@ export class Archiver {
   readonly #idleMs: number
   readonly #metrics: ArchiveMetrics
   readonly #onError: (error: unknown) => void
+  readonly #onSuccess: () => void
+  readonly #retentionMs: number
+  readonly #stallMs: number
   #running = false
-  #loop: Promise<void> | undefined
-  #wake: (() => void) | undefined
+  #stopped = false
+  #loops: Array<Promise<void>> = []
+  readonly #sleepers = new Set<() => void>()
   #failures = 0
 
   constructor (source: ArchiveSource, store: ArchiveStore, options: ArchiverOptions) {
@@ -114,35 +173,94 @@ export class Archiver {
     this.#idleMs = options.idleMs ?? 200
     this.#metrics = options.metrics ?? NO_METRICS
     this.#onError = options.onError ?? (() => {})
+    this.#onSuccess = options.onSuccess ?? (() => {})
+    this.#retentionMs = options.retentionMs ?? 0
+    this.#stallMs = options.stallMs ?? STALL_MS
   }
 
   start (): void {
-    if (this.#running) return
+    if (this.#running || this.#stopped) return
     this.#running = true
-    this.#loop = this.#run()
+    this.#loops = [this.#run()]
+    if (this.#retentionMs > 0) this.#loops.push(this.#trimLoop())
   }
 
   async stop (): Promise<void> {
     this.#running = false
-    this.#wake?.()
-    await this.#loop
+    this.#stopped = true
+    for (const wake of this.#sleepers) wake()
+    await Promise.all(this.#loops)
+  }
+
+  /** Waits `ms`, or less if stopped. */
+  async #sleep (ms: number): Promise<void> {
+    if (!this.#running) return
+    await new Promise<void>((resolve) => {
+      const wake = (): void => { this.#sleepers.delete(wake); clearTimeout(timer); resolve() }
+      const timer = setTimeout(wake, ms)
+      timer.unref()
+      this.#sleepers.add(wake)
+    })
   }
 
   async #run (): Promise<void> {
     while (this.#running) {
       let busy = false
       try {
-        busy = await this.round()
+        busy = await watched(this.round(), this.#stallMs, (times) => this.#stalled(times))
         this.#failures = 0
+        this.#onSuccess()
       } catch (error) {
         this.#failures++
         this.#metrics.error()
         this.#onError(error)
+        // The lag keeps growing while the archive is down: the hot tier still says how long.
+        await waitingSeconds(this.#source).then((seconds) => this.#metrics.lag(seconds), () => {})
       }
-      // Backoff while the archive fails: 0.2 s doubling up to 10 s.
-      const pause = this.#failures > 0 ? Math.min(10_000, 200 * 2 ** Math.min(this.#failures - 1, 6)) : busy ? 0 : this.#idleMs
-      if (pause > 0 && this.#running) await new Promise<void>((resolve) => { this.#wake = resolve; setTimeout(resolve, pause).unref() })
+      const pause = this.#failures > 0 ? backoff(this.#failures) : busy ? 0 : this.#idleMs
+      if (pause > 0) await this.#sleep(pause)
       else await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
+
+  /** A round without an answer for a while: an outage (once), and the lag kept current meanwhile. */
+  async #stalled (times: number): Promise<void> {
+    if (times === 1) {
+      this.#metrics.error()
+      this.#onError(new Error(`the archive has not answered for ${this.#stallMs / 1000} s`))
+    }
+    await waitingSeconds(this.#source).then((seconds) => this.#metrics.lag(seconds), () => {})
+  }
+
+  /** Retention: a trim now and then, at least twice per retention period (so a short one is kept closely), at most once a minute. */
+  async #trimLoop (): Promise<void> {
+    const every = Math.max(1_000, Math.min(TRIM_EVERY_MS, this.#retentionMs / 2))
+    let failures = 0
+    while (this.#running) {
+      try {
+        await this.trim()
+        failures = 0
+        // Not reported as success: the rounds say whether the archive is up (else a failing round and a trim would take turns).
+      } catch (error) {
+        failures++
+        this.#metrics.error()
+        this.#onError(error)
+      }
+      await this.#sleep(failures > 0 ? Math.min(every, backoff(failures)) : every)
+    }
+  }
+
+  /** Removes what retention no longer keeps, if this process holds partition 0 (one trimmer at a time); returns how many rows went. */
+  async trim (): Promise<number> {
+    if (this.#retentionMs <= 0) return 0
+    if (this.#source.claim !== undefined && !await this.#source.claim(0, this.#holder, LEASE_MS)) return 0
+    const before = Date.now() - this.#retentionMs
+    let total = 0
+    for (;;) {
+      const removed = await this.#store.trim(before, TRIM_BATCH)
+      total += removed
+      if (removed > 0) this.#metrics.trimmed(removed)
+      if (removed < TRIM_BATCH || this.#stopped) return total
     }
   }
 

@@ -3,7 +3,9 @@
 // newest first, each with a snippet of its text with the matches marked. The
 // index is filled by the archiver, so a message is found once it is archived
 // (the archive lag: under a second in the benchmark); a recalled one is not
-// found from the moment of the recall (hits are checked against the hot log).
+// found from the moment of the recall (hits are checked against the hot log). While the index cannot be
+// reached (PostgreSQL not open yet, or failing) search is unavailable, never
+// anything else: sending and delivery do not depend on it.
 import type { ArchiveStore, SearchHit } from './archive-store.ts'
 import type { LogStore } from '../history/history-store.ts'
 import { queryTokens } from '../search/tokenize.ts'
@@ -11,11 +13,18 @@ import { snippet } from '../search/snippet.ts'
 
 /** Longest query taken (characters); the tokenizer bounds its work further. */
 export const MAX_QUERY_LENGTH = 200
+/** Longest wait for the index before answering search_unavailable. */
+const SEARCH_TIMEOUT_MS = 10_000
 
 export class SearchQueryError extends Error {
   constructor (readonly code: 'invalid_query', message: string) {
     super(message)
   }
+}
+
+/** The index is not open yet or did not answer: 503 search_unavailable. */
+export class SearchUnavailableError extends Error {
+  readonly code = 'search_unavailable'
 }
 
 export interface SearchRequest {
@@ -40,13 +49,16 @@ export interface SearchResult {
 }
 
 export class SearchService {
-  readonly #archive: ArchiveStore
+  readonly #archive: () => ArchiveStore | undefined
   readonly #retentionMs: number
   #hot: Pick<LogStore, 'readLog' | 'floor'> | undefined
 
-  /** `retentionMs`: HISTORY_RETENTION_SECONDS (0: forever); older messages are not found even before the archive's trim removes them. */
-  constructor (archive: ArchiveStore, retentionMs = 0) {
-    this.#archive = archive
+  /**
+   * `archive`: the store, or a getter of it (undefined while it is being opened). `retentionMs`:
+   * HISTORY_RETENTION_SECONDS (0: forever); older messages are not found even before the archive's trim removes them.
+   */
+  constructor (archive: ArchiveStore | (() => ArchiveStore | undefined), retentionMs = 0) {
+    this.#archive = typeof archive === 'function' ? archive : () => archive
     this.#retentionMs = retentionMs
   }
 
@@ -76,12 +88,27 @@ export class SearchService {
     const tokens = queryTokens(request.q.slice(0, MAX_QUERY_LENGTH))
     if (tokens.length === 0) throw new SearchQueryError('invalid_query', 'the query has no word, character, number or emoji to search for')
     const conversation = request.group !== undefined ? `g:${request.group}` : request.peer
-    const { hits, hasMore } = await this.#archive.search(user, {
-      tokens,
-      ...(conversation === undefined ? {} : { conversation }),
-      ...(request.before === undefined ? {} : { beforeSeq: request.before }),
-      limit: request.limit
-    })
+    const archive = this.#archive()
+    if (archive === undefined) throw new SearchUnavailableError('the search index is not reachable yet; try again later')
+    let found: Awaited<ReturnType<ArchiveStore['search']>>
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      found = await Promise.race([
+        archive.search(user, {
+          tokens,
+          ...(conversation === undefined ? {} : { conversation }),
+          ...(request.before === undefined ? {} : { beforeSeq: request.before }),
+          limit: request.limit
+        }),
+        // A stalled index (PostgreSQL frozen, a connection that never opens) still gets the caller an answer.
+        new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${SEARCH_TIMEOUT_MS} ms`)), SEARCH_TIMEOUT_MS) })
+      ])
+    } catch (error) {
+      throw new SearchUnavailableError('the search index is not reachable; try again later', { cause: error })
+    } finally {
+      clearTimeout(timer)
+    }
+    const { hits, hasMore } = found
     const cutoff = this.#retentionMs > 0 ? Date.now() - this.#retentionMs : 0
     const results = (await this.#current(user, hits.filter((hit) => hit.ts >= cutoff))).map((hit): SearchResult => ({
       conversation: hit.group !== undefined ? { group: hit.group } : { peer: hit.conversation },

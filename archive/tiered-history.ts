@@ -17,6 +17,26 @@ import type { ArchiveStore } from './archive-store.ts'
 
 const SEQ_PREFIX = /^\{"seq":(\d+),/
 
+/**
+ * A read that needs the archive while it is not open (PostgreSQL unreachable at start): a
+ * storage outage (storage/storage-errors.ts), so REST answers 503 and a device's drain retries,
+ * never a page that passes over events the archive holds.
+ */
+export class ArchiveNotOpenError extends Error {
+  override readonly name = 'ArchiveNotOpenError'
+  constructor () {
+    super('the archive is not reachable yet')
+  }
+}
+
+type ArchiveRef = () => ArchiveStore | undefined
+
+function opened (ref: ArchiveRef): ArchiveStore {
+  const archive = ref()
+  if (archive === undefined) throw new ArchiveNotOpenError()
+  return archive
+}
+
 function seqOf (event: string): number {
   return Number(SEQ_PREFIX.exec(event)?.[1] ?? 0)
 }
@@ -31,7 +51,7 @@ function tsOf (event: string): number {
 }
 
 /** The log store with reads that reach into the archive below the hot log's floor; writes go to the hot log. */
-export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: number): LogStore {
+export function tieredLog (hot: LogStore, archiveRef: ArchiveRef, retentionMs: number): LogStore {
   const expired = (ts: number): boolean => retentionMs > 0 && ts < Date.now() - retentionMs
 
   async function events (user: string, since: number, limit: number): Promise<Page> {
@@ -39,7 +59,7 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
     if (page.events.length > 0 && seqOf(page.events[0]!) === since + 1) return page
     const floor = await hot.floor(user)
     if (since + 1 >= floor) return page
-    const archived = (await archive.readLog(user, since, limit)).filter((entry) => entry.seq < floor)
+    const archived = (await opened(archiveRef).readLog(user, since, limit)).filter((entry) => entry.seq < floor)
     const older = archived.filter((entry) => entry.event !== undefined && !expired(entry.ts)).map((entry) => entry.event!)
     if (archived.length >= limit) return { events: older, hasMore: true, scannedTo: archived.at(-1)!.seq }
     // The archive covered everything below the floor: the rest of the page is the hot log's.
@@ -55,7 +75,7 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
     if (entries.length > 0 && entries[0]!.seq === after + 1) return entries
     const floor = await hot.floor(user)
     if (after + 1 >= floor) return entries
-    const archived = (await archive.readLog(user, after, limit)).filter((entry) => entry.seq < floor)
+    const archived = (await opened(archiveRef).readLog(user, after, limit)).filter((entry) => entry.seq < floor)
       .map((entry) => expired(entry.ts) ? { ...entry, event: undefined } : entry)
     return [...archived, ...entries.filter((entry) => entry.seq >= floor)].slice(0, limit)
   }
@@ -67,7 +87,7 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
     const live = (events: string[]): string[] => events.filter((event) => !expired(tsOf(event)))
     if (range.after !== undefined) {
       if (range.after + 1 >= floor) return page
-      const older = (await archive.conversation(user, peer, { after: range.after, limit: range.limit })).events.filter((event) => seqOf(event) < floor)
+      const older = (await opened(archiveRef).conversation(user, peer, { after: range.after, limit: range.limit })).events.filter((event) => seqOf(event) < floor)
       if (older.length >= range.limit) return { events: live(older), hasMore: true }
       const room = range.limit - older.length
       return { events: [...live(older), ...newer.slice(0, room)], hasMore: page.hasMore || newer.length > room }
@@ -77,10 +97,10 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
     const room = range.limit - newer.length
     if (room <= 0) {
       if (page.hasMore) return { events: newer, hasMore: true }
-      const probe = await archive.conversation(user, peer, { before, limit: 1 })
+      const probe = await opened(archiveRef).conversation(user, peer, { before, limit: 1 })
       return { events: newer, hasMore: live(probe.events).length > 0 }
     }
-    const older = await archive.conversation(user, peer, { before, limit: room })
+    const older = await opened(archiveRef).conversation(user, peer, { before, limit: room })
     const kept = live(older.events)
     return { events: [...kept, ...newer], hasMore: older.hasMore && kept.length === older.events.length }
   }
@@ -90,7 +110,7 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
     const listed = await hot.conversations(user, range)
     const filled = await Promise.all(listed.conversations.map(async (summary) => {
       if (summary.lastMessage !== undefined) return summary
-      const [entry] = await archive.readLog(user, summary.lastSeq - 1, 1)
+      const [entry] = await opened(archiveRef).readLog(user, summary.lastSeq - 1, 1)
       if (entry?.seq !== summary.lastSeq || entry.event === undefined || expired(entry.ts)) return undefined
       return { ...summary, lastMessage: entry.event }
     }))
@@ -119,7 +139,7 @@ export function tieredLog (hot: LogStore, archive: ArchiveStore, retentionMs: nu
 }
 
 /** The group store with history pages that reach into the archive below the group log's retention. */
-export function tieredGroups (hot: GroupStore, archive: ArchiveStore, retentionMs: number): GroupStore {
+export function tieredGroups (hot: GroupStore, archiveRef: ArchiveRef, retentionMs: number): GroupStore {
   async function groupEvents (id: string, member: string, range: { before?: number, after?: number, limit: number }): Promise<GroupPage | 'not_a_member'> {
     const bounds = await hot.historyBounds(id, member)
     if (bounds === 'not_a_member') return bounds
@@ -129,7 +149,7 @@ export function tieredGroups (hot: GroupStore, archive: ArchiveStore, retentionM
     const archivedTo = Math.min(window.to, bounds.low - 1)
     const events: string[] = []
     if (window.from <= archivedTo) {
-      const { tails } = await archive.groupEvents(id, { fromGseq: window.from, after: window.from - 1, limit: archivedTo - window.from + 1 })
+      const { tails } = await opened(archiveRef).groupEvents(id, { fromGseq: window.from, after: window.from - 1, limit: archivedTo - window.from + 1 })
       for (const tail of tails) {
         const event = `{${tail}`
         if (!(retentionMs > 0 && tsOf(event) < Date.now() - retentionMs)) events.push(event)

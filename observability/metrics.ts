@@ -36,10 +36,13 @@ export class Metrics {
 
   readonly sessionsEvicted = new Counter({ name: 'inboxd_sessions_evicted_total', help: 'Persistent sessions evicted by MAX_SESSIONS_PER_USER (the user\'s session furthest behind)' })
   readonly redisErrors = new Counter({ name: 'inboxd_redis_errors_total', help: 'Errors reported by Redis connections' })
-  readonly archiveLag = new Gauge({ name: 'inboxd_archive_lag_seconds', help: 'How long the oldest event not yet archived has waited (0: the archive is caught up)' })
+  // With WORKERS, the cluster's figure is the worst worker's (summed, the workers would count the same wait twice).
+  readonly archiveLag = new Gauge({ name: 'inboxd_archive_lag_seconds', help: 'How long the oldest event not yet archived has waited (0: the archive is caught up)', aggregator: 'max' })
   readonly archived = new Counter({ name: 'inboxd_archive_events_total', help: 'Log events written to the archive (user and group logs)' })
   readonly archiveBatches = new Counter({ name: 'inboxd_archive_batches_total', help: 'Batches written to the archive' })
-  readonly archiveErrors = new Counter({ name: 'inboxd_archive_errors_total', help: 'Archive rounds that failed (retried with backoff)' })
+  readonly archiveErrors = new Counter({ name: 'inboxd_archive_errors_total', help: 'Archive rounds, trims and attempts to open it that failed (retried with backoff)' })
+  readonly archiveUp = new Gauge({ name: 'inboxd_archive_up', help: '1 when the archive was opened or the last archiver round succeeded, 0 after a failure (also before it is open, and with no archive)', aggregator: 'min' })
+  readonly archiveTrimmed = new Counter({ name: 'inboxd_archive_trimmed_total', help: 'Archived events removed by retention (HISTORY_RETENTION_SECONDS)' })
 
   constructor () {
     // Event-loop lag, heap, GC and the rest of Node's process metrics.

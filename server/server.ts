@@ -71,13 +71,17 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
       archived: (rows) => metrics.archived.inc(rows),
       batch: () => metrics.archiveBatches.inc(),
       error: () => metrics.archiveErrors.inc(),
-      lag: (seconds) => metrics.archiveLag.set(seconds)
+      lag: (seconds) => metrics.archiveLag.set(seconds),
+      trimmed: (rows) => metrics.archiveTrimmed.inc(rows),
+      up: (up) => metrics.archiveUp.set(up ? 1 : 0)
     },
-    onError: (error) => log.warn({ err: error }, 'archive round failed; retrying with backoff')
+    // Not opened yet or failing: sending and delivery go on, the hot log keeps what is not archived.
+    onOutage: (error) => log.warn({ err: error }, 'archive unreachable or not answering; retrying with backoff (search unavailable, the hot log keeps everything not archived)'),
+    onRecovered: (downMs) => log.info({ downMs }, 'archive reachable again; catching up')
   })
   // Two tiers, one history: reads below the hot log's floor come from the archive.
-  const history = archive === undefined ? hotLog : tieredLog(hotLog, archive.store, config.historyRetentionMs)
-  const groups = archive === undefined ? hotGroups : tieredGroups(hotGroups, archive.store, config.historyRetentionMs)
+  const history = archive === undefined ? hotLog : tieredLog(hotLog, () => archive.store, config.historyRetentionMs)
+  const groups = archive === undefined ? hotGroups : tieredGroups(hotGroups, () => archive.store, config.historyRetentionMs)
   archive?.search.checkAgainst(hotLog)
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })
   // Append latency, measured at the one place every durable message passes.
@@ -130,7 +134,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   })
   transport.bind(messaging.transport)
   services.start()
-  archive?.archiver.start()
+  archive?.start()
 
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode, cluster: store.cluster })
   await app.register(observabilityRoutes, {

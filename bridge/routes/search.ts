@@ -1,7 +1,8 @@
 // GET /v1/search: the caller's own messages matching a query (archive/search-service.ts).
-// Without a search index (Redis mode without DATABASE_URL): 503 search_unavailable.
+// Without a search index (Redis mode without DATABASE_URL), or while it cannot
+// be reached (PostgreSQL not open yet, or failing): 503 search_unavailable.
 import type { FastifyPluginAsync } from 'fastify'
-import { MAX_QUERY_LENGTH, SearchQueryError, type SearchService } from '../../archive/search-service.ts'
+import { MAX_QUERY_LENGTH, SearchQueryError, SearchUnavailableError, type SearchService } from '../../archive/search-service.ts'
 import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { eventSchema, idSchema, seqSchema } from '../schemas.ts'
@@ -63,6 +64,10 @@ export const searchRoutes: FastifyPluginAsync<{ search: SearchService | undefine
       return await search.search(request.userId, request.query)
     } catch (error) {
       if (error instanceof SearchQueryError) return sendError(reply, 400, error.code, error.message, 'querystring.q')
+      if (error instanceof SearchUnavailableError) {
+        if (error.cause !== undefined) request.log.warn({ err: error.cause }, 'search failed: the index did not answer')
+        return sendError(reply, 503, error.code, error.message)
+      }
       throw error
     }
   })
