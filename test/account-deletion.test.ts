@@ -6,10 +6,17 @@
 // is checked after the archiver has provably passed the user again: a new
 // message to the new account is found by search, and it is the only thing found.
 import t from 'tap'
-import { startServerProcess, type ServerHandle } from './helpers/server-process.ts'
+import { join } from 'node:path'
+import { startServerProcess, tempDataDir, type ServerHandle } from './helpers/server-process.ts'
 import { apiFor, type Api } from './helpers/rest.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { createTestDatabase } from './helpers/postgres.ts'
+import { LevelHistory } from '../history/level-history.ts'
+import { LevelArchive } from '../archive/level-archive.ts'
+import { Archiver } from '../archive/archiver.ts'
+import { LevelRevocations } from '../auth/revocations.ts'
+import { AccountDeletion } from '../messaging/account-deletion.ts'
+import type { LogSink } from '../history/log-sink.ts'
 
 const ADMIN = 'admin-token-admin-token-admin-token-0123'
 
@@ -115,4 +122,69 @@ deletionSuite('Redis mode with PostgreSQL', async () => {
   const server = await startServerProcess({ mode: 'redis', redisDb: 5, env: { DATABASE_URL: db.url, ADMIN_TOKEN: ADMIN } })
   t.teardown(() => db.drop())
   return server
+})
+
+// The archiver against a deletion, on the real embedded stores, in this process. This
+// process's archiver is stopped while the logs go, so its batches cannot bring them back.
+// Another process's (Redis mode) can: a batch that read the log before the deletion lands
+// after it. What it then writes is written here as such a batch writes it (the rows it
+// read, then the mark), and the later check must find it and delete again; without one,
+// the check leaves the new log alone.
+t.test('a stale archiver batch after a deletion is found and deleted again; the new log is left alone', async (t) => {
+  const dir = tempDataDir()
+  const history = await LevelHistory.open(join(dir, 'history'), 0)
+  const archive = await LevelArchive.open(join(dir, 'archive'))
+  const revocations = await LevelRevocations.open(join(dir, 'revocations'))
+  const source = history.archiveSource()
+  const archiver = new Archiver(source, archive, { holder: 'test', idleMs: 20 })
+  archiver.start()
+  t.teardown(async () => { await archiver.stop(); await history.close(); await archive.close(); await revocations.close() })
+  const kicked: string[] = []
+  const accounts = new AccountDeletion({
+    hot: history,
+    archive,
+    archiveMarks: source,
+    archiver,
+    groups: history.groups(),
+    groupService: { removeMember: async () => { throw new Error('not in a group') } },
+    revocations,
+    kick: async (user) => { kicked.push(user) }
+  })
+  const alice = uniqueUser('alice')
+  const bob = uniqueUser('bob')
+  const sink: LogSink = { appended () {}, appendedToMembers () {}, arrived () {} }
+  const send = (from: string, to: string, id: string, body: string) => history.appendMessage({ type: 'message', from, to, id, ts: Date.now(), body }, sink)
+  const archivedUntil = async (user: string, seq: number): Promise<void> => {
+    for (const deadline = Date.now() + 10_000; await archive.archivedSeq(user) < seq;) {
+      if (Date.now() > deadline) throw new Error(`${user} not archived up to ${seq}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+  for (let i = 0; i < 3; i++) await send(alice, bob, `old${i}`, `旧消息 ${i}`)
+  await archivedUntil(bob, 3)
+  // What a batch of another process read before the deletion.
+  const version = (await source.position(`u:${bob}`)).version
+  const read = await source.readUser(bob, 0, 100)
+
+  await accounts.deleteAccount(bob)
+  t.same(kicked, [bob], 'his connections were cut')
+  t.equal(await revocations.isRevoked({ token: 'x', sub: bob, iat: Math.floor(Date.now() / 1000) - 1 }), true, 'his tokens are revoked')
+  t.same(await archive.readLog(bob, 0, 100), [], 'the archive lost his log')
+  t.equal(await source.archivedUpTo(`u:${bob}`), 0, 'and the hot tier his mark')
+  t.equal(await accounts.settle(bob), 'clean', 'nothing stale: the check finds nothing')
+
+  // The stale batch lands: its rows, then its mark.
+  await archive.putUserEvents(read.map(({ meta, value }) => ({ owner: bob, seq: meta.seq, ts: meta.ts, conversation: meta.peer, kind: meta.kind, id: meta.id, event: value })))
+  await source.archived(`u:${bob}`, 3, version, undefined)
+  t.equal(await archive.archivedSeq(bob), 3, 'the old rows are back in the archive')
+  t.equal(await accounts.settle(bob), 'deleted_again', 'the check finds them past the new head')
+  t.same(await archive.readLog(bob, 0, 100), [], 'and deletes them')
+  t.equal(await source.archivedUpTo(`u:${bob}`), 0, 'and the mark')
+
+  // The new account's log is archived from seq 1 as usual, and a check leaves it alone.
+  await send(alice, bob, 'new1', '新消息')
+  await archivedUntil(bob, 1)
+  t.equal(await accounts.settle(bob), 'clean')
+  t.match((await archive.readLog(bob, 0, 100)).map((entry) => JSON.parse(entry.event!)), [{ seq: 1, id: 'new1' }], 'the new log is archived from seq 1')
+  t.equal((await archive.readLog(alice, 0, 100)).length, 4, 'alice\'s archived log is whole')
 })
