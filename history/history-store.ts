@@ -131,6 +131,24 @@ export interface LogStore {
   close (): Promise<void>
 }
 
+/**
+ * The hot tier's log store (Redis or the embedded LevelDB): the log, plus what
+ * only the tier that holds the data can do. (The tiered view, archive/tiered-history.ts,
+ * is a LogStore; an account deletion reaches each tier itself: messaging/account-deletion.ts.)
+ */
+export interface HotLogStore extends LogStore {
+  /**
+   * Account deletion: removes everything of the user's own log from this tier (events,
+   * conversation and unread indexes, id records, read marks, device cursors, blocks, the
+   * outbox, the archive mark and the user's entries in the pending indexes), so a later
+   * event for the user starts a new log at seq 1. Not the user's group memberships (the
+   * group store's: leave the groups first), nor peers' copies of their messages (the peers'
+   * history). Atomic against writes that move the log on: a write landing meanwhile is
+   * deleted with the rest, never left half.
+   */
+  deleteUser (user: string): Promise<void>
+}
+
 /** Device cursors: a persistent session is the highest seq of its user's log the device has acknowledged. */
 export interface CursorStore {
   /** The device's cursor, or undefined when it holds no persistent inbox session. */
@@ -167,7 +185,7 @@ export interface BlockStore {
 
 /** The three stores of one storage mode, opened together (they share the users' keys). */
 export interface HistoryStores {
-  log: LogStore
+  log: HotLogStore
   cursors: CursorStore
   blocks: BlockStore
 }

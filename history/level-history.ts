@@ -17,7 +17,7 @@
 import { ClassicLevel } from 'classic-level'
 import type { LogRetentionHook, Notice } from './history-store.ts'
 import type { LogSink } from './log-sink.ts'
-import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, LogEntry, LogMeta, LogStore, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, HotLogStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG, seqFromIdRecords } from './history-store.ts'
 import { messageTail, receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
 import { countBeforeCounter, GroupCommit, type Transaction } from './level-group-commit.ts'
@@ -40,6 +40,11 @@ const SESSIONS_INDEXED = 'meta!sessions-indexed'
 const after = (prefix: string, seq: number, before?: number) => ({ gt: prefix + pad(seq), lt: before === undefined ? prefix + '~' : prefix + pad(before) })
 const eventOf = (stored: string): string => stored.slice(stored.indexOf('\n') + 1)
 const metaOf = (stored: string): LogMeta => parseMeta(stored.slice(0, stored.indexOf('\n')))
+
+/** A user's keys under these prefixes (`<prefix><user>!…`) are their log's (the group store's `ug!` memberships are not). */
+const USER_PREFIXES = ['ev', 'c', 'in', 'convs', 'ids', 'mark', 'cur', 'blk']
+/** Listings of a user's keys a deletion tries before it gives up (each retry means writes kept moving the log on). */
+const DELETE_ATTEMPTS = 20
 
 /** Appends trim their users' logs in the background, at most this often per user. */
 const TRIM_EVERY_MS = 1_000
@@ -77,7 +82,7 @@ function putEvent (tx: Transaction, user: string, meta: LogMeta, event: string):
   tx.put(evKey(user, meta.seq), `${formatMeta(meta)}\n${event}`)
 }
 
-export class LevelHistory implements LogStore, CursorStore, BlockStore {
+export class LevelHistory implements HotLogStore, CursorStore, BlockStore {
   readonly #db: ClassicLevel<string, string>
   readonly #keepMs: number
   readonly #commit: GroupCommit
@@ -485,6 +490,32 @@ export class LevelHistory implements LogStore, CursorStore, BlockStore {
       putEvent(tx, user, { seq, ts, peer, kind: 'r', dir: 'in', id: '', peerSeq: 0 }, event)
       return { user, event }
     }))
+  }
+
+  async deleteUser (user: string): Promise<void> {
+    // What moves when a key of the user's appears: the seq (every log write), the
+    // sessions index (a new cursor), the block count (a new block).
+    const version = (read: (key: string) => string | undefined): string => [`seq!${user}`, sessionsKey(user), `blkn!${user}`].map((key) => read(key) ?? '').join('|')
+    for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
+      const seen = version((key) => this.#commit.read(key))
+      // Listed from disk: what is written before the listing is on disk once the commit drained.
+      await this.#commit.drain()
+      const listed: string[] = []
+      for (const prefix of USER_PREFIXES.map((name) => `${name}!${user}!`)) listed.push(...await this.#db.keys({ gt: prefix, lt: prefix + '~' }).all())
+      const deleted = await this.#commit.run((tx) => {
+        // A write since the version was read may have made keys the listing lacks: list again.
+        if (version((key) => tx.get(key)) !== seen) return false
+        for (const key of listed) tx.del(key)
+        for (const device of sessionsOf(tx, user)) tx.del(cursorKey(user, device))
+        for (const key of [`seq!${user}`, sessionsKey(user), `blkn!${user}`, `ap!u:${user}`, `am!u:${user}`]) tx.del(key)
+        return true
+      })
+      if (deleted) {
+        this.#lastTrim.delete(user)
+        return
+      }
+    }
+    throw new Error(`could not delete ${user}'s log: writes kept moving it on`)
   }
 
   dropCursor (user: string, device: string): Promise<void> {

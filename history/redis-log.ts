@@ -5,8 +5,8 @@
 // queries, each within one user's slot; a member's reference to a group event
 // is resolved with a read of the group's key.
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
-import { bySlot } from '../storage/redis-keys.ts'
-import type { AppendResult, ConversationSummary, LogEntry, LogRetentionHook, LogStore, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import { bySlot, slotOf } from '../storage/redis-keys.ts'
+import type { AppendResult, ConversationSummary, HotLogStore, LogEntry, LogRetentionHook, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
 import { messageTail, receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
@@ -16,6 +16,7 @@ import { RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
 import type { RedisArchiveMarks } from './redis-archive-source.ts'
 import { APPEND, NOTICES, READ_LOG, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
+import type { Cluster, Redis } from 'ioredis'
 
 type Reply = Array<string | number | null>
 
@@ -26,7 +27,38 @@ interface ScriptedRedis {
   historyTrim (...args: Array<string | number>): Promise<number>
   historyReadLog (...args: Array<string | number>): Promise<string[]>
   historyNotices (...args: Array<string | number>): Promise<number[]>
+  historyDeleteUser (...args: Array<string | number>): Promise<number>
 }
+
+/**
+ * KEYS: the user's seq, the relay pending index, the archive pending index (the relay's again
+ * without an archive), then keys to delete. ARGV: the seq the keys were listed at ('' for none),
+ * last ('1': the final batch), the user, the archive owner ('' without an archive).
+ * Deletes only while the seq is still the one the keys were listed at (a write that moved the
+ * log on meanwhile may have made keys the list lacks: the caller lists again); the final batch
+ * deletes the seq and the user's pending entries with the rest, in the same step.
+ */
+const DELETE_USER = `
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+for i = 4, #KEYS do redis.call('UNLINK', KEYS[i]) end
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  if ARGV[4] ~= '' then redis.call('ZREM', KEYS[3], ARGV[4]) end
+end
+return 1
+`
+
+/** Keys deleted per script call. */
+const DELETE_BATCH = 500
+/** Keys a SCAN call looks at. */
+const SCAN_COUNT = 1_000
+/** Of the user's keys, the group store's (memberships, reservations): left to it. */
+const MEMBERSHIP_KEYS = ['groups', 'gres']
+/** Written without moving the seq (a cursor, a block, a delivered mark): deleted in the final batch even if the listing missed them. */
+const UNSEQUENCED_KEYS = ['cur', 'blocks', 'dlv', 'read', 'rx', 'am', 'av']
+/** Listings of a user's keys a deletion tries before it gives up (each retry means writes kept moving the log on). */
+const DELETE_ATTEMPTS = 20
 
 const orUndefined = (value: string | number | null | undefined): string | undefined => (typeof value === 'string' ? value : undefined)
 
@@ -48,14 +80,14 @@ export interface RedisLogOptions {
   /** REDIS_WAIT_REPLICAS: a write is acknowledged (and a relayed copy marked done) only once replicas hold it. */
   replicas?: Pick<ReplicaGate, 'after'>
   /** Set when an archive follows the logs: every write marks its owners pending first (history/redis-archive-source.ts). */
-  archive?: Pick<RedisArchiveMarks, 'mark'>
+  archive?: Pick<RedisArchiveMarks, 'mark' | 'pendingKey'>
   /** With an archive: a conversation stays listed after its events leave this log (the archive has them). */
   keepConversations?: boolean
 }
 
 const NO_REPLICAS: Pick<ReplicaGate, 'after'> = { after: async () => {} }
 
-export class RedisLog implements LogStore {
+export class RedisLog implements HotLogStore {
   readonly #redis: RedisClient & ScriptedRedis
   readonly #keepMs: number
   readonly #retention: LogRetentionHook
@@ -65,8 +97,9 @@ export class RedisLog implements LogStore {
   readonly #relay: RedisRelay
   readonly #perSlot: boolean
   readonly #replicas: Pick<ReplicaGate, 'after'>
-  readonly #archive: Pick<RedisArchiveMarks, 'mark'> | undefined
+  readonly #archive: Pick<RedisArchiveMarks, 'mark' | 'pendingKey'> | undefined
   readonly #keepConversations: boolean
+  readonly #client: RedisClient
 
   constructor (redis: RedisClient, options: RedisLogOptions = {}) {
     const { keepMs = 0, retention = REMOVE_PAST_RETENTION_LOG, keys = redisKeys(redis.isCluster), fastPath = true, onError = () => {}, replicas = NO_REPLICAS, archive, keepConversations = false } = options
@@ -76,6 +109,8 @@ export class RedisLog implements LogStore {
     defineVariadicScript(redis, 'historyTrim', TRIM)
     redis.defineCommand('historyReadLog', { numberOfKeys: 2, lua: READ_LOG })
     defineVariadicScript(redis, 'historyNotices', NOTICES)
+    defineVariadicScript(redis, 'historyDeleteUser', DELETE_USER)
+    this.#client = redis
     this.#redis = redis as RedisClient & ScriptedRedis
     this.#keepMs = keepMs
     this.#retention = retention
@@ -340,6 +375,65 @@ export class RedisLog implements LogStore {
       batch.forEach((notice, i) => events.set(notice, withSeq(Number(seqs[i]), notice.tail)))
     }))
     return notices.map((notice) => ({ user: notice.user, event: events.get(notice)! }))
+  }
+
+  async deleteUser (user: string): Promise<void> {
+    const seqKey = this.#k(user, 'seq')
+    const relayPending = this.#keys.relayPending(user)
+    const archiveOwner = this.#archive === undefined ? '' : `u:${user}`
+    const archivePending = this.#archive === undefined ? relayPending : this.#archive.pendingKey(archiveOwner)
+    const skipped = new Set([seqKey, ...MEMBERSHIP_KEYS.map((name) => this.#k(user, name))])
+    const peers = new Set<string>()
+    for (let attempt = 0; attempt < DELETE_ATTEMPTS; attempt++) {
+      // The seq first: a write after it moves it, and the script then refuses the list.
+      const head = await this.#redis.get(seqKey) ?? ''
+      for (const peer of await this.#redis.zrange(this.#k(user, 'convs'), 0, -1)) if (!peer.startsWith('g:') && peer !== user) peers.add(peer)
+      const listed = (await this.#userKeys(user)).filter((key) => !skipped.has(key))
+      const unsequenced = UNSEQUENCED_KEYS.map((name) => this.#k(user, name))
+      const batches: string[][] = []
+      for (let i = 0; i < listed.length; i += DELETE_BATCH) batches.push(listed.slice(i, i + DELETE_BATCH))
+      batches.push(unsequenced)
+      let deleted = true
+      for (const [i, batch] of batches.entries()) {
+        const last = i === batches.length - 1
+        const keys = [seqKey, relayPending, archivePending, ...batch]
+        if (await this.#redis.historyDeleteUser(keys.length, ...keys, head, last ? '1' : '0', user, archiveOwner) !== 1) {
+          deleted = false
+          break
+        }
+      }
+      if (deleted) {
+        // The peers' relay marks of the user's outbox: a new outbox numbers its items from 1 again.
+        await Promise.all([...peers].map((peer) => this.#redis.hdel(this.#k(peer, 'rx'), user)))
+        await this.#replicas.after(seqKey)
+        return
+      }
+    }
+    throw new Error(`could not delete ${user}'s log: writes kept moving it on`)
+  }
+
+  /** Every key of the user's (one slot): SCAN with MATCH on the primary holding it (a cluster: every primary if that is unknown). */
+  async #userKeys (user: string): Promise<string[]> {
+    const pattern = this.#k(user, '*')
+    const found = new Set<string>()
+    for (const node of this.#nodesOf(this.#k(user, 'seq'))) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT)
+        for (const key of keys) found.add(key)
+        cursor = next
+      } while (cursor !== '0')
+    }
+    return [...found]
+  }
+
+  #nodesOf (key: string): Redis[] {
+    if (!this.#perSlot) return [this.#client as Redis]
+    const cluster = this.#client as Cluster
+    const masters = cluster.nodes('master')
+    const holder = cluster.slots[slotOf(key)]?.[0]
+    const node = holder === undefined ? undefined : masters.find(({ options }) => `${options.host}:${options.port}` === holder)
+    return node === undefined ? masters : [node]
   }
 
   async close (): Promise<void> {

@@ -25,6 +25,8 @@ import { startTlsListeners } from './tls.ts'
 import { join } from 'node:path'
 import { LevelRevocations, RedisRevocations } from '../auth/revocations.ts'
 import { adminRoutes } from '../bridge/routes/sessions.ts'
+import { adminUserRoutes } from '../bridge/routes/admin-users.ts'
+import { AccountDeletion, SETTLE_MS } from '../messaging/account-deletion.ts'
 import { limitRest } from '../bridge/rate-limit.ts'
 import { PublishBudget } from '../broker/rate-limits.ts'
 import { createServices } from './services.ts'
@@ -150,6 +152,16 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   })
   await app.register(mqttWebSocketRoute, { broker: messaging.broker })
   await app.register(adminRoutes, { revocations, signal: store.signal, adminToken: config.adminToken })
+  // Account deletion: each tier reached itself, with this process's archiver stopped meanwhile (messaging/account-deletion.ts).
+  await app.register(adminUserRoutes, {
+    adminToken: config.adminToken,
+    accounts: new AccountDeletion({
+      hot: hotLog, archive: archive?.store, archiveMarks: archiveSource, archiver: archive?.archiver, settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
+      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices,
+      onSettled: (user, outcome) => { if (outcome === 'deleted_again') log.warn({ user }, 'a stale archive batch landed after an account deletion: deleted again') },
+      onError: (error) => log.error({ err: error }, 'account deletion check failed')
+    })
+  })
   await app.register(apiRoutes, {
     history,
     messages: services.messages,

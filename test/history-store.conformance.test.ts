@@ -12,7 +12,7 @@ import t from 'tap'
 import { Redis, Cluster } from 'ioredis'
 import { ClassicLevel } from 'classic-level'
 import { join } from 'node:path'
-import type { BlockStore, CursorStore, LogStore } from '../history/history-store.ts'
+import type { BlockStore, CursorStore, HotLogStore, LogStore } from '../history/history-store.ts'
 import type { ArrivedMessage, LogSink } from '../history/log-sink.ts'
 import { RedisLog } from '../history/redis-log.ts'
 import { RedisCursors } from '../history/redis-cursors.ts'
@@ -43,7 +43,9 @@ class RecordingSink implements LogSink {
 /** A store, and who is connected beside it: the session bound never evicts a connected device. */
 interface Opened {
   /** The log. */
-  store: LogStore
+  store: HotLogStore
+  /** Redis: every key of the user's log family left (SCAN on every primary). */
+  userKeys?: (user: string) => Promise<string[]>
   cursors: CursorStore
   blocks: BlockStore
   connect: (user: string, device: string) => Promise<void>
@@ -65,6 +67,11 @@ function redisOpened (redis: RedisClient, options: OpenOptions, close: () => voi
     blocks: new RedisBlocks(redis),
     connect: async (user, device) => { await redis.hset(presenceConnectionsKey(user), `${user}:${device}`, 'node|t') },
     disconnect: async (user, device) => { await redis.hdel(presenceConnectionsKey(user), `${user}:${device}`) },
+    userKeys: async (user) => {
+      const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis]
+      const keys = await Promise.all(nodes.map((node) => node.keys(`inboxd:h:{u:${user}}:*`)))
+      return keys.flat()
+    },
     close: async () => { await store.close(); close() }
   }
 }
@@ -332,6 +339,77 @@ for (const { name, open } of STORES) {
     const after = new RecordingSink()
     t.match(await send(store, mallory, alice, 'w2', Date.now(), after), { status: 'stored', newConversation: undefined })
     t.match(after.of(alice), [{ seq: 2, id: 'w2' }], 'after unblocking: delivered')
+  })
+}
+
+for (const { name, open } of STORES) {
+  t.test(`${name}: deleteUser empties the user's log in this tier; the peer's stays`, async (t) => {
+    const { store, cursors, blocks, userKeys, close } = await open()
+    t.teardown(close)
+    const alice = uniqueUser('alice')
+    const bob = uniqueUser('bob')
+    const carol = uniqueUser('carol')
+    await send(store, alice, bob, 'd1')
+    await send(store, bob, alice, 'd2')
+    await send(store, bob, carol, 'd3')
+    await store.receipt('read', bob, alice, 1, Date.now(), new RecordingSink())
+    await store.recall(bob, 'd3', Date.now(), 60_000, new RecordingSink())
+    await store.appendNotices([{ user: bob, peer: 'g:x', ts: 5, tail: '"type":"receipt","kind":"read","ts":5}' }])
+    await store.relayed()
+    await cursors.openCursor(bob, 'phone')
+    await blocks.setBlocked(bob, carol, Date.now())
+    t.ok(await store.head(bob) >= 5, 'bob has a log')
+    const alicesLog = await store.readLog(alice, 0, 100)
+    const alicesConversations = await store.conversations(alice, { limit: 10 })
+
+    await store.deleteUser(bob)
+    t.equal(await store.head(bob), 0, 'head is 0')
+    t.equal(await store.floor(bob), 1)
+    t.same(await store.readLog(bob, 0, 100), [], 'the log is empty')
+    t.same((await store.events(bob, 0, 100)).events, [])
+    t.same((await store.conversations(bob, { limit: 10 })).conversations, [], 'no conversations')
+    t.same((await store.conversation(bob, alice, { limit: 10 })).events, [])
+    t.equal(await store.unreadTotal(bob), 0)
+    t.equal(await store.hasConversation(bob, alice), false)
+    t.equal(await store.seqOfMessage(bob, alice, 'd2'), undefined, 'no id records')
+    t.equal(await cursors.cursor(bob, 'phone'), undefined, 'no cursors')
+    t.same(await blocks.blocked(bob), [], 'no blocks')
+    t.equal(await blocks.isBlocked(bob, carol), false)
+    if (userKeys !== undefined) t.same(await userKeys(bob), [], 'not one key of the user left')
+    t.same(await store.readLog(alice, 0, 100), alicesLog, 'the peer\'s log is intact, byte for byte')
+    t.same(await store.conversations(alice, { limit: 10 }), alicesConversations, 'and her conversation with him')
+
+    const fresh = new RecordingSink()
+    await send(store, alice, bob, 'd4', Date.now(), fresh)
+    t.match(fresh.of(bob), [{ seq: 1, id: 'd4', from: alice }], 'a new message starts a new log at seq 1')
+    t.same((await store.readLog(bob, 0, 100)).map((entry) => JSON.parse(entry.event!).id), ['d4'], 'holding only what came after')
+    t.match((await store.conversations(bob, { limit: 10 })).conversations, [{ peer: alice, lastSeq: 1, unread: 1, readUpTo: 0 }])
+    t.same(await cursors.openCursor(bob, 'phone'), { seq: 1, created: true, evicted: [] }, 'a device starts a new session')
+    const again = await send(store, bob, alice, 'd2')
+    t.match(again, { status: 'stored' }, 'an id of the deleted log is new again')
+    if (again.status === 'stored') t.match(JSON.parse(again.senderEvent), { seq: 2, id: 'd2' })
+    t.match(JSON.parse((await store.readLog(alice, 0, 100)).at(-1)!.event!), { id: 'd2', from: bob }, 'and reaches the peer')
+    t.equal(await store.head(carol), 2, 'carol keeps her copy and the recall')
+  })
+
+  t.test(`${name}: a write racing deleteUser is deleted with the log or starts the new one, never half`, async (t) => {
+    const { store, close } = await open()
+    t.teardown(close)
+    for (let round = 0; round < 5; round++) {
+      const bob = uniqueUser('bob')
+      const carol = uniqueUser('carol')
+      for (let i = 0; i < 10; i++) await send(store, carol, bob, `old${i}`)
+      const before = Array.from({ length: 10 }, (_, i) => send(store, carol, bob, `race${i}`))
+      const deleted = store.deleteUser(bob)
+      const after = Array.from({ length: 10 }, (_, i) => send(store, carol, bob, `race${10 + i}`))
+      await Promise.all([deleted, ...before, ...after])
+      const log = await store.readLog(bob, 0, 1000)
+      t.same(log.map((entry) => entry.seq), Array.from({ length: log.length }, (_, i) => i + 1), `round ${round}: ${log.length} left, gapless from 1`)
+      t.ok(log.every((entry) => JSON.parse(entry.event!).id.startsWith('race')), 'none of the old log')
+      t.equal(await store.head(bob), log.length, 'the head is the last of them')
+      const { conversations } = await store.conversations(bob, { limit: 10 })
+      t.same(conversations.map((c) => [c.peer, c.lastSeq, c.unread]), log.length === 0 ? [] : [[carol, log.length, log.length]], 'the indexes agree with the log')
+    }
   })
 }
 
