@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { startServerProcess, tempDataDir, type ServerHandle } from './helpers/server-process.ts'
 import { apiFor, type Api } from './helpers/rest.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
-import { createTestDatabase } from './helpers/postgres.ts'
+import { archivedRedis } from './helpers/archived-redis.ts'
 import { LevelHistory } from '../history/level-history.ts'
 import { LevelArchive } from '../archive/level-archive.ts'
 import { Archiver } from '../archive/archiver.ts'
@@ -118,10 +118,9 @@ function deletionSuite (name: string, start: () => Promise<ServerHandle>): void 
 deletionSuite('embedded mode', () => startServerProcess({ mode: 'embedded', env: { ADMIN_TOKEN: ADMIN } }))
 
 deletionSuite('Redis mode with PostgreSQL', async () => {
-  const db = await createTestDatabase()
-  const server = await startServerProcess({ mode: 'redis', redisDb: 5, env: { DATABASE_URL: db.url, ADMIN_TOKEN: ADMIN } })
-  t.teardown(() => db.drop())
-  return server
+  const own = await archivedRedis()
+  t.teardown(() => own.close())
+  return own.start({ env: { ADMIN_TOKEN: ADMIN } })
 })
 
 // The archiver against a deletion, on the real embedded stores, in this process. This
