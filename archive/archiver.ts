@@ -186,10 +186,20 @@ export class Archiver {
   }
 
   async stop (): Promise<void> {
-    this.#running = false
     this.#stopped = true
+    await this.pause()
+  }
+
+  /** Stops the rounds once the current one ends (its batch written), until `resume`; an account deletion runs meanwhile. */
+  async pause (): Promise<void> {
+    this.#running = false
     for (const wake of this.#sleepers) wake()
     await Promise.all(this.#loops)
+  }
+
+  /** Starts the rounds again after `pause` (not after `stop`). */
+  resume (): void {
+    this.start()
   }
 
   /** Waits `ms`, or less if stopped. */

@@ -32,7 +32,8 @@ import { PublishBudget } from '../broker/rate-limits.ts'
 import { createServices } from './services.ts'
 import { LateTransport } from './transport.ts'
 import { openArchive } from '../archive/open-archive.ts'
-import { tieredGroups, tieredLog } from '../archive/tiered-history.ts'
+import { ArchiveNotOpenError, tieredGroups, tieredLog } from '../archive/tiered-history.ts'
+import type { ArchiveStore } from '../archive/archive-store.ts'
 
 export interface RunningServer {
   /** Undefined with TLS_ONLY. */
@@ -85,6 +86,10 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   const history = archive === undefined ? hotLog : tieredLog(hotLog, () => archive.store, config.historyRetentionMs)
   const groups = archive === undefined ? hotGroups : tieredGroups(hotGroups, () => archive.store, config.historyRetentionMs)
   archive?.search.checkAgainst(hotLog)
+  const openedArchive = (): ArchiveStore => {
+    if (archive?.store === undefined) throw new ArchiveNotOpenError()
+    return archive.store
+  }
   const revocations = store.redis !== undefined ? new RedisRevocations(store.redis) : await LevelRevocations.open(join(config.dataDir, 'revocations'), { sync: config.durability === 'disk' })
   // Append latency, measured at the one place every durable message passes.
   history.appendMessage = timed(history.appendMessage.bind(history), metrics.logAppend, 'direct')
@@ -156,7 +161,12 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   await app.register(adminUserRoutes, {
     adminToken: config.adminToken,
     accounts: new AccountDeletion({
-      hot: hotLog, archive: archive?.store, archiveMarks: archiveSource, archiver: archive?.archiver, settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
+      hot: hotLog,
+      // Reached when a deletion runs: the archive may open after this (PostgreSQL down at start); until then a deletion is a storage outage (503).
+      archive: archive === undefined ? undefined : { deleteUser: async (user) => await openedArchive().deleteUser(user), archivedSeq: async (user) => await openedArchive().archivedSeq(user) },
+      archiveMarks: archiveSource,
+      archiver: archive === undefined ? undefined : { stop: async () => { await archive.archiver?.pause() }, start: () => { archive.archiver?.resume() } },
+      settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
       groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices,
       onSettled: (user, outcome) => { if (outcome === 'deleted_again') log.warn({ user }, 'a stale archive batch landed after an account deletion: deleted again') },
       onError: (error) => log.error({ err: error }, 'account deletion check failed')
