@@ -50,7 +50,7 @@ export interface AccountDeletionOptions {
   /** The archive marks the hot tier keeps (what a stale batch would move). */
   archiveMarks?: Pick<ArchiveSource, 'archivedUpTo'>
   /** This process's archiver, stopped while a log is deleted. */
-  archiver?: { stop (): Promise<void>, start (): void }
+  archiver?: { pause (): Promise<void>, resume (): void }
   /** 0: no later check (embedded mode: this process's archiver is the only one). */
   settleMs?: number
   groups: Pick<GroupStore, 'groupsOf' | 'getGroup'>
@@ -124,13 +124,13 @@ export class AccountDeletion {
   /** Both tiers, the hot one first (the archiver reads it), with this process's archiver stopped. */
   async #deleteLogs (user: string): Promise<void> {
     const { hot, archive, archiver } = this.#options
-    if (archiver !== undefined && this.#pausers++ === 0) this.#stopped = archiver.stop()
+    if (archiver !== undefined && this.#pausers++ === 0) this.#stopped = archiver.pause()
     try {
       await this.#stopped
       await hot.deleteUser(user)
       await archive?.deleteUser(user)
     } finally {
-      if (archiver !== undefined && --this.#pausers === 0 && !this.#closed) archiver.start()
+      if (archiver !== undefined && --this.#pausers === 0 && !this.#closed) archiver.resume()
     }
   }
 

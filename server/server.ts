@@ -165,7 +165,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
       // Reached when a deletion runs: the archive may open after this (PostgreSQL down at start); until then a deletion is a storage outage (503).
       archive: archive === undefined ? undefined : { deleteUser: async (user) => await openedArchive().deleteUser(user), archivedSeq: async (user) => await openedArchive().archivedSeq(user) },
       archiveMarks: archiveSource,
-      archiver: archive === undefined ? undefined : { stop: async () => { await archive.archiver?.pause() }, start: () => { archive.archiver?.resume() } },
+      archiver: archive === undefined ? undefined : { pause: async () => { await archive.archiver?.pause() }, resume: () => { archive.archiver?.resume() } },
       settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
       groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices,
       onSettled: (user, outcome) => { if (outcome === 'deleted_again') log.warn({ user }, 'a stale archive batch landed after an account deletion: deleted again') },
