@@ -15,8 +15,8 @@
 // The archiver could undo 5: a batch that read the user's events before the
 // hot log lost them writes them back to the archive after the archive lost
 // them, and moves the archive mark of the new, empty log past events it never
-// archived. So 5 runs with this process's archiver stopped: stop() returns
-// once its round (and any batch in flight) is done, and it starts again after.
+// archived. So 5 runs with this process's archiver paused: pause() returns
+// once its round (and any batch in flight) is done, and it resumes after.
 // In embedded mode that is the only archiver: the deletion is then exact. In
 // Redis mode another process may hold the lease; a batch of its, in flight at
 // the deletion, has landed `settleMs` later (a batch is one read and one
