@@ -10,6 +10,10 @@ import type { ArchiveStore, SearchHit } from './archive-store.ts'
 import type { LogStore } from '../history/history-store.ts'
 import { queryTokens } from '../search/tokenize.ts'
 import { snippet } from '../search/snippet.ts'
+import { relevance } from '../search/relevance.ts'
+
+/** `order=relevance` ranks the newest this many matches. */
+export const RELEVANCE_POOL = 200
 
 /** Longest query taken (characters); the tokenizer bounds its work further. */
 export const MAX_QUERY_LENGTH = 200
@@ -36,6 +40,8 @@ export interface SearchRequest {
   /** A cursor: only messages with a seq below it (the `next` of a previous page). */
   before?: number
   limit: number
+  /** `newest` (default): by seq, newest first, paged with `before`. `relevance`: the best `limit` of the newest RELEVANCE_POOL matches, one page. */
+  order?: 'newest' | 'relevance'
 }
 
 export interface SearchResult {
@@ -88,6 +94,7 @@ export class SearchService {
     const tokens = queryTokens(request.q.slice(0, MAX_QUERY_LENGTH))
     if (tokens.length === 0) throw new SearchQueryError('invalid_query', 'the query has no word, character, number or emoji to search for')
     const conversation = request.group !== undefined ? `g:${request.group}` : request.peer
+    const byRelevance = request.order === 'relevance'
     const archive = this.#archive()
     if (archive === undefined) throw new SearchUnavailableError('the search index is not reachable yet; try again later')
     let found: Awaited<ReturnType<ArchiveStore['search']>>
@@ -98,7 +105,7 @@ export class SearchService {
           tokens,
           ...(conversation === undefined ? {} : { conversation }),
           ...(request.before === undefined ? {} : { beforeSeq: request.before }),
-          limit: request.limit
+          limit: byRelevance ? RELEVANCE_POOL : request.limit
         }),
         // A stalled index (PostgreSQL frozen, a connection that never opens) still gets the caller an answer.
         new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer in ${SEARCH_TIMEOUT_MS} ms`)), SEARCH_TIMEOUT_MS) })
@@ -110,7 +117,13 @@ export class SearchService {
     }
     const { hits, hasMore } = found
     const cutoff = this.#retentionMs > 0 ? Date.now() - this.#retentionMs : 0
-    const results = (await this.#current(user, hits.filter((hit) => hit.ts >= cutoff))).map((hit): SearchResult => ({
+    let shown = hits.filter((hit) => hit.ts >= cutoff)
+    if (byRelevance) {
+      const scores = new Map(shown.map((hit) => [hit, relevance(hit.text, request.q, tokens)]))
+      // Ties keep the newest first (the archive's order; sort is stable).
+      shown = shown.sort((a, b) => scores.get(b)! - scores.get(a)!).slice(0, request.limit)
+    }
+    const results = (await this.#current(user, shown)).map((hit): SearchResult => ({
       conversation: hit.group !== undefined ? { group: hit.group } : { peer: hit.conversation },
       seq: hit.seq,
       ...(hit.gseq === undefined ? {} : { gseq: hit.gseq }),
@@ -119,6 +132,6 @@ export class SearchService {
       snippet: snippet(hit.text, tokens)
     }))
     // The cursor is the last hit the archive gave, even if this page shows fewer.
-    return { results, next: hasMore ? hits.at(-1)?.seq : undefined }
+    return { results, next: hasMore && !byRelevance ? hits.at(-1)?.seq : undefined }
   }
 }

@@ -102,6 +102,21 @@ function searchSuite (name: string, start: () => Promise<ServerHandle>): void {
       t.same(outside.body.results, [], 'a non-member finds nothing')
     })
 
+    t.test('newest first, or by relevance', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const a = apiFor(server.httpUrl, alice)
+      await a.post('/v1/messages', { to: bob, id: 'k1', body: 'kumquat kumquat kumquat' })
+      await a.post('/v1/messages', { to: bob, id: 'k2', body: 'kumquat pie' })
+      await a.post('/v1/messages', { to: bob, id: 'k3', body: `${'a long message about many other things, '.repeat(8)}and a kumquat` })
+      const b = apiFor(server.httpUrl, bob)
+      t.same(ids(await searchUntil(b, 'kumquat', (hits) => hits.length === 3)), ['k3', 'k2', 'k1'], 'newest first by default')
+      const ranked = await b.get('/v1/search?q=kumquat&order=relevance')
+      t.same(ids(ranked.body.results), ['k1', 'k2', 'k3'], 'by relevance: how much of the message is the query')
+      t.equal(ranked.body.next, undefined, 'one page')
+      t.same(ids((await b.get('/v1/search?q=kumquat%20pie&order=relevance')).body.results), ['k2'], 'every word must be there')
+    })
+
     t.test('the SDK searches too', async (t) => {
       const alice = uniqueUser('alice')
       const bob = uniqueUser('bob')

@@ -7,12 +7,12 @@ import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { eventSchema, idSchema, seqSchema } from '../schemas.ts'
 
-interface Query { q: string, peer?: string, group?: string, before?: number, limit: number }
+interface Query { q: string, peer?: string, group?: string, before?: number, limit: number, order: 'newest' | 'relevance' }
 
 export const searchRoutes: FastifyPluginAsync<{ search: SearchService | undefined }> = async (app, { search }) => {
   app.get<{ Querystring: Query }>('/v1/search', {
     schema: {
-      summary: 'Search your own messages (newest first)',
+      summary: 'Search your own messages (newest first, or by relevance)',
       security: bearerSecurity,
       querystring: {
         type: 'object',
@@ -23,7 +23,8 @@ export const searchRoutes: FastifyPluginAsync<{ search: SearchService | undefine
           peer: idSchema,
           group: idSchema,
           before: { ...seqSchema, description: 'The `next` of the previous page' },
-          limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 }
+          limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
+          order: { type: 'string', enum: ['newest', 'relevance'], default: 'newest', description: '`relevance`: the best `limit` of your newest 200 matches (one page, no `next`)' }
         }
       },
       response: {

@@ -229,7 +229,7 @@ export class ChatClient extends Emitter<ClientEvents> {
    * newest first; `next` is the `before` of the next page. End-to-end encrypted messages
    * are never indexed by the server: search those in what your app keeps decrypted.
    */
-  async search (q: string, options: { peer?: string, group?: string, before?: number, limit?: number } = {}): Promise<{ results: SearchResult[], next?: number }> {
+  async search (q: string, options: { peer?: string, group?: string, before?: number, limit?: number, order?: 'newest' | 'relevance' } = {}): Promise<{ results: SearchResult[], next?: number }> {
     const query = new URLSearchParams({ q })
     for (const [key, value] of Object.entries(options)) if (value !== undefined) query.set(key, String(value))
     return this.#rest.request('GET', `/v1/search?${query}`)
