@@ -1,7 +1,7 @@
 // Where the server's time goes with the archive on (issue #21):
 // `npx tsx bench/profile-archive.ts [inboxd-embedded|inboxd-redis-pg]` starts
 // the target as the harness does, with `node --cpu-prof` on every server
-// process (NODE_OPTIONS), runs scenario 1's throughput load against it, stops
+// process, runs scenario 1's throughput load against it, stops
 // it (the profiles are written at exit) and prints each process's busy time by
 // module group: the archive (archive/, search/ and jieba), the LevelDB and
 // PostgreSQL drivers, the hot log, the broker, GC. Only the groups' shares are
@@ -11,13 +11,35 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import pg from 'pg'
-import { startBenchRedis, startTarget, stopBenchRedis } from './targets.ts'
+import { once } from 'node:events'
+import { startBenchRedis, stopBenchRedis } from './targets.ts'
+import { SERVER_ARGS, serverEnv } from '../test/helpers/server-process.ts'
+import { createTestDatabase } from '../test/helpers/postgres.ts'
 import type { TargetKind } from './profile.ts'
 
 const kind = (process.argv[2] ?? 'inboxd-embedded') as TargetKind
 const dir = mkdtempSync(join(tmpdir(), 'bench-prof-'))
-if (kind.startsWith('inboxd-redis')) await startBenchRedis()
-const target = await startTarget(kind, { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` })
+// As startTarget does, but with --cpu-prof on the command line (Node refuses it in NODE_OPTIONS); WORKERS forks inherit it.
+const redisUrl = kind.startsWith('inboxd-redis') ? await startBenchRedis() : undefined
+const database = kind === 'inboxd-redis-pg' ? await createTestDatabase('inboxd_bench') : undefined
+const env = serverEnv({ mode: redisUrl === undefined ? 'embedded' : 'redis', env: { PUBLISH_RATE: '0', ...(redisUrl === undefined ? {} : { REDIS_URL: redisUrl }), ...(database === undefined ? {} : { DATABASE_URL: database.url }) } })
+const server = spawn(process.execPath, [`--cpu-prof`, `--cpu-prof-dir=${dir}`, ...SERVER_ARGS], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+const ports = await new Promise<{ mqttPort: number, httpPort: number }>((resolve, reject) => {
+  let buffer = ''
+  server.stdout.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString()
+    const line = buffer.split('\n').find((l) => l.includes('"server ready"'))
+    if (line !== undefined) resolve(JSON.parse(line) as { mqttPort: number, httpPort: number })
+  })
+  server.once('exit', (code) => reject(new Error(`server exited with ${code}`)))
+})
+server.stdout.resume()
+const target = {
+  port: ports.mqttPort,
+  httpPort: ports.httpPort,
+  databaseUrl: database?.url,
+  stop: async () => { server.kill('SIGTERM'); await once(server, 'exit'); await database?.drop() }
+}
 const load = spawn(process.execPath, ['--import', 'tsx', 'bench/load/pairs.ts', JSON.stringify({ kind, port: target.port, httpPort: target.httpPort, run: Date.now().toString(36), mode: 'throughput', pairs: 20, window: 50, durationMs: 10_000, warmupMs: 2_000 })], { stdio: ['ignore', 'pipe', 'inherit'] })
 let out = ''
 load.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
@@ -89,6 +111,7 @@ for (const file of readdirSync(dir).filter((name) => name.endsWith('.cpuprofile'
     return result
   }
   const totals = new Map<string, number>()
+  const underTotals = new Map<string, number>()
   let busy = 0
   let archiveStack = 0
   profile.samples.forEach((id, i) => {
@@ -96,12 +119,12 @@ for (const file of readdirSync(dir).filter((name) => name.endsWith('.cpuprofile'
     const group = classify(id)
     totals.set(group, (totals.get(group) ?? 0) + dt)
     if (group !== 'idle') busy += dt
-    if (group !== 'idle' && archived(id)) archiveStack += dt
+    if (group !== 'idle' && archived(id)) { archiveStack += dt; underTotals.set(group, (underTotals.get(group) ?? 0) + dt) }
   })
   if (busy < 1e6) continue // the supervisor: nearly idle
   process.stdout.write(`\n${file}: busy ${(busy / 1e6).toFixed(1)} s; with archive/ or search/ on the stack: ${(100 * archiveStack / busy).toFixed(1)}%\n`)
   for (const [group, us] of [...totals].filter(([group]) => group !== 'idle').sort((a, b) => b[1] - a[1])) {
-    process.stdout.write(`  ${(100 * us / busy).toFixed(1).padStart(5)}%  ${group}\n`)
+    process.stdout.write(`  ${(100 * us / busy).toFixed(1).padStart(5)}%  ${group}${underTotals.has(group) ? ` (${(100 * underTotals.get(group)! / busy).toFixed(1)}% under the archiver)` : ''}\n`)
   }
 }
 process.stdout.write(`\nprofiles: ${dir}\n`)
