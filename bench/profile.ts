@@ -5,7 +5,9 @@
 import { createSigner } from 'fast-jwt'
 import { SECRET } from '../test/helpers/tokens.ts'
 
-export type TargetKind = 'inboxd-redis' | 'inboxd-cluster' | 'inboxd-embedded' | 'aedes-memory' | 'mosquitto' | 'mosquitto-unlimited'
+export type TargetKind = 'inboxd-redis' | 'inboxd-redis-pg' | 'inboxd-cluster' | 'inboxd-embedded' | 'inboxd-embedded-base' | 'aedes-memory' | 'mosquitto' | 'mosquitto-unlimited'
+  // Not servers: the archive stores themselves, filled and searched by bench/load/archive-search.ts.
+  | 'archive-pg' | 'archive-level'
 
 export interface Profile {
   credentials (user: string, device: string): { clientId: string, username?: string, password?: string }

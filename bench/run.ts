@@ -2,15 +2,19 @@
 // its own process, repeats the light scenarios and quotes medians, and
 // writes BENCHMARKS.md. BENCH_REPEATS (default 3) and BENCH_ONLY
 // (comma-separated target kinds) narrow a run; BENCH_QUICK=1 shrinks sizes.
+// Issue #21's targets: BENCH_BASE_TREE (a checkout of the commit before the
+// archive, for the embedded A/B), BENCH_ARCHIVE_ROWS (default 1,000,000),
+// BENCH_APPEND=1 (add runs to the file's rather than replace them).
 import { spawn } from 'node:child_process'
 import { writeFileSync, readFileSync } from 'node:fs'
 import { cpus, totalmem, release, tmpdir } from 'node:os'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { BENCH_REDIS_ARGS, TARGETS, clusterSpread, mosquittoAvailable, rssKb, startBenchCluster, startBenchRedis, startTarget, stopBenchCluster, stopBenchRedis } from './targets.ts'
+import { BENCH_REDIS_ARGS, OPT_IN_TARGETS, TARGETS, clusterSpread, mosquittoAvailable, rssKb, startBenchCluster, startBenchRedis, startTarget, stopBenchCluster, stopBenchRedis } from './targets.ts'
 import type { TargetKind } from './profile.ts'
 import { sleep } from './profile.ts'
+import { archiveReport } from './report-archive.ts'
 
-type Result = Record<string, number | null | boolean | Record<string, number>>
+type Result = Record<string, number | null | boolean | string | Record<string, unknown>>
 
 const quick = process.env.BENCH_QUICK === '1'
 const repeats = Number(process.env.BENCH_REPEATS ?? (quick ? 1 : 3))
@@ -18,7 +22,7 @@ const only = process.env.BENCH_ONLY?.split(',')
 /** BENCH_SCENARIOS=idle10k,idle50k: only these scenarios (for re-measuring one part). */
 const onlyScenarios = process.env.BENCH_SCENARIOS?.split(',')
 // The Redis-mode target's own Redis, with AOF (bench/targets.ts).
-const BENCH_REDIS_URL = only === undefined || only.includes('inboxd-redis') ? await startBenchRedis() : undefined
+const BENCH_REDIS_URL = only === undefined || only.includes('inboxd-redis') || only.includes('inboxd-redis-pg') ? await startBenchRedis() : undefined
 // The cluster target's own Redis Cluster (3 primaries, 3 replicas, the same AOF).
 if (only === undefined || only.includes('inboxd-cluster')) await startBenchCluster()
 
@@ -28,7 +32,7 @@ interface Scenario {
   args: Record<string, unknown>
   repeats: number
   timeoutMs: number
-  /** Only for these targets (default: all). */
+  /** Only for these targets (default: all but OPT_IN_TARGETS). */
   targets?: TargetKind[]
   /** Our server's settings for this scenario. */
   env?: Record<string, string>
@@ -57,7 +61,17 @@ const SCENARIOS: Scenario[] = [
   { id: 'relayLag1k', script: 'pairs', args: { mode: 'latency', lag: true, pairs: 20, rate: 1_000, durationMs: quick ? 3_000 : 10_000, warmupMs: 1_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-cluster', 'inboxd-embedded'] },
   // The same paced run with WAIT before every acknowledged write (and before the relay marks a copy done).
   { id: 'relayLag1kWait', script: 'pairs', args: { mode: 'latency', lag: true, pairs: 20, rate: 1_000, durationMs: quick ? 3_000 : 10_000, warmupMs: 1_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-cluster'], env: { REDIS_WAIT_REPLICAS: '1' } },
-  { id: 'relayLagMax', script: 'pairs', args: { mode: 'throughput', lag: true, pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-cluster', 'inboxd-embedded'] }
+  { id: 'relayLagMax', script: 'pairs', args: { mode: 'throughput', lag: true, pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-cluster', 'inboxd-embedded'] },
+  // Issue #21. Scenario 1's throughput with and without the archive, the targets taking turns (paired):
+  // Redis mode without and with DATABASE_URL; embedded mode (which always archives now) and, with
+  // BENCH_BASE_TREE, the commit before the archive.
+  { id: 'throughputArchive', script: 'pairs', args: { mode: 'throughput', pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 60_000, targets: ['inboxd-redis', 'inboxd-redis-pg', 'inboxd-embedded', 'inboxd-embedded-base'] },
+  // The same run, sampling the archive's lag every 200 ms while it runs, then until it is 0.
+  { id: 'archiveLag', script: 'pairs', args: { mode: 'throughput', archiveLag: true, redisUrl: BENCH_REDIS_URL, pairs: 20, window: 50, durationMs: quick ? 3_000 : 10_000, warmupMs: 2_000 }, repeats, timeoutMs: 90_000, targets: ['inboxd-redis-pg', 'inboxd-embedded'] },
+  // A user's search and history pages over 1,000,000 archived rows (BENCH_ARCHIVE_ROWS), on each store.
+  { id: 'archiveSearch', script: 'archive-search', args: { rows: Number(process.env.BENCH_ARCHIVE_ROWS ?? (quick ? 50_000 : 1_000_000)), users: quick ? 1_000 : 10_000, queries: 200 }, repeats: 1, timeoutMs: 7_200_000, targets: ['archive-pg', 'archive-level'] },
+  // bench/search-corpus.ts: recall and precision of the corpus's queries, per approach.
+  { id: 'searchCorpus', script: 'search-corpus', args: {}, repeats: 1, timeoutMs: 600_000, targets: ['archive-pg'] }
 ]
 /** The cluster target runs the 1:1 scenarios only (section 7); the rest of the product on a cluster is covered by the tests. */
 const CLUSTER_SCENARIOS = new Set(['throughput', 'throughputWait', 'latency', 'relayLag1k', 'relayLag1kWait', 'relayLagMax'])
@@ -89,7 +103,7 @@ function runLoad (script: string, args: Record<string, unknown>, timeoutMs: numb
 async function runScenario (kind: TargetKind, scenario: Scenario, run: string): Promise<Result> {
   const target = await startTarget(kind, scenario.env)
   try {
-    const args = { ...scenario.args, kind, port: target.port, httpPort: target.httpPort, run }
+    const args = { ...scenario.args, kind, port: target.port, httpPort: target.httpPort, run, ...(kind.startsWith('archive-') ? { store: kind === 'archive-level' ? 'level' : 'pg' } : {}) }
     if (scenario.script !== 'idle') {
       const result = await runLoad(scenario.script, args, scenario.timeoutMs).done
       // How this run's commands spread over the primaries (their counts were reset when it started).
@@ -162,7 +176,7 @@ const available = (kind: TargetKind): boolean => kind === 'mosquitto' ? haveMosq
 for (const scenario of SCENARIOS) {
   if (onlyScenarios !== undefined && !onlyScenarios.includes(scenario.id)) continue
   const kinds = targets.map((t) => t.kind).filter((kind) => available(kind) &&
-    (scenario.targets === undefined || scenario.targets.includes(kind)) && (kind !== 'inboxd-cluster' || CLUSTER_SCENARIOS.has(scenario.id)))
+    (scenario.targets === undefined ? !OPT_IN_TARGETS.has(kind) : scenario.targets.includes(kind)) && (kind !== 'inboxd-cluster' || CLUSTER_SCENARIOS.has(scenario.id)))
   const runs = new Map<TargetKind, Result[]>(kinds.map((kind) => [kind, []]))
   for (let r = 0; r < scenario.repeats; r++) {
     for (const kind of kinds) {
@@ -173,7 +187,9 @@ for (const scenario of SCENARIOS) {
       runs.get(kind)!.push(result)
     }
   }
-  for (const [kind, list] of runs) {
+  for (const [kind, fresh] of runs) {
+    // BENCH_APPEND=1 (with BENCH_MERGE=1): add these runs to the file's instead of replacing them (more pairs).
+    const list = process.env.BENCH_APPEND === '1' ? [...(raw[`${kind}/${scenario.id}`] ?? []), ...fresh] : fresh
     raw[`${kind}/${scenario.id}`] = list
     if (process.env.BENCH_MERGE === '1') remeasured.push(`${kind}/${scenario.id}`)
     results.set(`${kind}/${scenario.id}`, summarise(list))
@@ -193,7 +209,8 @@ const get = (kind: TargetKind, scenario: string, field: string): number | null =
   const value = results.get(`${kind}/${scenario}`)?.[field]
   return typeof value === 'number' ? value : null
 }
-const shown = TARGETS.filter((t) => available(t.kind) && [...results.keys()].some((key) => key.startsWith(`${t.kind}/`)))
+// Sections 1–7: the targets they were written for (issue #21's targets have section 8).
+const shown = TARGETS.filter((t) => available(t.kind) && !OPT_IN_TARGETS.has(t.kind) && [...results.keys()].some((key) => key.startsWith(`${t.kind}/`)))
 const fmt = (value: number | null, digits = 0): string => (value === null ? 'n/a' : value.toLocaleString('en-US', { maximumFractionDigits: digits }))
 const ratio = (value: number | null, reference: number | null, lowerIsBetter = false): string => {
   if (value === null || reference === null || reference === 0 || value === 0) return 'n/a'
@@ -309,6 +326,10 @@ if (shown.some((t) => results.has(`${t.kind}/relayLag1k`) || results.has(`${t.ki
   }
 }
 
+// Section 8: the archive and search (issue #21).
+const archive = archiveReport(raw, (kind) => TARGETS.find((t) => t.kind === kind)?.label ?? kind)
+lines.push(...archive.lines)
+
 const mosquitto = (scenario: string, field: string): number | null => get(scenario.startsWith('drain') ? 'mosquitto-unlimited' : 'mosquitto', scenario, field)
 const atLeast = (value: number | null, reference: number | null, factor: number): boolean | null =>
   value === null || reference === null ? null : value >= factor * reference
@@ -360,6 +381,7 @@ for (const [kind, mode] of [['inboxd-redis', 'one Redis'], ['inboxd-cluster', 'c
   targetsMet.push([`Recipient's copy follows the PUBACK, measured and bounded, nothing missing (${mode})`, missing === 0,
     `PUBACK → delivery p99 ${fmt(get(kind, 'relayLag1k', 'lagP99'), 2)} ms, max ${fmt(get(kind, 'relayLag1k', 'lagMax'), 1)} ms at 1k msg/s; p99 ${fmt(get(kind, 'relayLagMax', 'lagP99'), 2)} ms, max ${fmt(get(kind, 'relayLagMax', 'lagMax'), 1)} ms saturated`])
 }
+targetsMet.push(...archive.targets)
 if (results.has('inboxd-redis/throughput') && results.has('inboxd-embedded/throughput')) {
   lines.push('', '## Targets', '', '| target | met? | measured |', '|---|---|---|')
   for (const [name, met, measured] of targetsMet) lines.push(`| ${name} | ${met === null ? 'n/a' : met ? 'yes' : '**no**'} | ${measured} |`)

@@ -9,6 +9,11 @@
 // everysec; always for DURABILITY=disk), not on the machine's shared Redis,
 // which keeps nothing on disk. The cluster target runs on a Redis Cluster the
 // harness starts (3 primaries, 3 replicas) with the same AOF settings.
+// Issue #21: `inboxd-redis-pg` is the Redis-mode target with DATABASE_URL (a
+// database of its own on the machine's PostgreSQL, created for each run and
+// dropped after it), so the archiver follows the logs into PostgreSQL;
+// `inboxd-embedded-base` (only with BENCH_BASE_TREE) is embedded mode run from
+// another checkout, the commit before the archive, for an A/B.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createConnection } from 'node:net'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -19,6 +24,7 @@ import { Redis } from 'ioredis'
 import { startServerProcess, freePort } from '../test/helpers/server-process.ts'
 import { startRedisServer, type OwnRedis } from '../test/helpers/redis-server.ts'
 import { startRedisCluster, type OwnCluster } from '../test/helpers/redis-cluster.ts'
+import { createTestDatabase } from '../test/helpers/postgres.ts'
 import type { TargetKind } from './profile.ts'
 
 /** The Redis-mode target's persistence, as docker-compose.yml runs Redis. */
@@ -114,17 +120,32 @@ export interface RunningTarget {
   /** Our server's REST port (group scenarios create groups over REST). */
   httpPort?: number
   pid: number
+  /** inboxd-redis-pg: the archive's database. */
+  databaseUrl?: string | undefined
   stop (): Promise<void>
+}
+
+/** BENCH_BASE_TREE: a checkout whose embedded server is the `inboxd-embedded-base` target (its commit, short). */
+export const BASE_TREE = process.env.BENCH_BASE_TREE
+export const BASE_COMMIT = BASE_TREE === undefined ? undefined : safeGit(BASE_TREE)
+function safeGit (tree: string): string {
+  try { return execFileSync('git', ['-C', tree, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() } catch { return 'unknown' }
 }
 
 export const TARGETS: Array<{ kind: TargetKind, label: string }> = [
   { kind: 'inboxd-redis', label: 'inboxd, Redis mode' },
+  { kind: 'inboxd-redis-pg', label: 'inboxd, Redis mode, DATABASE_URL (archive on PostgreSQL)' },
   { kind: 'inboxd-cluster', label: 'inboxd, Redis mode on a 3-primary Redis Cluster' },
   { kind: 'inboxd-embedded', label: 'inboxd, embedded mode (LevelDB)' },
+  ...(BASE_TREE === undefined ? [] : [{ kind: 'inboxd-embedded-base' as const, label: `inboxd, embedded mode at ${BASE_COMMIT} (before the archive)` }]),
   { kind: 'aedes-memory', label: 'bare Aedes, in-memory' },
   { kind: 'mosquitto', label: 'Mosquitto (C), packaged configuration' },
-  { kind: 'mosquitto-unlimited', label: 'Mosquitto (C), unlimited queue, no persistence' }
+  { kind: 'mosquitto-unlimited', label: 'Mosquitto (C), unlimited queue, no persistence' },
+  { kind: 'archive-pg', label: 'archive on PostgreSQL' },
+  { kind: 'archive-level', label: 'archive on LevelDB (embedded mode)' }
 ]
+/** Targets that run only the scenarios that name them (issue #21's). */
+export const OPT_IN_TARGETS: ReadonlySet<TargetKind> = new Set(['inboxd-redis-pg', 'inboxd-embedded-base', 'archive-pg', 'archive-level'])
 
 /** Resident memory of a process and all its descendants (WORKERS forks server processes). */
 export function rssKb (pid: number): number {
@@ -164,18 +185,33 @@ async function startMosquitto (): Promise<RunningTarget> {
 
 /** `env`: our server's settings for one scenario (e.g. PUBLISH_RATE); the other targets have none. */
 export async function startTarget (kind: TargetKind, env: Record<string, string> = {}): Promise<RunningTarget> {
-  if (kind === 'inboxd-redis' || kind === 'inboxd-cluster' || kind === 'inboxd-embedded') {
-    const mode = kind === 'inboxd-embedded' ? 'embedded' : 'redis'
+  if (kind === 'archive-pg' || kind === 'archive-level') {
+    // Not a server: the load process opens the store itself.
+    return { kind, port: 0, pid: process.pid, stop: async () => {} }
+  }
+  if (kind === 'inboxd-redis' || kind === 'inboxd-redis-pg' || kind === 'inboxd-cluster' || kind === 'inboxd-embedded' || kind === 'inboxd-embedded-base') {
+    const mode = kind === 'inboxd-embedded' || kind === 'inboxd-embedded-base' ? 'embedded' : 'redis'
     const appendfsync = env.DURABILITY === 'disk' ? 'always' : 'everysec'
-    const redisEnv: Record<string, string> = kind === 'inboxd-redis'
+    const redisEnv: Record<string, string> = kind === 'inboxd-redis' || kind === 'inboxd-redis-pg'
       ? { REDIS_URL: await prepareBenchRedis(appendfsync) }
       // REDIS_URL empty counts as unset (the server process helper sets it for Redis mode).
       : kind === 'inboxd-cluster' ? { REDIS_URL: '', REDIS_CLUSTER_NODES: await prepareBenchCluster(appendfsync) } : {}
     // Large groups need MAX_GROUP_MEMBERS above its default. Each load generator's sender sends far
     // faster than a person, so the per-user publish limit (on by default) is off unless a scenario sets it;
     // the other limits stay at their defaults.
-    const server = await startServerProcess({ mode, env: { MAX_GROUP_MEMBERS: '10000', PUBLISH_RATE: '0', ...redisEnv, ...env } })
-    return { kind, port: server.mqttPort, httpPort: server.httpPort, pid: server.child.pid!, stop: async () => { await server.stop() } }
+    // The archive's database: a fresh one per run, dropped when the run's server has stopped.
+    const database = kind === 'inboxd-redis-pg' ? await createTestDatabase('inboxd_bench') : undefined
+    const pgEnv: Record<string, string> = database === undefined ? {} : { DATABASE_URL: database.url }
+    const cwd = kind === 'inboxd-embedded-base' ? BASE_TREE : undefined
+    const server = await startServerProcess({ mode, env: { MAX_GROUP_MEMBERS: '10000', PUBLISH_RATE: '0', ...redisEnv, ...pgEnv, ...env }, ...(cwd === undefined ? {} : { cwd }) })
+    return {
+      kind,
+      port: server.mqttPort,
+      httpPort: server.httpPort,
+      pid: server.child.pid!,
+      databaseUrl: database?.url,
+      stop: async () => { await server.stop(); await database?.drop() }
+    }
   }
   if (kind === 'aedes-memory') {
     const port = await freePort()

@@ -9,8 +9,15 @@
 //     message is durable in the sender's log, and the recipient's copy follows
 //     through the relay (history/redis-relay.ts); in embedded mode both copies
 //     are written in one batch, so this shows what the relay adds.
+//   `archiveLag: true` (throughput mode): samples the archive's lag every
+//     200 ms while sending (issue #21: the archiver keeps up): the server's
+//     `inboxd_archive_lag_seconds` from /metrics (`httpPort`), and in Redis
+//     mode (`redisUrl`) the same figure read from the pending index itself
+//     (now − the score of its oldest owner); then, once the last PUBACK is in,
+//     how long until both are 0, and how many events were archived.
 import { RawClient } from '../raw-client.ts'
 import { loadArgs, percentile, profileFor, readTimedBody, report, sleep, timedBody } from '../profile.ts'
+import { ArchiveLagSampler } from './archive-lag.ts'
 
 const args = loadArgs()
 const { kind, port, run } = args
@@ -85,6 +92,8 @@ function lagReport (from: number, to: number): Record<string, number> {
 }
 
 if (mode === 'throughput') {
+  const sampler = args.archiveLag === true ? new ArchiveLagSampler(Number(args.httpPort), typeof args.redisUrl === 'string' && kind.startsWith('inboxd-redis') ? args.redisUrl : undefined) : undefined
+  sampler?.start()
   const loops = senders.map(async (_, i) => {
     const inflight = new Set<Promise<void>>()
     while (!stop) {
@@ -106,8 +115,9 @@ if (mode === 'throughput') {
   const last = counter
   stop = true
   await Promise.race([Promise.all(loops), sleep(5_000)])
+  const archive = sampler === undefined ? {} : await sampler.finish(sent)
   if (lag) await sleep(3_000) // the last relayed copies arrive
-  report({ msgPerSec: Math.round(delivered / (elapsed / 1000)), ...(lag ? lagReport(first, last) : {}) })
+  report({ msgPerSec: Math.round(delivered / (elapsed / 1000)), ...(lag ? lagReport(first, last) : {}), ...archive })
 } else {
   // Paced: every 2 ms, send what is due at `rate` msg/s, round-robin over senders.
   let due = 0
