@@ -17,7 +17,6 @@
 // (renewed every round, taken over within LEASE_MS of a holder dying); the
 // embedded source has one partition and one process.
 import type { ArchiveSource, RawGroupEntry, RawLogEntry } from '../history/archive-source.ts'
-import { groupOwner, userOwner } from '../history/archive-source.ts'
 import { parseGroupRef } from '../history/group-store.ts'
 import { groupEventTail, parseGroupEvent, type GroupMessageEvent } from '../history/group-events.ts'
 import { tombstone } from '../history/events.ts'
@@ -69,14 +68,42 @@ const NO_METRICS: ArchiveMetrics = { archived: () => {}, batch: () => {}, error:
 /** Backoff while the archive fails: 0.2 s doubling up to 10 s. */
 const backoff = (failures: number): number => Math.min(10_000, 200 * 2 ** Math.min(failures - 1, 6))
 
+/** Texts tokenised lately: a 1:1 message is in two logs (its sender's and its recipient's), archived moments apart. */
+const TOKEN_CACHE = 2_048
+const lately = new Map<string, string[]>()
+
+function tokensOf (text: string): string[] {
+  const cached = lately.get(text)
+  if (cached !== undefined) return cached
+  const tokens = documentTokens(text)
+  if (lately.size >= TOKEN_CACHE) lately.delete(lately.keys().next().value!)
+  lately.set(text, tokens)
+  return tokens
+}
+
 /** A message's search doc: its text, unless it is not text (an encrypted or other JSON body) or it was recalled. */
 function searchDoc (event: { body?: unknown, recalled?: boolean }): SearchDoc | undefined {
   if (event.recalled === true) return undefined
   const text = searchableText(event.body)
   if (text === undefined) return undefined
-  const tokens = documentTokens(text)
+  const tokens = tokensOf(text)
   return tokens.length === 0 ? undefined : { text, tokens }
 }
+
+/** What one owner's part of a round read: its rows, the recalls among them, and where its mark goes. */
+interface OwnerBatch {
+  owner: string
+  after: number
+  version: string
+  users: ArchivedUserEvent[]
+  groups: ArchivedGroupEvent[]
+  recalls: number[]
+  last: number | undefined
+  nextSince: number | undefined
+}
+
+/** Rows written per statement (PostgreSQL) or batch (LevelDB). */
+const WRITE_CHUNK = 5_000
 
 function userRow (owner: string, { meta, value }: RawLogEntry): { row: ArchivedUserEvent, recalls?: number } {
   const ref = parseGroupRef(value)
@@ -282,14 +309,7 @@ export class Archiver {
       if (this.#source.claim !== undefined && !await this.#source.claim(partition, this.#holder, LEASE_MS)) continue
       const owners = await this.#source.pending(partition, OWNERS_PER_ROUND)
       for (const { since } of owners) if (oldest === undefined || since < oldest) oldest = since
-      let next = 0
-      const worker = async (): Promise<void> => {
-        while (next < owners.length) {
-          const { owner } = owners[next++]!
-          if (await this.archiveOwner(owner) > 0) busy = true
-        }
-      }
-      await Promise.all(Array.from({ length: Math.min(CONCURRENCY, owners.length) }, worker))
+      if (await this.#archive(owners.map(({ owner }) => owner)) > 0) busy = true
     }
     const reported = await this.#source.oldestPending() ?? oldest
     this.#metrics.lag(reported === undefined ? 0 : Math.max(0, (Date.now() - reported) / 1000))
@@ -298,24 +318,64 @@ export class Archiver {
 
   /** Archives one batch of the owner's log past its mark; returns how many events it wrote. */
   async archiveOwner (owner: string): Promise<number> {
+    return await this.#archive([owner])
+  }
+
+  /**
+   * One batch of each owner's log past its mark: every owner read (a few at once), then all their
+   * rows written together (one statement or batch per WRITE_CHUNK rows, not one per owner), the
+   * recalls among them applied, and only then each mark moved. Returns how many events it wrote.
+   */
+  async #archive (owners: string[]): Promise<number> {
+    const batches: OwnerBatch[] = []
+    let next = 0
+    const reader = async (): Promise<void> => {
+      while (next < owners.length) batches.push(await this.#read(owners[next++]!))
+    }
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, owners.length) }, reader))
+    const users = batches.flatMap((batch) => batch.users)
+    const groups = batches.flatMap((batch) => batch.groups)
+    for (let i = 0; i < groups.length; i += WRITE_CHUNK) await this.#store.putGroupEvents(groups.slice(i, i + WRITE_CHUNK))
+    for (let i = 0; i < users.length; i += WRITE_CHUNK) await this.#store.putUserEvents(users.slice(i, i + WRITE_CHUNK))
+    for (const batch of batches) {
+      const id = batch.owner.slice(2)
+      for (const seq of batch.recalls) {
+        if (batch.owner.startsWith('g:')) await this.#recallInGroup(id, seq)
+        else await this.#recallInLog(id, seq)
+      }
+    }
+    let written = 0
+    next = 0
+    const marker = async (): Promise<void> => {
+      while (next < batches.length) {
+        const batch = batches[next++]!
+        const count = batch.users.length + batch.groups.length
+        await this.#done(batch.owner, batch.after, batch.version, batch.last, batch.nextSince, count)
+        written += count
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, batches.length) }, marker))
+    return written
+  }
+
+  async #read (owner: string): Promise<OwnerBatch> {
     const { upTo: after, version } = await this.#source.position(owner)
     const id = owner.slice(2)
     if (owner.startsWith('g:')) {
       const entries = await this.#source.readGroup(id, after, BATCH + 1)
-      const batch = entries.slice(0, BATCH)
-      const rows = batch.map((entry) => groupRow(id, entry))
-      if (rows.length > 0) await this.#store.putGroupEvents(rows.map(({ row }) => row))
-      for (const { recalls } of rows) if (recalls !== undefined) await this.#recallInGroup(id, recalls)
-      await this.#done(groupOwner(id), after, version, batch.at(-1)?.gseq, entries[BATCH] === undefined ? undefined : parseGroupEvent(entries[BATCH].tail)?.ts, rows.length)
-      return rows.length
+      const rows = entries.slice(0, BATCH).map((entry) => groupRow(id, entry))
+      const beyond = entries[BATCH]
+      return {
+        owner, after, version, users: [], groups: rows.map(({ row }) => row), recalls: rows.flatMap(({ recalls }) => recalls === undefined ? [] : [recalls]),
+        last: rows.at(-1)?.row.gseq, nextSince: beyond === undefined ? undefined : parseGroupEvent(beyond.tail)?.ts
+      }
     }
     const entries = await this.#source.readUser(id, after, BATCH + 1)
-    const batch = entries.slice(0, BATCH)
-    const rows = batch.map((entry) => userRow(id, entry))
-    if (rows.length > 0) await this.#store.putUserEvents(rows.map(({ row }) => row))
-    for (const { recalls } of rows) if (recalls !== undefined) await this.#recallInLog(id, recalls)
-    await this.#done(userOwner(id), after, version, batch.at(-1)?.meta.seq, entries[BATCH]?.meta.ts, rows.length)
-    return rows.length
+    const rows = entries.slice(0, BATCH).map((entry) => userRow(id, entry))
+    return {
+      owner, after, version, users: rows.map(({ row }) => row), groups: [], recalls: rows.flatMap(({ recalls }) => recalls === undefined ? [] : [recalls]),
+      last: rows.at(-1)?.row.seq, nextSince: entries[BATCH]?.meta.ts
+    }
   }
 
   async #done (owner: string, after: number, version: string, last: number | undefined, nextSince: number | undefined, count: number): Promise<void> {

@@ -114,7 +114,14 @@ export class LevelArchive implements ArchiveStore {
   }
 
   async #batch (ops: Op[]): Promise<void> {
-    if (ops.length > 0) await this.#db.batch(ops, { sync: this.#sync })
+    if (ops.length === 0) return
+    // A chained batch: about half the cost per key of an array batch (abstract-level's #arrayBatch copies each op; bench/OPTIMISATIONS.md).
+    const batch = this.#db.batch()
+    for (const op of ops) {
+      if (op.type === 'put') batch.put(op.key, op.value)
+      else batch.del(op.key)
+    }
+    await batch.write({ sync: this.#sync })
   }
 
   putUserEvents (rows: ArchivedUserEvent[]): Promise<void> {
