@@ -81,6 +81,17 @@ function searchSuite (name: string, start: () => Promise<ServerHandle>): void {
       t.same(ids(await searchUntil(a, 'banana', (hits) => hits.some((hit) => hit.message.id === 'r2'))), ['r2'], 'nor in the sender\'s log')
     })
 
+    t.test('a NUL character in a body is archived (without it in the index) and holds nothing up', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const a = apiFor(server.httpUrl, alice)
+      await a.post('/v1/messages', { to: bob, id: 'n1', body: 'nul\u0000byte lychee' })
+      await a.post('/v1/messages', { to: bob, id: 'n2', body: 'lychee after' })
+      t.same(ids(await searchUntil(apiFor(server.httpUrl, bob), 'lychee', (hits) => hits.length === 2)), ['n2', 'n1'])
+      const [message] = (await apiFor(server.httpUrl, bob).get('/v1/search?q=nulbyte')).body.results
+      t.equal(message?.message.body, 'nul\u0000byte lychee', 'the message itself is byte for byte what was sent')
+    })
+
     t.test('group messages: members find them, from when they joined; others never', async (t) => {
       const owner = uniqueUser('owner')
       const member = uniqueUser('member')
