@@ -24,8 +24,11 @@ import type { ArchivedGroupEvent, ArchivedUserEvent, ArchiveStore, SearchDoc } f
 import { documentTokens } from '../search/tokenize.ts'
 import { searchableText } from '../search/searchable-text.ts'
 
-/** Entries read and written per owner per batch. */
+/** Entries read and written per owner per batch, at most. */
 const BATCH = 500
+/** Rows a round aims at (each owner's batch is cut to share it, down to MIN_BATCH): short rounds move marks, and report the lag, often. */
+const ROUND_ROWS = 5_000
+const MIN_BATCH = 50
 /** Owners taken per round and partition. */
 const OWNERS_PER_ROUND = 200
 /** Owners archived at once. */
@@ -306,10 +309,18 @@ export class Archiver {
     let busy = false
     let oldest: number | undefined
     for (let partition = 0; partition < this.#source.partitions; partition++) {
-      if (this.#source.claim !== undefined && !await this.#source.claim(partition, this.#holder, LEASE_MS)) continue
-      const owners = await this.#source.pending(partition, OWNERS_PER_ROUND)
-      for (const { since } of owners) if (oldest === undefined || since < oldest) oldest = since
-      if (await this.#archive(owners.map(({ owner }) => owner)) > 0) busy = true
+      const claim = this.#source.claim
+      if (claim !== undefined && !await claim.call(this.#source, partition, this.#holder, LEASE_MS)) continue
+      // Renewed while the work lasts: a round slower than the lease (a loaded machine) must not let another process in.
+      const renewal = claim === undefined ? undefined : setInterval(() => { claim.call(this.#source, partition, this.#holder, LEASE_MS).catch(() => {}) }, LEASE_MS / 3)
+      try {
+        const owners = await this.#source.pending(partition, OWNERS_PER_ROUND)
+        for (const { since } of owners) if (oldest === undefined || since < oldest) oldest = since
+        const perOwner = Math.max(MIN_BATCH, Math.min(BATCH, Math.floor(ROUND_ROWS / Math.max(1, owners.length))))
+        if (await this.#archive(owners.map(({ owner }) => owner), perOwner) > 0) busy = true
+      } finally {
+        clearInterval(renewal)
+      }
     }
     const reported = await this.#source.oldestPending() ?? oldest
     this.#metrics.lag(reported === undefined ? 0 : Math.max(0, (Date.now() - reported) / 1000))
@@ -318,7 +329,7 @@ export class Archiver {
 
   /** Archives one batch of the owner's log past its mark; returns how many events it wrote. */
   async archiveOwner (owner: string): Promise<number> {
-    return await this.#archive([owner])
+    return await this.#archive([owner], BATCH)
   }
 
   /**
@@ -326,11 +337,11 @@ export class Archiver {
    * rows written together (one statement or batch per WRITE_CHUNK rows, not one per owner), the
    * recalls among them applied, and only then each mark moved. Returns how many events it wrote.
    */
-  async #archive (owners: string[]): Promise<number> {
+  async #archive (owners: string[], perOwner: number): Promise<number> {
     const batches: OwnerBatch[] = []
     let next = 0
     const reader = async (): Promise<void> => {
-      while (next < owners.length) batches.push(await this.#read(owners[next++]!))
+      while (next < owners.length) batches.push(await this.#read(owners[next++]!, perOwner))
     }
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, owners.length) }, reader))
     const users = batches.flatMap((batch) => batch.users)
@@ -358,23 +369,23 @@ export class Archiver {
     return written
   }
 
-  async #read (owner: string): Promise<OwnerBatch> {
+  async #read (owner: string, limit: number): Promise<OwnerBatch> {
     const { upTo: after, version } = await this.#source.position(owner)
     const id = owner.slice(2)
     if (owner.startsWith('g:')) {
-      const entries = await this.#source.readGroup(id, after, BATCH + 1)
-      const rows = entries.slice(0, BATCH).map((entry) => groupRow(id, entry))
-      const beyond = entries[BATCH]
+      const entries = await this.#source.readGroup(id, after, limit + 1)
+      const rows = entries.slice(0, limit).map((entry) => groupRow(id, entry))
+      const beyond = entries[limit]
       return {
         owner, after, version, users: [], groups: rows.map(({ row }) => row), recalls: rows.flatMap(({ recalls }) => recalls === undefined ? [] : [recalls]),
         last: rows.at(-1)?.row.gseq, nextSince: beyond === undefined ? undefined : parseGroupEvent(beyond.tail)?.ts
       }
     }
-    const entries = await this.#source.readUser(id, after, BATCH + 1)
-    const rows = entries.slice(0, BATCH).map((entry) => userRow(id, entry))
+    const entries = await this.#source.readUser(id, after, limit + 1)
+    const rows = entries.slice(0, limit).map((entry) => userRow(id, entry))
     return {
       owner, after, version, users: rows.map(({ row }) => row), groups: [], recalls: rows.flatMap(({ recalls }) => recalls === undefined ? [] : [recalls]),
-      last: rows.at(-1)?.row.seq, nextSince: entries[BATCH]?.meta.ts
+      last: rows.at(-1)?.row.seq, nextSince: entries[limit]?.meta.ts
     }
   }
 
