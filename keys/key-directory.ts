@@ -18,6 +18,8 @@ export interface PublishedKey {
 export interface KeyDirectory {
   put (key: PublishedKey): Promise<void>
   get (user: string): Promise<PublishedKey | undefined>
+  /** Forgets the user's key (account deletion); false when there was none. */
+  remove (user: string): Promise<boolean>
   close (): Promise<void>
 }
 
@@ -37,6 +39,12 @@ export class RedisKeyDirectory implements KeyDirectory {
   async get (user: string): Promise<PublishedKey | undefined> {
     const json = await this.redis.get(keyOf(user)) ?? (this.#legacy ? await this.redis.hget(LEGACY, user) : null)
     return json === null ? undefined : JSON.parse(json) as PublishedKey
+  }
+
+  async remove (user: string): Promise<boolean> {
+    const removed = await this.redis.del(keyOf(user))
+    const legacy = this.#legacy ? await this.redis.hdel(LEGACY, user) : 0
+    return removed + legacy > 0
   }
 
   async close (): Promise<void> {}
@@ -59,6 +67,12 @@ export class LevelKeyDirectory implements KeyDirectory {
   async get (user: string): Promise<PublishedKey | undefined> {
     const json = await this.db.get(user)
     return json === undefined ? undefined : JSON.parse(json) as PublishedKey
+  }
+
+  async remove (user: string): Promise<boolean> {
+    if (await this.db.get(user) === undefined) return false
+    await this.db.del(user, this.write)
+    return true
   }
 
   async close (): Promise<void> { await this.db.close() }

@@ -28,6 +28,7 @@ import type { GroupStore } from '../history/group-store.ts'
 import type { ArchiveSource } from '../history/archive-source.ts'
 import type { ArchiveStore } from '../archive/archive-store.ts'
 import type { Revocations } from '../auth/revocations.ts'
+import type { KeyDirectory } from '../keys/key-directory.ts'
 import type { DeviceRegistry } from '../push/device-registry.ts'
 import { GroupRejected, type GroupService } from './group-service.ts'
 
@@ -59,6 +60,8 @@ export interface AccountDeletionOptions {
   /** Cuts the user's live connections on every process. */
   kick: (user: string) => Promise<void>
   devices?: Pick<DeviceRegistry, 'list' | 'remove'>
+  /** The published end-to-end key (keys/key-directory.ts). */
+  keys?: Pick<KeyDirectory, 'remove'>
   /** The later check deleted the logs again (a stale archiver batch had landed), or failed. */
   onSettled?: (user: string, outcome: 'clean' | 'deleted_again') => void
   onError?: (error: unknown) => void
@@ -113,6 +116,8 @@ export class AccountDeletion {
     for (const device of await devices?.list(user) ?? []) {
       if (await devices!.remove(user, device.deviceId)) devicesRemoved++
     }
+
+    await this.#options.keys?.remove(user)
 
     // What this process still relays from the user's outbox lands before the outbox goes.
     await hot.relayed()

@@ -66,6 +66,7 @@ function deletionSuite (name: string, start: () => Promise<ServerHandle>): void 
       t.equal((await b.post('/v1/messages', { to: alice, id: 'm3', body: 'see you in Beijing' })).status, 201)
       t.equal((await b.post('/v1/messages', { group, id: 'g1', body: '北京烤鸭' })).status, 201)
       t.equal((await b.post('/v1/devices', { deviceId: 'phone', platform: 'android', token: 'fcm-token-fcm-token-fcm-token-0123456789' })).status, 201)
+      t.equal((await b.put('/v1/keys', { publicKey: `${'B'.repeat(43)}=` })).status, 200, 'he publishes an encryption key')
       // The archiver has everything: search finds it for both.
       t.same(ids(await searchUntil(b, '北京', (hits) => hits.length === 3)), ['g1', 'm1', 'm2'], 'bob finds his messages before')
       t.same(ids(await searchUntil(a, '北京', (hits) => hits.length === 3)), ['g1', 'm1', 'm2'])
@@ -82,6 +83,7 @@ function deletionSuite (name: string, start: () => Promise<ServerHandle>): void 
       t.same((await fresh.get('/v1/conversations')).body.conversations, [], 'no conversations')
       t.same((await fresh.get('/v1/groups')).body.groups, [], 'no groups: he left them')
       t.same((await fresh.get('/v1/devices')).body.devices, [], 'no push registrations')
+      t.equal((await a.get(`/v1/keys/${bob}`)).status, 404, 'no published key')
       t.same((await fresh.get(`/v1/search?q=${encodeURIComponent('北京')}`)).body.results, [], 'search finds nothing of his')
 
       // A new message to the new account: seq 1, and once search finds it, the archiver has passed

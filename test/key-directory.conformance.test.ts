@@ -56,6 +56,10 @@ for (const { name, open } of STORES) {
     t.same(await keys.get(users[0]!), renewed, 'publishing again replaces it')
     t.same(await keys.get(users[1]!), published(users[1]!, 'B', 1), 'and no other')
     if (redis !== undefined) t.same(JSON.parse((await redis.get(ownerKey('keys', userTag(users[0]!))))!), renewed, 'inboxd:keys:{u:<user>}')
+    t.equal(await keys.remove(users[0]!), true, 'removed')
+    t.equal(await other.get(users[0]!), undefined, 'gone on every process')
+    t.equal(await other.remove(users[0]!), false, 'removing again: nothing was there')
+    t.same(await other.get(users[2]!), published(users[2]!, 'C', 2), 'the others stay')
   })
 }
 
