@@ -8,6 +8,7 @@
 // anything else: sending and delivery do not depend on it.
 import type { ArchiveStore, SearchHit } from './archive-store.ts'
 import type { LogStore } from '../history/history-store.ts'
+import type { GroupStore } from '../history/group-store.ts'
 import { queryTokens } from '../search/tokenize.ts'
 import { snippet } from '../search/snippet.ts'
 import { relevance } from '../search/relevance.ts'
@@ -58,6 +59,7 @@ export class SearchService {
   readonly #archive: () => ArchiveStore | undefined
   readonly #retentionMs: number
   #hot: Pick<LogStore, 'readLog' | 'floor'> | undefined
+  #groups: Pick<GroupStore, 'groupEvent'> | undefined
 
   /**
    * `archive`: the store, or a getter of it (undefined while it is being opened). `retentionMs`:
@@ -72,8 +74,9 @@ export class SearchService {
    * The hot log, the truth for what it still holds: a hit it holds is shown as it is there now,
    * so a message recalled a moment ago is not found even before the archiver reaches the recall.
    */
-  checkAgainst (hot: Pick<LogStore, 'readLog' | 'floor'>): void {
+  checkAgainst (hot: Pick<LogStore, 'readLog' | 'floor'>, groups?: Pick<GroupStore, 'groupEvent'>): void {
     this.#hot = hot
+    this.#groups = groups
   }
 
   /** Hits as the hot log holds them now (dropping the recalled); below its floor the archive is the truth. */
@@ -82,6 +85,11 @@ export class SearchService {
     if (hot === undefined || hits.length === 0) return hits
     const floor = await hot.floor(user)
     const checked = await Promise.all(hits.map(async (hit) => {
+      // A group message: its one stored copy is the truth, wherever the member's reference is.
+      if (hit.group !== undefined && hit.gseq !== undefined && this.#groups !== undefined) {
+        const tail = await this.#groups.groupEvent(hit.group, hit.gseq)
+        return tail?.includes('"recalled":true') === true ? undefined : hit
+      }
       if (hit.seq < floor) return hit
       const [entry] = await hot.readLog(user, hit.seq - 1, 1)
       if (entry?.seq !== hit.seq || entry.event === undefined) return hit

@@ -13,6 +13,7 @@
 import type { ConversationSummary, LogEntry, LogStore, Page } from '../history/history-store.ts'
 import type { GroupPage, GroupStore } from '../history/group-store.ts'
 import { visibleWindow } from '../history/group-store.ts'
+import { parseGroupEvent } from '../history/group-events.ts'
 import type { ArchiveStore } from './archive-store.ts'
 
 const SEQ_PREFIX = /^\{"seq":(\d+),/
@@ -163,6 +164,16 @@ export function tieredGroups (hot: GroupStore, archiveRef: ArchiveRef, retention
     return { events, hasMore: window.hasMore }
   }
 
+  /** One group event: the hot log's, or below what it keeps, the archive's (an admin may recall an old message). */
+  async function groupEvent (group: string, gseq: number): Promise<string | undefined> {
+    const tail = await hot.groupEvent(group, gseq)
+    if (tail !== undefined) return tail
+    const { tails } = await opened(archiveRef).groupEvents(group, { fromGseq: gseq, after: gseq - 1, limit: 1 })
+    const found = tails[0]
+    if (found === undefined || parseGroupEvent(found)?.gseq !== gseq) return undefined
+    return retentionMs > 0 && tsOf(`{${found}`) < Date.now() - retentionMs ? undefined : found
+  }
+
   return {
     getGroup: (id) => hot.getGroup(id),
     createGroup: (group, event, sink, maxGroupsPerUser) => hot.createGroup(group, event, sink, maxGroupsPerUser),
@@ -175,7 +186,7 @@ export function tieredGroups (hot: GroupStore, archiveRef: ArchiveRef, retention
     groupsOf: (user) => hot.groupsOf(user),
     setMute: (group, user, until) => hot.setMute(group, user, until),
     mutedUntil: (group, user) => hot.mutedUntil(group, user),
-    groupEvent: (group, gseq) => hot.groupEvent(group, gseq),
+    groupEvent,
     markGroupRead: (group, user, gseq, ts) => hot.markGroupRead(group, user, gseq, ts),
     markGroupDelivered: (marks) => hot.markGroupDelivered(marks),
     groupMarks: (group) => hot.groupMarks(group)

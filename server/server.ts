@@ -85,7 +85,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   // Two tiers, one history: reads below the hot log's floor come from the archive.
   const history = archive === undefined ? hotLog : tieredLog(hotLog, () => archive.store, config.historyRetentionMs)
   const groups = archive === undefined ? hotGroups : tieredGroups(hotGroups, () => archive.store, config.historyRetentionMs)
-  archive?.search.checkAgainst(hotLog)
+  archive?.search.checkAgainst(hotLog, groups)
   const openedArchive = (): ArchiveStore => {
     if (archive?.store === undefined) throw new ArchiveNotOpenError()
     return archive.store

@@ -32,7 +32,7 @@ async function archived (api: Api, word: string, id: string): Promise<void> {
   }
 }
 
-function tiersSuite (name: string, start: () => Promise<ServerHandle>, hotLogHolds?: (user: string, seq: number) => Promise<boolean>): void {
+function tiersSuite (name: string, start: () => Promise<ServerHandle>, hotLogHolds?: (user: string, seq: number) => Promise<boolean>, hotGroupHolds?: (group: string, gseq: number) => Promise<boolean>): void {
   t.test(name, async (t) => {
     const server = await start()
     t.teardown(() => server.stop())
@@ -83,6 +83,18 @@ function tiersSuite (name: string, start: () => Promise<ServerHandle>, hotLogHol
     const list = await b.get('/v1/conversations')
     t.same(list.body.conversations.map((c: any) => c.peer ?? c.group).sort(), [alice, carol, group].sort(), 'every conversation is still listed')
     t.match(list.body.conversations.find((c: any) => c.peer === carol), { lastMessage: { id: 'cold', body: 'carol apricot' } }, 'one that only the archive holds, with its last message')
+    // The group's log is trimmed at every 16th gseq: past that, the owner recalls a message only the archive holds.
+    for (let gseq = 4; gseq <= 16; gseq++) await a.post('/v1/messages', { group, id: `fill${gseq}`, body: 'filler' })
+    await b.get(`/v1/groups/${group}/messages?limit=1`)
+    if (hotGroupHolds !== undefined) t.notOk(await hotGroupHolds(group, 2), 'the group\'s hot log no longer holds it')
+    const recalled = await a.post(`/v1/groups/${group}/messages/2/recall`, {})
+    t.match(recalled, { status: 200, body: { message: { id: 'gold', recalled: true } } }, 'an archived-only group message can be recalled by the owner')
+    const deadline = Date.now() + 10_000
+    while (!(await b.get(`/v1/groups/${group}/messages?limit=100`)).body.events.some((e: any) => e.id === 'gold' && e.recalled === true)) {
+      if (Date.now() > deadline) throw new Error('the archive did not take the recall')
+      await sleep(50)
+    }
+    t.notOk((await b.get('/v1/search?q=apricot')).body.results.some((hit: any) => hit.message.id === 'gold'), 'and search no longer finds it')
   })
 }
 
@@ -93,4 +105,5 @@ t.teardown(() => own.close())
 const redis = new Redis(own.redis.url)
 t.teardown(() => redis.disconnect())
 tiersSuite('Redis mode with PostgreSQL', () => own.start({ env: { HOT_RETENTION_SECONDS: '1' } }),
-  async (user, seq) => (await redis.zrangebyscore(`inboxd:h:{u:${user}}:log`, seq, seq)).length > 0)
+  async (user, seq) => (await redis.zrangebyscore(`inboxd:h:{u:${user}}:log`, seq, seq)).length > 0,
+  async (group, gseq) => await redis.hexists(`inboxd:g:{g:${group}}:ev`, String(gseq)) === 1)
