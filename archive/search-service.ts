@@ -2,7 +2,7 @@
 // and the group messages their log holds (only while they were a member),
 // newest first, each with a snippet of its text with the matches marked. The
 // index is filled by the archiver, so a message is found once it is archived
-// (the archive lag: under a second in the benchmark); a recalled one is not
+// (the archive lag: a fraction of a second unless the machine is saturated); a recalled one is not
 // found from the moment of the recall (hits are checked against the hot log). While the index cannot be
 // reached (PostgreSQL not open yet, or failing) search is unavailable, never
 // anything else: sending and delivery do not depend on it.
