@@ -8,6 +8,7 @@ import { Redis } from 'ioredis'
 import { startServerProcess, type ServerHandle } from './helpers/server-process.ts'
 import { apiFor, isGapless, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
+import { connectDevice } from './helpers/devices.ts'
 import { archivedRedis } from './helpers/archived-redis.ts'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -41,6 +42,9 @@ function tiersSuite (name: string, start: () => Promise<ServerHandle>, hotLogHol
     const a = apiFor(server.httpUrl, alice)
     const b = apiFor(server.httpUrl, bob)
 
+    // Bob's phone: a persistent session that goes away before anything is sent, for longer than the hot window.
+    const phone = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
+    await phone.end()
     const group = (await a.post('/v1/groups', { name: 'old friends', members: [bob] })).body.group.id as string
     for (let i = 1; i <= 5; i++) await a.post('/v1/messages', { to: bob, id: `old${i}`, body: `old message ${i} apricot` })
     await a.post('/v1/messages', { group, id: 'gold', body: 'group apricot' })
@@ -57,6 +61,13 @@ function tiersSuite (name: string, start: () => Promise<ServerHandle>, hotLogHol
     await b.get('/v1/sync?since=0&limit=1')
     await b.get(`/v1/conversations/${alice}/messages?limit=1`)
     if (hotLogHolds !== undefined) t.notOk(await hotLogHolds(bob, 1), 'the hot log no longer holds bob\'s first events')
+
+    // The phone comes back: its session's cursor is below the hot log's floor; the drain reads the archive, then the hot log.
+    const back = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone' })
+    t.teardown(() => back.end())
+    const drained = await back.waitForInbox(10)
+    t.same(drained.map((event) => event.seq), before.map((event) => event.seq).concat([9, 10]), 'the reconnect drain: every event, in order, across both tiers')
+    t.same(drained.slice(0, 8), before, 'byte for byte the same as sync gave before the trim')
 
     for (const limit of [1, 3, 100]) {
       const after = await syncAll(b, limit)
