@@ -50,8 +50,19 @@ return 1
 `
 
 const PARTITIONS_ON_CLUSTER = 16
-/** Indexes of a cluster partition read per `pending` call (a full pass over its 1,024 takes 8 calls). */
-const INDEXES_PER_CALL = 128
+const SLOTS_PER_PARTITION = SLOTS / PARTITIONS_ON_CLUSTER
+/**
+ * Indexes of a cluster partition read per `pending` call in turn, besides the slots its dirty set
+ * names: the sweep that finds what a lost hint left (a full pass over 1,024 takes 64 calls).
+ */
+const INDEXES_PER_CALL = 16
+
+/**
+ * On a cluster, the slots of a partition where logs were marked lately (`inboxd:ar:{d:<p>}:slots`):
+ * a hint, sent with each mark but not ordered with it, so the archiver reads those slots' indexes
+ * first instead of all 1,024 in turn. A hint lost (a process dying between the two) costs only time.
+ */
+const dirtySlotsKey = (partition: number): string => `inboxd:ar:{d:${partition}}:slots`
 
 interface Scripted {
   archiveMarkPending (...args: Array<string | number>): Promise<number>
@@ -96,11 +107,21 @@ export class RedisArchiveMarks {
     for (const [key, list] of byIndex) {
       this.#redis.archiveMarkPending(1 + list.length, key, ...list.map((owner) => archiveOwnerKey(owner, 'av')), now, ...list).catch(this.#onError)
     }
+    if (this.#perSlot) {
+      const slots = new Set(owners.map((owner) => slotOf(archiveOwnerKey(owner, 'seq'))))
+      for (const slot of slots) this.#redis.sadd(dirtySlotsKey(Math.floor(slot / SLOTS_PER_PARTITION)), slot).catch(this.#onError)
+    }
   }
 }
 
 function pendingIndex (owner: string, perSlot: boolean): string {
   return perSlot ? ownerKey('ar', tagOfSlot(slotOf(archiveOwnerKey(owner, 'seq'))), 'pending') : 'inboxd:ar:pending'
+}
+
+function ownersOf (found: string[][], limit: number): PendingOwner[] {
+  const owners: PendingOwner[] = []
+  for (const flat of found) for (let i = 0; i < flat.length; i += 2) owners.push({ owner: flat[i]!, since: Number(flat[i + 1]) })
+  return owners.sort((a, b) => a.since - b.since).slice(0, limit)
 }
 
 export class RedisArchiveSource implements ArchiveSource {
@@ -123,19 +144,23 @@ export class RedisArchiveSource implements ArchiveSource {
     return await this.#redis.archiveClaim(`inboxd:ar:lease:${partition}`, holder, ttlMs) === 1
   }
 
-  #indexes (partition: number): string[] {
-    if (!this.#perSlot) return ['inboxd:ar:pending']
-    const per = SLOTS / this.partitions
-    const start = partition * per + this.#next[partition]!
-    this.#next[partition] = (this.#next[partition]! + INDEXES_PER_CALL) % per
-    return Array.from({ length: INDEXES_PER_CALL }, (_, i) => ownerKey('ar', tagOfSlot(start + i), 'pending'))
+  /** The slots whose indexes a call reads: the dirty ones (taken), then the next few in turn. */
+  async #slots (partition: number): Promise<number[]> {
+    const start = partition * SLOTS_PER_PARTITION
+    const sweep = Array.from({ length: INDEXES_PER_CALL }, (_, i) => start + (this.#next[partition]! + i) % SLOTS_PER_PARTITION)
+    this.#next[partition] = (this.#next[partition]! + INDEXES_PER_CALL) % SLOTS_PER_PARTITION
+    const dirty = (await this.#redis.spop(dirtySlotsKey(partition), SLOTS_PER_PARTITION)).map(Number)
+    return [...new Set([...dirty, ...sweep])]
   }
 
   async pending (partition: number, limit: number): Promise<PendingOwner[]> {
-    const found = await Promise.all(this.#indexes(partition).map((key) => this.#redis.zrange(key, 0, limit - 1, 'WITHSCORES')))
-    const owners: PendingOwner[] = []
-    for (const flat of found) for (let i = 0; i < flat.length; i += 2) owners.push({ owner: flat[i]!, since: Number(flat[i + 1]) })
-    return owners.sort((a, b) => a.since - b.since).slice(0, limit)
+    if (!this.#perSlot) return ownersOf([await this.#redis.zrange('inboxd:ar:pending', 0, limit - 1, 'WITHSCORES')], limit)
+    const slots = await this.#slots(partition)
+    const found = await Promise.all(slots.map((slot) => this.#redis.zrange(ownerKey('ar', tagOfSlot(slot), 'pending'), 0, limit - 1, 'WITHSCORES')))
+    // A slot with owners left stays dirty: the next call reads it again (it may hold more than this call takes).
+    const busy = slots.filter((_, i) => found[i]!.length > 0)
+    if (busy.length > 0) await this.#redis.sadd(dirtySlotsKey(partition), ...busy)
+    return ownersOf(found, limit)
   }
 
   async oldestPending (): Promise<number | undefined> {
