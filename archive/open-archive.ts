@@ -91,7 +91,8 @@ export async function openArchive (config: Config, source: ArchiveSource | undef
 
   const databaseUrl = config.databaseUrl
   // The embedded LevelDB is local: failing to open it is a fault of this process, so the start fails.
-  if (databaseUrl === undefined) opened(await LevelArchive.open(join(config.dataDir, 'archive')))
+  // DURABILITY=disk: the embedded archive is fsynced too (past the hot window it holds the only copy).
+  if (databaseUrl === undefined) opened(await LevelArchive.open(join(config.dataDir, 'archive'), { sync: config.durability === 'disk' }))
   else {
     void (async () => {
       const reportLag = async (): Promise<void> => {

@@ -46,11 +46,25 @@ async function traceSyncs (pid: number, file: string): Promise<() => Promise<Syn
   return async () => {
     strace.kill('SIGINT') // detaches, and writes out what it saw
     await once(strace, 'exit')
+    // A call another thread's syscall interrupts in strace's output is two lines: `fsync(…<path> <unfinished ...>`
+    // then `<... fsync resumed>) = 0 <duration>`, joined here by thread id.
+    const unfinished = new Map<string, { at: number, path: string }>()
     return readFileSync(file, 'utf8').split('\n').flatMap((line) => {
-      const match = /^\d+\s+(\d+\.\d+) f(?:data)?sync\(\d+<([^>]+)>\)\s+=\s+0 <(\d+\.\d+)>/.exec(line)
-      if (match === null) return []
-      const at = Number(match[1]) * 1000
-      return [{ at, end: at + Number(match[3]) * 1000, path: match[2]! }]
+      const whole = /^(\d+)\s+(\d+\.\d+) f(?:data)?sync\(\d+<([^>]+)>\)\s+=\s+0 <(\d+\.\d+)>/.exec(line)
+      if (whole !== null) {
+        const at = Number(whole[2]) * 1000
+        return [{ at, end: at + Number(whole[4]) * 1000, path: whole[3]! }]
+      }
+      const started = /^(\d+)\s+(\d+\.\d+) f(?:data)?sync\(\d+<([^>]+)> <unfinished \.\.\.>/.exec(line)
+      if (started !== null) {
+        unfinished.set(started[1]!, { at: Number(started[2]) * 1000, path: started[3]! })
+        return []
+      }
+      const resumed = /^(\d+)\s+\d+\.\d+ <\.\.\. f(?:data)?sync resumed>\)\s+=\s+0 <(\d+\.\d+)>/.exec(line)
+      const start = resumed === null ? undefined : unfinished.get(resumed[1]!)
+      if (resumed === null || start === undefined) return []
+      unfinished.delete(resumed[1]!)
+      return [{ at: start.at, end: start.at + Number(resumed[2]) * 1000, path: start.path }]
     })
   }
 }
