@@ -137,7 +137,7 @@ t.test('PostgreSQL frozen (SIGSTOP, nothing answers): sending and delivery go on
   const started = Date.now()
   for (const id of frozen) await sender.send(bob, { id, body: `lychee ${id}` })
   const eachMs = (Date.now() - started) / frozen.length
-  t.same((await receiver.waitForInbox(frozen.length)).map((event) => event.id), frozen, `every publish PUBACKed (${eachMs.toFixed(1)} ms each, one after another) and delivered live`)
+  t.same((await receiver.waitForInbox(frozen.length, 30_000)).map((event) => event.id), frozen, `every publish PUBACKed (${eachMs.toFixed(1)} ms each, one after another) and delivered live`)
   const asked = Date.now()
   const unavailable = await b.get('/v1/search?q=lychee')
   t.equal(unavailable.status, 503, `search answers 503 (in ${Date.now() - asked} ms) instead of hanging`)
