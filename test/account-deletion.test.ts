@@ -8,7 +8,8 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { startServerProcess, tempDataDir, type ServerHandle } from './helpers/server-process.ts'
-import { apiFor, type Api } from './helpers/rest.ts'
+import { apiFor } from './helpers/rest.ts'
+import { searchUntil, type Hit } from './helpers/search.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { archivedRedis } from './helpers/archived-redis.ts'
 import { LevelHistory } from '../history/level-history.ts'
@@ -19,21 +20,6 @@ import { AccountDeletion } from '../messaging/account-deletion.ts'
 import type { LogSink } from '../history/log-sink.ts'
 
 const ADMIN = 'admin-token-admin-token-admin-token-0123'
-
-interface Hit { conversation: { peer?: string, group?: string }, message: Record<string, any> }
-
-/** Searches until `found` holds (the archiver runs every fraction of a second), or fails after 10 s. */
-async function searchUntil (api: Api, query: string, found: (hits: Hit[]) => boolean): Promise<Hit[]> {
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    const response = await api.get(`/v1/search?q=${encodeURIComponent(query)}`)
-    if (response.status !== 200) throw new Error(`search answered ${response.status}: ${JSON.stringify(response.body)}`)
-    const hits = response.body.results as Hit[]
-    if (found(hits)) return hits
-    if (Date.now() > deadline) throw new Error(`no matching hits for ${query}: ${JSON.stringify(hits)}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
 
 const ids = (hits: Hit[]): string[] => hits.map((hit) => hit.message.id).sort()
 

@@ -6,26 +6,12 @@
 // archiver got past it.
 import t from 'tap'
 import { startServerProcess, type ServerHandle } from './helpers/server-process.ts'
-import { apiFor, type Api } from './helpers/rest.ts'
+import { apiFor } from './helpers/rest.ts'
+import { searchUntil, type Hit } from './helpers/search.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { archivedRedis } from './helpers/archived-redis.ts'
 import { token } from './helpers/tokens.ts'
 import { createClient } from '../client-sdk/src/index.ts'
-
-interface Hit { conversation: { peer?: string, group?: string }, seq: number, gseq?: number, message: Record<string, any>, snippet: { text: string, marks: Array<[number, number]> } }
-
-/** Searches until `found` holds (the archiver runs every fraction of a second), or fails after 10 s. */
-async function searchUntil (api: Api, query: string, found: (hits: Hit[]) => boolean): Promise<Hit[]> {
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    const response = await api.get(`/v1/search?q=${encodeURIComponent(query)}`)
-    if (response.status !== 200) throw new Error(`search answered ${response.status}: ${JSON.stringify(response.body)}`)
-    const hits = response.body.results as Hit[]
-    if (found(hits)) return hits
-    if (Date.now() > deadline) throw new Error(`no matching hits for ${query}: ${JSON.stringify(hits)}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
 
 const ids = (hits: Hit[]): string[] => hits.map((hit) => hit.message.id)
 
