@@ -327,11 +327,6 @@ export class Archiver {
     return busy
   }
 
-  /** Archives one batch of the owner's log past its mark; returns how many events it wrote. */
-  async archiveOwner (owner: string): Promise<number> {
-    return await this.#archive([owner], BATCH)
-  }
-
   /**
    * One batch of each owner's log past its mark: every owner read (a few at once), then all their
    * rows written together (one statement or batch per WRITE_CHUNK rows, not one per owner), the
