@@ -1,6 +1,6 @@
 // Opens the long-term tier for the storage mode: PostgreSQL with DATABASE_URL
 // (either mode), else in embedded mode a LevelDB of its own in DATA_DIR; Redis
-// mode without DATABASE_URL has none (search answers search_unavailable).
+// mode without DATABASE_URL has none (search answers 501 search_not_configured).
 // Returns the store, the archiver that follows the hot tier into it, and search.
 //
 // PostgreSQL down or slow never holds up the server: it is opened in the

@@ -117,7 +117,8 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   409: 'Conflict with the current state (see `error`)',
   413: 'Body too large',
   415: 'Body is not `application/json`',
-  503: 'Unavailable: a store this needs is not configured or not reachable now (see `error`)'
+  501: 'Not configured on this server (see `error`): retrying will not help',
+  503: 'Unavailable: a store this needs is not reachable now (see `error`); retry later'
 }
 
 type ResponseSchemas = Record<string, Record<string, unknown>>

@@ -9,6 +9,7 @@ import { startServerProcess } from './helpers/server-process.ts'
 import { createTestDatabase } from './helpers/postgres.ts'
 import { apiFor, isGapless, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
+import { archiveOpen } from './helpers/metrics.ts'
 
 const cluster = await startRedisCluster()
 t.teardown(() => cluster.stop())
@@ -20,6 +21,7 @@ const servers = await Promise.all([
   startServerProcess({ mode: 'redis', redisCluster: cluster.seeds, env })
 ])
 t.teardown(() => Promise.all(servers.map((server) => server.stop())))
+await Promise.all(servers.map(archiveOpen))
 
 async function searchUntil (api: Api, query: string, count: number): Promise<string[]> {
   const deadline = Date.now() + 60_000

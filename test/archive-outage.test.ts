@@ -14,32 +14,12 @@ import { connectDevice } from './helpers/devices.ts'
 import { apiFor, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { createOwnPostgres, startOwnPostgres } from './helpers/own-postgres.ts'
+import { metric, metricsUntil, scrape } from './helpers/metrics.ts'
 
 // Not flushed (other files' servers share it). No other file runs an archiver on it: two servers
 // with different DATABASE_URLs on one Redis database would take each other's logs (one lease).
 const REDIS_DB = 1
 const TIMEOUT_MS = 40_000
-
-/** The value of an unlabelled metric, or undefined if absent. */
-function metric (text: string, name: string): number | undefined {
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `))
-  return line === undefined ? undefined : Number(line.slice(name.length + 1))
-}
-
-async function scrape (server: ServerHandle): Promise<string> {
-  return await (await fetch(`${server.httpUrl}/metrics`)).text()
-}
-
-/** Scrapes until `holds` (the metrics move as the archiver's rounds run), or fails with the last scrape. */
-async function metricsUntil (server: ServerHandle, what: string, holds: (text: string) => boolean): Promise<string> {
-  const deadline = Date.now() + TIMEOUT_MS
-  for (;;) {
-    const text = await scrape(server)
-    if (holds(text)) return text
-    if (Date.now() > deadline) throw new Error(`metrics never showed ${what}:\n${text.split('\n').filter((line) => line.startsWith('inboxd_archive')).join('\n')}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 /** Searches until the hits hold `ids` (the archiver catches up in rounds), or fails. */
 async function searchUntil (api: Api, query: string, ids: string[]): Promise<void> {

@@ -1,6 +1,6 @@
 // Search (issue #21) through the real server: embedded mode (its own archive in
 // DATA_DIR), Redis mode with PostgreSQL (a database of this file's own), and
-// Redis mode without DATABASE_URL (search_unavailable). A message is found once
+// Redis mode without DATABASE_URL (501 search_not_configured). A message is found once
 // the archiver has it, so each check waits for a hit it expects; what must NOT
 // be found is checked against a page that holds a later message proving the
 // archiver got past it.
@@ -151,10 +151,10 @@ searchSuite('Redis mode with PostgreSQL', async () => {
   return archived.start()
 })
 
-t.test('Redis mode without DATABASE_URL: search_unavailable', async (t) => {
+t.test('Redis mode without DATABASE_URL: 501 search_not_configured', async (t) => {
   const server = await startServerProcess({ mode: 'redis', redisDb: 5 })
   t.teardown(() => server.stop())
   const response = await apiFor(server.httpUrl, uniqueUser('u')).get('/v1/search?q=hello')
-  t.equal(response.status, 503)
-  t.equal(response.body.error, 'search_unavailable')
+  t.equal(response.status, 501)
+  t.equal(response.body.error, 'search_not_configured')
 })

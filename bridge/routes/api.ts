@@ -45,7 +45,7 @@ export interface ApiOptions {
   visibility: PresenceVisibility
   /** The per-user publish budget MQTT publishes spend too: 0 when a send is allowed, else ms until one is. */
   takePublish?: (user: string) => number
-  /** Undefined without a search index (Redis mode without DATABASE_URL): /v1/search answers search_unavailable. */
+  /** Undefined without a search index (Redis mode without DATABASE_URL): /v1/search answers 501 search_not_configured. */
   search?: SearchService
 }
 

@@ -55,11 +55,13 @@ export const searchRoutes: FastifyPluginAsync<{ search: SearchService | undefine
           }
         },
         400: errorSchema,
+        501: errorSchema,
         503: errorSchema
       }
     }
   }, async (request, reply) => {
-    if (search === undefined) return sendError(reply, 503, 'search_unavailable', 'search needs a search index: set DATABASE_URL (Redis mode), or use embedded mode')
+    // Not configured is permanent (retrying will not help), unlike an index that cannot be reached now.
+    if (search === undefined) return sendError(reply, 501, 'search_not_configured', 'this server has no search index: its operator sets DATABASE_URL (Redis mode), or runs embedded mode')
     if (request.query.peer !== undefined && request.query.group !== undefined) return sendError(reply, 400, 'invalid_request', 'give peer or group, not both', 'querystring')
     try {
       return await search.search(request.userId, request.query)

@@ -5,11 +5,12 @@
 import { freePort, startServerProcess, tempDataDir, type ServerHandle, type StartOptions } from './server-process.ts'
 import { startRedisServer, type OwnRedis } from './redis-server.ts'
 import { createTestDatabase, type TestDatabase } from './postgres.ts'
+import { archiveOpen } from './metrics.ts'
 
 export interface ArchivedRedis {
   redis: OwnRedis
   db: TestDatabase
-  /** A server process on this Redis and database (several may share them). */
+  /** A server process on this Redis and database (several may share them), once its archive is open. */
   start (options?: Omit<StartOptions, 'mode'>): Promise<ServerHandle>
   close (): Promise<void>
 }
@@ -20,7 +21,12 @@ export async function archivedRedis (): Promise<ArchivedRedis> {
   return {
     redis,
     db,
-    start: (options = {}) => startServerProcess({ ...options, mode: 'redis', env: { REDIS_URL: redis.url, DATABASE_URL: db.url, ...options.env } }),
+    async start (options = {}) {
+      const server = await startServerProcess({ ...options, mode: 'redis', env: { REDIS_URL: redis.url, DATABASE_URL: db.url, ...options.env } })
+      // PostgreSQL is opened after the server is ready: until then search answers search_unavailable.
+      await archiveOpen(server)
+      return server
+    },
     async close () {
       await redis.kill()
       await db.drop()
