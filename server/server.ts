@@ -191,7 +191,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     search: archive?.search
   })
   if (config.demoLogin) await app.register(demoLoginRoutes)
-  await app.register(webPageRoutes, { demoLogin: config.demoLogin })
+  await app.register(webPageRoutes, { demoLogin: config.demoLogin, maxPayloadBytes: config.maxPayloadBytes })
 
   // Plain listeners, unless TLS_ONLY; the TLS ones serve the same broker and routes.
   // noDelay: an error event and its PUBACK (or a delivery and the next) are separate small writes;

@@ -23,6 +23,8 @@ interface Asset {
 export interface WebPageOptions {
   /** Tells the page whether to offer the development sign-in (DEMO_LOGIN). */
   demoLogin: boolean
+  /** MAX_PAYLOAD_BYTES: the page refuses a longer message itself, saying the limit (past twice it, MQTT would close the connection). */
+  maxPayloadBytes: number
 }
 
 // Same-origin only: the page talks to this server (REST and MQTT over WebSocket) and nothing else.
@@ -69,7 +71,7 @@ export async function buildWebPage (options: WebPageOptions): Promise<Map<string
     files.set(file.path, asset(file.contents, type))
   }
   files.set('/', asset(await readFile(`${WEB_DIR}index.html`), 'text/html; charset=utf-8'))
-  files.set('/config.json', asset(JSON.stringify({ demoLogin: options.demoLogin }), 'application/json; charset=utf-8'))
+  files.set('/config.json', asset(JSON.stringify({ demoLogin: options.demoLogin, maxPayloadBytes: options.maxPayloadBytes }), 'application/json; charset=utf-8'))
   return files
 }
 

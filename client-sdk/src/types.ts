@@ -30,6 +30,11 @@ export interface ReceiptEvent {
   group?: string
   upTo: number
   id?: string
+  /**
+   * Group only, to the sender of the messages read: who read them, each up to which gseq (coalesced: one
+   * receipt for several readers). Such a receipt has no `by` or `upTo`.
+   */
+  readers?: Record<string, number>
   ts: number
 }
 

@@ -5,7 +5,7 @@
 import { h, replace } from './dom.ts'
 import { Connection } from './connection.ts'
 import { claimDevice, LocalStorageStore } from './device.ts'
-import { TokenExpired, USER_ID, checkToken, demoToken, readClaims, tokenSource, type Session } from './session.ts'
+import { TokenExpired, USER_ID, USER_ID_RULE, checkToken, demoToken, readClaims, tokenSource, type Session } from './session.ts'
 import { ChatStore, groupKey, groupOfKey } from './store.ts'
 import { groupTarget, peerTarget } from './chat-target.ts'
 import { bannerView } from './views/banner.ts'
@@ -19,6 +19,8 @@ export interface RunningApp {
 export interface AppOptions {
   root: HTMLElement
   session: Session
+  /** The server's MAX_PAYLOAD_BYTES. */
+  maxPayloadBytes: number
   /** Called when the session ends (sign out, or a pasted token expired). */
   signedOut: (reason?: string) => void
 }
@@ -26,7 +28,7 @@ export interface AppOptions {
 /** Checks the session's token before anything is shown; throws a message for the sign-in form. */
 async function userOf (session: Session): Promise<string> {
   if (session.kind === 'demo') {
-    if (!USER_ID.test(session.user)) throw new Error('A user name is 1–128 characters of A–Z a–z 0–9 . _ @ -')
+    if (!USER_ID.test(session.user)) throw new Error(USER_ID_RULE)
     await demoToken(session.user)
     return session.user
   }
@@ -37,7 +39,7 @@ async function userOf (session: Session): Promise<string> {
   return claims.sub
 }
 
-export async function startApp ({ root, session, signedOut }: AppOptions): Promise<RunningApp> {
+export async function startApp ({ root, session, maxPayloadBytes, signedOut }: AppOptions): Promise<RunningApp> {
   const user = await userOf(session)
   const device = await claimDevice(user)
   const store = new ChatStore(user)
@@ -65,6 +67,7 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
       // Logged out elsewhere ("everywhere" on another device) or by an administrator: final.
       if (state === 'revoked') end('You were signed out: this session was logged out from another device or by an administrator.')
       else banner.show(state)
+      store.setOnline(state === 'online')
     },
     connected: () => { void loadConversations() },
     error: (error) => console.warn('inboxd:', error.message)
@@ -115,7 +118,7 @@ export async function startApp ({ root, session, signedOut }: AppOptions): Promi
       store.conversation(key)
       const group = groupOfKey(key)
       const target = group === undefined ? peerTarget(connection, user, key) : groupTarget(connection, group)
-      chat = chatView({ store, connection, target, back: () => { location.hash = '#/' }, notify: banner.notify })
+      chat = chatView({ store, connection, target, maxPayloadBytes, back: () => { location.hash = '#/' }, notify: banner.notify })
       replace(chatSlot, chat.element)
       if (matchMedia('(min-width: 760px)').matches) chat.focus()
     }

@@ -17,8 +17,8 @@ export interface ChatTarget {
   id: string
   /** Does this message (live, from the store) belong here? */
   has (message: { from: string, to?: string, group?: string }): boolean
-  /** A page of the newest items before `before` (a position), oldest first. */
-  history (before: number | undefined, limit: number): Promise<{ items: ChatItem[], hasMore: boolean }>
+  /** A page of the newest items before `before` (a position), oldest first (groups: also the page's raw events). */
+  history (before: number | undefined, limit: number): Promise<{ items: ChatItem[], hasMore: boolean, events?: Array<Record<string, unknown>> }>
   send (text: string): Promise<MessageEvent>
   typing (active: boolean): void
   markRead (upTo: number): Promise<{ readUpTo: number, unread: number }>
@@ -77,7 +77,7 @@ export function groupTarget (connection: Connection, group: string): ChatTarget 
       const client = await connection.client()
       const page = await client.groups.history(group, before === undefined ? { limit } : { before, limit })
       const items = page.events.map(groupItem).filter((item): item is ChatItem => item !== undefined)
-      return { items, hasMore: page.hasMore }
+      return { items, hasMore: page.hasMore, events: page.events }
     },
     send: async (text) => (await connection.client()).sendToGroup(group, text),
     typing: (active) => { void connection.client().then((client) => client.typingInGroup(group, active), () => {}) },

@@ -23,11 +23,14 @@ if (typeof crypto.randomUUID !== 'function') {
 const root = document.getElementById('app')!
 let running: RunningApp | undefined
 
-async function pageConfig (): Promise<{ demoLogin: boolean }> {
+interface PageConfig { demoLogin: boolean, maxPayloadBytes: number }
+
+/** The server's settings the page needs (DEMO_LOGIN, MAX_PAYLOAD_BYTES); the defaults if it cannot be read. */
+async function pageConfig (): Promise<PageConfig> {
   try {
-    return await (await fetch('/config.json')).json() as { demoLogin: boolean }
+    return { demoLogin: false, maxPayloadBytes: 65_536, ...await (await fetch('/config.json')).json() as Partial<PageConfig> }
   } catch {
-    return { demoLogin: false }
+    return { demoLogin: false, maxPayloadBytes: 65_536 }
   }
 }
 
@@ -35,6 +38,7 @@ async function signIn (session: Session): Promise<void> {
   running = await startApp({
     root,
     session,
+    maxPayloadBytes: (await pageConfig()).maxPayloadBytes,
     signedOut: (reason) => {
       running = undefined
       clearSession()

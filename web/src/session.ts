@@ -59,6 +59,15 @@ export function takeTokenFromFragment (): string | undefined {
 export const USER_ID = /^[A-Za-z0-9._@-]{1,128}$/
 /** The same rule for an input's `pattern` attribute (compiled with the `v` flag, where a bare `-` is not allowed). */
 export const USER_ID_PATTERN = '[A-Za-z0-9._@\\-]{1,128}'
+/** What a refused user name is told. */
+export const USER_ID_RULE = 'A user name is 1–128 characters: letters A–Z a–z, digits 0–9, and . _ @ - (no spaces).'
+
+/** Makes the browser's refusal of a user-name field say what is allowed (its own says only "match the requested format"). */
+export function explainUserId (input: HTMLInputElement): void {
+  input.title = USER_ID_RULE
+  input.addEventListener('invalid', () => { input.setCustomValidity(input.validity.patternMismatch ? USER_ID_RULE : '') })
+  input.addEventListener('input', () => { input.setCustomValidity('') })
+}
 
 /** The development sign-in: the server mints a short-lived token for `user`. */
 export async function demoToken (user: string): Promise<string> {

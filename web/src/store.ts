@@ -4,7 +4,7 @@
 //
 // A conversation has a key: the peer's user id (1:1), or `g:<groupId>`
 // (user ids cannot contain ':', so the two never collide).
-import type { ConversationSummary, Group, GroupEvent, MessageEvent, PresenceState, ReceiptEvent, RecallEvent, TypingEvent } from '../../client-sdk/src/index.ts'
+import type { ConversationSummary, Group, GroupEvent, MessageEvent, PresenceState, ReceiptEvent, RecallEvent, Role, TypingEvent } from '../../client-sdk/src/index.ts'
 
 /** A conversation as listed; `readUpTo` is a seq of ours (1:1) or a gseq (group). */
 export type Conversation = ConversationSummary & { key: string }
@@ -12,12 +12,20 @@ export type Conversation = ConversationSummary & { key: string }
 export const groupKey = (group: string): string => `g:${group}`
 export const groupOfKey = (key: string): string | undefined => key.startsWith('g:') ? key.slice(2) : undefined
 
-/** A group as the page knows it: its name, its members, and whether we are still in it. */
+/** A group as the page knows it: its name, its members and their roles, and whether we are still in it. */
 export interface GroupInfo {
   name: string
   members: string[]
+  /** Known roles (from GET /v1/groups and role_changed events); a member added later is a `member`. */
+  roles: Map<string, Role>
   left: boolean
+  /** How far each other member has read (a gseq), as far as this page has learnt. */
+  readUpTo: Map<string, number>
+  /** The gseq at which members joined, where the page has seen it: a member never reads what came before. */
+  joinedAt: Map<string, number>
 }
+
+const newGroupInfo = (): GroupInfo => ({ name: 'Group', members: [], roles: new Map(), left: false, readUpTo: new Map(), joinedAt: new Map() })
 
 /** A message typed here that the server has not stored yet. */
 export interface Pending {
@@ -45,6 +53,8 @@ export interface StoreEvents {
   group: (group: string) => void
   /** You blocked or unblocked someone. */
   blocks: (user: string) => void
+  /** The page went offline or came back: presence it shows is unknown meanwhile. */
+  online: (online: boolean) => void
 }
 
 const TYPING_SHOWN_MS = 6_000
@@ -75,6 +85,8 @@ export class ChatStore {
   readonly groups = new Map<string, GroupInfo>()
   /** Users you blocked (their 1:1 messages and typing do not reach you). */
   readonly blocked = new Set<string>()
+  /** False while the page is not connected: others' presence is then unknown, not what it last was. */
+  online = true
   /** Per conversation key: who is typing there, until when. */
   readonly #typingUntil = new Map<string, Map<string, number>>()
   /** Server time of each `<key> <user>`'s latest typing event. */
@@ -155,7 +167,12 @@ export class ChatStore {
   /** The groups we are in, with names (GET /v1/groups). */
   groupsLoaded (groups: Group[]): void {
     for (const group of groups) {
-      this.groups.set(group.id, { name: group.name, members: group.members.map((member) => member.user), left: false })
+      const info = this.groups.get(group.id) ?? newGroupInfo()
+      info.name = group.name
+      info.members = group.members.map((member) => member.user)
+      info.roles = new Map(group.members.map((member) => [member.user, member.role]))
+      info.left = !info.members.includes(this.me)
+      this.groups.set(group.id, info)
       this.#emit('group', group.id)
     }
     this.#emit('conversations')
@@ -196,17 +213,28 @@ export class ChatStore {
   }
 
   onGroupEvent (event: GroupEvent): void {
-    const info = this.groups.get(event.group) ?? { name: 'Group', members: [], left: false }
+    const info = this.groups.get(event.group) ?? newGroupInfo()
     const users = (list: unknown): string[] => Array.isArray(list) ? list.filter((user): user is string => typeof user === 'string') : []
     if (typeof event.name === 'string') info.name = event.name
-    if (event.type === 'group_created') info.members = users(event.members)
+    if (event.type === 'group_created') {
+      info.members = users(event.members)
+      if (typeof event.by === 'string') info.roles.set(event.by, 'owner')
+    }
+    this.#noteJoins(info, event)
     if (event.type === 'member_added') {
       info.members = [...new Set([...info.members, ...users(event.users)])]
       if (users(event.users).includes(this.me)) info.left = false
     }
     if (event.type === 'member_removed') {
       info.members = info.members.filter((user) => user !== event.user)
+      info.roles.delete(String(event.user))
+      info.readUpTo.delete(String(event.user))
       if (event.user === this.me) info.left = true
+    }
+    if (event.type === 'role_changed' && event.roles !== null && typeof event.roles === 'object') {
+      for (const [user, role] of Object.entries(event.roles as Record<string, unknown>)) {
+        if (role === 'owner' || role === 'admin' || role === 'member') info.roles.set(user, role)
+      }
     }
     this.groups.set(event.group, info)
     this.#emit('groupEvent', event)
@@ -233,8 +261,11 @@ export class ChatStore {
         }
         return
       }
-      // Groups: receipts of others are not shown as ticks (GET .../receipts has them).
-      if (conversation.group !== undefined) return
+      // Groups: who has read our messages (one coalesced receipt naming each reader's gseq).
+      if (conversation.group !== undefined) {
+        if (receipt.readers !== undefined) this.groupRead(conversation.group, receipt.readers)
+        return
+      }
       if (receipt.upTo > conversation.peerDeliveredUpTo) conversation.peerDeliveredUpTo = receipt.upTo
       if (receipt.kind === 'read' && receipt.upTo > conversation.peerReadUpTo) conversation.peerReadUpTo = receipt.upTo
       this.#emit('marks', key)
@@ -259,6 +290,54 @@ export class ChatStore {
     conversation.readUpTo = Math.max(conversation.readUpTo, result.readUpTo)
     conversation.unread = result.unread
     this.#emit('conversations')
+  }
+
+  /** Membership events from a history page: when members joined (for read ticks). */
+  groupHistory (group: string, events: Array<Record<string, unknown>>): void {
+    const info = this.#groupInfo(group)
+    for (const event of events) this.#noteJoins(info, event)
+    this.#emit('marks', groupKey(group))
+  }
+
+  #noteJoins (info: GroupInfo, event: Record<string, unknown>): void {
+    const gseq = Number(event.gseq)
+    if (!Number.isInteger(gseq)) return
+    const joined = event.type === 'member_added' ? event.users : event.type === 'group_created' ? event.members : undefined
+    if (!Array.isArray(joined)) return
+    for (const user of joined) if (typeof user === 'string' && gseq > (info.joinedAt.get(user) ?? 0)) info.joinedAt.set(user, gseq)
+  }
+
+  #groupInfo (group: string): GroupInfo {
+    let info = this.groups.get(group)
+    if (info === undefined) this.groups.set(group, info = newGroupInfo())
+    return info
+  }
+
+  /** Members' read marks in a group (a gseq each): from receipts, or from GET .../receipts of one of ours. */
+  groupRead (group: string, readers: Record<string, number>): void {
+    // The groups may not be loaded yet (a reload with the group open): keep the marks for when they are.
+    const info = this.#groupInfo(group)
+    let moved = false
+    for (const [user, upTo] of Object.entries(readers)) {
+      if (user === this.me || upTo <= (info.readUpTo.get(user) ?? 0)) continue
+      info.readUpTo.set(user, upTo)
+      moved = true
+    }
+    if (moved) this.#emit('marks', groupKey(group))
+  }
+
+  /** Who of the other members (those who were members at `gseq`) has read up to it, and how many they are. */
+  groupReaders (group: string, gseq: number): { readers: string[], others: number } {
+    const info = this.groups.get(group)
+    if (info === undefined) return { readers: [], others: 0 }
+    const others = info.members.filter((user) => user !== this.me && (info.joinedAt.get(user) ?? 0) <= gseq)
+    return { readers: others.filter((user) => (info.readUpTo.get(user) ?? 0) >= gseq), others: others.length }
+  }
+
+  setOnline (online: boolean): void {
+    if (this.online === online) return
+    this.online = online
+    this.#emit('online', online)
   }
 
   onPresence (user: string, state: PresenceState): void {

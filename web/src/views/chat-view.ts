@@ -12,6 +12,7 @@ import type { Connection } from '../connection.ts'
 import { groupItem, itemPosition, type ChatItem, type ChatTarget } from '../chat-target.ts'
 import { bodyText, type ChatStore, type Pending } from '../store.ts'
 import { avatar, presenceDot, presenceText } from './presence.ts'
+import { groupPanel, type GroupPanel } from './group-panel.ts'
 
 const PAGE = 40
 const TYPING_REPEAT_MS = 2_500
@@ -21,6 +22,8 @@ export interface ChatViewOptions {
   store: ChatStore
   connection: Connection
   target: ChatTarget
+  /** The server's MAX_PAYLOAD_BYTES: a longer message is refused here, saying the limit. */
+  maxPayloadBytes: number
   /** Narrow screens: back to the list. */
   back: () => void
   notify: (text: string) => void
@@ -32,9 +35,21 @@ export interface ChatView {
   dispose (): void
 }
 
-type Tick = 'sent' | 'delivered' | 'read'
+/** 1:1: sent, delivered, read. Groups: sent, read by some of the others (`read-some`), read by all of them. */
+type Tick = 'sent' | 'delivered' | 'read-some' | 'read'
 
-export function chatView ({ store, connection, target, back, notify }: ChatViewOptions): ChatView {
+/** Longer texts are folded to a few lines, with "Read more". */
+const FOLD_CHARS = 600
+const FOLD_LINES = 12
+
+/** The bytes a text takes as an MQTT message (`{"id": <uuid>, "body": "..."}`), to compare with MAX_PAYLOAD_BYTES. */
+function payloadBytes (text: string): number {
+  return new TextEncoder().encode(JSON.stringify({ id: '00000000-0000-0000-0000-000000000000', body: text })).length
+}
+
+const kib = (bytes: number): string => `${Math.ceil(bytes / 1024)} KB`
+
+export function chatView ({ store, connection, target, maxPayloadBytes, back, notify }: ChatViewOptions): ChatView {
   const me = store.me
   const key = target.key
   const group = target.kind === 'group'
@@ -58,21 +73,46 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
   const typingBubble = h('div', { class: 'row theirs typing-indicator', hidden: true, attrs: { 'aria-label': 'typing' } },
     h('div', { class: 'bubble' }, h('span', { class: 'typing-dots' }, h('i'), h('i'), h('i'))))
   const scroller = h('div', { class: 'messages', attrs: { role: 'log', 'aria-label': `Messages in ${store.title(key)}` } }, top, items, pendingItems, typingBubble)
+  // Scrolled up: a button back to the newest, counting what came meanwhile.
+  const jumpButton = h('button', { type: 'button', class: 'jump-latest', hidden: true, attrs: { 'aria-label': 'Jump to the latest message' }, on: { click: () => { scrollToBottom(); renderJump() } } })
+  const messagesBox = h('div', { class: 'messages-box' }, scroller, jumpButton)
   const input = h('textarea', { name: 'message', rows: 1, placeholder: 'Message', enterKeyHint: 'send', attrs: { 'aria-label': 'Message' } })
   const sendButton = h('button', { type: 'submit', class: 'send', attrs: { 'aria-label': 'Send' } }, 'Send')
   const composer = h('form', { class: 'composer' }, input, sendButton)
 
   const titleText = h('span', { class: 'peer' }, store.title(key))
+  // A group's initial follows its name (unknown until the groups are loaded, and renames).
+  const avatarSlot = h('span', { class: 'avatar-slot' }, avatar(group ? store.title(key) : target.id, headerDot))
   // 1:1 only: blocking withholds the peer's messages and typing, and hides your presence from them.
   const blockButton = h('button', { type: 'button', class: 'link block', on: { click: () => { void toggleBlock() } } })
+  // Groups: members, roles, rename, add, remove, leave (as your role allows).
+  let panel: GroupPanel | undefined
+  const membersButton = h('button', {
+    type: 'button', class: 'link members-button', attrs: { 'aria-expanded': 'false' },
+    on: { click: () => toggleMembers() }
+  }, 'Members')
+  const panelSlot = h('div', { class: 'panel-slot' })
   const element = h('section', { class: 'pane chat-pane', dataset: group ? { group: target.id } : { peer: target.id }, attrs: { 'aria-label': `Chat with ${store.title(key)}` } },
     h('header', { class: 'bar' },
       h('button', { type: 'button', class: 'back', attrs: { 'aria-label': 'Back to chats' }, on: { click: back } }, '‹'),
-      avatar(group ? store.title(key) : target.id, headerDot),
+      avatarSlot,
       h('span', { class: 'title' }, titleText, status),
-      !group && blockButton),
-    scroller,
+      group ? membersButton : blockButton),
+    panelSlot,
+    messagesBox,
     composer)
+
+  function toggleMembers (): void {
+    if (panel === undefined) {
+      panel = groupPanel({ store, connection, group: target.id, notify, close: toggleMembers })
+      panelSlot.append(panel.element)
+    } else {
+      panel.dispose()
+      panel.element.remove()
+      panel = undefined
+    }
+    membersButton.setAttribute('aria-expanded', String(panel !== undefined))
+  }
 
   // ---- header: presence and typing --------------------------------------------
 
@@ -100,6 +140,7 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     const typing = typists.length > 0
     if (group) {
       const info = store.groups.get(target.id)
+      if (titleText.textContent !== store.title(key)) replace(avatarSlot, avatar(store.title(key), headerDot))
       titleText.textContent = store.title(key)
       status.textContent = typing
         ? `${typists.join(', ')} ${typists.length === 1 ? 'is' : 'are'} typing…`
@@ -119,18 +160,45 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
 
   // ---- rows ---------------------------------------------------------------------
 
-  function tickOf (seq: number): Tick {
+  function tickOf (position: number): Tick {
+    if (group) {
+      const { readers, others } = store.groupReaders(target.id, position)
+      return others > 0 && readers.length === others ? 'read' : readers.length > 0 ? 'read-some' : 'sent'
+    }
     const conversation = store.conversations.get(key)
     if (conversation === undefined) return 'sent'
-    if (seq <= conversation.peerReadUpTo) return 'read'
-    if (seq <= conversation.peerDeliveredUpTo) return 'delivered'
+    if (position <= conversation.peerReadUpTo) return 'read'
+    if (position <= conversation.peerDeliveredUpTo) return 'delivered'
     return 'sent'
   }
 
-  function ticks (tick: Tick | 'pending'): HTMLElement {
-    const text = { pending: 'sending…', sent: '✓', delivered: '✓✓', read: '✓✓' }[tick]
-    const label = { pending: 'sending', sent: 'sent', delivered: 'delivered', read: 'read' }[tick]
+  function ticks (tick: Tick | 'pending', position?: number): HTMLElement {
+    const text = { pending: 'sending…', sent: '✓', delivered: '✓✓', 'read-some': '✓✓', read: '✓✓' }[tick]
+    let label = { pending: 'sending', sent: 'sent', delivered: 'delivered', 'read-some': 'read by some', read: group ? 'read by everyone' : 'read' }[tick]
+    if (tick === 'read-some' && position !== undefined) {
+      const { readers, others } = store.groupReaders(target.id, position)
+      label = `read by ${readers.join(', ')} (${readers.length} of ${others})`
+    }
     return h('span', { class: `ticks ${tick}`, attrs: { 'aria-label': label, title: label } }, text)
+  }
+
+  /** A long text folded to a few lines, with a button that unfolds it. */
+  function textOf (text: string): HTMLElement[] {
+    const span = h('span', { class: 'text' }, text)
+    if (text.length <= FOLD_CHARS && text.split('\n').length <= FOLD_LINES) return [span]
+    span.classList.add('folded')
+    const more = h('button', {
+      type: 'button', class: 'link read-more',
+      on: {
+        click: (event) => {
+          // Not the tap that opens your own message's actions.
+          event.stopPropagation()
+          span.classList.remove('folded')
+          more.remove()
+        }
+      }
+    }, 'Read more')
+    return [span, more]
   }
 
   function rowFor (item: ChatItem): HTMLElement {
@@ -143,17 +211,26 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     const recalled = message.recalled === true
     const meta = h('span', { class: 'meta' },
       h('time', { dateTime: new Date(message.ts).toISOString(), title: fullTime(message.ts) }, clockTime(message.ts)),
-      mine && !recalled && ticks(tickOf(position)))
+      mine && !recalled && ticks(tickOf(position), position))
     const bubble = h('div', { class: `bubble${recalled ? ' recalled' : ''}` },
       group && !mine && h('span', { class: 'from' }, message.from),
-      h('span', { class: 'text' }, bodyText(message)), meta)
+      ...textOf(bodyText(message)), meta)
     const row = h('div', {
       class: `row ${mine ? 'mine' : 'theirs'}`,
       dataset: { position: String(position), id: message.id, day: dayKey(message.ts), ...(mine && !recalled ? { tick: tickOf(position) } : {}) }
     }, bubble)
     if (mine && !recalled) {
-      const actions = h('div', { class: 'actions', hidden: true },
-        h('button', { type: 'button', class: 'recall', on: { click: () => recall(message) } }, 'Recall'))
+      // Recall asks first: it takes the message back from everyone, and cannot be undone.
+      const actions = h('div', { class: 'actions', hidden: true })
+      const offer = (): void => replace(actions,
+        h('button', { type: 'button', class: 'recall', on: { click: confirmRecall } }, 'Recall'))
+      function confirmRecall (): void {
+        replace(actions,
+          h('span', { class: 'confirm-text' }, group ? 'Recall for every member?' : 'Recall for both of you?'),
+          h('button', { type: 'button', class: 'confirm-recall danger', on: { click: () => { void recall(message) } } }, 'Recall'),
+          h('button', { type: 'button', class: 'cancel', on: { click: offer } }, 'Cancel'))
+      }
+      offer()
       // Tap (or Enter on) your own message for its actions; its text stays its accessible name.
       bubble.tabIndex = 0
       bubble.setAttribute('role', 'button')
@@ -163,7 +240,7 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
         actions.hidden = !actions.hidden
         bubble.setAttribute('aria-expanded', String(!actions.hidden))
       }
-      bubble.addEventListener('click', toggle)
+      bubble.addEventListener('click', () => { offer(); toggle() })
       bubble.addEventListener('keydown', (event) => { if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); toggle() } })
       row.append(actions)
     }
@@ -215,9 +292,12 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     if (messages.has(position) && recalledFlag(messages.get(position)) === recalledFlag(item)) return
     const mine = item.type === 'message' && item.from === me
     const stick = nearBottom() || mine
+    const isNew = !messages.has(position)
     insert(item)
     if (loaded) renderEdge()
     if (loaded && stick) scrollToBottom()
+    else if (loaded && isNew && item.type === 'message' && !mine) missed++
+    renderJump()
     if (item.type === 'message' && !mine) scheduleMarkRead()
   }
 
@@ -242,9 +322,10 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     for (const [seq, row] of rows) {
       if (row.dataset.tick === undefined) continue
       const tick = tickOf(seq)
-      if (row.dataset.tick === tick) continue
+      // A group's "read by some" may name more readers than before.
+      if (row.dataset.tick === tick && tick !== 'read-some') continue
       row.dataset.tick = tick
-      row.querySelector('.ticks')?.replaceWith(ticks(tick))
+      row.querySelector('.ticks')?.replaceWith(ticks(tick, seq))
     }
   }
 
@@ -270,6 +351,11 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     stopTyping()
     const pending: Pending = store.addPending(key, text)
     scrollToBottom()
+    const bytes = payloadBytes(text)
+    if (bytes > maxPayloadBytes) {
+      store.failPending(pending, `too long: ${kib(bytes)}, and this server takes at most ${kib(maxPayloadBytes)} per message`)
+      return
+    }
     try {
       await target.send(text)
       store.removePending(pending)
@@ -372,6 +458,53 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
 
   function scrollToBottom (): void {
     scroller.scrollTop = scroller.scrollHeight
+    stuck = true
+    missed = 0
+  }
+
+  /** Was the view at the newest message when last scrolled (kept there when the pane changes size, e.g. a banner appears). */
+  let stuck = true
+  /** Messages from others that came while scrolled up. */
+  let missed = 0
+
+  function renderJump (): void {
+    const away = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight > 300
+    jumpButton.hidden = !away && missed === 0
+    jumpButton.textContent = missed > 0 ? `↓ ${missed} new` : '↓'
+  }
+
+  const resized = new ResizeObserver(() => { if (stuck) scroller.scrollTop = scroller.scrollHeight })
+  resized.observe(scroller)
+
+  // ---- the unread divider: above the first message that was unread when the chat opened ----
+
+  const atOpen = store.conversations.get(key)
+  const unreadFrom = atOpen !== undefined && atOpen.unread > 0 ? atOpen.readUpTo : undefined
+  const unreadDivider = h('div', { class: 'unread-divider', attrs: { role: 'separator' } },
+    h('span', {}, atOpen?.unread === 1 ? '1 unread message' : `${atOpen?.unread ?? 0} unread messages`))
+
+  function placeUnreadDivider (): void {
+    // Only once the pages reach back to the read mark: before that, the first unread may be further up.
+    if (unreadFrom === undefined || (hasMore && oldest > unreadFrom)) return
+    let first: number | undefined
+    for (const [position, item] of messages) {
+      if (item.type === 'message' && item.from !== me && position > unreadFrom && (first === undefined || position < first)) first = position
+    }
+    const row = first === undefined ? undefined : rows.get(first)
+    if (row === undefined) return
+    const separator = row.previousElementSibling
+    const anchor = separator instanceof HTMLElement && separator.classList.contains('day') ? separator : row
+    if (anchor.previousElementSibling !== unreadDivider) anchor.before(unreadDivider)
+  }
+
+  /** After the first page: at the unread divider if it is on it and above the fold, else at the newest. */
+  function settleInitialScroll (): void {
+    placeUnreadDivider()
+    if (unreadDivider.isConnected && unreadDivider.offsetTop < scroller.scrollHeight - scroller.clientHeight) {
+      scroller.scrollTop = Math.max(0, unreadDivider.offsetTop - 8)
+      stuck = nearBottom()
+    } else scrollToBottom()
+    renderJump()
   }
 
   function renderEdge (): void {
@@ -380,6 +513,7 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
 
   async function loadPage (before?: number): Promise<ChatItem[]> {
     const page = await target.history(before, PAGE)
+    if (page.events !== undefined) store.groupHistory(target.id, page.events)
     hasMore = page.hasMore
     const first = page.items[0]
     if (first !== undefined) oldest = Math.min(oldest, itemPosition(first))
@@ -396,9 +530,11 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
       for (const [position, row] of rows) if (hasMore && position < oldest) { row.remove(); rows.delete(position); messages.delete(position) }
       for (const item of page) if (!messages.has(itemPosition(item))) insert(item)
       renderEdge()
-      scrollToBottom()
+      // Only now, before anyone could scroll: later it would undo the reader's own scrolling.
+      settleInitialScroll()
       scheduleMarkRead()
       await fillScreen()
+      if (group) void loadGroupReads()
     } catch (error) {
       top.textContent = `Could not load messages: ${(error as Error).message}`
       setTimeout(() => { if (!disposed && !loaded) void loadLatest() }, 3_000)
@@ -415,6 +551,7 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
       // Keep what is on screen where it is while rows are added above it.
       const fromBottom = scroller.scrollHeight - scroller.scrollTop
       for (const item of page) if (!messages.has(itemPosition(item))) insert(item)
+      placeUnreadDivider()
       scroller.scrollTop = scroller.scrollHeight - fromBottom
     } catch (error) {
       notify(`Could not load earlier messages: ${(error as Error).message}`)
@@ -433,8 +570,24 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
   }
 
   scroller.addEventListener('scroll', () => {
+    stuck = nearBottom()
+    if (stuck) missed = 0
+    renderJump()
     if (scroller.scrollTop < 200) void loadEarlier()
   }, { passive: true })
+
+  /** Groups: who has read our newest message so far (receipts that come later move the ticks on). */
+  async function loadGroupReads (): Promise<void> {
+    let newest = 0
+    for (const [position, item] of messages) if (item.type === 'message' && item.from === me && item.recalled !== true && position > newest) newest = position
+    if (newest === 0) return
+    try {
+      const { read } = await (await connection.client()).groups.receipts(target.id, newest)
+      store.groupRead(target.id, Object.fromEntries(read.map((user) => [user, newest])))
+    } catch {
+      // Ticks stay as they are until the next receipt: nothing else depends on them.
+    }
+  }
 
   // ---- wiring ---------------------------------------------------------------------------
 
@@ -445,9 +598,10 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     store.on('marks', (which) => { if (which === key) refreshTicks() }),
     store.on('presence', (who) => { if (who === target.id) renderHeader() }),
     store.on('typing', (which) => { if (which === key) renderHeader() }),
-    store.on('group', (which) => { if (which === target.id) renderHeader() }),
+    store.on('group', (which) => { if (which === target.id) { renderHeader(); refreshTicks() } }),
     store.on('pending', (which) => { if (which === key) renderPending() }),
-    store.on('blocks', (who) => { if (who === target.id) renderBlock() })
+    store.on('blocks', (who) => { if (who === target.id) renderBlock() }),
+    store.on('online', () => renderHeader())
   ]
   if (!group) {
     const peer = target.id
@@ -470,6 +624,8 @@ export function chatView ({ store, connection, target, back, notify }: ChatViewO
     focus: () => input.focus(),
     dispose () {
       disposed = true
+      resized.disconnect()
+      panel?.dispose()
       stopTyping()
       clearTimeout(markTimer)
       document.removeEventListener('visibilitychange', onVisibility)

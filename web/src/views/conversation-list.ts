@@ -2,7 +2,7 @@
 // message, time, unread badge; and forms to start a chat or a group.
 // Small (the server pages at 100), so it is simply redrawn on each change.
 import { h, replace, shortTime } from '../dom.ts'
-import { USER_ID, USER_ID_PATTERN } from '../session.ts'
+import { USER_ID, USER_ID_PATTERN, USER_ID_RULE, explainUserId } from '../session.ts'
 import { bodyText, groupOfKey, type ChatStore } from '../store.ts'
 import { avatar, presenceDot } from './presence.ts'
 
@@ -25,6 +25,7 @@ export function conversationListView ({ store, deviceId, selected, open, createG
     type: 'text', name: 'peer', required: true, autocapitalize: 'none', spellcheck: false, placeholder: 'Start a chat with…',
     pattern: USER_ID_PATTERN, maxLength: 128, attrs: { 'aria-label': 'User to chat with' }
   })
+  explainUserId(peerInput)
   const newChat = h('form', {
     class: 'new-chat',
     on: {
@@ -52,7 +53,7 @@ export function conversationListView ({ store, deviceId, selected, open, createG
         const invalid = members.find((user) => !USER_ID.test(user))
         groupProblem.hidden = invalid === undefined && name !== ''
         if (name === '') groupProblem.textContent = 'A group needs a name.'
-        else if (invalid !== undefined) groupProblem.textContent = `"${invalid}" is not a user name.`
+        else if (invalid !== undefined) groupProblem.textContent = `"${invalid}" is not a user name: ${USER_ID_RULE}`
         if (!groupProblem.hidden) return
         createGroup(name, [...new Set(members)]).then((key) => {
           groupName.value = ''
@@ -117,6 +118,7 @@ export function conversationListView ({ store, deviceId, selected, open, createG
   const unsubscribe = [
     store.on('conversations', render),
     store.on('presence', render),
+    store.on('online', render),
     store.on('typing', render),
     store.on('group', render)
   ]

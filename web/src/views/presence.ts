@@ -13,11 +13,13 @@ export function avatar (user: string, dot: HTMLElement): HTMLElement {
 
 export function presenceDot (store: ChatStore, user: string): HTMLElement {
   const state = store.presence.get(user)
-  const status = state?.status ?? 'unknown'
+  // Offline, we cannot know: the last state seen may be long gone.
+  const status = store.online ? state?.status ?? 'unknown' : 'unknown'
   return h('span', { class: `dot ${status}`, dataset: { presence: status }, attrs: { 'aria-label': status, title: status } })
 }
 
 export function presenceText (store: ChatStore, user: string): string {
+  if (!store.online) return 'unknown while you are offline'
   if (store.isTyping(user)) return 'typing…'
   const state = store.presence.get(user)
   if (state === undefined) return ''

@@ -1,7 +1,7 @@
 // Sign in: the development sign-in by name (only when the server runs with
 // DEMO_LOGIN=1, and labelled as such), or a token from your auth service.
 import { h } from '../dom.ts'
-import { USER_ID_PATTERN, type Session } from '../session.ts'
+import { USER_ID_PATTERN, explainUserId, type Session } from '../session.ts'
 
 export interface SignInOptions {
   demoLogin: boolean
@@ -29,6 +29,7 @@ export function signInView ({ demoLogin, problem, submit }: SignInOptions): HTML
     type: 'text', name: 'user', required: true, autocomplete: 'username', autocapitalize: 'none', spellcheck: false,
     pattern: USER_ID_PATTERN, maxLength: 128, placeholder: 'alice', attrs: { 'aria-label': 'User name' }
   })
+  explainUserId(name)
   const demoButton = h('button', { type: 'submit', class: 'primary' }, 'Sign in')
   const demoForm = h('form', {
     class: 'card',
