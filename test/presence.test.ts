@@ -165,8 +165,13 @@ for (const mode of modesUnderTest()) {
       ;(phone.client.stream as import('node:net').Socket).destroy()
       phone.client.end(true)
       await watcher.next('offline')
-      await sleep(500)
-      t.same(watcher.seen.map((s) => s.status), ['online', 'offline'], 'the will\'s forged "online" never appears')
+      // The phone back: its "online" comes after anything the disconnect published (the will included), on the same topic.
+      const again = await connectDevice({ url, userId: alice, deviceId: 'phone' })
+      t.teardown(() => again.client.end(true))
+      await watcher.next('online')
+      // The will's payload is {"status":"online"}; the server's states carry ts and lastSeen. (The server may repeat a state.)
+      t.ok(watcher.seen.every((s) => typeof s.ts === 'number' && typeof s.lastSeen === 'number'), 'the will\'s forged "online" never appears')
+      t.same(watcher.seen.map((s) => s.status).filter((status, i, all) => status !== all[i - 1]), ['online', 'offline', 'online'], 'online, offline at the disconnect, online again')
     })
 
     t.test('clients cannot publish presence', async (t) => {
