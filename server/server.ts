@@ -15,6 +15,9 @@ import { openHistory } from '../history/open-history.ts'
 import { openPresence } from '../presence/open-presence.ts'
 import { openDeviceRegistry, openPush } from '../push/open-push.ts'
 import { openKeyDirectory } from '../keys/key-directory.ts'
+import { openMlsKeyPackages } from '../keys/mls-key-packages.ts'
+import { KeyPackageChecker } from '../keys/mls-key-package-check.ts'
+import { MlsKeyPackageService } from '../keys/mls-key-package-service.ts'
 import { randomUUID } from 'node:crypto'
 import { isMuted } from '../messaging/group-service.ts'
 import cluster from 'node:cluster'
@@ -96,6 +99,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   groups.appendGroupMessage = timed(groups.appendGroupMessage.bind(groups), metrics.logAppend, 'group')
   const devices = await openDeviceRegistry(config, store)
   const keys = await openKeyDirectory(config, store)
+  const mlsKeyPackageStore = await openMlsKeyPackages(config, store)
   const push = openPush(config, store, devices, {
     isConnected: (user, clientId) => presence.isConnected(user, clientId),
     unreadTotal: (user) => history.unreadTotal(user),
@@ -167,7 +171,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
       archiveMarks: archiveSource,
       archiver: archive === undefined ? undefined : { pause: async () => { await archive.archiver?.pause() }, resume: () => { archive.archiver?.resume() } },
       settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
-      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys,
+      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys, mlsKeyPackages: mlsKeyPackageStore,
       onSettled: (user, outcome) => { if (outcome === 'deleted_again') log.warn({ user }, 'a stale archive batch landed after an account deletion: deleted again') },
       onError: (error) => log.error({ err: error }, 'account deletion check failed')
     })
@@ -180,6 +184,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     presence,
     devices,
     keys,
+    mlsKeyPackages: new MlsKeyPackageService({ store: mlsKeyPackageStore, checker: await KeyPackageChecker.create(), isBlocked: (blocker, user) => services.blocks.isBlocked(blocker, user) }),
     metrics,
     revocations,
     signal: store.signal,
@@ -223,6 +228,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await push?.close()
     await devices.close()
     await keys.close()
+    await mlsKeyPackageStore.close()
     await revocations.close()
     await archive?.close()
     await history.close()
