@@ -6,7 +6,7 @@
 // that claim to be someone else's. It proves nothing about who holds the key:
 // members still check credentials when they add someone (docs/mls.md, risks).
 import { createHash } from 'node:crypto'
-import { decodeMlsMessage, getCiphersuiteFromName, getCiphersuiteImpl, type CiphersuiteImpl, type CiphersuiteName } from 'ts-mls'
+import { decodeMlsMessage, getCiphersuiteFromName, getCiphersuiteImpl, type CiphersuiteImpl, type CiphersuiteName, type KeyPackage } from 'ts-mls'
 import { verifyKeyPackage } from 'ts-mls/keyPackage.js'
 import { verifyLeafNodeSignatureKeyPackage } from 'ts-mls/leafNode.js'
 
@@ -23,6 +23,10 @@ export interface CheckedKeyPackage {
   data: string
 }
 
+export interface ParsedKeyPackage extends CheckedKeyPackage {
+  keyPackage: KeyPackage
+}
+
 export class KeyPackageRejected extends Error {}
 
 export class KeyPackageChecker {
@@ -32,8 +36,12 @@ export class KeyPackageChecker {
     return new KeyPackageChecker(await getCiphersuiteImpl(getCiphersuiteFromName(MLS_CIPHER_SUITE)), now)
   }
 
-  /** The package, or KeyPackageRejected saying why. `base64` is standard base64 of an encoded MLSMessage (wire format mls_key_package). */
-  async check (base64: string, user: string, device: string): Promise<CheckedKeyPackage> {
+  /**
+   * The package, or KeyPackageRejected saying why: everything but the signatures (cheap: no public-key
+   * operation), so a caller can refuse an upload before paying for them. `base64` is standard base64 of an
+   * encoded MLSMessage (wire format mls_key_package).
+   */
+  parse (base64: string, user: string, device: string): ParsedKeyPackage {
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(base64) || base64.length % 4 !== 0) throw new KeyPackageRejected('not standard base64')
     const bytes = Buffer.from(base64, 'base64')
     if (bytes.length === 0) throw new KeyPackageRejected('empty')
@@ -58,10 +66,14 @@ export class KeyPackageChecker {
     const notAfterMs = Number(kp.leafNode.lifetime.notAfter) * 1000
     if (notAfterMs < this.now()) throw new KeyPackageRejected('expired (lifetime.not_after is past)')
     if (Buffer.from(kp.initKey).equals(Buffer.from(kp.leafNode.hpkePublicKey))) throw new KeyPackageRejected('init_key equals the leaf encryption key (RFC 9420, 10.1)')
-    if (!await verifyKeyPackage(kp, this.impl.signature).catch(() => false) ||
-        !await verifyLeafNodeSignatureKeyPackage(kp.leafNode, this.impl.signature).catch(() => false)) {
+    return { ref: createHash('sha256').update(bytes).digest('hex'), data: base64, keyPackage: kp }
+  }
+
+  /** Both signatures (the KeyPackage's and its leaf node's) under the package's own signature key. */
+  async verify ({ keyPackage }: ParsedKeyPackage): Promise<void> {
+    if (!await verifyKeyPackage(keyPackage, this.impl.signature).catch(() => false) ||
+        !await verifyLeafNodeSignatureKeyPackage(keyPackage.leafNode, this.impl.signature).catch(() => false)) {
       throw new KeyPackageRejected('a signature does not verify')
     }
-    return { ref: createHash('sha256').update(bytes).digest('hex'), data: base64 }
   }
 }

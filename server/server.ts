@@ -31,7 +31,7 @@ import { adminRoutes } from '../bridge/routes/sessions.ts'
 import { adminUserRoutes } from '../bridge/routes/admin-users.ts'
 import { AccountDeletion, SETTLE_MS } from '../messaging/account-deletion.ts'
 import { limitRest } from '../bridge/rate-limit.ts'
-import { PublishBudget } from '../broker/rate-limits.ts'
+import { PublishBudget, TokenBuckets } from '../broker/rate-limits.ts'
 import { createServices } from './services.ts'
 import { LateTransport } from './transport.ts'
 import { openArchive } from '../archive/open-archive.ts'
@@ -111,6 +111,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   // One budget per user for both doors: MQTT publishes and REST sends.
   const publishBudget = new PublishBudget(config.limits.publish, config.limits.publishExempt)
   const takePublish = (user: string): number => publishBudget.take(user)
+  // Checking an upload's signatures costs CPU: uploads get a budget of their own.
+  const keyPackageUploads = new TokenBuckets(config.limits.keyPackageUploads)
   // The services first (both doors use the same ones), then the broker that calls them and that they send through.
   const transport = new LateTransport()
   const services = createServices({
@@ -185,6 +187,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     devices,
     keys,
     mlsKeyPackages: new MlsKeyPackageService({ store: mlsKeyPackageStore, checker: await KeyPackageChecker.create(), isBlocked: (blocker, user) => services.blocks.isBlocked(blocker, user) }),
+    takeKeyPackageUpload: (user) => keyPackageUploads.take(user),
     metrics,
     revocations,
     signal: store.signal,

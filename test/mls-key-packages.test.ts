@@ -27,7 +27,7 @@ const b64 = (made: Made[]): string[] => made.map((m) => m.base64)
 
 for (const mode of modesUnderTest()) {
   t.test(`${mode}: upload, count, claim, and a member added with what was claimed`, async (t) => {
-    const server = await startServerProcess({ mode, redisDb: REDIS_DB })
+    const server = await startServerProcess({ mode, redisDb: REDIS_DB, env: { MLS_UPLOADS_PER_MINUTE: '0' } }) // many refused uploads below
     t.teardown(() => server.stop())
     const [alice, bob, carol] = [uniqueUser('alice'), uniqueUser('bob'), uniqueUser('carol')]
     const api = { alice: apiFor(server.httpUrl, alice), bob: apiFor(server.httpUrl, bob), carol: apiFor(server.httpUrl, carol) }
@@ -107,7 +107,7 @@ for (const mode of modesUnderTest()) {
   })
 }
 
-t.test('redis: two server processes claiming at once never hand out the same package', async (t) => {
+t.test('redis: two server processes claiming at once never hand out the same package; the upload budget', async (t) => {
   const [one, two] = await Promise.all([startServerProcess({ mode: 'redis', redisDb: REDIS_DB, env: { WORKERS: '1' } }), startServerProcess({ mode: 'redis', redisDb: REDIS_DB, env: { WORKERS: '1' } })])
   t.teardown(async () => { await Promise.all([one.stop(), two.stop()]) })
   const [dave, erin] = [uniqueUser('dave'), uniqueUser('erin')]
@@ -122,4 +122,12 @@ t.test('redis: two server processes claiming at once never hand out the same pac
   t.equal(new Set(oneTime).size, 30, 'each once')
   t.same(new Set(oneTime), new Set(b64(packages)), 'the ones uploaded')
   t.ok(got.filter((p: any) => p.lastResort).every((p: any) => p.keyPackage === last.base64), 'the other 10: the last resort')
+
+  // Uploads have a budget of their own (MLS_UPLOADS_PER_MINUTE, default 6 after a burst of 10): dave used one.
+  const statuses: number[] = []
+  for (let i = 0; i < 10; i++) statuses.push((await apiFor(one.httpUrl, dave).post('/v1/mls/key-packages', { deviceId: 'phone', keyPackages: [] })).status)
+  t.same(statuses, [...Array(9).fill(200), 429], 'the 11th upload in a burst: 429')
+  const limited = await apiFor(one.httpUrl, dave).post('/v1/mls/key-packages', { deviceId: 'phone', keyPackages: [] })
+  t.same([limited.status, limited.body.error], [429, 'rate_limited'], 'rate_limited')
+  t.equal((await apiFor(two.httpUrl, dave).post('/v1/mls/key-packages', { deviceId: 'phone', keyPackages: [] })).status, 200, 'per process: the other still takes one')
 })

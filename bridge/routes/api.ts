@@ -39,6 +39,8 @@ export interface ApiOptions {
   keys: KeyDirectory
   /** The MLS KeyPackage directory. */
   mlsKeyPackages: MlsKeyPackageService
+  /** Its per-user upload budget: 0 when an upload is allowed, else ms until one is. */
+  takeKeyPackageUpload?: (user: string) => number
   maxPayloadBytes: number
   /** Push registrations one user may hold (0: no limit). */
   maxPushDevices: number
@@ -65,6 +67,6 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   await app.register(blockRoutes, { blocks: options.blocks })
   await app.register(deviceRoutes, { devices: options.devices, maxDevices: options.maxPushDevices })
   await app.register(keyRoutes, { keys: options.keys })
-  await app.register(mlsKeyPackageRoutes, { keyPackages: options.mlsKeyPackages })
+  await app.register(mlsKeyPackageRoutes, { keyPackages: options.mlsKeyPackages, takeUpload: options.takeKeyPackageUpload })
   await app.register(searchRoutes, { search: options.search })
 }

@@ -23,16 +23,27 @@ const countSchema = {
   properties: { deviceId: { type: 'string' }, oneTime: { type: 'integer' }, lastResort: { type: 'boolean' } }
 } as const
 
+class UploadsLimited extends Error {
+  constructor (readonly waitMs: number) { super(`more KeyPackage uploads than allowed; retry in ${waitMs} ms`) }
+}
+
 async function answer<T> (reply: FastifyReply, work: () => Promise<T>): Promise<unknown> {
   try {
     return reply.send(await work())
   } catch (error) {
+    if (error instanceof UploadsLimited) return sendError(reply, 429, 'rate_limited', error.message)
     if (!(error instanceof MlsKeyPackageRejected)) throw error
     return sendError(reply, STATUS[error.code], error.code, error.message, error.field)
   }
 }
 
-export const mlsKeyPackageRoutes: FastifyPluginAsync<{ keyPackages: MlsKeyPackageService }> = async (app, { keyPackages }) => {
+export interface MlsKeyPackageRoutesOptions {
+  keyPackages: MlsKeyPackageService
+  /** The per-user upload budget (MLS_UPLOADS_PER_MINUTE): 0 when an upload is allowed, else ms until one is. */
+  takeUpload?: (user: string) => number
+}
+
+export const mlsKeyPackageRoutes: FastifyPluginAsync<MlsKeyPackageRoutesOptions> = async (app, { keyPackages, takeUpload }) => {
   const { perDevice, usersPerClaim } = keyPackages.limits
 
   app.post<{ Body: { deviceId: string, keyPackages: string[], lastResort?: string } }>('/v1/mls/key-packages', {
@@ -51,9 +62,19 @@ export const mlsKeyPackageRoutes: FastifyPluginAsync<{ keyPackages: MlsKeyPackag
           lastResort: { ...keyPackageSchema, description: 'required with the device\'s first upload; replaces its previous one' }
         }
       },
-      response: { 200: countSchema, 400: errorSchema, 409: errorSchema }
+      response: {
+        200: countSchema,
+        400: errorSchema,
+        409: errorSchema,
+        429: { description: 'More uploads than `MLS_UPLOADS_PER_MINUTE` allows (after a burst of 10); `retry-after` says when to try again', ...errorSchema }
+      }
     }
   }, (request, reply) => answer(reply, async () => {
+    const wait = takeUpload?.(request.userId) ?? 0
+    if (wait > 0) {
+      reply.header('retry-after', String(Math.ceil(wait / 1000)))
+      throw new UploadsLimited(wait)
+    }
     const { deviceId, keyPackages: packages, lastResort } = request.body
     return { deviceId, ...await keyPackages.upload(request.userId, deviceId, packages, lastResort) }
   }))
