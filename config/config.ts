@@ -114,6 +114,8 @@ export interface Limits {
   blocksPerUser: number
   /** Groups one user may be a member of, created or added to (0: off). */
   groupsPerUser: number
+  /** MLS KeyPackage uploads per user and process: per second after a burst (0: off). Checking one costs CPU. */
+  keyPackageUploads: { perSecond: number, burst: number }
 }
 
 export interface TlsConfig {
@@ -468,7 +470,9 @@ export function loadConfig (env: Env = process.env): Config {
       // What one account may keep on the server: generous for people, a wall for a script.
       pushDevicesPerUser: integer(env, 'MAX_PUSH_DEVICES_PER_USER', 20, 0, 100_000),
       blocksPerUser: integer(env, 'MAX_BLOCKS_PER_USER', 10_000, 0, 10_000_000),
-      groupsPerUser: integer(env, 'MAX_GROUPS_PER_USER', 500, 0, 1_000_000)
+      groupsPerUser: integer(env, 'MAX_GROUPS_PER_USER', 500, 0, 1_000_000),
+      // A device uploads KeyPackages on its first run and to top them up: rarely.
+      keyPackageUploads: { perSecond: integer(env, 'MLS_UPLOADS_PER_MINUTE', 6, 0, 1_000_000) / 60, burst: 10 }
     },
     tls: tlsConfig(env),
     tlsOnly: tlsOnly(env),

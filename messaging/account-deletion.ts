@@ -29,6 +29,7 @@ import type { ArchiveSource } from '../history/archive-source.ts'
 import type { ArchiveStore } from '../archive/archive-store.ts'
 import type { Revocations } from '../auth/revocations.ts'
 import type { KeyDirectory } from '../keys/key-directory.ts'
+import type { MlsKeyPackageStore } from '../keys/mls-key-packages.ts'
 import type { DeviceRegistry } from '../push/device-registry.ts'
 import { GroupRejected, type GroupService } from './group-service.ts'
 
@@ -62,6 +63,8 @@ export interface AccountDeletionOptions {
   devices?: Pick<DeviceRegistry, 'list' | 'remove'>
   /** The published end-to-end key (keys/key-directory.ts). */
   keys?: Pick<KeyDirectory, 'remove'>
+  /** The user's MLS KeyPackages (keys/mls-key-packages.ts). */
+  mlsKeyPackages?: Pick<MlsKeyPackageStore, 'removeUser'>
   /** The later check deleted the logs again (a stale archiver batch had landed), or failed. */
   onSettled?: (user: string, outcome: 'clean' | 'deleted_again') => void
   onError?: (error: unknown) => void
@@ -118,6 +121,7 @@ export class AccountDeletion {
     }
 
     await this.#options.keys?.remove(user)
+    await this.#options.mlsKeyPackages?.removeUser(user)
 
     // What this process still relays from the user's outbox lands before the outbox goes.
     await hot.relayed()

@@ -15,6 +15,9 @@ import { openHistory } from '../history/open-history.ts'
 import { openPresence } from '../presence/open-presence.ts'
 import { openDeviceRegistry, openPush } from '../push/open-push.ts'
 import { openKeyDirectory } from '../keys/key-directory.ts'
+import { openMlsKeyPackages } from '../keys/mls-key-packages.ts'
+import { KeyPackageChecker } from '../keys/mls-key-package-check.ts'
+import { MlsKeyPackageService } from '../keys/mls-key-package-service.ts'
 import { randomUUID } from 'node:crypto'
 import { isMuted } from '../messaging/group-service.ts'
 import cluster from 'node:cluster'
@@ -28,7 +31,7 @@ import { adminRoutes } from '../bridge/routes/sessions.ts'
 import { adminUserRoutes } from '../bridge/routes/admin-users.ts'
 import { AccountDeletion, SETTLE_MS } from '../messaging/account-deletion.ts'
 import { limitRest } from '../bridge/rate-limit.ts'
-import { PublishBudget } from '../broker/rate-limits.ts'
+import { PublishBudget, TokenBuckets } from '../broker/rate-limits.ts'
 import { createServices } from './services.ts'
 import { LateTransport } from './transport.ts'
 import { openArchive } from '../archive/open-archive.ts'
@@ -96,6 +99,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   groups.appendGroupMessage = timed(groups.appendGroupMessage.bind(groups), metrics.logAppend, 'group')
   const devices = await openDeviceRegistry(config, store)
   const keys = await openKeyDirectory(config, store)
+  const mlsKeyPackageStore = await openMlsKeyPackages(config, store)
   const push = openPush(config, store, devices, {
     isConnected: (user, clientId) => presence.isConnected(user, clientId),
     unreadTotal: (user) => history.unreadTotal(user),
@@ -107,6 +111,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   // One budget per user for both doors: MQTT publishes and REST sends.
   const publishBudget = new PublishBudget(config.limits.publish, config.limits.publishExempt)
   const takePublish = (user: string): number => publishBudget.take(user)
+  // Checking an upload's signatures costs CPU: uploads get a budget of their own.
+  const keyPackageUploads = new TokenBuckets(config.limits.keyPackageUploads)
   // The services first (both doors use the same ones), then the broker that calls them and that they send through.
   const transport = new LateTransport()
   const services = createServices({
@@ -167,7 +173,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
       archiveMarks: archiveSource,
       archiver: archive === undefined ? undefined : { pause: async () => { await archive.archiver?.pause() }, resume: () => { archive.archiver?.resume() } },
       settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
-      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys,
+      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys, mlsKeyPackages: mlsKeyPackageStore,
       onSettled: (user, outcome) => { if (outcome === 'deleted_again') log.warn({ user }, 'a stale archive batch landed after an account deletion: deleted again') },
       onError: (error) => log.error({ err: error }, 'account deletion check failed')
     })
@@ -180,6 +186,8 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     presence,
     devices,
     keys,
+    mlsKeyPackages: new MlsKeyPackageService({ store: mlsKeyPackageStore, checker: await KeyPackageChecker.create(), isBlocked: (blocker, user) => services.blocks.isBlocked(blocker, user) }),
+    takeKeyPackageUpload: (user) => keyPackageUploads.take(user),
     metrics,
     revocations,
     signal: store.signal,
@@ -223,6 +231,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await push?.close()
     await devices.close()
     await keys.close()
+    await mlsKeyPackageStore.close()
     await revocations.close()
     await archive?.close()
     await history.close()

@@ -1,7 +1,7 @@
 // Account deletion (issue #21) through the real server: embedded mode (its own
 // archive in DATA_DIR) and Redis mode with PostgreSQL. DELETE
 // /v1/admin/users/:user revokes the user's tokens, leaves their groups, drops
-// their push registrations and removes their own log from the hot tier and the
+// their push registrations, published keys and MLS KeyPackages, and removes their own log from the hot tier and the
 // archive (search included); the peers keep their copies. "Nothing came back"
 // is checked after the archiver has provably passed the user again: a new
 // message to the new account is found by search, and it is the only thing found.
@@ -18,8 +18,15 @@ import { Archiver } from '../archive/archiver.ts'
 import { LevelRevocations } from '../auth/revocations.ts'
 import { AccountDeletion } from '../messaging/account-deletion.ts'
 import type { LogSink } from '../history/log-sink.ts'
+import { defaultCapabilities, defaultLifetime, encodeMlsMessage, generateKeyPackage, getCiphersuiteFromName, getCiphersuiteImpl } from 'ts-mls'
 
 const ADMIN = 'admin-token-admin-token-admin-token-0123'
+
+async function mlsKeyPackage (identity: string): Promise<string> {
+  const impl = await getCiphersuiteImpl(getCiphersuiteFromName('MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519'))
+  const kp = await generateKeyPackage({ credentialType: 'basic', identity: new TextEncoder().encode(identity) }, defaultCapabilities(), defaultLifetime, [], impl)
+  return Buffer.from(encodeMlsMessage({ version: 'mls10', wireformat: 'mls_key_package', keyPackage: kp.publicPackage })).toString('base64')
+}
 
 const ids = (hits: Hit[]): string[] => hits.map((hit) => hit.message.id).sort()
 
@@ -53,6 +60,7 @@ function deletionSuite (name: string, start: () => Promise<ServerHandle>): void 
       t.equal((await b.post('/v1/messages', { group, id: 'g1', body: '北京烤鸭' })).status, 201)
       t.equal((await b.post('/v1/devices', { deviceId: 'phone', platform: 'android', token: 'fcm-token-fcm-token-fcm-token-0123456789' })).status, 201)
       t.equal((await b.put('/v1/keys', { publicKey: `${'B'.repeat(43)}=` })).status, 200, 'he publishes an encryption key')
+      t.equal((await b.post('/v1/mls/key-packages', { deviceId: 'phone', keyPackages: [], lastResort: await mlsKeyPackage(`${bob}:phone`) })).status, 200, 'and an MLS KeyPackage')
       // The archiver has everything: search finds it for both.
       t.same(ids(await searchUntil(b, '北京', (hits) => hits.length === 3)), ['g1', 'm1', 'm2'], 'bob finds his messages before')
       t.same(ids(await searchUntil(a, '北京', (hits) => hits.length === 3)), ['g1', 'm1', 'm2'])
@@ -70,6 +78,7 @@ function deletionSuite (name: string, start: () => Promise<ServerHandle>): void 
       t.same((await fresh.get('/v1/groups')).body.groups, [], 'no groups: he left them')
       t.same((await fresh.get('/v1/devices')).body.devices, [], 'no push registrations')
       t.equal((await a.get(`/v1/keys/${bob}`)).status, 404, 'no published key')
+      t.same((await a.post('/v1/mls/key-packages/claim', { users: [bob] })).body, { keyPackages: [], missing: [bob] }, 'no MLS KeyPackage')
       t.same((await fresh.get(`/v1/search?q=${encodeURIComponent('北京')}`)).body.results, [], 'search finds nothing of his')
 
       // A new message to the new account: seq 1, and once search finds it, the archiver has passed

@@ -7,6 +7,7 @@ t.test("an owner's keys of every family share one slot", async (t) => {
   t.equal(slotOf(ownerKey('h', userTag('alice'), 'ev')), slot)
   t.equal(slotOf(ownerKey('presence', userTag('alice'), 'p')), slot)
   t.equal(slotOf(ownerKey('keys', userTag('alice'))), slot)
+  t.equal(slotOf(ownerKey('mlskp', userTag('alice'), 'q')), slot, 'MLS KeyPackages too')
   t.not(slotOf(ownerKey('g', groupTag('alice'), 'seq')), slot, 'a group named like a user is another owner')
 })
 

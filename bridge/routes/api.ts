@@ -22,6 +22,8 @@ import { presenceRoutes } from './presence.ts'
 import { deviceRoutes } from './devices.ts'
 import { keyRoutes } from './keys.ts'
 import type { KeyDirectory } from '../../keys/key-directory.ts'
+import { mlsKeyPackageRoutes } from './mls-key-packages.ts'
+import type { MlsKeyPackageService } from '../../keys/mls-key-package-service.ts'
 import type { PresenceRegistry } from '../../presence/presence-registry.ts'
 import type { DeviceRegistry } from '../../push/device-registry.ts'
 import type { SearchService } from '../../archive/search-service.ts'
@@ -35,6 +37,10 @@ export interface ApiOptions {
   presence: PresenceRegistry
   devices: DeviceRegistry
   keys: KeyDirectory
+  /** The MLS KeyPackage directory. */
+  mlsKeyPackages: MlsKeyPackageService
+  /** Its per-user upload budget: 0 when an upload is allowed, else ms until one is. */
+  takeKeyPackageUpload?: (user: string) => number
   maxPayloadBytes: number
   /** Push registrations one user may hold (0: no limit). */
   maxPushDevices: number
@@ -61,5 +67,6 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   await app.register(blockRoutes, { blocks: options.blocks })
   await app.register(deviceRoutes, { devices: options.devices, maxDevices: options.maxPushDevices })
   await app.register(keyRoutes, { keys: options.keys })
+  await app.register(mlsKeyPackageRoutes, { keyPackages: options.mlsKeyPackages, takeUpload: options.takeKeyPackageUpload })
   await app.register(searchRoutes, { search: options.search })
 }
