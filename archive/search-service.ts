@@ -12,6 +12,7 @@ import type { GroupStore } from '../history/group-store.ts'
 import { queryTokens } from '../search/tokenize.ts'
 import { snippet } from '../search/snippet.ts'
 import { relevance } from '../search/relevance.ts'
+import { cjkPhrases, holdsPhrases } from '../search/phrases.ts'
 
 /** `order=relevance` ranks the newest this many matches. */
 export const RELEVANCE_POOL = 200
@@ -125,7 +126,8 @@ export class SearchService {
     }
     const { hits, hasMore } = found
     const cutoff = this.#retentionMs > 0 ? Date.now() - this.#retentionMs : 0
-    let shown = hits.filter((hit) => hit.ts >= cutoff)
+    const phrases = cjkPhrases(request.q.slice(0, MAX_QUERY_LENGTH))
+    let shown = hits.filter((hit) => hit.ts >= cutoff && holdsPhrases(hit.text, phrases))
     if (byRelevance) {
       const scores = new Map(shown.map((hit) => [hit, relevance(hit.text, request.q, tokens)]))
       // Ties keep the newest first (the archive's order; sort is stable).

@@ -10,8 +10,8 @@
 //   a run is found: a 1-character query by that character, a longer one by its
 //   pairs (上海 in 我家在上海东边。, 鈴虫 in バッタと鈴虫, which a whole-word
 //   index misses: Mattermost #22345, Synapse #901). Pairs can meet a 3+
-//   character query in two places of one message (上海 … 海东 for 上海东): a
-//   rare wrong hit, measured in bench/search-corpus.ts. Jieba's words of 3+
+//   character query in two places of one message (上海 … 海东 for 上海东): the
+//   search service drops such hits (search/phrases.ts). Jieba's words of 3+
 //   characters (会议室, 长江大桥) are added to a message's tokens, but a query
 //   never asks for them, since the same characters in another sentence may be
 //   cut differently: they are for ranking, never for matching.

@@ -51,6 +51,18 @@ function searchSuite (name: string, start: () => Promise<ServerHandle>): void {
       t.same(ids(onlyAlice.body.results), ['m1'], 'filtered to one conversation')
     })
 
+    t.test('a run of 3+ CJK characters is found whole, not as its pairs apart', async (t) => {
+      const erin = uniqueUser('erin')
+      const frank = uniqueUser('frank')
+      const e = apiFor(server.httpUrl, erin)
+      await e.post('/v1/messages', { to: frank, id: 'apart', body: '上海很大，海东很远' })
+      await e.post('/v1/messages', { to: frank, id: 'whole', body: '我家在上海东边。' })
+      const f = apiFor(server.httpUrl, frank)
+      // Both are in the index: 海东 is in each.
+      t.same(ids(await searchUntil(f, '海东', (hits) => hits.length === 2)), ['whole', 'apart'])
+      t.same(ids(await searchUntil(f, '上海东', (hits) => hits.length >= 1)), ['whole'], 'the message holding 上海 and 海东 apart is not a hit')
+    })
+
     t.test('a recalled message is not found; an encrypted body is never indexed', async (t) => {
       const alice = uniqueUser('alice')
       const bob = uniqueUser('bob')
