@@ -1,11 +1,13 @@
 // How load generators talk to each system under test. Ours needs a JWT as
 // password, a `<user>:<device>` clientId and `{id, body}` payloads, and
-// delivers a stamped envelope; Mosquitto and bare Aedes take and deliver the
-// payload as is. The topic layout (user/<id>/inbox) is the same everywhere.
+// delivers a stamped envelope; Mosquitto, bare Aedes, NATS and RabbitMQ take
+// and deliver the payload as is. The topic layout (user/<id>/inbox) is the same everywhere.
 import { createSigner } from 'fast-jwt'
 import { SECRET } from '../test/helpers/tokens.ts'
 
 export type TargetKind = 'inboxd-redis' | 'inboxd-redis-pg' | 'inboxd-cluster' | 'inboxd-embedded' | 'inboxd-embedded-base' | 'aedes-memory' | 'mosquitto' | 'mosquitto-unlimited'
+  // The peers that also keep a QoS 1 message for an offline persistent session (issue #23).
+  | 'nats-jetstream' | 'rabbitmq'
   // Not servers: the archive stores themselves, filled and searched by bench/load/archive-search.ts.
   | 'archive-pg' | 'archive-level'
 

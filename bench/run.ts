@@ -9,7 +9,8 @@ import { spawn } from 'node:child_process'
 import { writeFileSync, readFileSync } from 'node:fs'
 import { cpus, totalmem, release, tmpdir } from 'node:os'
 import { execFileSync, spawnSync } from 'node:child_process'
-import { BENCH_REDIS_ARGS, OPT_IN_TARGETS, TARGETS, clusterSpread, mosquittoAvailable, rssKb, startBenchCluster, startBenchRedis, startTarget, stopBenchCluster, stopBenchRedis } from './targets.ts'
+import { natsVersion, rabbitmqVersion } from './peers.ts'
+import { BENCH_REDIS_ARGS, OPT_IN_TARGETS, TARGETS, clusterSpread, mosquittoAvailable, peerAvailable, rssKb, startBenchCluster, startBenchRedis, startTarget, stopBenchCluster, stopBenchRedis } from './targets.ts'
 import type { TargetKind } from './profile.ts'
 import { sleep } from './profile.ts'
 import { archiveReport } from './report-archive.ts'
@@ -169,7 +170,10 @@ if (process.env.BENCH_MERGE === '1') {
 const targets = TARGETS.filter((t) => only === undefined || only.includes(t.kind))
 const haveMosquitto = await mosquittoAvailable('mosquitto')
 const haveUnlimited = await mosquittoAvailable('mosquitto-unlimited')
-const available = (kind: TargetKind): boolean => kind === 'mosquitto' ? haveMosquitto : kind === 'mosquitto-unlimited' ? haveUnlimited : true
+const haveNats = peerAvailable('nats-jetstream')
+const haveRabbitmq = peerAvailable('rabbitmq')
+const available = (kind: TargetKind): boolean => kind === 'mosquitto' ? haveMosquitto : kind === 'mosquitto-unlimited' ? haveUnlimited
+  : kind === 'nats-jetstream' ? haveNats : kind === 'rabbitmq' ? haveRabbitmq : true
 
 // One scenario at a time, its repeats taking the targets in turn (A B C, A B C, …), so a
 // shared machine whose load drifts during the run slows every target of a comparison alike.
@@ -223,12 +227,14 @@ const cell = (kind: TargetKind, scenario: string, field: string, lowerIsBetter =
   const reference = available(referenceKind) ? get(referenceKind, scenario, field) : null
   return kind.startsWith('mosquitto') || reference === null ? fmt(value, digits) : `${fmt(value, digits)} (${ratio(value, reference, lowerIsBetter)})`
 }
+/** The durable peers (issue #23): inboxd's figures against theirs. */
+const PEERS = [['nats-jetstream', 'NATS JetStream'], ['rabbitmq', 'RabbitMQ']] as const
 
 const lines: string[] = []
 lines.push('# Benchmarks', '')
 lines.push(measuredLine ?? `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC with \`npm run bench\`${process.env.BENCH_REPEATS !== undefined ? ` (BENCH_REPEATS=${process.env.BENCH_REPEATS})` : ''}${quick ? ' (BENCH_QUICK=1)' : ''}.`, '')
 lines.push(`- Machine: ${cpus().length} × ${cpus()[0]?.model.trim()}, ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}. Load generators run in their own processes on the same machine; all traffic is on loopback.`)
-lines.push(`- Node ${process.version}; aedes ${version('aedes')}, aedes-persistence-redis ${version('aedes-persistence-redis')}, aedes-persistence-level ${version('aedes-persistence-level')}, mqemitter-redis ${version('mqemitter-redis')}; Redis ${redisVersion}; Mosquitto ${haveMosquitto ? mosquittoVersion : 'not reachable, skipped'}.`)
+lines.push(`- Node ${process.version}; aedes ${version('aedes')}, aedes-persistence-redis ${version('aedes-persistence-redis')}, aedes-persistence-level ${version('aedes-persistence-level')}, mqemitter-redis ${version('mqemitter-redis')}; Redis ${redisVersion}; Mosquitto ${haveMosquitto ? mosquittoVersion : 'not reachable, skipped'}; NATS ${haveNats ? safe(natsVersion) : 'not installed, skipped'}; RabbitMQ ${haveRabbitmq ? safe(rabbitmqVersion) : 'not installed, skipped'}.`)
 lines.push('- This container caps every process at 20,000 open files (hard limit; it cannot be raised here), so no target can hold 50k connections on this machine: the 50k column shows how far each got. The harness raises the limit itself where it is allowed to.')
 lines.push(`- Figures are medians of ${repeats} runs for throughput, latency and the 10k drain; the 100k drain, idle memory and the reconnect storm run once. A fresh server process is started for every run. In brackets: the ratio to Mosquitto (above 1× is better than Mosquitto).`)
 lines.push('- "inboxd" is the whole product: JWT auth, stamping, the history log write (per-user seq, idempotency), delivery from the log with per-device cursors, delivered receipts and presence. Bare Aedes and Mosquitto only move packets.')
@@ -238,7 +244,9 @@ lines.push(`  - inboxd, Redis mode on a Redis Cluster: 3 primaries and 3 replica
 lines.push(`  - inboxd, embedded mode: LevelDB in a fresh \`DATA_DIR\` (${dataDirFs}), \`DURABILITY=process\`: each batch written to the OS, not fsynced: a crash of the server, not a power cut. Its \`DURABILITY=disk\` row: one fsync per group-commit batch, which survives a power cut too.`)
 lines.push('  - bare Aedes: none, everything is in memory.')
 lines.push(`  - Mosquitto, packaged configuration: \`persistence ${mosquittoPersistence}\`${mosquittoPersistence === 'true' ? ': in memory, saved to disk every 30 minutes (the default autosave_interval) and at a clean stop, so a PUBACKed message survives neither a crash nor a power cut' : ': memory only'}.`)
-lines.push('  - Mosquitto, unlimited queue: `persistence false`: memory only.', '')
+lines.push('  - Mosquitto, unlimited queue: `persistence false`: memory only.')
+lines.push('  - NATS with JetStream: its own server on spare ports with its own store directory (`jetstream { store_dir }`, `mqtt { listen }`, `server_name`); a QoS 1 message for a persistent session is a file-store message, written to the OS at once and fsynced every 60 s (NATS 2.9\'s default, not settable there): it survives a crash of the server, not a power cut within the minute.')
+lines.push('  - RabbitMQ: a node of its own (spare ports, its own data directory and Erlang cookie, the `rabbitmq_mqtt` plugin); a persistent session\'s queue is durable and QoS 1 messages persistent; the PUBACK waits for the queue\'s confirm, given once the message store has written it to disk (fsync in batches): it survives a power cut.', '')
 
 lines.push('## 1. Durable 1:1 QoS 1 (20 senders → 20 receivers, persistent sessions, 200-byte payloads)', '')
 lines.push('| target | sustained delivered msg/s | latency at 5k msg/s offered: p50 ms | p99 ms | max ms | delivered / sent |', '|---|---|---|---|---|---|')
@@ -252,6 +260,13 @@ if (shown.some((t) => results.has(`${t.kind}/throughputDisk`))) {
     if (!results.has(`${t.kind}/throughputDisk`)) continue
     const [asProcess, asDisk] = t.kind === 'inboxd-redis' ? ['AOF, appendfsync everysec', 'AOF, appendfsync always'] : ['LevelDB, no fsync', 'LevelDB, fsync per batch']
     lines.push(`| ${t.label} | ${cell(t.kind, 'throughput', 'msgPerSec')} | ${asProcess} | ${fmt(get(t.kind, 'throughputDisk', 'msgPerSec'))} | ${asDisk} | ${ratio(get(t.kind, 'throughputDisk', 'msgPerSec'), get(t.kind, 'throughput', 'msgPerSec'))} |`)
+  }
+}
+if (PEERS.some(([kind]) => results.has(`${kind}/throughput`))) {
+  lines.push('', 'Against the peers that also keep a QoS 1 message for an offline session (issue #23; above 1× is better than the peer):', '')
+  lines.push(`| target | ${PEERS.map(([, name]) => `throughput vs ${name}`).join(' | ')} | ${PEERS.map(([, name]) => `p99 vs ${name}`).join(' | ')} |`, `|---|${PEERS.map(() => '---|---|').join('')}`)
+  for (const t of shown.filter((t) => t.kind.startsWith('inboxd-'))) {
+    lines.push(`| ${t.label} | ${PEERS.map(([peer]) => ratio(get(t.kind, 'throughput', 'msgPerSec'), get(peer, 'throughput', 'msgPerSec'))).join(' | ')} | ${PEERS.map(([peer]) => ratio(get(t.kind, 'latency', 'p99'), get(peer, 'latency', 'p99'), true)).join(' | ')} |`)
   }
 }
 lines.push('', '## 2. Offline drain (messages queued for one device; time from its reconnect to the last message)', '')
@@ -342,6 +357,11 @@ const targetsMet: Array<readonly [string, boolean | null, string]> = [
   ['The same, embedded mode ≥ 0.6× Mosquitto', atLeast(get('inboxd-embedded', 'throughput', 'msgPerSec'), mosquitto('throughput', 'msgPerSec'), 0.6),
     `${fmt(get('inboxd-embedded', 'throughput', 'msgPerSec'))} msg/s (${ratio(get('inboxd-embedded', 'throughput', 'msgPerSec'), mosquitto('throughput', 'msgPerSec'))})`]
 ]
+for (const [kind, mode] of [['inboxd-redis', 'Redis'], ['inboxd-embedded', 'embedded']] as const) {
+  const nats = get('nats-jetstream', 'throughput', 'msgPerSec')
+  targetsMet.push([`Durable 1:1 QoS 1 throughput ≥ 1.5× NATS JetStream (${mode}; issue #23)`, atLeast(get(kind, 'throughput', 'msgPerSec'), nats, 1.5),
+    `${fmt(get(kind, 'throughput', 'msgPerSec'))} vs ${fmt(nats)} msg/s (${ratio(get(kind, 'throughput', 'msgPerSec'), nats)})`])
+}
 for (const [scenario, size] of [['drain10k', '10k'], ['drain100k', '100k']] as const) {
   for (const [kind, mode] of [['inboxd-redis', 'Redis'], ['inboxd-embedded', 'embedded']] as const) {
     const reference = mosquitto(scenario, 'drainMs')

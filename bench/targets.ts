@@ -26,6 +26,7 @@ import { startRedisServer, type OwnRedis } from '../test/helpers/redis-server.ts
 import { startRedisCluster, type OwnCluster } from '../test/helpers/redis-cluster.ts'
 import { createTestDatabase } from '../test/helpers/postgres.ts'
 import type { TargetKind } from './profile.ts'
+import { natsAvailable, rabbitmqAvailable, startNats, startRabbitmq } from './peers.ts'
 
 /** The Redis-mode target's persistence, as docker-compose.yml runs Redis. */
 export const BENCH_REDIS_ARGS = ['--appendonly', 'yes', '--appendfsync', 'everysec']
@@ -141,6 +142,8 @@ export const TARGETS: Array<{ kind: TargetKind, label: string }> = [
   { kind: 'aedes-memory', label: 'bare Aedes, in-memory' },
   { kind: 'mosquitto', label: 'Mosquitto (C), packaged configuration' },
   { kind: 'mosquitto-unlimited', label: 'Mosquitto (C), unlimited queue, no persistence' },
+  { kind: 'nats-jetstream', label: 'NATS with JetStream (Go), its MQTT listener' },
+  { kind: 'rabbitmq', label: 'RabbitMQ (Erlang), rabbitmq_mqtt, durable queues' },
   { kind: 'archive-pg', label: 'archive on PostgreSQL' },
   { kind: 'archive-level', label: 'archive on LevelDB (embedded mode)' }
 ]
@@ -163,6 +166,11 @@ function reachable (port: number): Promise<boolean> {
     socket.once('connect', () => { socket.destroy(); resolve(true) })
     socket.once('error', () => resolve(false))
   })
+}
+
+/** Whether a peer broker can be benchmarked here (its binary is installed). */
+export function peerAvailable (kind: 'nats-jetstream' | 'rabbitmq'): boolean {
+  return kind === 'nats-jetstream' ? natsAvailable() : rabbitmqAvailable()
 }
 
 /** Whether a Mosquitto of this kind can be benchmarked here. */
@@ -221,6 +229,10 @@ export async function startTarget (kind: TargetKind, env: Record<string, string>
     return { kind, port, pid: child.pid!, stop: async () => { child.kill('SIGTERM'); await once(child, 'exit') } }
   }
   if (kind === 'mosquitto-unlimited') return startMosquitto()
+  if (kind === 'nats-jetstream' || kind === 'rabbitmq') {
+    const peer = kind === 'nats-jetstream' ? await startNats() : await startRabbitmq()
+    return { kind, ...peer }
+  }
   const pid = Number(execFileSync('pgrep', ['-o', '-x', 'mosquitto'], { encoding: 'utf8' }).trim())
   return { kind, port: 1883, pid, stop: async () => {} }
 }
