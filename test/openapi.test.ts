@@ -10,7 +10,7 @@ import { startServerProcess } from './helpers/server-process.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 
 interface Response { description?: string, content?: Record<string, { schema?: { required?: string[], $ref?: string } }> }
-interface Operation { operationId?: string, security?: unknown[], responses: Record<string, Response> }
+interface Operation { operationId?: string, tags?: string[], security?: unknown[], responses: Record<string, Response> }
 interface Doc { openapi: string, paths: Record<string, Record<string, Operation>>, components: { schemas: Record<string, unknown> } }
 
 // ADMIN_TOKEN and METRICS_TOKEN: the routes that exist only with them are in the document too.
@@ -38,6 +38,7 @@ t.test('every operation has a camelCase operationId and every response a descrip
       ids.set(id, name)
     }
     t.ok(Object.keys(operation.responses).some((status) => status.startsWith('2')), `${name} declares its success response`)
+    t.equal(operation.tags?.length, 1, `${name} has a tag (${operation.tags})`)
     for (const [status, response] of Object.entries(operation.responses)) {
       t.ok(response.description !== undefined && response.description !== '' && response.description !== 'Default Response', `${name} ${status} is described (${response.description})`)
     }
