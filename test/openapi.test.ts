@@ -45,6 +45,29 @@ t.test('every operation has a camelCase operationId and every response a descrip
   }
 })
 
+t.test('operationIds are never renamed (generated clients call them by name)', async (t) => {
+  // New operations need not be listed here; these must keep their names.
+  const stable = {
+    getHealth: 'GET /healthz', getReadiness: 'GET /readyz', getMetrics: 'GET /metrics',
+    adminRevoke: 'POST /v1/admin/revoke', adminDeleteUser: 'DELETE /v1/admin/users/{user}',
+    logout: 'POST /v1/sessions/logout', getCurrentSession: 'GET /v1/sessions/current',
+    sendMessage: 'POST /v1/messages', recallMessage: 'POST /v1/messages/{id}/recall',
+    createGroup: 'POST /v1/groups', listGroups: 'GET /v1/groups', getGroup: 'GET /v1/groups/{id}', updateGroup: 'PATCH /v1/groups/{id}',
+    addGroupMembers: 'POST /v1/groups/{id}/members', removeGroupMember: 'DELETE /v1/groups/{id}/members/{user}', leaveGroup: 'POST /v1/groups/{id}/leave',
+    setGroupMemberRole: 'PUT /v1/groups/{id}/members/{user}/role', markGroupRead: 'POST /v1/groups/{id}/read',
+    recallGroupMessage: 'POST /v1/groups/{id}/messages/{gseq}/recall', muteGroup: 'POST /v1/groups/{id}/mute',
+    getGroupMessageReceipts: 'GET /v1/groups/{id}/messages/{gseq}/receipts', listGroupMessages: 'GET /v1/groups/{id}/messages',
+    listConversations: 'GET /v1/conversations', listConversationMessages: 'GET /v1/conversations/{peer}/messages',
+    markConversationRead: 'POST /v1/conversations/{peer}/read', sync: 'GET /v1/sync',
+    getPresence: 'GET /v1/presence/{user}', listPresence: 'GET /v1/presence',
+    blockUser: 'PUT /v1/blocks/{user}', unblockUser: 'DELETE /v1/blocks/{user}', listBlocks: 'GET /v1/blocks',
+    registerDevice: 'POST /v1/devices', listDevices: 'GET /v1/devices', removeDevice: 'DELETE /v1/devices/{deviceId}',
+    publishKey: 'PUT /v1/keys', getKey: 'GET /v1/keys/{user}', searchMessages: 'GET /v1/search'
+  }
+  const actual = Object.fromEntries(operations.map(({ name, operation }) => [operation.operationId, name]))
+  for (const [id, name] of Object.entries(stable)) t.equal(actual[id], name, `${id} is still ${name}`)
+})
+
 t.test('shared schemas are components, by name', async (t) => {
   t.same(Object.keys(raw.components.schemas).filter((name) => !/^[A-Z][A-Za-z]*$/.test(name)), [], 'no generated names (def-0, ...)')
   for (const name of ['Error', 'Event', 'Group', 'Conversation', 'Device', 'Presence', 'PublicKey', 'Block']) t.ok(name in raw.components.schemas, name)
