@@ -11,8 +11,8 @@
 // Kill it at any time: the outbox and the last seq are kept in a file, so
 // the next start sends what was unsent and catches up on what was missed.
 //
-// Each conversation is a device of its own (`terminal-<peer>`,
-// `terminal-g-<groupId>`) with its own state file, so chats in several
+// Each conversation is a device of its own (`terminal-dm-<peer>`,
+// `terminal-group-<groupId>`) with its own state file, so chats in several
 // shells never take each other's MQTT session over; the same conversation
 // twice is refused (a lock file). --new-group creates the group over REST
 // (no MQTT session) and then opens it like --group.
@@ -110,7 +110,8 @@ if (peer === '--new-group') {
   groupId = flags[0] ?? ''
 }
 
-const deviceId = deviceFor(groupId !== undefined ? `g-${groupId}` : `${e2ee ? 'e2ee-' : ''}${peer}`)
+// Distinct prefixes, so no peer's name can make a group's device id.
+const deviceId = deviceFor(groupId !== undefined ? `group-${groupId}` : `${e2ee ? 'e2ee' : 'dm'}-${peer}`)
 lock(deviceId)
 const client = await createClient({
   url,
