@@ -3,13 +3,13 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import fastifyWebsocket from '@fastify/websocket'
-import fastifySwagger from '@fastify/swagger'
 import fastifyCors from '@fastify/cors'
 import type { Logger } from 'pino'
 import type { Config } from '../config/config.ts'
 import { createTokenVerifier, type VerifyToken } from '../auth/token-verifier.ts'
 import { clientErrorHandler, frameworkErrors, installErrorHandlers, MAX_PARAM_LENGTH, sendError } from './http-errors.ts'
 import { installJsonBodyParser } from './json-body.ts'
+import { registerOpenApi } from './openapi.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -24,7 +24,8 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
     bodyLimit: config.maxPayloadBytes * 2,
     // Unknown body fields are refused, not silently dropped (a client sending
     // `from` should learn that the server does not take it).
-    ajv: { customOptions: { removeAdditional: false } },
+    // `discriminator`: a oneOf picked by a property (POST /v1/devices), which OpenAPI 3.0 has, unlike if/then/else.
+    ajv: { customOptions: { removeAdditional: false, discriminator: true } },
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     frameworkErrors,
     clientErrorHandler
@@ -66,13 +67,7 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
       handleProtocols: (protocols: Set<string>) => protocols.has('mqtt') ? 'mqtt' : false
     }
   })
-  await app.register(fastifySwagger, {
-    openapi: {
-      info: { title: 'inboxd REST API', version: '1', description: 'See docs/protocol.md for the MQTT side of the contract.' },
-      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } }
-    }
-  })
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  await registerOpenApi(app)
   return app
 }
 

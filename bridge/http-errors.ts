@@ -2,7 +2,7 @@
 // "field"?: <where>}` with a 4xx status, so clients can branch on `error`
 // and show `message`. Validation errors name the offending field, e.g.
 // `querystring.limit` or `body.to`.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifySchema } from 'fastify'
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import { JSON_TOO_DEEP } from './json-body.ts'
@@ -21,8 +21,8 @@ export function sendError (reply: FastifyReply, status: number, error: string, m
   return reply.code(status).send(body)
 }
 
-/** JSON Schema for the error body, for the OpenAPI document. */
-export const errorSchema = {
+/** JSON Schema of the error body: the OpenAPI component `Error` (bridge/openapi.ts adds it). */
+export const errorBodySchema = {
   type: 'object',
   required: ['error', 'message'],
   properties: {
@@ -31,6 +31,9 @@ export const errorSchema = {
     field: { type: 'string' }
   }
 } as const
+
+/** A response that is an error body: a reference to the shared `Error` component. */
+export const errorSchema = { $ref: 'Error#' } as const
 
 function fieldOf (error: FastifyError): string | undefined {
   const first = error.validation?.[0]
@@ -117,6 +120,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   409: 'Conflict with the current state (see `error`)',
   413: 'Body too large',
   415: 'Body is not `application/json`',
+  429: 'Too many requests (see `error`); `retry-after` says when to try again',
   501: 'Not configured on this server (see `error`): retrying will not help',
   503: 'Unavailable: a store this needs is not reachable now (see `error`); retry later'
 }
@@ -127,8 +131,8 @@ type ResponseSchemas = Record<string, Record<string, unknown>>
  * OpenAPI: declares the errors every route in this scope can answer, in one
  * place, so the document says what the server does: 401 (the scope's auth
  * hook), 400 wherever Fastify validates input, 400/413/415 wherever there is
- * a body (bad JSON, bodyLimit, content type). Each error response gets the
- * shared errorSchema and a description instead of "Default Response".
+ * a body (bad JSON, bodyLimit, content type), each with the shared `Error`
+ * schema (describeErrors gives them their descriptions).
  */
 export function documentErrors (app: FastifyInstance): void {
   app.addHook('onRoute', (route) => {
@@ -141,11 +145,22 @@ export function documentErrors (app: FastifyInstance): void {
     if (takesBody || schema.params !== undefined || schema.querystring !== undefined) statuses.push(400)
     if (takesBody) statuses.push(413, 415)
     for (const status of statuses) response[status] ??= errorSchema
-    for (const [status, declared] of Object.entries(response)) {
-      const description = ERROR_DESCRIPTIONS[Number(status)]
-      // Copies: errorSchema is shared and must stay as it is.
-      if (description !== undefined && declared.description === undefined) response[status] = { ...declared, description }
-    }
     route.schema = { ...schema, response }
   })
+}
+
+/**
+ * For the OpenAPI document only: each declared error response without a
+ * description of its own gets the standard one for its status, instead of
+ * "Default Response". Returns a copy; the route's schema is left as it is.
+ */
+export function describeErrors (schema: FastifySchema): FastifySchema {
+  const declaredResponses = schema.response as ResponseSchemas | undefined
+  if (declaredResponses === undefined) return schema
+  const response: ResponseSchemas = {}
+  for (const [status, declared] of Object.entries(declaredResponses)) {
+    const description = ERROR_DESCRIPTIONS[Number(status)]
+    response[status] = description !== undefined && declared.description === undefined ? { ...declared, description } : declared
+  }
+  return { ...schema, response }
 }

@@ -7,7 +7,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
 import { AccountDeletionRefused, type AccountDeletion } from '../../messaging/account-deletion.ts'
-import { errorSchema, sendError } from '../http-errors.ts'
+import { errorBodySchema, errorSchema, sendError } from '../http-errors.ts'
 import { idSchema } from '../schemas.ts'
 
 export interface AdminUserRoutesOptions {
@@ -21,12 +21,13 @@ export const adminUserRoutes: FastifyPluginAsync<AdminUserRoutesOptions> = async
   const expected = Buffer.from(`Bearer ${adminToken}`)
   app.delete<{ Params: { user: string } }>('/v1/admin/users/:user', {
     schema: {
+      operationId: 'adminDeleteUser',
       summary: 'Delete a user\'s account: tokens revoked, groups left, push registrations and their own history gone from both tiers (search included)',
       params: { type: 'object', required: ['user'], properties: { user: idSchema } },
       response: {
-        200: { type: 'object', properties: { user: { type: 'string' }, deleted: { type: 'boolean' }, groupsLeft: { type: 'array', items: { type: 'string' } } } },
+        200: { description: 'Deleted', type: 'object', properties: { user: { type: 'string' }, deleted: { type: 'boolean' }, groupsLeft: { type: 'array', items: { type: 'string' } } } },
         401: errorSchema,
-        409: { ...errorSchema, properties: { ...errorSchema.properties, groups: { type: 'array', items: { type: 'string' } } } }
+        409: { ...errorBodySchema, description: 'The user owns groups with other members: hand them over first (`groups` names them)', properties: { ...errorBodySchema.properties, groups: { type: 'array', items: { type: 'string' } } } }
       }
     }
   }, async (request, reply) => {

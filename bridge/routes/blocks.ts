@@ -4,18 +4,18 @@ import type { FastifyPluginAsync } from 'fastify'
 import { BlockRejected, type BlockService } from '../../messaging/block-service.ts'
 import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
-import { idSchema } from '../schemas.ts'
+import { idSchema, ref } from '../schemas.ts'
 
 const userParams = { type: 'object', required: ['user'], properties: { user: idSchema } } as const
-const blockSchema = { type: 'object', properties: { user: { type: 'string' }, since: { type: 'integer', description: 'ms' } } } as const
 
 export const blockRoutes: FastifyPluginAsync<{ blocks: BlockService }> = async (app, { blocks }) => {
   app.put<{ Params: { user: string } }>('/v1/blocks/:user', {
     schema: {
+      operationId: 'blockUser',
       summary: 'Block a user: their 1:1 messages and typing no longer reach you, and they no longer see your presence. They are not told',
       security: bearerSecurity,
       params: userParams,
-      response: { 200: blockSchema, 400: errorSchema, 409: errorSchema }
+      response: { 200: { description: 'Blocked (or already blocked)', ...ref('Block') }, 400: errorSchema, 409: { ...errorSchema, description: 'You have blocked `MAX_BLOCKS_PER_USER` users (`too_many_blocks`)' } }
     }
   }, async (request, reply) => {
     if (request.params.user === request.userId) return sendError(reply, 400, 'invalid_request', 'you cannot block yourself', 'user')
@@ -29,10 +29,11 @@ export const blockRoutes: FastifyPluginAsync<{ blocks: BlockService }> = async (
 
   app.delete<{ Params: { user: string } }>('/v1/blocks/:user', {
     schema: {
+      operationId: 'unblockUser',
       summary: 'Unblock a user (messages they sent meanwhile stay undelivered)',
       security: bearerSecurity,
       params: userParams,
-      response: { 200: { type: 'object', properties: { user: { type: 'string' }, unblocked: { type: 'boolean' } } }, 400: errorSchema, 404: errorSchema }
+      response: { 200: { description: 'Unblocked', type: 'object', properties: { user: { type: 'string' }, unblocked: { type: 'boolean' } } }, 400: errorSchema, 404: errorSchema }
     }
   }, async (request, reply) => {
     if (!await blocks.unblock(request.userId, request.params.user)) return sendError(reply, 404, 'not_blocked', `you have not blocked ${request.params.user}`)
@@ -41,9 +42,10 @@ export const blockRoutes: FastifyPluginAsync<{ blocks: BlockService }> = async (
 
   app.get('/v1/blocks', {
     schema: {
+      operationId: 'listBlocks',
       summary: 'The users you have blocked, most recent first',
       security: bearerSecurity,
-      response: { 200: { type: 'object', properties: { blocks: { type: 'array', items: blockSchema } } } }
+      response: { 200: { description: 'Your blocks', type: 'object', properties: { blocks: { type: 'array', items: ref('Block') } } } }
     }
   }, async (request) => ({ blocks: await blocks.list(request.userId) }))
 }

@@ -6,7 +6,7 @@ import type { LogStore } from '../../history/history-store.ts'
 import type { ReceiptService } from '../../messaging/receipt-service.ts'
 import { sendError, errorSchema } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
-import { eventSchema, idSchema, parseEvent, peerParams, seqSchema } from '../schemas.ts'
+import { eventSchema, idSchema, parseEvent, peerParams, ref, seqSchema } from '../schemas.ts'
 
 export interface ConversationRoutesOptions {
   history: LogStore
@@ -18,6 +18,7 @@ const limitSchema = { type: 'integer', minimum: 1, maximum: 100, default: 50 } a
 export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> = async (app, { history, receipts }) => {
   app.get<{ Querystring: { before?: number, limit: number } }>('/v1/conversations', {
     schema: {
+      operationId: 'listConversations',
       summary: 'Your conversations, most recent first, each with its last message and unread count',
       security: bearerSecurity,
       querystring: {
@@ -26,26 +27,9 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
       },
       response: {
         200: {
+          description: 'A page of your conversations',
           type: 'object',
-          properties: {
-            conversations: {
-              type: 'array',
-              items: {
-                type: 'object',
-                properties: {
-                  peer: { type: 'string', description: 'the other person (1:1 conversations)' },
-                  group: { type: 'string', description: 'the group id (group conversations; see /v1/groups)' },
-                  lastSeq: { type: 'integer' },
-                  lastMessage: { ...eventSchema, nullable: true },
-                  unread: { type: 'integer' },
-                  readUpTo: { type: 'integer' },
-                  peerReadUpTo: { type: 'integer' },
-                  peerDeliveredUpTo: { type: 'integer' }
-                }
-              }
-            },
-            hasMore: { type: 'boolean' }
-          }
+          properties: { conversations: { type: 'array', items: ref('Conversation') }, hasMore: { type: 'boolean' } }
         },
         400: errorSchema
       }
@@ -65,6 +49,7 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
 
   app.get<{ Params: { peer: string }, Querystring: { before?: number, after?: number, limit: number } }>('/v1/conversations/:peer/messages', {
     schema: {
+      operationId: 'listConversationMessages',
       summary: 'Messages with one peer, oldest first; cursors are your seqs, stable while messages arrive',
       description: 'With `after`: the oldest `limit` messages after it. Otherwise: the newest `limit` before `before` (or the newest of all).',
       security: bearerSecurity,
@@ -74,7 +59,7 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
         properties: { before: seqSchema, after: seqSchema, limit: limitSchema }
       },
       response: {
-        200: { type: 'object', properties: { messages: { type: 'array', items: eventSchema }, hasMore: { type: 'boolean' } } },
+        200: { description: 'A page of the conversation', type: 'object', properties: { messages: { type: 'array', items: eventSchema }, hasMore: { type: 'boolean' } } },
         400: errorSchema
       }
     }
@@ -85,6 +70,7 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
 
   app.post<{ Params: { peer: string }, Body: { seq?: number, id?: string } }>('/v1/conversations/:peer/read', {
     schema: {
+      operationId: 'markConversationRead',
       summary: 'Mark the conversation read up to a message (your seq, or a message id); the peer gets a read receipt',
       security: bearerSecurity,
       params: peerParams,
@@ -94,7 +80,7 @@ export const conversationRoutes: FastifyPluginAsync<ConversationRoutesOptions> =
         properties: { seq: seqSchema, id: idSchema }
       },
       response: {
-        200: { type: 'object', properties: { peer: { type: 'string' }, readUpTo: { type: 'integer' }, unread: { type: 'integer' } } },
+        200: { description: 'Marked: your read mark and unread count now', type: 'object', properties: { peer: { type: 'string' }, readUpTo: { type: 'integer' }, unread: { type: 'integer' } } },
         400: errorSchema,
         404: errorSchema
       }

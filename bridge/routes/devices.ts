@@ -4,18 +4,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { DeviceRegistry } from '../../push/device-registry.ts'
 import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
-import { idSchema } from '../schemas.ts'
-
-const deviceSchema = {
-  type: 'object',
-  properties: {
-    deviceId: { type: 'string' },
-    platform: { type: 'string' },
-    token: { type: 'string' },
-    sandbox: { type: 'boolean' },
-    registeredAt: { type: 'integer' }
-  }
-} as const
+import { idSchema, ref } from '../schemas.ts'
 
 export interface DeviceRoutesOptions {
   devices: DeviceRegistry
@@ -26,6 +15,7 @@ export interface DeviceRoutesOptions {
 export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app, { devices, maxDevices }) => {
   app.post<{ Body: { platform: 'ios' | 'android', token: string, deviceId: string, sandbox?: boolean } }>('/v1/devices', {
     schema: {
+      operationId: 'registerDevice',
       summary: 'Register (or update) a device for push',
       security: bearerSecurity,
       body: {
@@ -38,11 +28,18 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
           deviceId: idSchema,
           sandbox: { type: 'boolean', default: false, description: 'a development build (APNs sandbox); ignored for android' }
         },
-        if: { properties: { platform: { const: 'ios' } } },
-        then: { properties: { token: { type: 'string', pattern: '^[0-9a-fA-F]{32,200}$' } } },
-        else: { properties: { token: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{32,1024}$' } } }
+        // The token's form depends on the platform.
+        discriminator: { propertyName: 'platform' },
+        oneOf: [
+          { properties: { platform: { enum: ['ios'] }, token: { type: 'string', pattern: '^[0-9a-fA-F]{32,200}$' } } },
+          { properties: { platform: { enum: ['android'] }, token: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{32,1024}$' } } }
+        ]
       },
-      response: { 201: { type: 'object', properties: { device: deviceSchema } }, 400: errorSchema, 409: errorSchema }
+      response: {
+        201: { description: 'Registered (or updated)', type: 'object', properties: { device: ref('Device') } },
+        400: errorSchema,
+        409: { ...errorSchema, description: 'You have `MAX_PUSH_DEVICES_PER_USER` devices registered (`too_many_devices`)' }
+      }
     }
   }, async (request, reply) => {
     const { platform, token, deviceId, sandbox = false } = request.body
@@ -58,18 +55,20 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
 
   app.get('/v1/devices', {
     schema: {
+      operationId: 'listDevices',
       summary: 'Your registered devices',
       security: bearerSecurity,
-      response: { 200: { type: 'object', properties: { devices: { type: 'array', items: deviceSchema } } } }
+      response: { 200: { description: 'Your devices registered for push', type: 'object', properties: { devices: { type: 'array', items: ref('Device') } } } }
     }
   }, async (request) => ({ devices: await devices.list(request.userId) }))
 
   app.delete<{ Params: { deviceId: string } }>('/v1/devices/:deviceId', {
     schema: {
+      operationId: 'removeDevice',
       summary: 'Stop pushing to a device',
       security: bearerSecurity,
       params: { type: 'object', required: ['deviceId'], properties: { deviceId: idSchema } },
-      response: { 204: { type: 'null' }, 404: errorSchema }
+      response: { 204: { description: 'Removed', type: 'null' }, 404: errorSchema }
     }
   }, async (request, reply) => {
     if (!await devices.remove(request.userId, request.params.deviceId)) {

@@ -12,9 +12,11 @@ export interface HealthOptions {
 export const healthRoutes: FastifyPluginAsync<HealthOptions> = async (app, { isReady, mode, cluster }) => {
   app.get('/healthz', {
     schema: {
+      operationId: 'getHealth',
+      summary: 'Liveness: whether this process accepts connections',
       response: {
-        200: { type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' }, cluster: { type: 'boolean' } } },
-        503: { type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' }, cluster: { type: 'boolean' } } }
+        200: { description: 'Accepting connections', type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' }, cluster: { type: 'boolean' } } },
+        503: { description: 'Starting up or draining on shutdown', type: 'object', properties: { status: { type: 'string' }, mode: { type: 'string' }, cluster: { type: 'boolean' } } }
       }
     }
   }, async (_request, reply) => {

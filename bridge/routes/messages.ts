@@ -27,6 +27,7 @@ const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413,
 export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, groups, maxPayloadBytes, metrics, takePublish }) => {
   app.post<{ Body: { to?: string, group?: string, id: string, body: unknown } }>('/v1/messages', {
     schema: {
+      operationId: 'sendMessage',
       summary: 'Send a message (idempotent per sender and id)',
       security: bearerSecurity,
       body: {
@@ -72,11 +73,12 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
 
   app.post<{ Params: { id: string } }>('/v1/messages/:id/recall', {
     schema: {
+      operationId: 'recallMessage',
       summary: 'Recall one of your own messages within the recall window',
       security: bearerSecurity,
       params: { type: 'object', required: ['id'], properties: { id: idSchema } },
       response: {
-        200: { type: 'object', properties: { message: eventSchema } },
+        200: { description: 'Recalled: the recall event', type: 'object', properties: { message: eventSchema } },
         404: errorSchema,
         409: errorSchema
       }

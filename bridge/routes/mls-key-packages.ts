@@ -51,6 +51,7 @@ export const mlsKeyPackageRoutes: FastifyPluginAsync<MlsKeyPackageRoutesOptions>
     bodyLimit: 64 * 1024 + perDevice * Math.ceil(MAX_KEY_PACKAGE_BYTES / 3) * 4,
     schema: {
       summary: 'Upload one-time MLS KeyPackages (and the last-resort one) for one of your devices',
+      operationId: 'uploadMlsKeyPackages',
       security: bearerSecurity,
       body: {
         type: 'object',
@@ -63,7 +64,7 @@ export const mlsKeyPackageRoutes: FastifyPluginAsync<MlsKeyPackageRoutesOptions>
         }
       },
       response: {
-        200: countSchema,
+        200: { description: 'Stored: how many one-time packages the device now holds', ...countSchema },
         400: errorSchema,
         409: errorSchema,
         429: { description: 'More uploads than `MLS_UPLOADS_PER_MINUTE` allows (after a burst of 10); `retry-after` says when to try again', ...errorSchema }
@@ -82,15 +83,17 @@ export const mlsKeyPackageRoutes: FastifyPluginAsync<MlsKeyPackageRoutesOptions>
   app.get<{ Querystring: { deviceId: string } }>('/v1/mls/key-packages/count', {
     schema: {
       summary: 'How many one-time KeyPackages one of your devices still holds',
+      operationId: 'countMlsKeyPackages',
       security: bearerSecurity,
       querystring: { type: 'object', required: ['deviceId'], additionalProperties: false, properties: { deviceId: idSchema } },
-      response: { 200: countSchema, 400: errorSchema }
+      response: { 200: { description: 'The device\'s supply (top it up when low)', ...countSchema }, 400: errorSchema }
     }
   }, async (request) => ({ deviceId: request.query.deviceId, ...await keyPackages.count(request.userId, request.query.deviceId) }))
 
   app.post<{ Body: { users: string[] } }>('/v1/mls/key-packages/claim', {
     schema: {
       summary: 'Claim one KeyPackage per device of each user, to add them to an MLS group',
+      operationId: 'claimMlsKeyPackages',
       security: bearerSecurity,
       body: {
         type: 'object',
@@ -100,6 +103,7 @@ export const mlsKeyPackageRoutes: FastifyPluginAsync<MlsKeyPackageRoutesOptions>
       },
       response: {
         200: {
+          description: 'One package per device of each user named; `missing`: users with none (or who blocked you)',
           type: 'object',
           properties: {
             keyPackages: {
@@ -117,9 +121,10 @@ export const mlsKeyPackageRoutes: FastifyPluginAsync<MlsKeyPackageRoutesOptions>
   app.delete<{ Params: { deviceId: string } }>('/v1/mls/key-packages/:deviceId', {
     schema: {
       summary: 'Retire one of your devices from the directory: its KeyPackages are deleted',
+      operationId: 'deleteMlsKeyPackages',
       security: bearerSecurity,
       params: { type: 'object', required: ['deviceId'], properties: { deviceId: idSchema } },
-      response: { 204: { type: 'null' }, 404: errorSchema }
+      response: { 204: { description: 'Deleted', type: 'null' }, 404: errorSchema }
     }
   }, async (request, reply) => {
     if (!await keyPackages.removeDevice(request.userId, request.params.deviceId)) {

@@ -25,7 +25,14 @@ function sameSecret (given: string, expected: string): boolean {
 
 export const observabilityRoutes: FastifyPluginAsync<ObservabilityOptions> = async (app, options) => {
   app.get('/metrics', {
-    schema: { summary: 'Prometheus metrics', response: { 401: errorSchema } }
+    schema: {
+      operationId: 'getMetrics',
+      summary: 'Prometheus metrics',
+      response: {
+        200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
+        401: { ...errorSchema, description: 'With `METRICS_TOKEN` set: missing or wrong `Authorization: Bearer <METRICS_TOKEN>`' }
+      }
+    }
   }, async (request, reply) => {
     if (options.token !== undefined && !sameSecret(request.headers.authorization ?? '', `Bearer ${options.token}`)) {
       return sendError(reply, 401, 'unauthorized', 'GET /metrics needs Authorization: Bearer <METRICS_TOKEN>')
@@ -35,10 +42,11 @@ export const observabilityRoutes: FastifyPluginAsync<ObservabilityOptions> = asy
 
   app.get('/readyz', {
     schema: {
+      operationId: 'getReadiness',
       summary: 'Ready for traffic: listeners up and storage reachable',
       response: {
-        200: { type: 'object', properties: { status: { type: 'string' } } },
-        503: { type: 'object', properties: { status: { type: 'string' }, problem: { type: 'string' } } }
+        200: { description: 'Ready', type: 'object', properties: { status: { type: 'string' } } },
+        503: { description: 'Not ready: starting, draining, or storage not answering (`problem` says which)', type: 'object', properties: { status: { type: 'string' }, problem: { type: 'string' } } }
       }
     }
   }, async (_request, reply) => {

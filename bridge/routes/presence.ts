@@ -7,19 +7,9 @@ import type { PresenceRegistry, PresenceState } from '../../presence/presence-re
 import type { PresenceVisibility } from '../../presence/presence-visibility.ts'
 import { errorSchema, sendError } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
-import { idSchema } from '../schemas.ts'
+import { idSchema, ref } from '../schemas.ts'
 
 const MAX_USERS = 100
-
-const presenceSchema = {
-  type: 'object',
-  properties: {
-    user: { type: 'string' },
-    status: { type: 'string', enum: ['online', 'offline'] },
-    ts: { type: 'integer', description: 'when the status last changed (ms); 0 if never seen' },
-    lastSeen: { type: 'integer', description: 'when last connected (ms); now if online; 0 if never seen' }
-  }
-} as const
 
 const NEVER_SEEN: PresenceState = { status: 'offline', ts: 0, lastSeen: 0 }
 
@@ -31,10 +21,11 @@ export const presenceRoutes: FastifyPluginAsync<{ presence: PresenceRegistry, vi
 
   app.get<{ Params: { user: string } }>('/v1/presence/:user', {
     schema: {
+      operationId: 'getPresence',
       summary: 'A user\'s presence, aggregated over all of their devices',
       security: bearerSecurity,
       params: { type: 'object', required: ['user'], properties: { user: idSchema } },
-      response: { 200: presenceSchema, 400: errorSchema }
+      response: { 200: { description: 'Their presence (as if never seen, if hidden from you)', ...ref('Presence') }, 400: errorSchema }
     }
   }, async (request) => {
     const [state] = await visibleStates(request.userId, [request.params.user])
@@ -43,10 +34,11 @@ export const presenceRoutes: FastifyPluginAsync<{ presence: PresenceRegistry, vi
 
   app.get<{ Querystring: { users: string } }>('/v1/presence', {
     schema: {
+      operationId: 'listPresence',
       summary: `Presence of up to ${MAX_USERS} users: ?users=a,b,c`,
       security: bearerSecurity,
       querystring: { type: 'object', required: ['users'], properties: { users: { type: 'string', minLength: 1 } } },
-      response: { 200: { type: 'object', properties: { presence: { type: 'array', items: presenceSchema } } }, 400: errorSchema }
+      response: { 200: { description: 'Their presence, in the order asked', type: 'object', properties: { presence: { type: 'array', items: ref('Presence') } } }, 400: errorSchema }
     }
   }, async (request, reply) => {
     const users = [...new Set(request.query.users.split(','))]

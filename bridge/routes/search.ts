@@ -12,6 +12,7 @@ interface Query { q: string, peer?: string, group?: string, before?: number, lim
 export const searchRoutes: FastifyPluginAsync<{ search: SearchService | undefined }> = async (app, { search }) => {
   app.get<{ Querystring: Query }>('/v1/search', {
     schema: {
+      operationId: 'searchMessages',
       summary: 'Search your own messages (newest first, or by relevance)',
       security: bearerSecurity,
       querystring: {
@@ -29,6 +30,7 @@ export const searchRoutes: FastifyPluginAsync<{ search: SearchService | undefine
       },
       response: {
         200: {
+          description: 'A page of matches',
           type: 'object',
           properties: {
             results: {

@@ -26,10 +26,11 @@ const nowSeconds = (): number => Math.floor(Date.now() / 1000)
 export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (app, { revocations, signal }) => {
   app.post<{ Body: { all?: boolean } }>('/v1/sessions/logout', {
     schema: {
+      operationId: 'logout',
       summary: 'Log out: this token (and the MQTT connections that used it), or with {"all": true} every token of yours issued until now',
       security: bearerSecurity,
       body: { type: 'object', additionalProperties: false, properties: { all: { type: 'boolean', default: false } } },
-      response: { 200: { type: 'object', properties: { loggedOut: { type: 'string', enum: ['session', 'all'] } } }, 400: errorSchema, 401: errorSchema }
+      response: { 200: { description: 'Logged out', type: 'object', properties: { loggedOut: { type: 'string', enum: ['session', 'all'] } } }, 400: errorSchema, 401: errorSchema }
     }
   }, async (request) => {
     const token = bearerToken(request.headers.authorization)!
@@ -46,9 +47,10 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (ap
 
   app.get('/v1/sessions/current', {
     schema: {
+      operationId: 'getCurrentSession',
       summary: 'The presented token\'s user and times: 200 while it is good, 401 `token_revoked` after a logout or revocation',
       security: bearerSecurity,
-      response: { 200: { type: 'object', properties: { user: { type: 'string' }, issuedAt: { type: 'integer' }, expiresAt: { type: 'integer' } } }, 401: errorSchema }
+      response: { 200: { description: 'The token is good', type: 'object', properties: { user: { type: 'string' }, issuedAt: { type: 'integer' }, expiresAt: { type: 'integer' } } }, 401: errorSchema }
     }
   }, async (request) => {
     const claims = request.claims
@@ -70,9 +72,10 @@ export const adminRoutes: FastifyPluginAsync<AdminRoutesOptions> = async (app, {
   const expected = Buffer.from(`Bearer ${adminToken}`)
   app.post<{ Body: { user: string, deviceId?: string } }>('/v1/admin/revoke', {
     schema: {
+      operationId: 'adminRevoke',
       summary: 'Revoke a user (every token issued until now), or one device\'s MQTT sessions; live connections close',
       body: { type: 'object', required: ['user'], additionalProperties: false, properties: { user: idSchema, deviceId: idSchema } },
-      response: { 200: { type: 'object', properties: { revoked: { type: 'string' } } }, 400: errorSchema, 401: errorSchema }
+      response: { 200: { description: 'Revoked: `user` or `user:deviceId`', type: 'object', properties: { revoked: { type: 'string' } } }, 400: errorSchema, 401: errorSchema }
     }
   }, async (request, reply) => {
     const given = Buffer.from(request.headers.authorization ?? '')

@@ -10,6 +10,7 @@ import { eventSchema, parseEvent, seqSchema } from '../schemas.ts'
 export const syncRoutes: FastifyPluginAsync<{ history: Pick<LogStore, 'events'> }> = async (app, { history }) => {
   app.get<{ Querystring: { since: number, limit: number } }>('/v1/sync', {
     schema: {
+      operationId: 'sync',
       summary: 'Your events after a seq, in order',
       security: bearerSecurity,
       querystring: {
@@ -18,6 +19,7 @@ export const syncRoutes: FastifyPluginAsync<{ history: Pick<LogStore, 'events'> 
       },
       response: {
         200: {
+          description: 'A page of your events',
           type: 'object',
           properties: {
             events: { type: 'array', items: eventSchema },
