@@ -45,8 +45,10 @@ export function runPrimary (workers: number, log: Logger, reloadsTls = false): v
   // Certificate reloads: every worker reads its certificate again.
   if (reloadsTls) process.on('SIGHUP', () => { for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP') })
 
+  // `on`, and repeats ignored: Ctrl-C reaches this process twice under npm (see main.ts).
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (stopping) return
       stopping = true
       log.info({ signal }, 'shutting down workers')
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM')

@@ -55,8 +55,13 @@ if (clustered && cluster.isPrimary) {
     log.info({ ...ready, workers: 1 }, 'server ready')
   }
 
+  // `on`, not `once`, and later signals ignored: Ctrl-C in a terminal reaches this process twice
+  // (from the terminal and forwarded by npm), and a second one must not kill it mid-drain.
+  let stopping = false
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (stopping) return
+      stopping = true
       server.log.info({ signal }, 'shutting down')
       const force = setTimeout(() => process.exit(1), 10_000)
       force.unref()
