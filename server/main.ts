@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, usesRedis, type Config } from '../config/confi
 import { startServer } from './server.ts'
 import { runPrimary, type WorkerReady } from './cluster.ts'
 import { describeDurability } from '../storage/durability.ts'
+import { describeAddresses } from './addresses.ts'
 
 let config: Config
 try {
@@ -34,7 +35,7 @@ if (cluster.isPrimary) {
 }
 
 if (clustered && cluster.isPrimary) {
-  runPrimary(config.workers, log, config.tls !== undefined)
+  runPrimary(config.workers, log, config.tls !== undefined, (ports) => describeAddresses(config, ports))
 } else {
   if (!usesRedis(config)) {
     log.info('embedded mode runs one server process (LevelDB allows one writer); WORKERS applies to Redis mode')
@@ -52,6 +53,7 @@ if (clustered && cluster.isPrimary) {
     // A worker never outlives its supervisor (even one killed with -9).
     process.once('disconnect', () => process.exit(1))
   } else {
+    for (const line of describeAddresses(config, ready)) log.info(line)
     log.info({ ...ready, workers: 1 }, 'server ready')
   }
 
