@@ -18,7 +18,7 @@ export interface ConnectionLogOptions {
   watch?: TakeoverWatch
 }
 
-type Wire = Client & { req?: unknown, _disconnected?: boolean, clean?: boolean, _keepaliveInterval?: number }
+type Wire = Client & { req?: unknown, _disconnected?: boolean, clean?: boolean }
 
 export function transportOf (client: Client): 'tcp' | 'websocket' {
   return (client as Wire).req === undefined ? 'tcp' : 'websocket'
@@ -45,23 +45,28 @@ export function logConnections (aedes: Aedes, { log, onTakeover, watch = new Tak
     if (old !== undefined && old !== client) noteCloseReason(old, TAKEN_OVER)
     register(client)
   }
-  // On another process: Aedes announces every new client on $SYS and closes its own with that id
-  // (synchronously marked closed, removed later), so the old one is still listed here.
+  // On another process: Aedes announces every new client on $SYS, and its own listener, which runs
+  // just before this one, closes the local client with that id: still listed here if its close waits
+  // for the store, already gone (disconnected in that same call) if not. So the id is also kept
+  // until the next turn of the event loop, when disconnections are logged.
+  const takenElsewhere = new Set<string>()
   inside.mq.on('$SYS/+/new/clients', (packet, callback) => {
-    const old = clients()[packet.payload.toString()]
-    if (old !== undefined && packet.topic.split('/')[1] !== aedes.id) noteCloseReason(old, TAKEN_OVER)
+    if (packet.topic.split('/')[1] !== aedes.id) {
+      const clientId = packet.payload.toString()
+      const old = clients()[clientId]
+      if (old !== undefined) noteCloseReason(old, TAKEN_OVER)
+      takenElsewhere.add(clientId)
+      setImmediate(() => takenElsewhere.delete(clientId))
+    }
     callback()
   })
 
   aedes.on('keepaliveTimeout', (client: Client) => noteCloseReason(client, 'keepalive timeout: no packet for 1.5 × keepalive'))
   aedes.on('clientError', (client: Client, error: Error) => noteCloseReason(client, `connection error: ${error.message}`))
 
-  aedes.on('clientReady', (client: Client) => {
-    const wire = client as Wire
-    log.info({ ...who(client), clean: wire.clean, keepalive: (wire._keepaliveInterval ?? 0) > 0 ? Math.round(wire._keepaliveInterval! / 1500) : 0 }, 'device connected')
-  })
-  aedes.on('clientDisconnect', (client: Client) => {
-    const reason = closeReason(client) ?? ((client as Wire)._disconnected === true ? 'the client sent DISCONNECT' : 'closed by the client or the network')
+  aedes.on('clientReady', (client: Client) => log.info({ ...who(client), clean: (client as Wire).clean }, 'device connected'))
+  aedes.on('clientDisconnect', (client: Client) => setImmediate(() => {
+    const reason = closeReason(client) ?? (takenElsewhere.has(client.id) ? TAKEN_OVER : (client as Wire)._disconnected === true ? 'the client sent DISCONNECT' : 'closed by the client or the network')
     log.info({ ...who(client), reason }, 'device disconnected')
     if (reason !== TAKEN_OVER) return
     onTakeover?.()
@@ -71,5 +76,5 @@ export function logConnections (aedes: Aedes, { log, onTakeover, watch = new Tak
       log.warn({ clientId: client.id, user: device?.userId, device: device?.deviceId, takeovers: warning.takeovers, seconds: warning.seconds },
         `device ${client.id} was taken over ${warning.takeovers} times in ${warning.seconds} s: two clients are probably using the same clientId and keep replacing each other (next warning for it in ${WINDOW_MS / 1000} s at the earliest)`)
     }
-  })
+  }))
 }
