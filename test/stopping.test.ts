@@ -60,11 +60,7 @@ t.test('npm start, SIGTERM to npm\'s process: drains and exits', async (t) => {
   await drains(t, { mode: 'embedded', command: npmStart }, 'SIGTERM', (server) => server.child.pid!)
 })
 
-t.test('npm start, SIGINT to npm\'s process: drains and exits', async (t) => {
-  await drains(t, { mode: 'embedded', command: npmStart }, 'SIGINT', (server) => server.child.pid!)
-})
-
-t.test('npm start in Redis mode with two workers, Ctrl-C (SIGINT to the whole process group): drains and exits', async (t) => {
+t.test('npm start in Redis mode with two workers, Ctrl-C (SIGINT to the whole process group, npm\'s included): drains and exits', async (t) => {
   // Each process gets the terminal's SIGINT, and npm and the supervisor pass one on: repeats must not kill a draining worker.
   await drains(t, { mode: 'redis', redisDb: REDIS_DB, command: npmStart, env: { WORKERS: '2' } }, 'SIGINT', (server) => -server.child.pid!)
 })

@@ -44,8 +44,8 @@ for (const mode of modesUnderTest()) {
     t.ok(atWarning >= LOOP_TAKEOVERS, 'each takeover is counted in inboxd_mqtt_takeovers_total')
     t.match(server.output(), new RegExp(`"clientId":"${clientId}".*"reason":"taken over: a new connection with the same clientId".*"msg":"device disconnected"`), 'each takeover is a disconnect line with that reason')
 
-    // The loop goes on: ten more takeovers, and still one warning per process.
-    const later = takeovers(await metricsUntil(server, 'ten more takeovers', (text) => takeovers(text) >= atWarning + 10, { timeoutMs: 30_000, prefix: 'inboxd_mqtt' }))
+    // The loop goes on: five more takeovers, and still one warning per process.
+    const later = takeovers(await metricsUntil(server, 'five more takeovers', (text) => takeovers(text) >= atWarning + 5, { timeoutMs: 30_000, prefix: 'inboxd_mqtt' }))
     await Promise.all(twins.map((client) => client.endAsync(true)))
     const pids = warnings(server, clientId).map((line) => line.pid)
     t.same(pids, [...new Set(pids)], `${later - atWarning} takeovers after the first warning brought no second one from the same process`)
