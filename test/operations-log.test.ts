@@ -3,14 +3,16 @@
 // one info line (never with the token), and /metrics counts REST requests by
 // route pattern and refused CONNECTs by reason. Both storage modes.
 import t from 'tap'
-import { startServerProcess, flushRedisDb, modesUnderTest, type ServerHandle } from './helpers/server-process.ts'
+import { startServerProcess, modesUnderTest, type ServerHandle, freePort, tempDataDir } from './helpers/server-process.ts'
+import { startRedisServer } from './helpers/redis-server.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { forgedToken, token, uniqueUser } from './helpers/tokens.ts'
 import { apiFor } from './helpers/rest.ts'
 import { scrape } from './helpers/metrics.ts'
 
-const REDIS_DB = 14
-await flushRedisDb(REDIS_DB)
+// Redis mode on a redis-server of this file's own: no shared database to pick or flush.
+const ownRedis = await startRedisServer(await freePort(), tempDataDir())
+t.teardown(() => ownRedis.kill())
 
 type Line = Record<string, unknown> & { msg?: string, level?: number }
 
@@ -39,7 +41,7 @@ function sample (text: string, name: string, ...labels: string[]): number {
 
 for (const mode of modesUnderTest()) {
   t.test(`${mode}: start lines, quiet probes, connection lines, request and refusal metrics`, async (t) => {
-    const server = await startServerProcess({ mode, redisDb: REDIS_DB, env: { WORKERS: '1' } })
+    const server = await startServerProcess({ mode, env: mode === 'redis' ? { REDIS_URL: ownRedis.url, WORKERS: '1' } : {} })
     t.teardown(() => server.stop())
 
     // The start: one readable line each, with the ports actually bound, and they answer.
@@ -51,7 +53,7 @@ for (const mode of modesUnderTest()) {
     t.equal((await fetch(page)).status, 200, `the web page is where it says (${page})`)
     t.equal((await fetch(openapi)).status, 200, `OpenAPI is where it says (${openapi})`)
     if (mode === 'embedded') t.ok(messages.some((message) => /^storage: embedded, DATA_DIR \/.+/.test(message)), 'where DATA_DIR is (an absolute path)')
-    else t.ok(messages.includes(`storage: Redis at redis://127.0.0.1:6379/${REDIS_DB}`), 'which Redis')
+    else t.ok(messages.includes(`storage: Redis at ${ownRedis.url}`), 'which Redis')
 
     // Probes are not logged at info; a REST call after them is, so their lines would be there by now.
     const user = uniqueUser('oli')

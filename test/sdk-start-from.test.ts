@@ -3,12 +3,14 @@
 // over those already there and emits what comes after, and once it has a
 // saved seq it resumes from it like any device. Real server, both modes.
 import t from 'tap'
-import { startServerProcess, flushRedisDb, modesUnderTest } from './helpers/server-process.ts'
+import { startServerProcess, modesUnderTest, freePort, tempDataDir } from './helpers/server-process.ts'
+import { startRedisServer } from './helpers/redis-server.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { ChatClient, MemoryStorage, type ClientOptions, type MessageEvent } from '../client-sdk/src/index.ts'
 
-const REDIS_DB = 14
-await flushRedisDb(REDIS_DB)
+// Redis mode on a redis-server of this file's own: no shared database to pick or flush.
+const ownRedis = await startRedisServer(await freePort(), tempDataDir())
+t.teardown(() => ownRedis.kill())
 
 /** A started client whose listeners were attached before start(), so nothing can be emitted unheard. */
 async function started (wsUrl: string, user: string, options: Partial<ClientOptions> = {}): Promise<{ client: ChatClient, bodies: unknown[], next: (body: unknown) => Promise<void> }> {
@@ -23,7 +25,7 @@ async function started (wsUrl: string, user: string, options: Partial<ClientOpti
 
 for (const mode of modesUnderTest()) {
   t.test(`${mode}: a new device replays the whole log by default, or starts from now`, async (t) => {
-    const server = await startServerProcess({ mode, redisDb: REDIS_DB, env: { WORKERS: '1' } })
+    const server = await startServerProcess({ mode, env: mode === 'redis' ? { REDIS_URL: ownRedis.url, WORKERS: '1' } : {} })
     t.teardown(() => server.stop())
     const [alice, bob] = [uniqueUser('alice'), uniqueUser('bob')]
     const sender = await started(server.wsUrl, alice)

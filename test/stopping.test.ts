@@ -5,12 +5,14 @@ import t, { type Test } from 'tap'
 import { readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { startServerProcess, flushRedisDb, SERVER_ARGS, type ServerHandle, type StartOptions } from './helpers/server-process.ts'
+import { startServerProcess, SERVER_ARGS, type ServerHandle, type StartOptions, freePort, tempDataDir } from './helpers/server-process.ts'
+import { startRedisServer } from './helpers/redis-server.ts'
 import { connectDevice } from './helpers/devices.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 
-const REDIS_DB = 14
-await flushRedisDb(REDIS_DB)
+// Redis mode on a redis-server of this file's own: no shared database to pick or flush.
+const ownRedis = await startRedisServer(await freePort(), tempDataDir())
+t.teardown(() => ownRedis.kill())
 
 const packageJson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
 const dockerCmd = JSON.parse(/^CMD (\[.*\])$/m.exec(readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8'))![1]!) as string[]
@@ -62,7 +64,7 @@ t.test('npm start, SIGTERM to npm\'s process: drains and exits', async (t) => {
 
 t.test('npm start in Redis mode with two workers, Ctrl-C (SIGINT to the whole process group, npm\'s included): drains and exits', async (t) => {
   // Each process gets the terminal's SIGINT, and npm and the supervisor pass one on: repeats must not kill a draining worker.
-  await drains(t, { mode: 'redis', redisDb: REDIS_DB, command: npmStart, env: { WORKERS: '2' } }, 'SIGINT', (server) => -server.child.pid!)
+  await drains(t, { mode: 'redis', command: npmStart, env: { REDIS_URL: ownRedis.url, WORKERS: '2' } }, 'SIGINT', (server) => -server.child.pid!)
 })
 
 // `docker stop` sends SIGTERM to the container's PID 1: the Dockerfile's CMD, run as PID 1 of a new PID namespace.

@@ -5,13 +5,15 @@
 // Redis mode with two workers, so takeovers also cross processes.
 import t from 'tap'
 import mqtt from 'mqtt'
-import { startServerProcess, flushRedisDb, modesUnderTest, type ServerHandle } from './helpers/server-process.ts'
+import { startServerProcess, modesUnderTest, type ServerHandle, freePort, tempDataDir } from './helpers/server-process.ts'
+import { startRedisServer } from './helpers/redis-server.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
 import { metricsUntil } from './helpers/metrics.ts'
 import { LOOP_TAKEOVERS, TakeoverWatch, WINDOW_MS } from '../broker/takeover-watch.ts'
 
-const REDIS_DB = 15
-await flushRedisDb(REDIS_DB)
+// Redis mode on a redis-server of this file's own: no shared database to pick or flush.
+const ownRedis = await startRedisServer(await freePort(), tempDataDir())
+t.teardown(() => ownRedis.kill())
 
 function takeovers (text: string): number {
   const line = text.split('\n').find((candidate) => candidate.startsWith('inboxd_mqtt_takeovers_total '))
@@ -29,7 +31,7 @@ function warnings (server: ServerHandle, clientId: string): Array<{ pid: number,
 
 for (const mode of modesUnderTest()) {
   t.test(`${mode}: a takeover loop is counted and warned about, once per device per minute`, async (t) => {
-    const server = await startServerProcess({ mode, redisDb: REDIS_DB, env: { WORKERS: '2' } })
+    const server = await startServerProcess({ mode, env: mode === 'redis' ? { REDIS_URL: ownRedis.url, WORKERS: '2' } : {} })
     t.teardown(() => server.stop())
     const user = uniqueUser('twin')
     const clientId = `${user}:laptop`
