@@ -10,6 +10,7 @@ import { createTokenVerifier, type VerifyToken } from '../auth/token-verifier.ts
 import { clientErrorHandler, frameworkErrors, installErrorHandlers, MAX_PARAM_LENGTH, sendError } from './http-errors.ts'
 import { installJsonBodyParser } from './json-body.ts'
 import { registerOpenApi } from './openapi.ts'
+import { quietProbes } from './request-log.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -32,6 +33,7 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
   })
   installErrorHandlers(app)
   installJsonBodyParser(app)
+  quietProbes(app)
   // Ajv turns "1e400" in a query into Infinity and lets it through integer
   // checks; nothing here wants a number that is not finite.
   app.addHook('preHandler', async (request, reply) => {

@@ -37,6 +37,8 @@ import { Kicker } from './kick.ts'
 import { TokenBuckets } from './rate-limits.ts'
 import type { Limits } from '../config/config.ts'
 import { PresenceWatches } from './presence-watches.ts'
+import { logConnections, transportOf } from './connection-log.ts'
+import { noteCloseReason } from './close-reasons.ts'
 
 /** The services the broker's hooks call (built by server/services.ts, shared with REST). */
 export interface BrokerServices {
@@ -136,7 +138,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
         const wire = client as unknown as { conn?: { remoteAddress?: string }, req?: { socket?: { remoteAddress?: string } } }
         const address = wire.req?.socket?.remoteAddress ?? wire.conn?.remoteAddress ?? 'unknown'
         const wait = connectBuckets.take(address)
-        if (wait > 0) return { returnCode: 3, reason: `too many connections from ${address}; retry in ${wait} ms` }
+        if (wait > 0) return { returnCode: 3, code: 'connect_rate', reason: `too many connections from ${address}; retry in ${wait} ms` }
         return connectProblem(client, options.keepalive)
       },
       deviceProblem: async (client, user) => {
@@ -145,9 +147,10 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
         const connected = await options.presenceRegistry.connectedDevices(user)
         // Reconnecting (a takeover of the same clientId) is always allowed.
         if (connected.includes(client.id) || connected.length < max) return undefined
-        return { returnCode: 5, reason: `at most ${max} devices of one user may be connected at once` }
+        return { returnCode: 5, code: 'too_many_devices', reason: `at most ${max} devices of one user may be connected at once` }
       },
       isRevoked: (token, claims, deviceId) => options.revocations.isRevoked({ token, ...claims }, deviceId),
+      onRefused: (refusal) => options.metrics?.connectsRefused.inc({ reason: refusal.code }),
       onAuthenticated: async (client, claims, token) => {
         kicker!.authenticated(client, token)
         await inbox!.sessionStarting(client)
@@ -168,6 +171,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
   limitPacketSize(aedes, packetLimitFor(maxPayloadBytes))
   kicker = new Kicker(aedes, store.signal)
   const metrics = options.metrics
+  logConnections(aedes, { log, onTakeover: () => metrics?.takeovers.inc() })
   inbox = new InboxDelivery(aedes, {
     history,
     cursors: options.cursors,
@@ -177,9 +181,8 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     ...(metrics === undefined ? {} : { onSent: (source) => metrics.delivered.inc({ source }), onEvicted: (count) => metrics.sessionsEvicted.inc(count) })
   })
   if (metrics !== undefined) {
-    const wire = (client: Client): string => (client as unknown as { req?: unknown }).req === undefined ? 'tcp' : 'websocket'
-    aedes.on('client', (client) => metrics.connections.inc({ transport: wire(client) }))
-    aedes.on('clientDisconnect', (client) => metrics.connections.dec({ transport: wire(client) }))
+    aedes.on('client', (client) => metrics.connections.inc({ transport: transportOf(client) }))
+    aedes.on('clientDisconnect', (client) => metrics.connections.dec({ transport: transportOf(client) }))
     metrics.unsentBytesSource = () => {
       let total = 0
       for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) total += unsentBytes(client)
@@ -237,6 +240,7 @@ export async function createMessagingBroker (options: BrokerOptions): Promise<Me
     broker: aedes,
     transport,
     async close () {
+      for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) noteCloseReason(client, 'the server is stopping')
       await new Promise<void>((resolve) => aedes.close(() => resolve()))
       await inbox!.close()
     }

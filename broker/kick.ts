@@ -5,6 +5,7 @@
 import type { Aedes, Client } from 'aedes'
 import type { ClusterSignal } from '../storage/cluster-signal.ts'
 import { tokenHash } from '../auth/revocations.ts'
+import { closeWith } from './close-reasons.ts'
 
 export interface Kick {
   type: 'kick'
@@ -13,6 +14,8 @@ export interface Kick {
   /** Only connections that authenticated with this token (its hash). */
   tokenHash?: string
 }
+
+const KICKED = 'logged out or revoked (a kick)'
 
 /** How long a kick is remembered for connections still between authentication and CONNACK. */
 const RECENT_MS = 10_000
@@ -32,11 +35,11 @@ export class Kicker {
       this.#recent = this.#recent.filter((entry) => now - entry.at < RECENT_MS)
       this.#recent.push({ kick, at: now })
       const clients = (aedes as unknown as { clients: Record<string, Client> }).clients
-      for (const client of Object.values(clients)) if (this.#matches(kick, client)) client.close()
+      for (const client of Object.values(clients)) if (this.#matches(kick, client)) closeWith(client, KICKED)
     })
     aedes.on('clientReady', (client) => {
       const since = this.#authenticatedAt.get(client) ?? 0
-      if (this.#recent.some((entry) => entry.at >= since && this.#matches(entry.kick, client))) client.close()
+      if (this.#recent.some((entry) => entry.at >= since && this.#matches(entry.kick, client))) closeWith(client, KICKED)
     })
   }
 

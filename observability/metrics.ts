@@ -34,6 +34,16 @@ export class Metrics {
     collect: () => { if (this.unsentBytesSource !== undefined) this.unsentBytes.set(this.unsentBytesSource()) }
   })
 
+  readonly connectsRefused = new Counter({ name: 'inboxd_mqtt_connects_refused_total', help: 'MQTT CONNECTs refused, by reason (docs/protocol.md, CONNACK refusals)', labelNames: ['reason'] as const })
+  readonly takeovers = new Counter({ name: 'inboxd_mqtt_takeovers_total', help: 'MQTT connections closed because a new connection with the same clientId took over (on this process or another)' })
+  /** By route pattern (`unmatched` for none), method and status class: bounded label sets. Its _count is the request count. */
+  readonly httpRequests = new Histogram({
+    name: 'inboxd_http_request_duration_seconds',
+    help: 'HTTP requests (REST, health, metrics), by route pattern, method and status class, from the request to the response sent',
+    labelNames: ['route', 'method', 'status'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+  })
+
   readonly sessionsEvicted = new Counter({ name: 'inboxd_sessions_evicted_total', help: 'Persistent sessions evicted by MAX_SESSIONS_PER_USER (the user\'s session furthest behind)' })
   readonly redisErrors = new Counter({ name: 'inboxd_redis_errors_total', help: 'Errors reported by Redis connections' })
   // With WORKERS, the cluster's figure is the worst worker's (summed, the workers would count the same wait twice).

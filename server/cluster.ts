@@ -14,7 +14,7 @@ export interface WorkerReady { type: 'ready', mqttPort?: number, httpPort?: numb
 
 const RESTART_DELAY_MS = 1_000
 
-export function runPrimary (workers: number, log: Logger, reloadsTls = false): void {
+export function runPrimary (workers: number, log: Logger, reloadsTls = false, addresses: (ports: Omit<WorkerReady, 'type' | 'nodeId'>) => string[] = () => []): void {
   serveClusterMetrics()
   let stopping = false
   let ready = 0
@@ -22,6 +22,7 @@ export function runPrimary (workers: number, log: Logger, reloadsTls = false): v
     const worker = cluster.fork()
     worker.on('message', (message: WorkerReady) => {
       if (message?.type !== 'ready' || ++ready !== workers) return
+      for (const line of addresses(message)) log.info(line)
       log.info({ mqttPort: message.mqttPort, httpPort: message.httpPort, mqttsPort: message.mqttsPort, httpsPort: message.httpsPort, mode: 'redis', cluster: message.cluster === true, workers }, 'server ready')
     })
     return worker
@@ -45,8 +46,10 @@ export function runPrimary (workers: number, log: Logger, reloadsTls = false): v
   // Certificate reloads: every worker reads its certificate again.
   if (reloadsTls) process.on('SIGHUP', () => { for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP') })
 
+  // `on`, and repeats ignored: Ctrl-C reaches this process twice under npm (see main.ts).
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (stopping) return
       stopping = true
       log.info({ signal }, 'shutting down workers')
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM')

@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, usesRedis, type Config } from '../config/confi
 import { startServer } from './server.ts'
 import { runPrimary, type WorkerReady } from './cluster.ts'
 import { describeDurability } from '../storage/durability.ts'
+import { describeAddresses } from './addresses.ts'
 
 let config: Config
 try {
@@ -34,7 +35,7 @@ if (cluster.isPrimary) {
 }
 
 if (clustered && cluster.isPrimary) {
-  runPrimary(config.workers, log, config.tls !== undefined)
+  runPrimary(config.workers, log, config.tls !== undefined, (ports) => describeAddresses(config, ports))
 } else {
   if (!usesRedis(config)) {
     log.info('embedded mode runs one server process (LevelDB allows one writer); WORKERS applies to Redis mode')
@@ -52,11 +53,17 @@ if (clustered && cluster.isPrimary) {
     // A worker never outlives its supervisor (even one killed with -9).
     process.once('disconnect', () => process.exit(1))
   } else {
+    for (const line of describeAddresses(config, ready)) log.info(line)
     log.info({ ...ready, workers: 1 }, 'server ready')
   }
 
+  // `on`, not `once`, and later signals ignored: Ctrl-C in a terminal reaches this process twice
+  // (from the terminal and forwarded by npm), and a second one must not kill it mid-drain.
+  let stopping = false
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (stopping) return
+      stopping = true
       server.log.info({ signal }, 'shutting down')
       const force = setTimeout(() => process.exit(1), 10_000)
       force.unref()

@@ -31,6 +31,7 @@ import { adminRoutes } from '../bridge/routes/sessions.ts'
 import { adminUserRoutes } from '../bridge/routes/admin-users.ts'
 import { AccountDeletion, SETTLE_MS } from '../messaging/account-deletion.ts'
 import { limitRest } from '../bridge/rate-limit.ts'
+import { measureRequests } from '../bridge/request-metrics.ts'
 import { PublishBudget, TokenBuckets } from '../broker/rate-limits.ts'
 import { createServices } from './services.ts'
 import { LateTransport } from './transport.ts'
@@ -107,6 +108,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     onOutcome: (provider, outcome) => metrics.pushes.inc({ provider, outcome })
   }, log)
   const app = await createBridge(config, log)
+  measureRequests(app, metrics.httpRequests)
   await limitRest(app, config.limits.restPerMinute, store.redis)
   // One budget per user for both doors: MQTT publishes and REST sends.
   const publishBudget = new PublishBudget(config.limits.publish, config.limits.publishExempt)

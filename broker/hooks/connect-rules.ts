@@ -19,16 +19,24 @@ export function rememberKeepalive (client: Client, packet: { keepalive?: number 
   done(null, true)
 }
 
+/** Why a CONNECT is refused: its CONNACK return code, a short code from a fixed set (logs and metrics), and the reason in words. */
+export interface ConnectRefusal { returnCode: number, code: RefusalCode, reason: string }
+
+/** Every refusal code (`inboxd_mqtt_connects_refused_total{reason}`: a bounded label set). */
+export const REFUSAL_CODES = ['client_id', 'wrong_user', 'keepalive', 'will', 'connect_rate', 'no_token', 'bad_token', 'revoked',
+  'too_many_devices', 'auth_unavailable', 'storage_unavailable'] as const
+export type RefusalCode = typeof REFUSAL_CODES[number]
+
 /** The reason a CONNECT is unacceptable, with its CONNACK return code, or undefined. */
-export function connectProblem (client: Client, bounds: KeepaliveBounds): { returnCode: number, reason: string } | undefined {
+export function connectProblem (client: Client, bounds: KeepaliveBounds): ConnectRefusal | undefined {
   const keepalive = keepalives.get(client) ?? 0
   if (keepalive < bounds.min || keepalive > bounds.max) {
-    return { returnCode: 2, reason: `keepalive must be between ${bounds.min} and ${bounds.max} seconds, got ${keepalive}` }
+    return { returnCode: 2, code: 'keepalive', reason: `keepalive must be between ${bounds.min} and ${bounds.max} seconds, got ${keepalive}` }
   }
   const will = (client as unknown as { _will?: { topic: string } })._will
   const device = parseClientId(client.id)
   if (will !== undefined && will !== null && (device === undefined || will.topic !== presenceTopic(device.userId))) {
-    return { returnCode: 5, reason: 'a will may only be set on your own presence/<userId> topic' }
+    return { returnCode: 5, code: 'will', reason: 'a will may only be set on your own presence/<userId> topic' }
   }
   return undefined
 }

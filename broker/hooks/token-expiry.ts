@@ -2,6 +2,7 @@
 // server closes it, and the client must reconnect with a fresh token.
 import type { Client } from 'aedes'
 import type { TokenClaims } from '../../protocol/identity.ts'
+import { closeWith } from '../close-reasons.ts'
 
 const MAX_TIMER_MS = 2 ** 31 - 1
 
@@ -13,7 +14,7 @@ export class TokenExpiry {
     if (claims.exp === undefined) return
     const ms = claims.exp * 1000 - Date.now()
     if (ms > MAX_TIMER_MS) return
-    const timer = setTimeout(() => { this.#timers.delete(client); client.close() }, Math.max(ms, 0))
+    const timer = setTimeout(() => { this.#timers.delete(client); closeWith(client, 'the token expired') }, Math.max(ms, 0))
     timer.unref()
     this.#timers.set(client, timer)
   }

@@ -23,6 +23,7 @@ import type { LogFeed } from '../../storage/log-feed.ts'
 import { inboxTopic } from '../../protocol/topics.ts'
 import { DeviceStream, type InboxPacket } from './device-stream.ts'
 import { STREAM_BUFFER_BYTES } from '../backpressure.ts'
+import { closeWith } from '../close-reasons.ts'
 
 export interface InboxDeliveryOptions {
   history: Pick<LogStore, 'readLog' | 'head'>
@@ -179,7 +180,7 @@ export class InboxDelivery {
         })
     position.then((cursor) => stream.start(cursor), (error: unknown) => {
       log.error({ err: error, clientId: client.id }, 'could not read the inbox cursor; closing the connection')
-      client.close()
+      closeWith(client, 'could not read the inbox cursor')
     })
   }
 

@@ -42,6 +42,12 @@ export interface ClientOptions {
   reconnect?: { minDelayMs?: number, maxDelayMs?: number }
   /** How long a seq gap may stay open before the client syncs. */
   gapWaitMs?: number
+  /**
+   * Where a device with no seq saved in `storage` (a new install, or any start with the default
+   * in-memory storage) starts: 'beginning' (default) emits every event the server still holds,
+   * 'now' passes over those already in the log at its first catch-up, just after connecting.
+   */
+  startFrom?: 'beginning' | 'now'
   /** How long after its PUBACK a send waits for its stamped copy before asking the server. */
   confirmWaitMs?: number
 }
@@ -103,7 +109,7 @@ export class ChatClient extends Emitter<ClientEvents> {
     this.#encryption = new Encryption(options.e2ee?.keyPair, this.#rest)
     this.groups = new GroupsApi(this.#rest)
     this.blocks = new BlocksApi(this.#rest)
-    this.#receiver = new Receiver({ storage, rest: this.#rest, gapWaitMs: options.gapWaitMs, deliver: (event) => this.#deliver(event), onError })
+    this.#receiver = new Receiver({ storage, rest: this.#rest, gapWaitMs: options.gapWaitMs, startFrom: options.startFrom, deliver: (event) => this.#deliver(event), onError })
     this.#sender = new Sender({
       outbox: new Outbox(storage),
       rest: this.#rest,

@@ -50,6 +50,14 @@ export class InboxSequencer {
     this.#drain()
   }
 
+  /** Seqs up to `upTo` are passed over, not delivered, held ones included (a new device starting from now). */
+  passOver (upTo: number): void {
+    if (upTo <= this.#lastSeq) return
+    for (const seq of [...this.#held.keys()]) if (seq <= upTo) this.#held.delete(seq)
+    this.#lastSeq = upTo
+    this.#drain()
+  }
+
   #drain (): void {
     let next: LogEvent | undefined
     while ((next = this.#held.get(this.#lastSeq + 1)) !== undefined) {

@@ -13,6 +13,8 @@ export interface ReceiverOptions {
   storage: ClientStorage
   rest: RestClient
   gapWaitMs?: number
+  /** With no seq saved in storage: 'beginning' emits every event the server holds, 'now' passes over those already there at the first catch-up. */
+  startFrom?: 'beginning' | 'now'
   /** Each event in seq order, exactly once. */
   deliver: (event: LogEvent) => void
   onError: (error: Error) => void
@@ -27,13 +29,17 @@ export class Receiver {
   #retryTimer: ReturnType<typeof setTimeout> | undefined
   #retryDelayMs = 1_000
   #stopped = false
+  /** Until the first catch-up completes, for a new device starting from now. */
+  #passingOver = false
 
   constructor (options: ReceiverOptions) {
     this.#options = options
   }
 
   async load (): Promise<void> {
-    const lastSeq = Number(await this.#options.storage.get(LAST_SEQ_KEY) ?? 0)
+    const saved = await this.#options.storage.get(LAST_SEQ_KEY)
+    const lastSeq = Number(saved ?? 0)
+    this.#passingOver = saved === undefined && this.#options.startFrom === 'now'
     this.#sequencer = new InboxSequencer({
       lastSeq,
       gapWaitMs: this.#options.gapWaitMs ?? 300,
@@ -73,11 +79,20 @@ export class Receiver {
           for (;;) {
             const page = await this.#options.rest.request<{ events: LogEvent[], next: number, hasMore: boolean }>('GET', `/v1/sync?since=${since}&limit=500`)
             if (this.#stopped) return
-            for (const event of page.events) this.#seq.accept(event)
-            // The page covered every seq up to `next`: one it did not return is past the server's retention.
-            this.#seq.skipMissing(page.next)
+            if (this.#passingOver) {
+              this.#seq.passOver(page.next)
+            } else {
+              for (const event of page.events) this.#seq.accept(event)
+              // The page covered every seq up to `next`: one it did not return is past the server's retention.
+              this.#seq.skipMissing(page.next)
+            }
             since = page.next
             if (!page.hasMore) break
+          }
+          if (this.#passingOver) {
+            this.#passingOver = false
+            // Nothing was delivered, so nothing saved the seq: save it, or the next start would pass over again from 0.
+            await this.#options.storage.set(LAST_SEQ_KEY, String(this.#seq.lastSeq))
           }
         } while (this.#syncAgain)
         this.#retryDelayMs = 1_000

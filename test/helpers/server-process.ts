@@ -36,6 +36,8 @@ export interface ServerHandle {
   stop (): Promise<number | null>
   /** SIGKILL and wait for exit. */
   kill (): Promise<void>
+  /** Sends `signal` to `pid` (default: the child; negative: a process group) and waits for the child to exit; resolves with its exit code. */
+  signal (signal: NodeJS.Signals, pid?: number): Promise<number | null>
 }
 
 export async function freePort (): Promise<number> {
@@ -63,6 +65,11 @@ export interface StartOptions {
   httpPort?: number
   /** The checkout to run (another version's tree, e.g. an upgrade test); this one by default. */
   cwd?: string
+  /**
+   * Run this argv instead of `node SERVER_ARGS` (e.g. `['npm', 'start']`), as the leader of its own
+   * process group, so a test can signal it as an operator would and see every process of the tree exit.
+   */
+  command?: string[]
 }
 
 export function serverEnv (options: StartOptions): Record<string, string> {
@@ -84,7 +91,8 @@ const READY_TIMEOUT_MS = 60_000
 export async function startServerProcess (options: StartOptions): Promise<ServerHandle> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...serverEnv(options) }
   if (options.mode === 'embedded' || options.redisCluster !== undefined) delete env.REDIS_URL
-  const child = spawn(process.execPath, SERVER_ARGS, { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const [file, ...args] = options.command ?? [process.execPath, ...SERVER_ARGS]
+  const child = spawn(file!, args, { cwd: options.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: options.command !== undefined })
   let output = ''
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
   // Generous: on a loaded 2-core CI machine two workers compiling with tsx can take a while.
@@ -134,6 +142,13 @@ export async function startServerProcess (options: StartOptions): Promise<Server
       if (child.exitCode !== null) return child.exitCode
       expectingExit = true
       child.kill('SIGTERM')
+      const [code] = await exited
+      return code as number | null
+    },
+    async signal (signal, pid = child.pid!) {
+      if (child.exitCode !== null) return child.exitCode
+      expectingExit = true
+      process.kill(pid, signal)
       const [code] = await exited
       return code as number | null
     },
