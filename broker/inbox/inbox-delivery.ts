@@ -15,14 +15,13 @@
 //     GET /v1/sync.
 // Aedes still carries everything else (errors topic, presence, typing).
 import type { Aedes, Client } from 'aedes'
-import mqttPacket from 'mqtt-packet'
 import type { Logger } from 'pino'
 import { parseClientId, type DeviceIdentity } from '../../protocol/identity.ts'
 import type { CursorStore, DeviceCursor, LogStore } from '../../history/history-store.ts'
 import type { LogFeed } from '../../storage/log-feed.ts'
 import { inboxTopic } from '../../protocol/topics.ts'
 import { DeviceStream, type InboxPacket } from './device-stream.ts'
-import { STREAM_BUFFER_BYTES } from '../backpressure.ts'
+import { ConnectionPort, type SharedPortParts } from './connection-port.ts'
 import { closeWith } from '../close-reasons.ts'
 
 export interface InboxDeliveryOptions {
@@ -56,10 +55,17 @@ export class InboxDelivery {
   readonly #settling = new Map<string, Promise<void>>()
   readonly #flushTimer: NodeJS.Timeout
   readonly #persistence: SessionStore
+  readonly #portParts: SharedPortParts
 
   constructor (aedes: Aedes, options: InboxDeliveryOptions) {
     this.#options = options
     this.#persistence = (aedes as unknown as { persistence: SessionStore }).persistence
+    this.#portParts = {
+      history: options.history,
+      log: options.log,
+      advanced: (clientId, device, seq) => { this.#dirty.set(clientId, { user: device.userId, device: device.deviceId, seq }) },
+      ...(options.onSent === undefined ? {} : { sent: options.onSent })
+    }
     options.feed.listen((user, seq, event) => {
       const streams = this.#byUser.get(user)
       if (streams !== undefined) for (const stream of streams) stream.offer(seq, event)
@@ -133,35 +139,7 @@ export class InboxDelivery {
     const device = parseClientId(client.id)
     if (device === undefined || this.#byClient.has(client) || client.closed) return
     const { history, retentionMs, log } = this.#options
-    const conn = client.conn
-    const stream = new DeviceStream({
-      topic: inboxTopic(device.userId),
-      qos,
-      retentionMs,
-      port: {
-        readLog: (after, limit) => history.readLog(device.userId, after, limit),
-        // A packet for a closing socket is dropped: unacknowledged, it is resent on the next connection.
-        write: (packet: InboxPacket) => conn.destroyed || mqttPacket.writeToStream(packet, conn),
-        drained: () => new Promise((resolve) => {
-          if (conn.destroyed || !conn.writableNeedDrain) return resolve()
-          const done = (): void => { conn.off('drain', done); conn.off('close', done); resolve() }
-          conn.once('drain', done)
-          conn.once('close', done)
-        }),
-        full: () => conn.writableLength > STREAM_BUFFER_BYTES,
-        nextMessageId: () => {
-          const internals = client as unknown as { _nextId: number }
-          const id = internals._nextId
-          internals._nextId = id >= 65535 ? 1 : id + 1
-          return id
-        },
-        advanced: (seq) => {
-          if (!client.clean) this.#dirty.set(client.id, { user: device.userId, device: device.deviceId, seq })
-        },
-        onError: (error) => log.warn({ err: error, clientId: client.id }, 'inbox stream could not read the log; retrying'),
-        ...(this.#options.onSent === undefined ? {} : { sent: this.#options.onSent })
-      }
-    })
+    const stream = new DeviceStream({ topic: inboxTopic(device.userId), qos, retentionMs, port: new ConnectionPort(client, device, this.#portParts) })
     // Listen first, then read where to start: nothing appended in between is missed.
     this.#byClient.set(client, { stream, device })
     let streams = this.#byUser.get(device.userId)
