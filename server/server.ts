@@ -34,6 +34,8 @@ import { LateTransport } from './transport.ts'
 import { openArchive } from '../archive/open-archive.ts'
 import { ArchiveNotOpenError, tieredGroups, tieredLog } from '../archive/tiered-history.ts'
 import type { ArchiveStore } from '../archive/archive-store.ts'
+import { openAttachments } from '../attachments/open-attachments.ts'
+import { attachmentRoutes } from '../bridge/routes/attachments.ts'
 
 export interface RunningServer {
   /** Undefined with TLS_ONLY. */
@@ -102,6 +104,9 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     isMuted: (user, group) => isMuted(groups, user, group),
     onOutcome: (provider, outcome) => metrics.pushes.inc({ provider, outcome })
   }, log)
+  // Attachments (issue #24): bytes on disk or S3, records where the mode keeps its data.
+  const attachments = await openAttachments(config, store, async (user, group) => (await groups.getGroup(group))?.members.has(user) === true,
+    (error) => log.error({ err: error }, 'attachment collection failed'))
   const app = await createBridge(config, log)
   await limitRest(app, config.limits.restPerMinute, store.redis)
   // One budget per user for both doors: MQTT publishes and REST sends.
@@ -118,6 +123,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     feed: store.feed,
     signal: store.signal,
     transport,
+    attachments,
     onStored: push === undefined ? undefined : (message) => push.notify(message),
     log
   })
@@ -142,6 +148,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   transport.bind(messaging.transport)
   services.start()
   archive?.start()
+  attachments?.start()
 
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode, cluster: store.cluster })
   await app.register(observabilityRoutes, {
@@ -190,6 +197,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     takePublish,
     search: archive?.search
   })
+  await app.register(attachmentRoutes, { attachments, revocations, corsOrigins: config.corsOrigins })
   if (config.demoLogin) await app.register(demoLoginRoutes)
   await app.register(webPageRoutes, { demoLogin: config.demoLogin })
 
@@ -223,6 +231,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await push?.close()
     await devices.close()
     await keys.close()
+    await attachments?.close()
     await revocations.close()
     await archive?.close()
     await history.close()
