@@ -11,6 +11,7 @@ import { PublishRejected } from '../protocol/errors.ts'
 import type { AttachmentRef, AttachmentRequest } from '../protocol/attachments.ts'
 import type { AttachmentMetaStore, AttachmentRecord, Grant } from './attachment-meta.ts'
 import type { AttachmentBytes } from './attachment-bytes.ts'
+import type { Locker } from '@tus/utils'
 
 export interface AttachmentLimits {
   /** Largest upload, bytes. */
@@ -37,6 +38,8 @@ export type Download =
 export interface AttachmentServiceOptions {
   meta: AttachmentMetaStore
   bytes: AttachmentBytes
+  /** Several server processes (Redis mode): one upload's requests one at a time across them. Unset: tus' in-process locker. */
+  locker?: Locker
   limits: AttachmentLimits
   /** Whether the user is a current member of the group. */
   isMember: (user: string, group: string) => Promise<boolean>
@@ -50,6 +53,7 @@ const SWEEP_BATCH = 100
 export class AttachmentService {
   readonly limits: AttachmentLimits
   readonly bytes: AttachmentBytes
+  readonly locker: Locker | undefined
   readonly #meta: AttachmentMetaStore
   readonly #isMember: AttachmentServiceOptions['isMember']
   readonly #now: () => number
@@ -59,8 +63,9 @@ export class AttachmentService {
   #sweeper: NodeJS.Timeout | undefined
   #sweeping: Promise<unknown> = Promise.resolve()
 
-  constructor ({ meta, bytes, limits, isMember, now = Date.now, onError = () => {} }: AttachmentServiceOptions) {
+  constructor ({ meta, bytes, locker, limits, isMember, now = Date.now, onError = () => {} }: AttachmentServiceOptions) {
     this.#meta = meta
+    this.locker = locker
     this.bytes = bytes
     this.limits = limits
     this.#isMember = isMember

@@ -10,13 +10,14 @@ import { DiskBytes } from './disk-bytes.ts'
 import { S3Bytes } from './s3-bytes.ts'
 import { LevelAttachmentMeta } from './level-attachment-meta.ts'
 import { RedisAttachmentMeta } from './redis-attachment-meta.ts'
+import { RedisUploadLocker } from './redis-upload-locker.ts'
 
 /** Conversations one attachment may be shared with (forwarding included). */
 export const MAX_GRANTS = 100
 
 export async function openAttachments (
   config: Pick<Config, 'attachments' | 'dataDir' | 'durability' | 'historyRetentionMs'>,
-  store: Pick<BrokerStore, 'redis'>,
+  store: Pick<BrokerStore, 'redis' | 'signal'>,
   isMember: (user: string, group: string) => Promise<boolean>,
   onError: (error: unknown) => void
 ): Promise<AttachmentService | undefined> {
@@ -31,6 +32,7 @@ export async function openAttachments (
   return new AttachmentService({
     meta,
     bytes,
+    locker: store.redis === undefined ? undefined : new RedisUploadLocker(store.redis, store.signal),
     isMember,
     onError,
     limits: {

@@ -29,7 +29,9 @@ export class S3Bytes implements AttachmentBytes {
     const config: S3ClientConfig = {
       region: settings.region,
       forcePathStyle: settings.forcePathStyle,
-      ...(settings.endpoint === undefined ? {} : { endpoint: settings.endpoint }),
+      // S3-compatible servers: checksums only where S3 requires them. The SDK's default (a CRC32
+      // trailer, aws-chunked) is not understood by all of them, which then store the chunk framing.
+      ...(settings.endpoint === undefined ? {} : { endpoint: settings.endpoint, requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' }),
       ...(settings.credentials === undefined ? {} : { credentials: settings.credentials })
     }
     this.#bucket = settings.bucket

@@ -48,6 +48,7 @@ export const attachmentRoutes: FastifyPluginAsync<AttachmentRouteOptions> = asyn
     : new TusServer({
       path: UPLOADS,
       datastore: attachments.bytes.datastore,
+      ...(attachments.locker === undefined ? {} : { locker: attachments.locker }),
       maxSize: attachments.limits.maxUploadBytes,
       relativeLocation: true,
       allowedOrigins: corsOrigins[0] === '*' ? undefined : (origin) => corsOrigins.includes(origin),
@@ -61,6 +62,10 @@ export const attachmentRoutes: FastifyPluginAsync<AttachmentRouteOptions> = asyn
         const refusal = await attachments.beginUpload(owner, upload.id, upload.size, type)
         if (refusal !== undefined) throw tusRefusal(413, refusal.code, refusal.message)
         return {}
+      },
+      onResponseError (_request, error) {
+        if (error instanceof Error) app.log.warn({ err: error }, 'upload request failed')
+        return undefined
       },
       async onUploadFinish (_request, upload) {
         await attachments.finishUpload(upload.id)
