@@ -15,6 +15,9 @@ export class DiskBytes implements AttachmentBytes {
   }
 
   async read (id: string): Promise<{ stream: ReturnType<typeof createReadStream>, size: number } | undefined> {
+    // Only a finished upload (as S3 has an object only once its multipart upload completes).
+    const upload = await this.datastore.getUpload(id).catch(() => undefined)
+    if (upload === undefined || upload.offset !== upload.size) return undefined
     const path = join(this.directory, id)
     const info = await stat(path).catch(() => undefined)
     if (info?.isFile() !== true) return undefined
