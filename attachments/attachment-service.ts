@@ -133,7 +133,7 @@ export class AttachmentService {
     if (record === undefined) return undefined
     const ttl = this.limits.linkTtlSeconds
     const expiresAt = this.#now() + ttl * 1000
-    const url = await this.bytes.link(id, ttl, record.type) ?? `/v1/attachments/${id}/content?expires=${expiresAt}&sig=${this.#sign(id, expiresAt)}`
+    const url = await this.bytes.link(id, ttl, record.type) ?? `/files/${id}?expires=${expiresAt}&sig=${this.#sign(id, expiresAt)}`
     return { kind: 'link', url, expiresAt, record }
   }
 

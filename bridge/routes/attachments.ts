@@ -4,7 +4,7 @@
 //   MAX_UPLOAD_BYTES and the user's quota), HEAD tells how much arrived, PATCH
 //   sends more from there. Only the uploader may resume an upload.
 // - GET /v1/attachments/:id: 302 to a link that expires (presigned S3 URL, or
-//   this server's signed /content link on disk); /link answers it as JSON.
+//   this server's signed /files/:id link on disk); /link answers it as JSON.
 //   404 attachment_not_found for anyone who may not read it.
 // Without attachment storage (Redis mode without S3): 501 attachments_not_configured.
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
@@ -15,7 +15,7 @@ import type { AttachmentService } from '../../attachments/attachment-service.ts'
 import { isMediaType } from '../../protocol/attachments.ts'
 import type { Revocations } from '../../auth/revocations.ts'
 import { requireUser, bearerSecurity } from '../require-user.ts'
-import { errorSchema, sendError } from '../http-errors.ts'
+import { documentErrors, errorSchema, sendError } from '../http-errors.ts'
 import { idSchema } from '../schemas.ts'
 
 export interface AttachmentRouteOptions {
@@ -26,6 +26,8 @@ export interface AttachmentRouteOptions {
 }
 
 const UPLOADS = '/v1/uploads'
+/** Where the server's own (disk) download links point; keep in step with AttachmentService.download. */
+const FILES = '/files'
 const TUS_HEADERS = { 'tus-resumable': '1.0.0' }
 const idParams = { type: 'object', required: ['id'], properties: { id: idSchema } } as const
 
@@ -78,6 +80,7 @@ export const attachmentRoutes: FastifyPluginAsync<AttachmentRouteOptions> = asyn
 
   await app.register(async (authed) => {
     requireUser(authed, revocations)
+    documentErrors(authed)
 
     const handOver = async (request: { raw: IncomingMessage, userId: string }, reply: FastifyReply): Promise<void> => {
       uploaders.set(request.raw, request.userId)
@@ -159,10 +162,11 @@ export const attachmentRoutes: FastifyPluginAsync<AttachmentRouteOptions> = asyn
     })
   })
 
-  // The server's own links (disk): the signature is the credential, as with a presigned S3 URL.
-  app.get<{ Params: { id: string }, Querystring: { expires: number, sig: string } }>('/v1/attachments/:id/content', {
+  // The server's own links (disk): the signature is the credential, as with a presigned S3 URL,
+  // so it is outside the API (/v1, which takes tokens) and its document.
+  app.get<{ Params: { id: string }, Querystring: { expires: number, sig: string } }>(`${FILES}/:id`, {
     schema: {
-      summary: 'The bytes behind a link from GET /v1/attachments/:id (disk storage)',
+      hide: true,
       params: idParams,
       querystring: { type: 'object', required: ['expires', 'sig'], properties: { expires: { type: 'integer', minimum: 0 }, sig: { type: 'string', maxLength: 64 } } },
       response: { 200: { description: 'The bytes' }, 403: errorSchema, 404: errorSchema, 501: errorSchema }
