@@ -132,7 +132,8 @@ export class AttachmentService {
     const record = await this.readable(user, id)
     if (record === undefined) return undefined
     const ttl = this.limits.linkTtlSeconds
-    const expiresAt = this.#now() + ttl * 1000
+    // A presigned URL counts from its signing time in whole seconds: the expiry said is never later than the real one.
+    const expiresAt = Math.floor(this.#now() / 1000) * 1000 + ttl * 1000
     const url = await this.bytes.link(id, ttl, record.type) ?? `/files/${id}?expires=${expiresAt}&sig=${this.#sign(id, expiresAt)}`
     return { kind: 'link', url, expiresAt, record }
   }
