@@ -17,4 +17,5 @@ export interface AttachmentBytes {
   link (id: string, ttlSeconds: number, type: string): Promise<string | undefined>
   /** Removes the bytes, finished or not; removing what is not there is harmless. */
   remove (id: string): Promise<void>
+  close (): void
 }

@@ -180,6 +180,7 @@ export class AttachmentService {
     clearInterval(this.#sweeper)
     await this.#sweeping
     await this.#meta.close()
+    this.bytes.close()
   }
 }
 

@@ -26,6 +26,8 @@ export class DiskBytes implements AttachmentBytes {
 
   async link (): Promise<undefined> { return undefined }
 
+  close (): void {}
+
   async remove (id: string): Promise<void> {
     // Throws when there is no such upload: nothing to remove.
     await this.datastore.remove(id).catch(() => {})
