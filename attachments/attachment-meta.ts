@@ -43,6 +43,8 @@ export interface AttachmentMetaStore {
    * is later. At most `maxGrants` users and groups per attachment.
    */
   grant (id: string, grant: Grant, expiresAt: number, maxGrants: number): Promise<GrantOutcome>
+  /** Makes every attachment of the owner expire at `now` (account deletion: the sweep collects them). Returns how many. */
+  expireOwner (owner: string, now: number): Promise<number>
   /** Bytes of the owner's attachments not collected yet (finished or not). */
   usage (owner: string): Promise<number>
   /** Up to `limit` entries of the collection index whose expiry is at or before `now` (candidates: `remove` decides). */

@@ -154,6 +154,13 @@ export class AttachmentService {
     return createHmac('sha256', this.#linkKey).update(`${id}.${expires}`).digest('base64url')
   }
 
+  /** Account deletion: every upload of the user goes at the next sweep (started now), whoever it was shared with. */
+  async forgetOwner (user: string): Promise<number> {
+    const count = await this.#meta.expireOwner(user, this.#now())
+    this.sweep().catch(this.#onError)
+    return count
+  }
+
   /** Collects what expired: bytes first gone from the quota, then from storage, then from the index. Returns how many. */
   async sweep (): Promise<number> {
     const run = this.#sweeping.then(async () => {

@@ -1,5 +1,5 @@
 // Embedded mode's attachment records, in a LevelDB of their own under
-// DATA_DIR: `a!<id>` the record, `q!<owner>` the owner's bytes in use,
+// DATA_DIR: `a!<id>` the record, `q!<owner>` the owner's bytes in use, `o!<owner>!<id>` what each owns,
 // `x!<expiresAt, 15 digits>!<owner>!<id>` the collection index. One process, so each
 // read-modify-write runs alone (a promise chain) and writes one batch.
 import { ClassicLevel } from 'classic-level'
@@ -40,6 +40,7 @@ export class LevelAttachmentMeta implements AttachmentMetaStore {
       await this.db.batch()
         .put(`a!${attachment.id}`, JSON.stringify(record))
         .put(`q!${attachment.owner}`, String(used + attachment.size))
+        .put(`o!${attachment.owner}!${attachment.id}`, '')
         .put(expiryKey(attachment.expiresAt, attachment.owner, attachment.id), '')
         .write(this.write)
       return 'created'
@@ -78,6 +79,22 @@ export class LevelAttachmentMeta implements AttachmentMetaStore {
     })
   }
 
+  expireOwner (owner: string, now: number): Promise<number> {
+    return this.#alone(async () => {
+      let count = 0
+      for await (const key of this.db.keys({ gt: `o!${owner}!`, lt: `o!${owner}!~` })) {
+        const id = key.slice(key.lastIndexOf('!') + 1)
+        const record = await this.#record(id)
+        if (record === undefined) continue
+        const batch = this.db.batch()
+        if (record.expiresAt !== 0) batch.del(expiryKey(record.expiresAt, owner, id))
+        await batch.put(expiryKey(now, owner, id), '').put(`a!${id}`, JSON.stringify({ ...record, expiresAt: now })).write(this.write)
+        count++
+      }
+      return count
+    })
+  }
+
   usage (owner: string): Promise<number> { return this.#usage(owner) }
 
   async expired (now: number, limit: number): Promise<Expiring[]> {
@@ -101,6 +118,7 @@ export class LevelAttachmentMeta implements AttachmentMetaStore {
       const used = await this.#usage(record.owner)
       await this.db.batch()
         .del(`a!${entry.id}`)
+        .del(`o!${record.owner}!${entry.id}`)
         .put(`q!${record.owner}`, String(Math.max(0, used - record.size)))
         .write(this.write)
       return 'removed'

@@ -55,6 +55,11 @@ if current ~= '0' and (ARGV[2] == '0' or tonumber(ARGV[2]) > tonumber(current)) 
 end
 return {'granted', current}`
 
+const EXPIRE = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'expiresAt', ARGV[1])
+return 1`
+
 const REMOVE = `
 local at = redis.call('HGET', KEYS[1], 'expiresAt')
 if not at then return 'removed' end
@@ -114,6 +119,17 @@ export class RedisAttachmentMeta implements AttachmentMetaStore {
     if (owner === null) return
     if (expiresAt === 0) await this.redis.zrem(INDEX, member(owner, id))
     else await this.redis.zadd(INDEX, expiresAt, member(owner, id))
+  }
+
+  async expireOwner (owner: string, now: number): Promise<number> {
+    // The quota hash names every attachment the owner holds (and `=`, the total).
+    const ids = (await this.redis.hkeys(quotaKey(owner))).filter((field) => field !== '=')
+    let count = 0
+    for (const id of ids) {
+      if (await this.redis.eval(EXPIRE, 1, recordKey(id), now) === 1) count++
+      await this.redis.zadd(INDEX, now, member(owner, id))
+    }
+    return count
   }
 
   async usage (owner: string): Promise<number> {

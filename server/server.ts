@@ -174,7 +174,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
       archiveMarks: archiveSource,
       archiver: archive === undefined ? undefined : { pause: async () => { await archive.archiver?.pause() }, resume: () => { archive.archiver?.resume() } },
       settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
-      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys,
+      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys, attachments,
       onSettled: (user, outcome) => { if (outcome === 'deleted_again') log.warn({ user }, 'a stale archive batch landed after an account deletion: deleted again') },
       onError: (error) => log.error({ err: error }, 'account deletion check failed')
     })

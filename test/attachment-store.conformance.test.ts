@@ -97,6 +97,14 @@ for (const { name, open } of METAS) {
     await meta.unindex(gone)
     t.same(await mine(), [], 'unindexed')
     t.same((await meta.expired(clock + 10_000, 1000)).filter((entry) => entry.owner === carol).map((entry) => entry.id).sort(), [referenced.id, later.id].sort(), 'the others, at their own expiry')
+    await meta.grant(referenced.id, { user: 'dave' }, 0, 100)
+    t.equal(await meta.expireOwner(carol, clock + 200), 2, 'account deletion: every remaining one of the owner, kept forever or not, expires now')
+    t.same(await mine(), [], 'not before that')
+    const all = (await meta.expired(clock + 200, 1000)).filter((entry) => entry.owner === carol)
+    t.same(all.map((entry) => entry.id).sort(), [referenced.id, later.id].sort(), 'then the sweep finds them')
+    t.same(await Promise.all(all.map((entry) => meta.remove(entry, clock + 200))), ['removed', 'removed'])
+    t.equal(await meta.usage(carol), 0, 'and the quota is empty')
+    t.equal(await meta.expireOwner(carol, clock + 300), 0, 'nothing left to expire')
   })
 }
 

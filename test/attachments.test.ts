@@ -18,6 +18,7 @@ import { startS3, type OwnS3 } from './helpers/s3.ts'
 
 const MiB = 1024 * 1024
 const REDIS_DB = 12
+const ADMIN = 'admin-token-admin-token-admin-token-0123'
 const sha = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -152,7 +153,7 @@ for (const mode of modesUnderTest()) {
   })
 
   t.test(`${mode} mode: uploads nothing references, finished or not, are collected and leave the quota`, async (t) => {
-    const { server, stored } = await start(mode, { WORKERS: '1', UPLOAD_QUOTA_BYTES: '1000', ATTACHMENT_ORPHAN_SECONDS: '1', ATTACHMENT_SWEEP_SECONDS: '1' })
+    const { server, stored } = await start(mode, { WORKERS: '1', UPLOAD_QUOTA_BYTES: '1000', ATTACHMENT_ORPHAN_SECONDS: '1', ATTACHMENT_SWEEP_SECONDS: '1', ADMIN_TOKEN: ADMIN })
     t.teardown(() => server.stop())
     const erin = uniqueUser('erin')
     const tus = tusFor(server.httpUrl, erin)
@@ -172,6 +173,21 @@ for (const mode of modesUnderTest()) {
     t.pass('the unfinished upload too')
     t.notOk(await stored(finished), 'its bytes left the storage')
     t.match(await tus.create(900), { status: 201 }, 'and the quota is free again')
+
+    t.test('deleting an account collects its uploads, shared or not', async (t) => {
+      const [gone, peer] = [uniqueUser('gone'), uniqueUser('peer')]
+      const theirs = tusFor(server.httpUrl, gone)
+      const id = (await theirs.create(500, 'image/png')).id!
+      await theirs.patch(id, 0, randomBytes(500))
+      t.match(await apiFor(server.httpUrl, gone).post('/v1/messages', { to: peer, id: 'pic', body: 'x', attachments: [{ id }] }), { status: 201 })
+      t.equal((await download(server.httpUrl, peer, id)).status, 200, 'shared with the peer')
+      const deleted = await fetch(`${server.httpUrl}/v1/admin/users/${gone}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } })
+      t.equal(deleted.status, 200, 'account deleted')
+      for (const deadline = Date.now() + 10_000; (await download(server.httpUrl, peer, id)).status !== 404; await sleep(200)) {
+        if (Date.now() > deadline) throw new Error('never collected')
+      }
+      t.notOk(await stored(id), 'its bytes left the storage')
+    })
   })
 }
 
