@@ -85,7 +85,14 @@ export const attachmentRoutes: FastifyPluginAsync<AttachmentRouteOptions> = asyn
     const handOver = async (request: { raw: IncomingMessage, userId: string }, reply: FastifyReply): Promise<void> => {
       uploaders.set(request.raw, request.userId)
       reply.hijack()
-      await tus!.handle(request.raw, reply.raw)
+      try {
+        await tus!.handle(request.raw, reply.raw)
+      } catch (error) {
+        // Hijacked: Fastify answers nothing now, so a failure must not leave the client waiting.
+        app.log.error({ err: error }, 'upload request failed')
+        if (!reply.raw.headersSent) reply.raw.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'internal_error', message: 'the upload request failed; resume it' }))
+        else reply.raw.destroy()
+      }
     }
 
     authed.post(UPLOADS, {
