@@ -1,5 +1,6 @@
 // One behaviour, every implementation: the attachment records
-// (AttachmentMetaStore: LevelDB, one Redis) and the attachment bytes
+// (AttachmentMetaStore: LevelDB, one Redis, a real Redis Cluster of this
+// file's own: every script on one owner's keys) and the attachment bytes
 // (AttachmentBytes: the disk, S3 through s3rver), written the way uploads
 // write them (the tus store, in two requests: a resume).
 import t from 'tap'
@@ -13,12 +14,16 @@ import { RedisAttachmentMeta } from '../attachments/redis-attachment-meta.ts'
 import type { AttachmentBytes } from '../attachments/attachment-bytes.ts'
 import { DiskBytes } from '../attachments/disk-bytes.ts'
 import { S3Bytes } from '../attachments/s3-bytes.ts'
-import { singleRedis } from './helpers/store-redis.ts'
+import { clusterRedis, singleRedis } from './helpers/store-redis.ts'
+import { startRedisCluster } from './helpers/redis-cluster.ts'
 import { tempDataDir } from './helpers/server-process.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { startS3 } from './helpers/s3.ts'
 
 const REDIS_DB = 12
+
+const cluster = await startRedisCluster()
+t.teardown(() => cluster.stop())
 
 const METAS: Array<{ name: string, open: () => Promise<{ meta: AttachmentMetaStore, close: () => Promise<void> }> }> = [
   {
@@ -32,6 +37,13 @@ const METAS: Array<{ name: string, open: () => Promise<{ meta: AttachmentMetaSto
     name: 'redis',
     open: async () => {
       const redis = await singleRedis(REDIS_DB)
+      return { meta: new RedisAttachmentMeta(redis), close: async () => { redis.disconnect() } }
+    }
+  },
+  {
+    name: 'redis-cluster',
+    open: async () => {
+      const redis = await clusterRedis(cluster)
       return { meta: new RedisAttachmentMeta(redis), close: async () => { redis.disconnect() } }
     }
   }
