@@ -7,13 +7,13 @@
 // last, so a process that dies between the steps leaves an entry the sweep
 // collects; every step is safe to repeat.
 import type { RedisClient } from '../storage/redis-client.ts'
-import { ownerKey, userTag } from '../storage/redis-keys.ts'
+import { ATTACHMENT_INDEX, attachmentTag, ownerKey, userTag } from '../storage/redis-keys.ts'
 import type { AttachmentMetaStore, AttachmentRecord, CreateOutcome, Expiring, Grant, GrantOutcome, NewAttachment } from './attachment-meta.ts'
 
-const recordKey = (id: string): string => ownerKey('att', `{a:${id}}`)
-const grantsKey = (id: string): string => ownerKey('att', `{a:${id}}`, 'g')
+const recordKey = (id: string): string => ownerKey('att', attachmentTag(id))
+const grantsKey = (id: string): string => ownerKey('att', attachmentTag(id), 'g')
 const quotaKey = (owner: string): string => ownerKey('attq', userTag(owner))
-const INDEX = ownerKey('att', '{attachments}', 'x')
+const INDEX = ATTACHMENT_INDEX
 const member = (owner: string, id: string): string => `${owner}/${id}`
 
 const RESERVE = `

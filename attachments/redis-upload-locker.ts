@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import type { Lock, Locker, RequestRelease } from '@tus/utils'
 import type { RedisClient } from '../storage/redis-client.ts'
 import type { ClusterSignal } from '../storage/cluster-signal.ts'
-import { ownerKey } from '../storage/redis-keys.ts'
+import { attachmentTag, ownerKey } from '../storage/redis-keys.ts'
 
 const LEASE_MS = 30_000
 const RETRY_MS = 50
@@ -19,7 +19,7 @@ const ACQUIRE_TIMEOUT_MS = 20_000
 const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`
 
-const lockKey = (id: string): string => ownerKey('att', `{a:${id}}`, 'lock')
+const lockKey = (id: string): string => ownerKey('att', attachmentTag(id), 'lock')
 
 export class RedisUploadLocker implements Locker {
   /** Locks this process holds: upload id → how to ask its request to end. */
