@@ -49,7 +49,9 @@ export async function createBridge (config: Config, log: Logger): Promise<Fastif
     await app.register(fastifyCors, {
       origin: config.corsOrigins[0] === '*' ? '*' : config.corsOrigins,
       methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
-      allowedHeaders: ['Authorization', 'Content-Type'],
+      // tus uploads (bridge/routes/attachments.ts) send and read their own headers.
+      allowedHeaders: ['Authorization', 'Content-Type', 'Tus-Resumable', 'Upload-Length', 'Upload-Offset', 'Upload-Metadata'],
+      exposedHeaders: ['Location', 'Tus-Resumable', 'Upload-Offset', 'Upload-Length'],
       maxAge: 600
     })
   }

@@ -80,6 +80,18 @@ export interface Config {
    * `appendonly yes` and `appendfsync always`), so it survives a power cut.
    */
   durability: Durability
+  attachments: AttachmentConfig
+}
+
+/** Attachments (issue #24): limits, and S3 when S3_BUCKET is set (else the disk, in embedded mode only). */
+export interface AttachmentConfig {
+  s3: { bucket: string, endpoint: string | undefined, region: string, forcePathStyle: boolean } | undefined
+  maxUploadBytes: number
+  /** Per user (0: off). */
+  quotaBytes: number
+  linkTtlSeconds: number
+  orphanSeconds: number
+  sweepSeconds: number
 }
 
 export type Durability = 'process' | 'disk'
@@ -429,6 +441,24 @@ function sessionsPerUser (env: Env): number {
   return sessions
 }
 
+function attachmentConfig (env: Env): AttachmentConfig {
+  const bucket = env.S3_BUCKET || undefined
+  const endpoint = env.S3_ENDPOINT || undefined
+  if (bucket === undefined && endpoint !== undefined) throw new ConfigError('S3_ENDPOINT', 'is set without S3_BUCKET')
+  if (endpoint !== undefined && !/^https?:\/\/[^\s/]+/.test(endpoint)) throw new ConfigError('S3_ENDPOINT', `must be an http(s) URL, got "${endpoint}"`)
+  const pathStyle = env.S3_FORCE_PATH_STYLE ?? ''
+  if (pathStyle !== '' && pathStyle !== '0' && pathStyle !== '1') throw new ConfigError('S3_FORCE_PATH_STYLE', `must be 1 or 0, got "${pathStyle}"`)
+  const mib = 1024 * 1024
+  return {
+    s3: bucket === undefined ? undefined : { bucket, endpoint, region: env.S3_REGION || env.AWS_REGION || 'us-east-1', forcePathStyle: pathStyle === '1' },
+    maxUploadBytes: integer(env, 'MAX_UPLOAD_BYTES', 100 * mib, 1, 5 * 1024 * 1024 * mib),
+    quotaBytes: integer(env, 'UPLOAD_QUOTA_BYTES', 1024 * mib, 0, Number.MAX_SAFE_INTEGER),
+    linkTtlSeconds: integer(env, 'ATTACHMENT_LINK_TTL_SECONDS', 300, 1, 7 * 24 * 3600),
+    orphanSeconds: integer(env, 'ATTACHMENT_ORPHAN_SECONDS', 24 * 3600, 1, 365 * 24 * 3600),
+    sweepSeconds: integer(env, 'ATTACHMENT_SWEEP_SECONDS', 60, 1, 24 * 3600)
+  }
+}
+
 export function loadConfig (env: Env = process.env): Config {
   const logLevel = env.LOG_LEVEL || 'info'
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`)
@@ -480,6 +510,7 @@ export function loadConfig (env: Env = process.env): Config {
     corsOrigins: corsOrigins(env),
     demoLogin: demoLogin(env, jwtKey(env)),
     durability: durability(env),
+    attachments: attachmentConfig(env),
     push: {
       apns: apnsConfig(env),
       fcm: fcmConfig(env),

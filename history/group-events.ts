@@ -5,6 +5,8 @@
 // `id, from, group, gseq` (groupMessageHeader in events.ts reads that prefix),
 // for every other event `group, gseq`; `ts` right after gseq (retention finds
 // it there when a body defeats a JSON decoder).
+import type { AttachmentRef } from '../protocol/attachments.ts'
+
 /** A member's role in a group. */
 export type Role = 'owner' | 'admin' | 'member'
 
@@ -15,6 +17,8 @@ export type GroupMessageEvent = Base & {
   id: string
   from: string
   body?: unknown
+  /** Uploaded files, as the server checked them (protocol/attachments.ts). */
+  attachments?: AttachmentRef[]
   /** A tombstone: the body is gone. */
   recalled?: true
   recalledAt?: number

@@ -9,7 +9,7 @@
 //      `left`, as if they had left themselves); the group logs keep what they
 //      sent there: that is the group's history, as a peer's copy of a 1:1
 //      message is the peer's;
-//   4. their push registrations go;
+//   4. their push registrations, published key and uploads (attachments) go;
 //   5. their own log goes from the hot tier, then from the archive.
 //
 // The archiver could undo 5: a batch that read the user's events before the
@@ -65,6 +65,8 @@ export interface AccountDeletionOptions {
   keys?: Pick<KeyDirectory, 'remove'>
   /** The user's MLS KeyPackages (keys/mls-key-packages.ts). */
   mlsKeyPackages?: Pick<MlsKeyPackageStore, 'removeUser'>
+  /** The user's uploads (attachments/attachment-service.ts), collected whoever they were shared with. */
+  attachments?: { forgetOwner (user: string): Promise<number> }
   /** The later check deleted the logs again (a stale archiver batch had landed), or failed. */
   onSettled?: (user: string, outcome: 'clean' | 'deleted_again') => void
   onError?: (error: unknown) => void
@@ -122,6 +124,7 @@ export class AccountDeletion {
 
     await this.#options.keys?.remove(user)
     await this.#options.mlsKeyPackages?.removeUser(user)
+    await this.#options.attachments?.forgetOwner(user)
 
     // What this process still relays from the user's outbox lands before the outbox goes.
     await hot.relayed()

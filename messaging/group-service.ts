@@ -14,7 +14,9 @@ import { groupEventTail, groupReadersNoticeTail, parseGroupEvent, type GroupEven
 import type { LogStore } from '../history/history-store.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
-import type { SendEphemeral } from './message-service.ts'
+import { checkedAttachments, type ReferenceAttachments, type SendEphemeral } from './message-service.ts'
+import type { OutgoingMessage } from '../protocol/message.ts'
+import type { AttachmentRef } from '../protocol/attachments.ts'
 import type { LogSink } from '../history/log-sink.ts'
 
 export type GroupErrorCode =
@@ -52,6 +54,8 @@ export interface GroupServiceOptions {
   maxGroupsPerUser?: number
   /** How long a sender may recall their own message; admins and the owner may recall any, any time. */
   recallWindowMs: number
+  /** Undefined without attachment storage: messages with attachments are refused. */
+  attachments?: ReferenceAttachments
   now?: () => number
   /** Delivered marks from PUBACKs are written at most this often. */
   coalesceMs?: number
@@ -109,8 +113,11 @@ export class GroupService {
   #flushTimer: NodeJS.Timeout | undefined
   readonly #sweeper: NodeJS.Timeout | undefined
 
-  constructor ({ groups, history, log, ephemeral, maxMembers, maxGroupsPerUser = 0, recallWindowMs, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, sweepMs = 1000, onError = () => {} }: GroupServiceOptions) {
+  readonly #attachments: ReferenceAttachments | undefined
+
+  constructor ({ groups, history, log, ephemeral, maxMembers, maxGroupsPerUser = 0, recallWindowMs, attachments, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, sweepMs = 1000, onError = () => {} }: GroupServiceOptions) {
     this.#history = history
+    this.#attachments = attachments
     this.#readCoalesceMs = readCoalesceMs
     this.#recallWindowMs = recallWindowMs
     this.#maxGroupsPerUser = maxGroupsPerUser
@@ -250,8 +257,15 @@ export class GroupService {
    * every member's log (the sender's own copy first: `event` is it).
    * Throws PublishRejected.
    */
-  async send (from: string, group: string, message: { id: string, body: unknown }, durable: boolean): Promise<{ created: boolean, event: string | undefined }> {
-    const event = { type: 'message' as const, id: message.id, from, group, ts: this.#now(), body: message.body }
+  async send (from: string, group: string, message: OutgoingMessage, durable: boolean): Promise<{ created: boolean, event: string | undefined }> {
+    let attachments: AttachmentRef[] | undefined
+    if (message.attachments !== undefined) {
+      // Only a member may grant the group's members read access.
+      const current = await this.#groups.getGroup(group)
+      if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
+      attachments = await checkedAttachments(this.#attachments, from, { group }, message)
+    }
+    const event = { type: 'message' as const, id: message.id, from, group, ts: this.#now(), body: message.body, ...(attachments === undefined ? {} : { attachments }) }
     if (!durable) {
       const current = await this.#groups.getGroup(group)
       if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)

@@ -6,7 +6,8 @@
 // follows through the store's relay (reported to the same LogSink when it
 // lands, usually milliseconds later). A recipient who blocked the sender
 // gets nothing (the relay keeps it in the sender's log only).
-import { stamp } from '../protocol/message.ts'
+import { stamp, type OutgoingMessage } from '../protocol/message.ts'
+import type { AttachmentRef } from '../protocol/attachments.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { BlockStore, LogStore } from '../history/history-store.ts'
 import type { LogSink } from '../history/log-sink.ts'
@@ -26,6 +27,16 @@ export type RecallOutcome =
   | { status: 'recalled', message: string }
   | { status: 'not_found' | 'window_expired' }
 
+/** Checks a message's attachments and grants its conversation read access (attachments/attachment-service.ts). */
+export type ReferenceAttachments = (from: string, to: { user: string } | { group: string }, requests: NonNullable<OutgoingMessage['attachments']>, messageId: string) => Promise<AttachmentRef[]>
+
+/** Attachments named by a message, checked; a server without attachment storage refuses them. */
+export async function checkedAttachments (reference: ReferenceAttachments | undefined, from: string, to: { user: string } | { group: string }, message: OutgoingMessage): Promise<AttachmentRef[] | undefined> {
+  if (message.attachments === undefined) return undefined
+  if (reference === undefined) throw new PublishRejected('invalid_attachment', 'this server takes no attachments (its operator has not configured storage for them)', message.id)
+  return await reference(from, to, message.attachments, message.id)
+}
+
 export interface MessageServiceOptions {
   history: Pick<LogStore, 'appendMessage' | 'recall' | 'sweepRelay' | 'relayed'>
   /** Who blocked whom: ephemeral sends (typing) to a blocker are dropped. */
@@ -34,6 +45,8 @@ export interface MessageServiceOptions {
   log: LogSink
   ephemeral: SendEphemeral
   recallWindowMs: number
+  /** Undefined without attachment storage: messages with attachments are refused. */
+  attachments?: ReferenceAttachments
   now?: () => number
   /** How often this process completes relays a dead process left (0: never). */
   sweepMs?: number
@@ -46,10 +59,12 @@ export class MessageService {
   readonly #log: LogSink
   readonly #ephemeral: SendEphemeral
   readonly #recallWindowMs: number
+  readonly #attachments: ReferenceAttachments | undefined
   readonly #now: () => number
   readonly #sweeper: NodeJS.Timeout | undefined
 
-  constructor ({ history, blocks, log, ephemeral, recallWindowMs, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
+  constructor ({ history, blocks, log, ephemeral, recallWindowMs, attachments, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
+    this.#attachments = attachments
     this.#history = history
     this.#blocks = blocks
     this.#log = log
@@ -63,9 +78,11 @@ export class MessageService {
   }
 
   /** Throws PublishRejected('id_conflict') when the id was already used for another recipient. */
-  async send (from: string, to: string, message: { id: string, body: unknown }, durable: boolean): Promise<SendResult> {
+  async send (from: string, to: string, message: OutgoingMessage, durable: boolean): Promise<SendResult> {
+    // Off the path of messages without attachments; granted before the append, so the peer can read what it receives.
+    const attachments = await checkedAttachments(this.#attachments, from, { user: to }, message)
     const ts = this.#now()
-    const envelope = stamp(message, from, to, ts)
+    const envelope = stamp(message, from, to, ts, attachments)
     if (!durable) {
       // Ephemeral (QoS 0): forwarded to connected devices only, never logged (nor to a blocker).
       if (!await this.#blocks.isBlocked(to, from)) await this.#ephemeral(to, `{${messageTail(envelope)}`)

@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'too_many_subscriptions'
   | 'internal_error'
+  | 'invalid_attachment'
 
 export interface ErrorEvent {
   type: 'error'

@@ -38,6 +38,8 @@ import { LateTransport } from './transport.ts'
 import { openArchive } from '../archive/open-archive.ts'
 import { ArchiveNotOpenError, tieredGroups, tieredLog } from '../archive/tiered-history.ts'
 import type { ArchiveStore } from '../archive/archive-store.ts'
+import { openAttachments } from '../attachments/open-attachments.ts'
+import { attachmentRoutes } from '../bridge/routes/attachments.ts'
 
 export interface RunningServer {
   /** Undefined with TLS_ONLY. */
@@ -107,6 +109,9 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     isMuted: (user, group) => isMuted(groups, user, group),
     onOutcome: (provider, outcome) => metrics.pushes.inc({ provider, outcome })
   }, log)
+  // Attachments (issue #24): bytes on disk or S3, records where the mode keeps its data.
+  const attachments = await openAttachments(config, store, async (user, group) => (await groups.getGroup(group))?.members.has(user) === true,
+    (error) => log.error({ err: error }, 'attachment collection failed'))
   const app = await createBridge(config, log)
   measureRequests(app, metrics.httpRequests)
   await limitRest(app, config.limits.restPerMinute, store.redis)
@@ -126,6 +131,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     feed: store.feed,
     signal: store.signal,
     transport,
+    attachments,
     onStored: push === undefined ? undefined : (message) => push.notify(message),
     log
   })
@@ -150,6 +156,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
   transport.bind(messaging.transport)
   services.start()
   archive?.start()
+  attachments?.start()
 
   await app.register(healthRoutes, { isReady: () => ready, mode: store.mode, cluster: store.cluster })
   await app.register(observabilityRoutes, {
@@ -175,7 +182,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
       archiveMarks: archiveSource,
       archiver: archive === undefined ? undefined : { pause: async () => { await archive.archiver?.pause() }, resume: () => { archive.archiver?.resume() } },
       settleMs: store.mode === 'redis' ? SETTLE_MS : 0,
-      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys, mlsKeyPackages: mlsKeyPackageStore,
+      groups, groupService: services.groups, revocations, kick: (user) => store.signal.send({ type: 'kick', user }), devices, keys, mlsKeyPackages: mlsKeyPackageStore, attachments,
       onSettled: (user, outcome) => { if (outcome === 'deleted_again') log.warn({ user }, 'a stale archive batch landed after an account deletion: deleted again') },
       onError: (error) => log.error({ err: error }, 'account deletion check failed')
     })
@@ -200,6 +207,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     takePublish,
     search: archive?.search
   })
+  await app.register(attachmentRoutes, { attachments, revocations, corsOrigins: config.corsOrigins })
   if (config.demoLogin) await app.register(demoLoginRoutes)
   await app.register(webPageRoutes, { demoLogin: config.demoLogin, maxPayloadBytes: config.maxPayloadBytes })
 
@@ -234,6 +242,7 @@ export async function startServer (config: Config, log: Logger = pino({ level: c
     await devices.close()
     await keys.close()
     await mlsKeyPackageStore.close()
+    await attachments?.close()
     await revocations.close()
     await archive?.close()
     await history.close()

@@ -17,6 +17,7 @@ import type { PresenceRegistry } from '../presence/presence-registry.ts'
 import { PresenceTracker } from '../presence/presence-tracker.ts'
 import { PresenceVisibility } from '../presence/presence-visibility.ts'
 import type { Transport } from './transport.ts'
+import type { AttachmentService } from '../attachments/attachment-service.ts'
 
 export interface ServicesOptions {
   config: Pick<Config, 'limits' | 'recallWindowMs' | 'maxGroupMembers' | 'presenceVisibility'>
@@ -29,6 +30,8 @@ export interface ServicesOptions {
   /** Control messages to every process (who may see whose presence changed). */
   signal: ClusterSignal
   transport: Transport
+  /** Undefined without attachment storage (Redis mode without S3). */
+  attachments?: AttachmentService
   /** Told of every newly stored message (push). */
   onStored?: (message: StoredMessage) => void
   log: Logger
@@ -81,6 +84,7 @@ export function createServices (options: ServicesOptions): Services {
   })
 
   const ephemeral = (user: string, json: string): Promise<void> => transport.ephemeral(user, json)
+  const attachments = options.attachments === undefined ? undefined : options.attachments.reference.bind(options.attachments)
   const logSink = new LogDelivery({
     feed,
     onStored: options.onStored,
@@ -96,6 +100,7 @@ export function createServices (options: ServicesOptions): Services {
     maxMembers: config.maxGroupMembers,
     maxGroupsPerUser: config.limits.groupsPerUser,
     recallWindowMs: config.recallWindowMs,
+    attachments,
     onError: (error) => log.error({ err: error }, 'group delivery marks failed')
   })
   const messages = new MessageService({
@@ -104,6 +109,7 @@ export function createServices (options: ServicesOptions): Services {
     log: logSink,
     ephemeral,
     recallWindowMs: config.recallWindowMs,
+    attachments,
     onError: (error) => log.error({ err: error }, 'relay sweep failed')
   })
   const blocks = new BlockService({ blocks: options.blocks, maxBlocks: config.limits.blocksPerUser, onChange: reconsider })

@@ -3,6 +3,7 @@
 //   inboxd:<family>:{u:<user>}:<name>    a user's keys (log, cursors, blocks, presence, devices, keys…)
 //   inboxd:<family>:{g:<group>}:<name>   a group's keys
 //   inboxd:<family>:{n:<node>}:<name>    a server process's keys
+//   inboxd:<family>:{a:<id>}:<name>      an attachment's keys (its record, grants, upload lock)
 // A script may touch only keys of one owner (one tag), declared in KEYS: that
 // is what lets it run on a cluster, where one slot lives on one primary.
 // User, group and node ids never contain `{` or `}` (protocol/identity.ts).
@@ -13,6 +14,9 @@ export const SLOTS = 16_384
 export const userTag = (user: string): string => `{u:${user}}`
 export const groupTag = (group: string): string => `{g:${group}}`
 export const nodeTag = (node: string): string => `{n:${node}}`
+export const attachmentTag = (id: string): string => `{a:${id}}`
+/** The one index of attachments by expiry (attachments/redis-attachment-meta.ts), a slot of its own. */
+export const ATTACHMENT_INDEX = 'inboxd:att:{attachments}:x'
 
 /** `inboxd:<family>:<tag>:<name>`, or `inboxd:<family>:<tag>` without a name. */
 export function ownerKey (family: string, tag: string, name?: string): string {

@@ -22,10 +22,10 @@ export interface MessageRoutesOptions {
   takePublish?: (user: string) => number
 }
 
-const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409, not_a_member: 404 }
+const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409, not_a_member: 404, invalid_attachment: 400 }
 
 export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, groups, maxPayloadBytes, metrics, takePublish }) => {
-  app.post<{ Body: { to?: string, group?: string, id: string, body: unknown } }>('/v1/messages', {
+  app.post<{ Body: { to?: string, group?: string, id: string, body: unknown, attachments?: unknown } }>('/v1/messages', {
     schema: {
       operationId: 'sendMessage',
       summary: 'Send a message (idempotent per sender and id)',
@@ -36,7 +36,13 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
         additionalProperties: false,
         // Exactly one of `to` (a person) and `group`.
         oneOf: [{ required: ['to'] }, { required: ['group'] }],
-        properties: { to: idSchema, group: idSchema, id: idSchema, body: { description: 'Any JSON value; the server never reads it' } }
+        properties: {
+          to: idSchema,
+          group: idSchema,
+          id: idSchema,
+          body: { description: 'Any JSON value; the server never reads it' },
+          attachments: { type: 'array', description: 'Uploads this message references: [{"id", "thumbnail"?}] (docs/protocol.md, Attachments)', items: { type: 'object' } }
+        }
       },
       response: {
         200: { description: 'Already sent earlier: the stored message', type: 'object', properties: { message: eventSchema } },
@@ -49,7 +55,7 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
       }
     }
   }, async (request, reply) => {
-    const { to, group, id, body } = request.body
+    const { to, group, id, body, attachments } = request.body
     const wait = takePublish?.(request.userId) ?? 0
     if (wait > 0) {
       metrics?.rejected.inc({ code: 'rate_limited' })
@@ -58,7 +64,7 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
     }
     try {
       // The same size and shape rules as an MQTT payload.
-      const message = parseOutgoing(Buffer.from(JSON.stringify({ id, body })), maxPayloadBytes)
+      const message = parseOutgoing(Buffer.from(JSON.stringify({ id, body, attachments })), maxPayloadBytes)
       const result = group === undefined
         ? await messages.send(request.userId, to!, message, true)
         : await groups.send(request.userId, group, message, true)

@@ -18,9 +18,11 @@ import { Sender } from './sender.ts'
 import { BlocksApi } from './blocks.ts'
 import { GroupsApi } from './groups.ts'
 import { MemoryStorage, type ClientStorage } from './storage.ts'
+import { AttachmentsApi, type UploadOptions } from './attachments.ts'
+import type { AttachmentRequest } from './outbox.ts'
 import type { KeyPair } from './e2ee.ts'
 import type {
-  ConnectionState, ConversationSummary, SearchResult, GroupEvent, LogEvent, MessageEvent, PresenceState, ReceiptEvent,
+  Attachment, ConnectionState, ConversationSummary, SearchResult, GroupEvent, LogEvent, MessageEvent, PresenceState, ReceiptEvent,
   RecallEvent, ServerErrorEvent, TypingEvent
 } from './types.ts'
 
@@ -83,6 +85,7 @@ export class ChatClient extends Emitter<ClientEvents> {
   readonly #sender: Sender
   readonly #receiver: Receiver
   readonly #presence: PresenceWatch
+  readonly #attachments: AttachmentsApi
   #stopped = false
 
   constructor (options: ClientOptions) {
@@ -107,6 +110,7 @@ export class ChatClient extends Emitter<ClientEvents> {
     const mqtt = (): MqttClient | undefined => this.#connection.mqtt
     this.#rest = new RestClient(options.apiUrl ?? defaultApiUrl(options.url), (forceNew) => this.#connection.token(forceNew))
     this.#encryption = new Encryption(options.e2ee?.keyPair, this.#rest)
+    this.#attachments = new AttachmentsApi(options.apiUrl ?? defaultApiUrl(options.url), (forceNew) => this.#connection.token(forceNew), (method, path) => this.#rest.request(method, path))
     this.groups = new GroupsApi(this.#rest)
     this.blocks = new BlocksApi(this.#rest)
     this.#receiver = new Receiver({ storage, rest: this.#rest, gapWaitMs: options.gapWaitMs, startFrom: options.startFrom, deliver: (event) => this.#deliver(event), onError })
@@ -199,21 +203,39 @@ export class ChatClient extends Emitter<ClientEvents> {
   /** Catches up from the last seq through /v1/sync. */
   sync (): Promise<void> { return this.#receiver.sync() }
 
-  /** Sends `body` to `to`; resolves with the stamped message once the server has stored it. */
-  async send (to: string, body: unknown): Promise<MessageEvent> {
+  /**
+   * Sends `body` to `to`, with files from `upload`; resolves with the stamped message once the server has stored it.
+   * With end-to-end encryption, the files' keys travel inside the encrypted body (and only encrypted uploads are taken).
+   */
+  async send (to: string, body: unknown, options: { attachments?: Attachment[] } = {}): Promise<MessageEvent> {
     const id = globalThis.crypto.randomUUID()
-    const sealed = this.#encryption.enabled ? await this.#encryption.seal(this.userId, to, id, body) : body
-    return this.#sender.send({ id, to, body: sealed })
+    const files = options.attachments
+    if (!this.#encryption.enabled) return this.#sender.send({ id, to, body, ...requests(files, true) })
+    const clear = files?.find((file) => file.key === undefined)
+    if (clear !== undefined) throw new Error(`attachment ${clear.id} was uploaded unencrypted; upload it again with end-to-end encryption on`)
+    const sealed = await this.#encryption.seal(this.userId, to, id, files === undefined ? body : { body, files })
+    return this.#sender.send({ id, to, body: sealed, ...requests(files, false) })
   }
+
+  /**
+   * Uploads a file (resumable: after a dropped connection it goes on from what the server has);
+   * resolves with the attachment to pass to `send`. Encrypted first when end-to-end encryption is configured.
+   */
+  async upload (data: Uint8Array | ArrayBuffer, options: UploadOptions = {}): Promise<Attachment> {
+    return this.#attachments.upload(data instanceof Uint8Array ? data : new Uint8Array(data), { ...options, encrypt: options.encrypt ?? this.#encryption.enabled })
+  }
+
+  /** The bytes of a message's attachment (decrypted and checked when it was encrypted). */
+  download (attachment: Attachment | string): Promise<Uint8Array> { return this.#attachments.download(attachment) }
 
   /**
    * Sends `body` to a group; resolves with the stamped message (with `group` and `gseq`).
    * End-to-end encryption covers 1:1 conversations only: with `e2ee` configured this
    * refuses rather than send a group message in the clear.
    */
-  async sendToGroup (group: string, body: unknown): Promise<MessageEvent> {
+  async sendToGroup (group: string, body: unknown, options: { attachments?: Attachment[] } = {}): Promise<MessageEvent> {
     if (this.#encryption.enabled) throw new Error('end-to-end encryption covers 1:1 conversations only; group messages would be sent in the clear')
-    return this.#sender.send({ id: globalThis.crypto.randomUUID(), group, body })
+    return this.#sender.send({ id: globalThis.crypto.randomUUID(), group, body, ...requests(options.attachments, true) })
   }
 
   /** Tells the group's other members you are typing (or stopped). */
@@ -264,6 +286,12 @@ export class ChatClient extends Emitter<ClientEvents> {
 
   /** Publishes this client's public key, so others can encrypt to you. */
   publishKey (): Promise<void> { return this.#encryption.publishKey() }
+}
+
+/** A message's `attachments` field: ids, and thumbnails unless they travel encrypted. */
+function requests (files: Attachment[] | undefined, withThumbnails: boolean): { attachments?: AttachmentRequest[] } {
+  if (files === undefined || files.length === 0) return {}
+  return { attachments: files.map((file) => withThumbnails && file.thumbnail !== undefined ? { id: file.id, thumbnail: file.thumbnail } : { id: file.id }) }
 }
 
 /** Creates and starts a client; see client-sdk/README.md. */

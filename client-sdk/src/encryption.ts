@@ -4,7 +4,7 @@
 // pair, bodies pass through and sealed ones are marked undecryptable.
 import { associatedData, fromBase64, isSealed, open, seal, toBase64, type KeyPair } from './e2ee.ts'
 import type { RestClient } from './rest.ts'
-import type { MessageEvent } from './types.ts'
+import type { Attachment, MessageEvent } from './types.ts'
 
 export class Encryption {
   readonly #keyPair: KeyPair | undefined
@@ -31,7 +31,12 @@ export class Encryption {
     if (!isSealed(message.body)) return message
     if (this.#keyPair === undefined) return { ...message, decryptError: 'no key pair configured' }
     try {
-      return { ...message, body: open(message.body, this.#keyPair, associatedData(message.from, message.to ?? '', message.id)) }
+      const plain = open(message.body, this.#keyPair, associatedData(message.from, message.to ?? '', message.id))
+      if (message.attachments === undefined) return { ...message, body: plain }
+      // With attachments the plaintext is {body, files}: each file's key, digest, real type and size.
+      const { body, files } = plain as { body: unknown, files?: Attachment[] }
+      const granted = new Set(message.attachments.map((attachment) => attachment.id))
+      return { ...message, body, attachments: (files ?? []).filter((file) => granted.has(file.id)) }
     } catch (error) {
       return { ...message, decryptError: (error as Error).message }
     }

@@ -6,8 +6,11 @@ import type { ClientStorage } from './storage.ts'
 
 /** A send to a person (`to`) or to a group (`group`). Items saved before groups existed have `to`. */
 export type OutboxItem =
-  | { id: string, to: string, group?: undefined, body: unknown }
-  | { id: string, group: string, to?: undefined, body: unknown }
+  | { id: string, to: string, group?: undefined, body: unknown, attachments?: AttachmentRequest[] }
+  | { id: string, group: string, to?: undefined, body: unknown, attachments?: AttachmentRequest[] }
+
+/** What a message's `attachments` field names: an upload, and its thumbnail unless that travels encrypted. */
+export interface AttachmentRequest { id: string, thumbnail?: string }
 
 const KEY = 'inboxd.outbox'
 

@@ -104,7 +104,7 @@ export class Sender {
     if (pending !== undefined) pending.outcome = undefined
     const connection = this.#connection
     this.#inFlight++
-    client.publishAsync(topic, JSON.stringify({ id: item.id, body: item.body }), { qos: 1 }).then(
+    client.publishAsync(topic, JSON.stringify(payloadOf(item)), { qos: 1 }).then(
       () => {
         this.#acknowledged(item)
         if (connection === this.#connection) this.#settled()
@@ -165,7 +165,7 @@ export class Sender {
       // refused publishes: asking now could store it before an earlier one.
       if (this.#mayOvertake(item.id)) return this.#confirmLater(item, pending)
       const target = item.group === undefined ? { to: item.to } : { group: item.group }
-      this.#options.rest.request<{ message: MessageEvent }>('POST', '/v1/messages', { ...target, id: item.id, body: item.body }).then(
+      this.#options.rest.request<{ message: MessageEvent }>('POST', '/v1/messages', { ...target, ...payloadOf(item) }).then(
         ({ message }) => {
           if (this.#stopped) return
           this.#options.accept(message)
@@ -232,4 +232,9 @@ export class Sender {
     clearTimeout(this.#throttle?.timer)
     for (const pending of this.#pending.values()) clearTimeout(pending.confirmTimer)
   }
+}
+
+/** What is published (and, to confirm, posted) for an outbox item. */
+function payloadOf (item: OutboxItem): { id: string, body: unknown, attachments?: OutboxItem['attachments'] } {
+  return item.attachments === undefined ? { id: item.id, body: item.body } : { id: item.id, body: item.body, attachments: item.attachments }
 }

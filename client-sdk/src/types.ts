@@ -17,6 +17,20 @@ export interface MessageEvent {
   recalledAt?: number
   /** Set when the body was end-to-end encrypted and could not be decrypted. */
   decryptError?: string
+  /** Files the message references (`client.download(attachment)`); in an encrypted conversation, with their keys from the decrypted body. */
+  attachments?: Attachment[]
+}
+
+/** An uploaded file, as `client.upload` returns it and messages carry it. */
+export interface Attachment {
+  id: string
+  /** Bytes (of the plaintext when the SDK encrypted it). */
+  size: number
+  type: string
+  thumbnail?: string
+  /** End-to-end encrypted files: the file's own key and the SHA-256 of what the server stores (base64). */
+  key?: string
+  digest?: string
 }
 
 export interface ReceiptEvent {
