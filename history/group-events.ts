@@ -5,6 +5,8 @@
 // `id, from, group, gseq` (groupMessageHeader in events.ts reads that prefix),
 // for every other event `group, gseq`; `ts` right after gseq (retention finds
 // it there when a body defeats a JSON decoder).
+import type { ReplyTo } from '../protocol/relations.ts'
+
 /** A member's role in a group. */
 export type Role = 'owner' | 'admin' | 'member'
 
@@ -14,6 +16,7 @@ export type GroupMessageEvent = Base & {
   type: 'message'
   id: string
   from: string
+  replyTo?: ReplyTo
   body?: unknown
   /** A tombstone: the body is gone. */
   recalled?: true

@@ -14,6 +14,7 @@ import { groupEventTail, groupReadersNoticeTail, parseGroupEvent, type GroupEven
 import type { LogStore } from '../history/history-store.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
+import type { OutgoingMessage } from '../protocol/message.ts'
 import type { SendEphemeral } from './message-service.ts'
 import type { LogSink } from '../history/log-sink.ts'
 
@@ -250,8 +251,8 @@ export class GroupService {
    * every member's log (the sender's own copy first: `event` is it).
    * Throws PublishRejected.
    */
-  async send (from: string, group: string, message: { id: string, body: unknown }, durable: boolean): Promise<{ created: boolean, event: string | undefined }> {
-    const event = { type: 'message' as const, id: message.id, from, group, ts: this.#now(), body: message.body }
+  async send (from: string, group: string, message: OutgoingMessage, durable: boolean): Promise<{ created: boolean, event: string | undefined }> {
+    const event = { type: 'message' as const, id: message.id, from, group, ts: this.#now(), ...(message.replyTo === undefined ? {} : { replyTo: message.replyTo }), body: message.body }
     if (!durable) {
       const current = await this.#groups.getGroup(group)
       if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)

@@ -6,7 +6,7 @@
 // follows through the store's relay (reported to the same LogSink when it
 // lands, usually milliseconds later). A recipient who blocked the sender
 // gets nothing (the relay keeps it in the sender's log only).
-import { stamp } from '../protocol/message.ts'
+import { stamp, type OutgoingMessage } from '../protocol/message.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { BlockStore, LogStore } from '../history/history-store.ts'
 import type { LogSink } from '../history/log-sink.ts'
@@ -63,7 +63,7 @@ export class MessageService {
   }
 
   /** Throws PublishRejected('id_conflict') when the id was already used for another recipient. */
-  async send (from: string, to: string, message: { id: string, body: unknown }, durable: boolean): Promise<SendResult> {
+  async send (from: string, to: string, message: OutgoingMessage, durable: boolean): Promise<SendResult> {
     const ts = this.#now()
     const envelope = stamp(message, from, to, ts)
     if (!durable) {

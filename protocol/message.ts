@@ -7,6 +7,7 @@ import { PublishRejected } from './errors.ts'
 import { ID_SOURCE, isValidId, MAX_ID_LENGTH } from './identity.ts'
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.ts'
 import secureJson from 'secure-json-parse'
+import { parseReplyTo, type ReplyTo } from './relations.ts'
 
 
 export interface MessageEnvelope {
@@ -15,11 +16,16 @@ export interface MessageEnvelope {
   from: string
   to: string
   ts: number
+  /** A reply: the message it answers (protocol/relations.ts). */
+  replyTo?: ReplyTo
   body: unknown
 }
 
+/** What a client sends: the server stamps the rest. */
+export interface OutgoingMessage { id: string, body: unknown, replyTo?: ReplyTo }
+
 export type InboxPayload =
-  | { type: 'message', id: string, body: unknown }
+  | { type: 'message' } & OutgoingMessage
   | { type: 'typing', active: boolean }
 
 // A too-large payload is not parsed, but an `id` written first (as the SDK
@@ -64,7 +70,7 @@ function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown
   return parsed as Record<string, unknown>
 }
 
-function messageFields ({ id, body }: Record<string, unknown>): { id: string, body: unknown } {
+function messageFields ({ id, body, replyTo }: Record<string, unknown>): OutgoingMessage {
   // Ids become keys in the history log, so they follow the same rule as user ids.
   if (!isValidId(id)) {
     throw new PublishRejected('invalid_message', `"id" must be 1-${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ @ -`)
@@ -72,11 +78,12 @@ function messageFields ({ id, body }: Record<string, unknown>): { id: string, bo
   if (body === undefined) {
     throw new PublishRejected('invalid_message', '"body" is required (a string or any JSON value)', id)
   }
-  return { id, body }
+  const reply = parseReplyTo(replyTo, id)
+  return reply === undefined ? { id, body } : { id, replyTo: reply, body }
 }
 
 /** Parses a chat message `{id, body}`; throws PublishRejected naming the problem. */
-export function parseOutgoing (payload: Buffer, maxBytes: number): { id: string, body: unknown } {
+export function parseOutgoing (payload: Buffer, maxBytes: number): OutgoingMessage {
   return messageFields(parseObject(payload, maxBytes))
 }
 
@@ -95,6 +102,7 @@ export function parseInboxPayload (payload: Buffer, maxBytes: number): InboxPayl
   return { type: 'message', ...messageFields(object) }
 }
 
-export function stamp (message: { id: string, body: unknown }, from: string, to: string, now: number): MessageEnvelope {
-  return { type: 'message', id: message.id, from, to, ts: now, body: message.body }
+export function stamp (message: OutgoingMessage, from: string, to: string, now: number): MessageEnvelope {
+  // Key order is the stored bytes' order: `replyTo` before the body, so headers are read without it.
+  return { type: 'message', id: message.id, from, to, ts: now, ...(message.replyTo === undefined ? {} : { replyTo: message.replyTo }), body: message.body }
 }

@@ -25,7 +25,7 @@ export interface MessageRoutesOptions {
 const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409, not_a_member: 404 }
 
 export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (app, { messages, groups, maxPayloadBytes, metrics, takePublish }) => {
-  app.post<{ Body: { to?: string, group?: string, id: string, body: unknown } }>('/v1/messages', {
+  app.post<{ Body: { to?: string, group?: string, id: string, replyTo?: unknown, body: unknown } }>('/v1/messages', {
     schema: {
       summary: 'Send a message (idempotent per sender and id)',
       security: bearerSecurity,
@@ -35,7 +35,13 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
         additionalProperties: false,
         // Exactly one of `to` (a person) and `group`.
         oneOf: [{ required: ['to'] }, { required: ['group'] }],
-        properties: { to: idSchema, group: idSchema, id: idSchema, body: { description: 'Any JSON value; the server never reads it' } }
+        properties: {
+          to: idSchema,
+          group: idSchema,
+          id: idSchema,
+          replyTo: { type: 'object', description: 'A reply: the message it answers, `{"id", "from"?}` or `{"gseq"}` (checked for shape, not existence)' },
+          body: { description: 'Any JSON value; the server never reads it' }
+        }
       },
       response: {
         200: { description: 'Already sent earlier: the stored message', type: 'object', properties: { message: eventSchema } },
@@ -48,7 +54,7 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
       }
     }
   }, async (request, reply) => {
-    const { to, group, id, body } = request.body
+    const { to, group, id, replyTo, body } = request.body
     const wait = takePublish?.(request.userId) ?? 0
     if (wait > 0) {
       metrics?.rejected.inc({ code: 'rate_limited' })
@@ -57,7 +63,7 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
     }
     try {
       // The same size and shape rules as an MQTT payload.
-      const message = parseOutgoing(Buffer.from(JSON.stringify({ id, body })), maxPayloadBytes)
+      const message = parseOutgoing(Buffer.from(JSON.stringify({ id, replyTo, body })), maxPayloadBytes)
       const result = group === undefined
         ? await messages.send(request.userId, to!, message, true)
         : await groups.send(request.userId, group, message, true)

@@ -21,7 +21,7 @@ import { MemoryStorage, type ClientStorage } from './storage.ts'
 import type { KeyPair } from './e2ee.ts'
 import type {
   ConnectionState, ConversationSummary, SearchResult, GroupEvent, LogEvent, MessageEvent, PresenceState, ReceiptEvent,
-  RecallEvent, ServerErrorEvent, TypingEvent
+  RecallEvent, ReplyTo, ServerErrorEvent, TypingEvent
 } from './types.ts'
 
 export { SendError } from './sender.ts'
@@ -193,11 +193,14 @@ export class ChatClient extends Emitter<ClientEvents> {
   /** Catches up from the last seq through /v1/sync. */
   sync (): Promise<void> { return this.#receiver.sync() }
 
-  /** Sends `body` to `to`; resolves with the stamped message once the server has stored it. */
-  async send (to: string, body: unknown): Promise<MessageEvent> {
+  /**
+   * Sends `body` to `to`; resolves with the stamped message once the server has stored it.
+   * `replyTo`: the message this answers (`{id, from}`); a quote's text goes in your body.
+   */
+  async send (to: string, body: unknown, options: SendOptions = {}): Promise<MessageEvent> {
     const id = globalThis.crypto.randomUUID()
     const sealed = this.#encryption.enabled ? await this.#encryption.seal(this.userId, to, id, body) : body
-    return this.#sender.send({ id, to, body: sealed })
+    return this.#sender.send({ id, to, body: sealed, ...replyOption(options) })
   }
 
   /**
@@ -205,9 +208,9 @@ export class ChatClient extends Emitter<ClientEvents> {
    * End-to-end encryption covers 1:1 conversations only: with `e2ee` configured this
    * refuses rather than send a group message in the clear.
    */
-  async sendToGroup (group: string, body: unknown): Promise<MessageEvent> {
+  async sendToGroup (group: string, body: unknown, options: SendOptions = {}): Promise<MessageEvent> {
     if (this.#encryption.enabled) throw new Error('end-to-end encryption covers 1:1 conversations only; group messages would be sent in the clear')
-    return this.#sender.send({ id: globalThis.crypto.randomUUID(), group, body })
+    return this.#sender.send({ id: globalThis.crypto.randomUUID(), group, body, ...replyOption(options) })
   }
 
   /** Tells the group's other members you are typing (or stopped). */
@@ -258,6 +261,16 @@ export class ChatClient extends Emitter<ClientEvents> {
 
   /** Publishes this client's public key, so others can encrypt to you. */
   publishKey (): Promise<void> { return this.#encryption.publishKey() }
+}
+
+/** Options of `send` and `sendToGroup`. */
+export interface SendOptions {
+  /** The message this one answers: `{id, from}`, or in a group `{gseq}`. */
+  replyTo?: ReplyTo
+}
+
+function replyOption ({ replyTo }: SendOptions): { replyTo?: ReplyTo } {
+  return replyTo === undefined ? {} : { replyTo }
 }
 
 /** Creates and starts a client; see client-sdk/README.md. */

@@ -104,7 +104,7 @@ export class Sender {
     if (pending !== undefined) pending.outcome = undefined
     const connection = this.#connection
     this.#inFlight++
-    client.publishAsync(topic, JSON.stringify({ id: item.id, body: item.body }), { qos: 1 }).then(
+    client.publishAsync(topic, JSON.stringify({ id: item.id, ...(item.replyTo === undefined ? {} : { replyTo: item.replyTo }), body: item.body }), { qos: 1 }).then(
       () => {
         this.#acknowledged(item)
         if (connection === this.#connection) this.#settled()
@@ -165,7 +165,7 @@ export class Sender {
       // refused publishes: asking now could store it before an earlier one.
       if (this.#mayOvertake(item.id)) return this.#confirmLater(item, pending)
       const target = item.group === undefined ? { to: item.to } : { group: item.group }
-      this.#options.rest.request<{ message: MessageEvent }>('POST', '/v1/messages', { ...target, id: item.id, body: item.body }).then(
+      this.#options.rest.request<{ message: MessageEvent }>('POST', '/v1/messages', { ...target, id: item.id, ...(item.replyTo === undefined ? {} : { replyTo: item.replyTo }), body: item.body }).then(
         ({ message }) => {
           if (this.#stopped) return
           this.#options.accept(message)

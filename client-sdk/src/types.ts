@@ -11,12 +11,21 @@ export interface MessageEvent {
   group?: string
   gseq?: number
   ts: number
+  /** A reply: the message it answers, as the sender named it (the server checks its shape, not that it exists). */
+  replyTo?: ReplyTo
   /** The body as sent; decrypted when end-to-end encryption is on. Absent after a recall. */
   body?: unknown
   recalled?: true
   recalledAt?: number
   /** Set when the body was end-to-end encrypted and could not be decrypted. */
   decryptError?: string
+}
+
+/** The message a reply answers: `{id, from}` (1:1 or group) or `{gseq}` (group). */
+export interface ReplyTo {
+  id?: string
+  from?: string
+  gseq?: number
 }
 
 export interface ReceiptEvent {
