@@ -18,6 +18,9 @@ export type GroupMessageEvent = Base & {
   from: string
   replyTo?: ReplyTo
   body?: unknown
+  /** Edited by its sender (the body is the latest). */
+  edited?: true
+  editedAt?: number
   /** A tombstone: the body is gone. */
   recalled?: true
   recalledAt?: number
@@ -32,6 +35,7 @@ export type GroupEvent =
   | Base & { type: 'member_removed', by: string, user: string, reason: 'left' | 'removed' }
   | Base & { type: 'role_changed', by: string, roles: Record<string, Role> }
   | Base & { type: 'recall', messageGseq: number, id: string, from: string, by: string }
+  | Base & { type: 'edit', messageGseq: number, id: string, from: string, body: unknown }
 
 /** A stored event, as read back (with its gseq). */
 export type StoredGroupEvent = GroupEvent & { gseq: number }

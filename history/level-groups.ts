@@ -217,8 +217,8 @@ export class LevelGroups implements GroupStore {
       }
       tx.put(infoKey(id), JSON.stringify(info))
       const ts = event.ts
-      if (change.replace !== undefined) {
-        // A recalled message no longer counts as unread.
+      if (change.replace !== undefined && event.type === 'recall') {
+        // A recalled message no longer counts as unread (an edited one still does).
         for (const user of Object.keys(info.members)) tx.del(`in!${user}!${groupPeer(id)}!${pad(change.replace.gseq)}`)
       }
       // A removed member gets the event that removed them.

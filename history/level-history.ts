@@ -17,9 +17,9 @@
 import { ClassicLevel } from 'classic-level'
 import type { LogRetentionHook, Notice } from './history-store.ts'
 import type { LogSink } from './log-sink.ts'
-import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, HotLogStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, HotLogStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult, EditResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG, seqFromIdRecords } from './history-store.ts'
-import { messageTail, receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
+import { editedMessage, editEvent, messageTail, receiptEvent, recallEvent, sameBody, tombstone, withSeq } from './events.ts'
 import { countBeforeCounter, GroupCommit, type Transaction } from './level-group-commit.ts'
 import { parseGroupRef } from './group-store.ts'
 import { groupEventKey, LevelGroups } from './level-groups.ts'
@@ -342,6 +342,45 @@ export class LevelHistory implements HotLogStore, CursorStore, BlockStore {
     if (result.status !== 'recalled') return result
     if (result.recipientEvent !== undefined) sink.appended(result.to, result.recipientEvent)
     return { status: 'recalled', message: result.message, senderEvent: result.senderEvent, to: result.to }
+  }
+
+  async edit (sender: string, id: string, body: unknown, now: number, windowMs: number, sink: LogSink): Promise<EditResult> {
+    type Edited = { status: 'edited', message: string, senderEvent: string | undefined, recipientEvent: string | undefined, to: string }
+    const result = await this.#commit.run((tx): Exclude<EditResult, { status: 'edited' }> | Edited => {
+      const record = tx.get(`ids!${sender}!${id}`)
+      if (record === undefined) return { status: 'not_found' }
+      const { senderSeq, recipientSeq, to, ts, recalled } = parseIdRecord(record)
+      if (to.startsWith('g:')) return { status: 'not_found' } // a group message: not a 1:1 edit
+      if (recalled) return { status: 'recalled' }
+      if (now - ts > windowMs) return { status: 'window_expired' }
+      const stored = tx.get(evKey(sender, senderSeq))
+      if (stored === undefined) return { status: 'not_found' }
+      if (sameBody(eventOf(stored), body)) return { status: 'edited', message: eventOf(stored), senderEvent: undefined, recipientEvent: undefined, to }
+      const replace = (user: string, seq: number, current: string): string => {
+        const edited = editedMessage(eventOf(current), body, now)
+        tx.put(evKey(user, seq), `${current.slice(0, current.indexOf('\n'))}\n${edited}`)
+        return edited
+      }
+      const addEditEvent = (user: string, peer: string, messageSeq: number, dir: LogMeta['dir']): string => {
+        const seq = nextSeq(tx, user)
+        const event = editEvent(seq, id, sender, to, messageSeq, now, body)
+        putEvent(tx, user, { seq, ts: now, peer, kind: 'x', dir, id, peerSeq: 0 }, event)
+        return event
+      }
+      const message = replace(sender, senderSeq, stored)
+      const senderEvent = addEditEvent(sender, to, senderSeq, 'out')
+      let recipientEvent: string | undefined
+      // recipientSeq 0: the recipient had blocked the sender and never got it.
+      if (to !== sender && recipientSeq !== 0) {
+        const theirs = tx.get(evKey(to, recipientSeq))
+        if (theirs !== undefined) replace(to, recipientSeq, theirs)
+        recipientEvent = addEditEvent(to, sender, recipientSeq, 'in')
+      }
+      return { status: 'edited', message, senderEvent, recipientEvent, to }
+    })
+    if (result.status !== 'edited') return result
+    if (result.recipientEvent !== undefined) sink.appended(result.to, result.recipientEvent)
+    return { status: 'edited', message: result.message, senderEvent: result.senderEvent, to: result.to }
   }
 
   async #eventsAt (user: string, seqs: number[]): Promise<string[]> {

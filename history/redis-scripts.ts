@@ -120,6 +120,30 @@ return {'recalled', seq, n, tonumber(redis.call('GET', KEYS[8]) or '0')}
 `
 
 /**
+ * KEYS: ids, ev, log, seq, ob, obseq, pending, obdone (the sender's).
+ * ARGV: sender, id, record and stored message (as read: the script changes nothing if either
+ * changed meanwhile), senderSeq, to, now, editedTail (the message after the edit), editTail
+ * (the sender's edit event), item (the outbox item).
+ * Returns {'edited', editSeq, item, obdone} or {'changed'}. Queues the item for the recipient.
+ */
+export const EDIT = META + `
+local sender, id, sSeq, to, now = ARGV[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
+if redis.call('HGET', KEYS[1], id) ~= ARGV[3] then return {'changed'} end
+if redis.call('HGET', KEYS[2], sSeq) ~= '{"seq":' .. sSeq .. ',' .. ARGV[4] then return {'changed'} end
+redis.call('HSET', KEYS[2], sSeq, '{"seq":' .. sSeq .. ',' .. ARGV[8])
+local seq = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[2], seq, '{"seq":' .. seq .. ',' .. ARGV[9])
+redis.call('ZADD', KEYS[3], seq, meta(seq, now, to, 'x', 'out', id, 0))
+local n = 0
+if to ~= sender then
+  n = redis.call('INCR', KEYS[6])
+  redis.call('HSET', KEYS[5], n, ARGV[10])
+  redis.call('ZADD', KEYS[7], 'NX', now, sender)
+end
+return {'edited', seq, n, tonumber(redis.call('GET', KEYS[8]) or '0')}
+`
+
+/**
  * KEYS: obdone, obseq, ob, ev (the origin's). ARGV: max.
  * What the relay has to do: {done, head, then per item up to max: item, and for a message its
  * stored event ('' otherwise, or when gone)}.
@@ -150,10 +174,12 @@ export const RELAY_TARGET_KEYS = ['seq', 'ev', 'log', 'convs', 'rx', 'rids', 'bl
  *   m  a = the sender's seq, pre = the message's tail           (withheld if the target blocks the origin)
  *   r  a = receipt kind, b = upTo (target's seq space), pre = the receipt's tail
  *   x  pre/post = the recall event's tail around messageSeq, b = the tombstone's tail
+ *   e  pre/post = the edit event's tail around messageSeq, b = the edited message's tail
  * Applies each item once, in order. An item at or below the target's mark for the origin was applied
  * before, unless what it would write is not there (an origin's primary that failed over without
  * replicating its last items numbers new items again): a message by its `rids` entry (`0` withheld,
- * `-seq` recalled), a receipt by the peer's marks, a recall by the `-`.
+ * `-seq` recalled), a receipt by the peer's marks, a recall by the `-`; an edit only when fresh (a
+ * renumbered edit is passed over: the recipient keeps the text before it).
  * Returns {block index, itemNo, seq, messageSeq, ...} of what it appended.
  */
 export const RELAY_APPLY = META + `
@@ -208,6 +234,16 @@ for t = 1, tonumber(ARGV[1]) do
         if redis.call('HEXISTS', ev, r) == 1 then redis.call('HSET', ev, r, '{"seq":' .. r .. ',' .. y) end
         redis.call('ZREM', inc, r)
         redis.call('HSET', rids, origin .. '|' .. id, -r)
+        local s = redis.call('INCR', seqKey)
+        redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre .. r .. post)
+        redis.call('ZADD', log, s, meta(s, ts, origin, 'x', 'in', id, 0))
+        table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, r)
+      end
+    elseif kind == 'e' then
+      -- Only a message that is here and not recalled: recall wins over an edit.
+      local r = tonumber(redis.call('HGET', rids, origin .. '|' .. id) or '0')
+      if r > 0 and fresh then
+        if redis.call('HEXISTS', ev, r) == 1 then redis.call('HSET', ev, r, '{"seq":' .. r .. ',' .. y) end
         local s = redis.call('INCR', seqKey)
         redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre .. r .. post)
         redis.call('ZADD', log, s, meta(s, ts, origin, 'x', 'in', id, 0))

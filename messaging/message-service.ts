@@ -22,18 +22,24 @@ export interface SendResult {
   event: string | undefined
 }
 
+export type EditOutcome =
+  | { status: 'edited', message: string }
+  | { status: 'not_found' | 'window_expired' | 'recalled' }
+
 export type RecallOutcome =
   | { status: 'recalled', message: string }
   | { status: 'not_found' | 'window_expired' }
 
 export interface MessageServiceOptions {
-  history: Pick<LogStore, 'appendMessage' | 'recall' | 'sweepRelay' | 'relayed'>
+  history: Pick<LogStore, 'appendMessage' | 'recall' | 'edit' | 'sweepRelay' | 'relayed'>
   /** Who blocked whom: ephemeral sends (typing) to a blocker are dropped. */
   blocks: Pick<BlockStore, 'isBlocked'>
   /** Where durable appends are reported (messaging/log-delivery.ts). */
   log: LogSink
   ephemeral: SendEphemeral
   recallWindowMs: number
+  /** How long after sending a sender may edit; 0 by default (no edits). */
+  editWindowMs?: number
   now?: () => number
   /** How often this process completes relays a dead process left (0: never). */
   sweepMs?: number
@@ -46,15 +52,17 @@ export class MessageService {
   readonly #log: LogSink
   readonly #ephemeral: SendEphemeral
   readonly #recallWindowMs: number
+  readonly #editWindowMs: number
   readonly #now: () => number
   readonly #sweeper: NodeJS.Timeout | undefined
 
-  constructor ({ history, blocks, log, ephemeral, recallWindowMs, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
+  constructor ({ history, blocks, log, ephemeral, recallWindowMs, editWindowMs = 0, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
     this.#history = history
     this.#blocks = blocks
     this.#log = log
     this.#ephemeral = ephemeral
     this.#recallWindowMs = recallWindowMs
+    this.#editWindowMs = editWindowMs
     this.#now = now
     if (sweepMs > 0) {
       this.#sweeper = setInterval(() => { history.sweepRelay(log).catch(onError) }, sweepMs)
@@ -91,6 +99,14 @@ export class MessageService {
     if (result.status !== 'recalled') return result
     if (result.senderEvent !== undefined) this.#log.appended(sender, result.senderEvent)
     return { status: 'recalled', message: result.message }
+  }
+
+  /** The sender replaces a message's body (a body already checked like a send's: protocol/message.ts). */
+  async edit (sender: string, id: string, body: unknown): Promise<EditOutcome> {
+    const result = await this.#history.edit(sender, id, body, this.#now(), this.#editWindowMs, this.#log)
+    if (result.status !== 'edited') return result
+    if (result.senderEvent !== undefined) this.#log.appended(sender, result.senderEvent)
+    return { status: 'edited', message: result.message }
   }
 
   /** Stops the sweeper; resolves once the relays this process started have run. */

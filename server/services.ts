@@ -19,7 +19,7 @@ import { PresenceVisibility } from '../presence/presence-visibility.ts'
 import type { Transport } from './transport.ts'
 
 export interface ServicesOptions {
-  config: Pick<Config, 'limits' | 'recallWindowMs' | 'maxGroupMembers' | 'presenceVisibility'>
+  config: Pick<Config, 'limits' | 'recallWindowMs' | 'editWindowMs' | 'maxGroupMembers' | 'presenceVisibility'>
   history: LogStore
   blocks: BlockStore
   groups: GroupStore
@@ -96,6 +96,7 @@ export function createServices (options: ServicesOptions): Services {
     maxMembers: config.maxGroupMembers,
     maxGroupsPerUser: config.limits.groupsPerUser,
     recallWindowMs: config.recallWindowMs,
+    editWindowMs: config.editWindowMs,
     onError: (error) => log.error({ err: error }, 'group delivery marks failed')
   })
   const messages = new MessageService({
@@ -104,6 +105,7 @@ export function createServices (options: ServicesOptions): Services {
     log: logSink,
     ephemeral,
     recallWindowMs: config.recallWindowMs,
+    editWindowMs: config.editWindowMs,
     onError: (error) => log.error({ err: error }, 'relay sweep failed')
   })
   const blocks = new BlockService({ blocks: options.blocks, maxBlocks: config.limits.blocksPerUser, onChange: reconsider })

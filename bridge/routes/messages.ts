@@ -12,6 +12,7 @@ import { PublishRejected, type ErrorCode } from '../../protocol/errors.ts'
 import { sendError, errorSchema } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { eventSchema, idSchema, parseEvent } from '../schemas.ts'
+import { refuseOverBudget, type TakePublish } from '../publish-budget.ts'
 
 export interface MessageRoutesOptions {
   messages: MessageService
@@ -19,7 +20,7 @@ export interface MessageRoutesOptions {
   metrics?: Metrics
   maxPayloadBytes: number
   /** The per-user publish budget, shared with MQTT: 0 when allowed, else ms until the next send is. */
-  takePublish?: (user: string) => number
+  takePublish?: TakePublish
 }
 
 const STATUS_FOR: Partial<Record<ErrorCode, number>> = { payload_too_large: 413, id_conflict: 409, not_a_member: 404 }
@@ -55,12 +56,8 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
     }
   }, async (request, reply) => {
     const { to, group, id, replyTo, body } = request.body
-    const wait = takePublish?.(request.userId) ?? 0
-    if (wait > 0) {
-      metrics?.rejected.inc({ code: 'rate_limited' })
-      reply.header('retry-after', String(Math.ceil(wait / 1000)))
-      return sendError(reply, 429, 'rate_limited', `more than the allowed publishes per second; retry in ${wait} ms`)
-    }
+    const refused = refuseOverBudget(reply, request.userId, takePublish, metrics)
+    if (refused !== undefined) return refused
     try {
       // The same size and shape rules as an MQTT payload.
       const message = parseOutgoing(Buffer.from(JSON.stringify({ id, replyTo, body })), maxPayloadBytes)
@@ -91,6 +88,39 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
     const outcome = await messages.recall(request.userId, request.params.id)
     if (outcome.status === 'recalled') return { message: parseEvent(outcome.message) }
     if (outcome.status === 'window_expired') return sendError(reply, 409, 'recall_window_expired', 'the recall window for this message has passed')
+    return sendError(reply, 404, 'message_not_found', 'you sent no message with this id (or it is past retention)')
+  })
+
+  app.post<{ Params: { id: string }, Body: { body: unknown } }>('/v1/messages/:id/edit', {
+    schema: {
+      summary: 'Edit one of your own messages within the edit window: its body is replaced in both logs, and both sides get an edit event',
+      security: bearerSecurity,
+      params: { type: 'object', required: ['id'], properties: { id: idSchema } },
+      body: { type: 'object', required: ['body'], additionalProperties: false, properties: { body: { description: 'The new body: any JSON value, the same limits as a send' } } },
+      response: {
+        200: { type: 'object', properties: { message: eventSchema } },
+        400: errorSchema,
+        404: errorSchema,
+        409: errorSchema,
+        413: errorSchema,
+        429: { description: 'Over the per-user publish rate (an edit is a write, like a send)', ...errorSchema }
+      }
+    }
+  }, async (request, reply) => {
+    const refused = refuseOverBudget(reply, request.userId, takePublish, metrics)
+    if (refused !== undefined) return refused
+    let body: unknown
+    try {
+      // The same size and shape rules as a send.
+      body = parseOutgoing(Buffer.from(JSON.stringify({ id: request.params.id, body: request.body.body })), maxPayloadBytes).body
+    } catch (error) {
+      if (!(error instanceof PublishRejected)) throw error
+      return sendError(reply, STATUS_FOR[error.code] ?? 400, error.code, error.message)
+    }
+    const outcome = await messages.edit(request.userId, request.params.id, body)
+    if (outcome.status === 'edited') return { message: parseEvent(outcome.message) }
+    if (outcome.status === 'window_expired') return sendError(reply, 409, 'edit_window_expired', 'the edit window for this message has passed')
+    if (outcome.status === 'recalled') return sendError(reply, 409, 'message_recalled', 'the message was recalled')
     return sendError(reply, 404, 'message_not_found', 'you sent no message with this id (or it is past retention)')
   })
 }

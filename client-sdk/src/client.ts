@@ -21,7 +21,7 @@ import { MemoryStorage, type ClientStorage } from './storage.ts'
 import type { KeyPair } from './e2ee.ts'
 import type {
   ConnectionState, ConversationSummary, SearchResult, GroupEvent, LogEvent, MessageEvent, PresenceState, ReceiptEvent,
-  RecallEvent, ReplyTo, ServerErrorEvent, TypingEvent
+  RecallEvent, EditEvent, ReplyTo, ServerErrorEvent, TypingEvent
 } from './types.ts'
 
 export { SendError } from './sender.ts'
@@ -52,6 +52,8 @@ export interface ClientEvents {
   message: (message: MessageEvent) => void
   receipt: (receipt: ReceiptEvent) => void
   recall: (recall: RecallEvent) => void
+  /** A message was edited (1:1 or group): show `body` in its place. */
+  edit: (edit: EditEvent) => void
   typing: (typing: TypingEvent) => void
   presence: (user: string, state: PresenceState) => void
   /** Membership and group changes (group_created, member_added, member_removed, role_changed, group_updated). */
@@ -185,6 +187,8 @@ export class ChatClient extends Emitter<ClientEvents> {
       this.emit('receipt', event)
     } else if (event.type === 'recall') {
       this.emit('recall', event)
+    } else if (event.type === 'edit') {
+      this.emit('edit', this.#encryption.open(event))
     } else {
       this.emit('groupEvent', event)
     }
@@ -250,6 +254,21 @@ export class ChatClient extends Emitter<ClientEvents> {
 
   async recall (id: string): Promise<MessageEvent> {
     return (await this.#rest.request<{ message: MessageEvent }>('POST', `/v1/messages/${id}/recall`)).message
+  }
+
+  /**
+   * Replaces the body of one of your messages (within the server's edit window); returns the
+   * edited message. Both sides get an `edit` event. With `e2ee`, pass the recipient (`to`) so
+   * the new body is sealed for them.
+   */
+  async edit (id: string, body: unknown, options: { to?: string } = {}): Promise<MessageEvent> {
+    let sealed = body
+    if (this.#encryption.enabled) {
+      if (options.to === undefined) throw new Error('with end-to-end encryption, edit needs the recipient: edit(id, body, { to })')
+      sealed = await this.#encryption.seal(this.userId, options.to, id, body)
+    }
+    const { message } = await this.#rest.request<{ message: MessageEvent }>('POST', `/v1/messages/${id}/edit`, { body: sealed })
+    return this.#encryption.open(message)
   }
 
   async presence (user: string): Promise<PresenceState & { user: string }> {

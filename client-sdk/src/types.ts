@@ -15,6 +15,9 @@ export interface MessageEvent {
   replyTo?: ReplyTo
   /** The body as sent; decrypted when end-to-end encryption is on. Absent after a recall. */
   body?: unknown
+  /** Edited by its sender: `body` is the latest. */
+  edited?: true
+  editedAt?: number
   recalled?: true
   recalledAt?: number
   /** Set when the body was end-to-end encrypted and could not be decrypted. */
@@ -57,6 +60,24 @@ export interface RecallEvent {
   ts: number
 }
 
+/** An edit: the message now has `body` (decrypted when end-to-end encryption is on). */
+export interface EditEvent {
+  seq: number
+  type: 'edit'
+  id: string
+  from: string
+  /** 1:1: the recipient, and the edited message's seq in your log. */
+  to?: string
+  messageSeq?: number
+  /** Group: the group, and the edited message's gseq. */
+  group?: string
+  messageGseq?: number
+  body: unknown
+  ts: number
+  /** Set when the new body was end-to-end encrypted and could not be decrypted. */
+  decryptError?: string
+}
+
 /** A membership or group change, in every member's log (docs/protocol.md, Groups). */
 export interface GroupEvent {
   seq: number
@@ -81,7 +102,7 @@ export interface Group {
 }
 
 /** Everything in a user's log: numbered by the user's gapless seq. */
-export type LogEvent = MessageEvent | ReceiptEvent | RecallEvent | GroupEvent
+export type LogEvent = MessageEvent | ReceiptEvent | RecallEvent | EditEvent | GroupEvent
 
 export interface TypingEvent {
   type: 'typing'
