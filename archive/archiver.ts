@@ -19,7 +19,7 @@
 import type { ArchiveSource, RawGroupEntry, RawLogEntry } from '../history/archive-source.ts'
 import { parseGroupRef } from '../history/group-store.ts'
 import { groupEventTail, parseGroupEvent, type GroupMessageEvent } from '../history/group-events.ts'
-import { editedMessage, tombstone } from '../history/events.ts'
+import { editedMessage, editWithoutBody, tombstone } from '../history/events.ts'
 import type { ArchivedGroupEvent, ArchivedUserEvent, ArchiveStore, SearchDoc } from './archive-store.ts'
 import { documentTokens } from '../search/tokenize.ts'
 import { searchableText } from '../search/searchable-text.ts'
@@ -139,6 +139,9 @@ function userRow (owner: string, { meta, value }: RawLogEntry): { row: ArchivedU
   if (meta.kind === 'x') {
     const event = JSON.parse(value) as { type?: string, messageSeq?: number, body?: unknown, ts?: number }
     const change = changeOf(event, event.messageSeq)
+    // An edit event is archived without its body: the message's row holds the latest text, and a
+    // later recall then has no copy of the text to find in the archive.
+    if (event.type === 'edit') row.event = editWithoutBody(value)
     if (change !== undefined) return { row, change }
   }
   return { row }
@@ -154,7 +157,7 @@ function groupRow (group: string, { gseq, tail }: RawGroupEntry): { row: Archive
     return { row }
   }
   const from = event !== undefined && 'by' in event && typeof event.by === 'string' ? event.by : ''
-  const row: ArchivedGroupEvent = { group, gseq, ts, kind: 'e', from, tail }
+  const row: ArchivedGroupEvent = { group, gseq, ts, kind: 'e', from, tail: event?.type === 'edit' ? editWithoutBody(tail) : tail }
   const change = event?.type === 'recall' || event?.type === 'edit' ? changeOf(event, event.messageGseq) : undefined
   return change === undefined ? { row } : { row, change }
 }

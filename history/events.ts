@@ -40,6 +40,19 @@ export function editedMessage (stored: string, body: unknown, editedAt: number):
   return JSON.stringify({ ...rest, body, edited: true, editedAt })
 }
 
+/**
+ * An edit event after its message was recalled: the same bytes without the body (cut at
+ * `,"body":`, the event's last key, then `}`). The Redis scripts make the same cut (SCRUB in
+ * redis-scripts.ts; ids never hold a quote, so the first `,"body":` is the key).
+ */
+export function editWithoutBody (event: string): string {
+  const at = event.indexOf(',"body":')
+  return at < 0 ? event : `${event.slice(0, at)}}`
+}
+
+/** Edits one message may have: the edit events a recall must find again are listed per message. */
+export const MAX_EDITS_PER_MESSAGE = 50
+
 /** Whether the edit would change nothing (a retry of the same edit). */
 export function sameBody (stored: string, body: unknown): boolean {
   return JSON.stringify((JSON.parse(stored) as { body?: unknown }).body) === JSON.stringify(body)

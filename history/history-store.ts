@@ -59,7 +59,7 @@ export type RecallResult =
 export type EditResult =
   /** `senderEvent`: the edit event in the sender's log (absent when the body was already this: a retry); the recipient's is reported to the sink when it lands. */
   | { status: 'edited', message: string, senderEvent: string | undefined, to: string }
-  | { status: 'not_found' | 'window_expired' | 'recalled' }
+  | { status: 'not_found' | 'window_expired' | 'recalled' | 'too_many_edits' }
 
 export interface Page {
   events: string[]
@@ -100,7 +100,9 @@ export interface LogStore {
   /**
    * Replaces the body of the sender's message `id` in both logs (same id and seqs; `edited`,
    * `editedAt`) and appends an `edit` event to each: within `windowMs` of the send, never a
-   * recalled message. Editing to the body it already has writes nothing (a retry is harmless).
+   * recalled message, at most MAX_EDITS_PER_MESSAGE times. Editing to the body it already has
+   * writes nothing (a retry is harmless). A later recall removes the body from the message and
+   * from its edit events in both logs.
    */
   edit (sender: string, id: string, body: unknown, now: number, windowMs: number, sink: LogSink): Promise<EditResult>
   /** Appends server notices (e.g. group read receipts) to users' logs: `{"seq":N,` + tail each; returns the events. */

@@ -9,7 +9,7 @@ import { bySlot, slotOf } from '../storage/redis-keys.ts'
 import type { AppendResult, ConversationSummary, EditResult, HotLogStore, LogEntry, LogRetentionHook, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
-import { editedMessage, editEvent, messageTail, receiptTail, recallEvent, sameBody, tailOf, tombstone, withSeq } from './events.ts'
+import { editedMessage, editEvent, MAX_EDITS_PER_MESSAGE, messageTail, receiptTail, recallEvent, sameBody, tailOf, tombstone, withSeq } from './events.ts'
 import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { editItemText, RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
@@ -227,8 +227,9 @@ export class RedisLog implements HotLogStore {
       const editTail = tailOf(editEvent(0, id, sender, to, senderSeq, now, body))
       this.#archive?.mark([`u:${sender}`])
       const reply = await this.#redis.historyEdit(...['ids', 'ev', 'log', 'seq'].map((name) => this.#k(sender, name)), ...this.#outbox(sender),
-        sender, id, record, tailOf(stored), senderSeq, to, now, tailOf(message), editTail, editItemText(to, tailOf(message)))
+        sender, id, record, tailOf(stored), senderSeq, to, now, tailOf(message), editTail, editItemText(to, tailOf(message)), MAX_EDITS_PER_MESSAGE)
       if (reply[0] === 'changed') continue // edited, recalled (or reused) meanwhile: decide again
+      if (reply[0] === 'too_many') return { status: 'too_many_edits' }
       await this.#replicas.after(this.#k(sender, 'seq'))
       const seq = Number(reply[1])
       this.#after(sender, seq, to === sender ? undefined : { item: relayItem.edit(sender, Number(reply[2]), to, tailOf(message)), done: Number(reply[3]), sink })

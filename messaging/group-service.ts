@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto'
 import { GROUP_TRIM_EVERY, GroupsFull, type Group, type GroupChange, type GroupPage, type GroupStore, type Role } from '../history/group-store.ts'
 import { groupEventTail, groupReadersNoticeTail, parseGroupEvent, type GroupEvent, type GroupMessageEvent } from '../history/group-events.ts'
 import type { LogStore } from '../history/history-store.ts'
+import { MAX_EDITS_PER_MESSAGE } from '../history/events.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import type { OutgoingMessage } from '../protocol/message.ts'
@@ -21,7 +22,7 @@ import type { LogSink } from '../history/log-sink.ts'
 export type GroupErrorCode =
   | 'group_not_found' | 'not_a_member' | 'not_allowed' | 'already_a_member' | 'member_not_found'
   | 'too_many_members' | 'too_many_groups' | 'owner_must_hand_over' | 'invalid_group' | 'id_conflict'
-  | 'message_not_found' | 'recall_window_expired' | 'edit_window_expired' | 'message_recalled'
+  | 'message_not_found' | 'recall_window_expired' | 'edit_window_expired' | 'message_recalled' | 'too_many_edits'
 
 /** A group request the rules refuse; the doors map `code` to an HTTP status or an error event. */
 export class GroupRejected extends Error {
@@ -306,7 +307,8 @@ export class GroupService {
       const now = this.#now()
       if (!moderator && now - message.ts > this.#recallWindowMs) throw new GroupRejected('recall_window_expired', 'the recall window for this message has passed')
       const tombstone = { type: 'message' as const, id: message.id, from: message.from, group: id, ts: message.ts, recalled: true as const, recalledAt: now, by: actor }
-      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: tombstone } },
+      // The edit events' bodies go with the message's.
+      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: tombstone }, scrubEditsOf: gseq },
         { type: 'recall', group: id, ts: now, messageGseq: gseq, id: message.id, from: message.from, by: actor }, this.#log)
       if (appended === 'stale') continue
       return JSON.parse(`{${groupEventTail(tombstone, gseq)}`) as Record<string, unknown>
@@ -335,9 +337,10 @@ export class GroupService {
         type: 'message', id: message.id, from: message.from, group: id, ts: message.ts,
         ...(message.replyTo === undefined ? {} : { replyTo: message.replyTo }), body, edited: true, editedAt: now
       }
-      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: edited } },
+      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: edited }, editOf: gseq },
         { type: 'edit', group: id, ts: now, messageGseq: gseq, id: message.id, from: message.from, body }, this.#log)
       if (appended === 'stale') continue
+      if (appended === 'too_many_edits') throw new GroupRejected('too_many_edits', `a message may be edited at most ${MAX_EDITS_PER_MESSAGE} times`)
       return JSON.parse(`{${groupEventTail(edited, gseq)}`) as Record<string, unknown>
     }
     throw new Error(`group ${id} kept changing; try again`)

@@ -24,7 +24,7 @@ export interface SendResult {
 
 export type EditOutcome =
   | { status: 'edited', message: string }
-  | { status: 'not_found' | 'window_expired' | 'recalled' }
+  | { status: 'not_found' | 'window_expired' | 'recalled' | 'too_many_edits' }
 
 export type RecallOutcome =
   | { status: 'recalled', message: string }

@@ -18,6 +18,7 @@ import { RedisLog } from '../history/redis-log.ts'
 import { RedisCursors } from '../history/redis-cursors.ts'
 import { RedisBlocks } from '../history/redis-blocks.ts'
 import { LevelHistory } from '../history/level-history.ts'
+import { MAX_EDITS_PER_MESSAGE } from '../history/events.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
 import { presenceConnectionsKey } from '../storage/redis-keys.ts'
 import type { RedisClient } from '../storage/redis-client.ts'
@@ -230,6 +231,17 @@ for (const { name, open } of STORES) {
       await store.relayed()
       const tombstone = JSON.parse((await store.readLog(bob, 0, 1))[0]!.event!)
       t.notOk('body' in tombstone || 'edited' in tombstone, 'the tombstone has neither body nor edit')
+      for (const user of [alice, bob]) {
+        t.same(JSON.parse((await store.readLog(user, 1, 1))[0]!.event!), { seq: 2, type: 'edit', id: 'e1', from: alice, to: bob, messageSeq: 1, ts: ts + 10 }, 'the recall took the text out of the edit events too')
+      }
+
+      await store.appendMessage({ type: 'message', from: alice, to: bob, id: 'e2', ts, body: 0 }, sink)
+      for (let i = 1; i <= MAX_EDITS_PER_MESSAGE; i++) t.equal((await store.edit(alice, 'e2', i, ts + i, 60_000, sink)).status, 'edited')
+      t.same(await store.edit(alice, 'e2', 'one more', ts + 100, 60_000, sink), { status: 'too_many_edits' })
+      t.match(await store.recall(alice, 'e2', ts + 200, 60_000, sink), { status: 'recalled' })
+      await store.relayed()
+      const bodies = (await store.readLog(bob, 0, 200)).filter((entry) => entry.event!.includes('"e2"') && 'body' in JSON.parse(entry.event!))
+      t.same(bodies, [], 'every one of the edits lost its text in the recipient\'s log')
     })
 
     t.test('notices are appended to logs with the next seq', async (t) => {

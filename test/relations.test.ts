@@ -14,6 +14,16 @@ import { startFakeApns, deviceToken } from './helpers/fake-apns.ts'
 import { token } from './helpers/tokens.ts'
 import { createClient, generateKeyPair, type ChatClient, type ClientEvents, type EditEvent } from '../client-sdk/src/index.ts'
 
+/** The user's whole log once `done` holds for it (a later event proving an earlier one landed). */
+async function syncUntil (api: Api, done: (events: Array<Record<string, any>>) => boolean): Promise<Array<Record<string, any>>> {
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const events = await api.syncAll()
+    if (done(events) || Date.now() > deadline) return events
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
 /** The next `event` the client emits. */
 function next<K extends keyof ClientEvents> (client: ChatClient, event: K, match: (...args: Parameters<ClientEvents[K]>) => boolean = () => true): Promise<Parameters<ClientEvents[K]>> {
   return new Promise((resolve) => {
@@ -62,7 +72,7 @@ for (const mode of modesUnderTest()) {
 
       const history = await api(alice).get(`/v1/conversations/${bob}/messages`)
       t.same(history.body.messages.map((m: any) => [m.id, m.replyTo ?? null]), [['q1', null], ['a1', { id: 'q1', from: alice }], ['a2', { id: 'a1', from: bob }], ['a3', { id: 'never-sent' }]])
-      const synced = (await api(bob).syncAll()).filter((e) => e.type === 'message')
+      const synced = (await syncUntil(api(bob), (events) => events.some((e) => e.id === 'a3'))).filter((e) => e.type === 'message')
       t.same(synced.map((m) => m.replyTo ?? null), [null, { id: 'q1', from: alice }, { id: 'a1', from: bob }, { id: 'never-sent' }])
     })
 
@@ -143,6 +153,13 @@ for (const mode of modesUnderTest()) {
       t.equal(edited.status, 200)
       const recalled = await api(alice).post('/v1/messages/f2/recall')
       t.same(Object.keys(recalled.body.message).sort(), ['from', 'id', 'recalled', 'recalledAt', 'seq', 'to', 'ts', 'type'], 'recalling an edited message leaves a plain tombstone')
+      for (const api_ of [api(alice), api(bob)]) {
+        // bob's copies follow the answer (Redis: the relay): his recall event comes after the edit's.
+        const events = await syncUntil(api_, (all) => all.some((e) => e.type === 'recall' && e.id === 'f2'))
+        const edits = events.filter((e) => e.type === 'edit' && e.id === 'f2')
+        t.match(edits, [{ type: 'edit', id: 'f2' }])
+        t.notOk('body' in edits[0]!, 'the recall took the text out of the edit event')
+      }
       t.match(await api(bob).get(`/v1/conversations/${alice}/messages`), { body: { messages: [{ id: 'f1', recalled: true }, { id: 'f2', recalled: true }] } })
     })
 
@@ -192,6 +209,9 @@ for (const mode of modesUnderTest()) {
       const ownerSync = await api(owner).syncAll()
       t.match(ownerSync.filter((e) => e.id === 'ge1'), [{ type: 'message', body: 'meet at 6', edited: true }, { type: 'edit', body: 'meet at 6' }])
       t.match(await api(ann).post(`/v1/groups/${group}/messages/${gseq}/recall`), { status: 200 })
+      const editsAfter = (await api(owner).syncAll()).filter((e) => e.type === 'edit')
+      t.match(editsAfter, [{ type: 'edit', messageGseq: gseq }])
+      t.notOk('body' in editsAfter[0]!, 'the recall took the text out of the edit event for every member')
       t.match(await api(ann).post(`/v1/groups/${group}/messages/${gseq}/edit`, { body: 'x' }), { status: 409, body: { error: 'message_recalled' } })
     })
 

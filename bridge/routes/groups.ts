@@ -33,7 +33,8 @@ const STATUS: Record<GroupErrorCode, number> = {
   message_not_found: 404,
   recall_window_expired: 409,
   edit_window_expired: 409,
-  message_recalled: 409
+  message_recalled: 409,
+  too_many_edits: 409
 }
 
 const roleSchema = { type: 'string', enum: ['owner', 'admin', 'member'] } as const

@@ -13,6 +13,7 @@ import { sendError, errorSchema } from '../http-errors.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { eventSchema, idSchema, parseEvent } from '../schemas.ts'
 import { refuseOverBudget, type TakePublish } from '../publish-budget.ts'
+import { MAX_EDITS_PER_MESSAGE } from '../../history/events.ts'
 
 export interface MessageRoutesOptions {
   messages: MessageService
@@ -121,6 +122,7 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
     if (outcome.status === 'edited') return { message: parseEvent(outcome.message) }
     if (outcome.status === 'window_expired') return sendError(reply, 409, 'edit_window_expired', 'the edit window for this message has passed')
     if (outcome.status === 'recalled') return sendError(reply, 409, 'message_recalled', 'the message was recalled')
+    if (outcome.status === 'too_many_edits') return sendError(reply, 409, 'too_many_edits', `a message may be edited at most ${MAX_EDITS_PER_MESSAGE} times`)
     return sendError(reply, 404, 'message_not_found', 'you sent no message with this id (or it is past retention)')
   })
 }
