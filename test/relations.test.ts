@@ -221,7 +221,10 @@ for (const mode of modesUnderTest()) {
       const owner = uniqueUser('owner')
       await api(alice).post('/v1/messages', { to: bob, id: 's1', body: 'pineapple pizza tonight' })
       await searchUntil(api(bob), 'pineapple', (hits) => hits.length === 1)
+      await searchUntil(api(alice), 'pineapple', (hits) => hits.length === 1)
       await api(alice).post('/v1/messages/s1/edit', { body: { text: 'mushroom pizza tonight' } })
+      // The old text stops finding the sender's copy at once: hits are checked against the hot log.
+      t.same((await api(alice).get('/v1/search?q=pineapple')).body.results, [], 'at once for the sender')
       const hits = await searchUntil(api(bob), 'mushroom', (found) => found.length === 1)
       t.match(hits[0]!.message, { id: 's1', body: { text: 'mushroom pizza tonight' }, edited: true })
       t.same((await api(bob).get('/v1/search?q=pineapple')).body.results, [], 'the old text is gone from the index')
