@@ -41,7 +41,12 @@ export const messageRoutes: FastifyPluginAsync<MessageRoutesOptions> = async (ap
           to: idSchema,
           group: idSchema,
           id: idSchema,
-          replyTo: { type: 'object', description: 'A reply: the message it answers, `{"id", "from"?}` or `{"gseq"}` (checked for shape, not existence)' },
+          replyTo: {
+            type: 'object',
+            description: 'A reply: the message it answers, `{"id", "from"?}` or `{"gseq"}` (checked for shape, not existence)',
+            additionalProperties: false,
+            properties: { id: idSchema, from: idSchema, gseq: { type: 'integer', minimum: 1 } }
+          },
           body: { description: 'Any JSON value; the server never reads it' }
         }
       },
