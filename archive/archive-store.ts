@@ -88,12 +88,13 @@ export interface ArchiveStore {
   putGroupEvents (rows: ArchivedGroupEvent[]): Promise<void>
 
   /**
-   * A recall reaches the archive: the message at (owner, seq) becomes `event`
-   * (its tombstone) and leaves the search index at once. Nothing if absent.
+   * A recall or an edit reaches the archive: the message at (owner, seq) becomes `event`
+   * (its tombstone, or the edited message) and its search doc becomes `search` at once
+   * (none: it leaves the index). Nothing if absent.
    */
-  replaceUserEvent (owner: string, seq: number, event: string): Promise<void>
-  /** The same for a group message (its tail becomes the tombstone's tail). */
-  replaceGroupEvent (group: string, gseq: number, tail: string): Promise<void>
+  replaceUserEvent (owner: string, seq: number, event: string, search?: SearchDoc): Promise<void>
+  /** The same for a group message (its tail becomes the tombstone's or the edited message's tail). */
+  replaceGroupEvent (group: string, gseq: number, tail: string, search?: SearchDoc): Promise<void>
 
   /** The user's archived entries with seq > `after`, oldest first; group references resolved (`event` undefined if that group event is gone). */
   readLog (owner: string, after: number, limit: number): Promise<LogEntry[]>

@@ -19,7 +19,7 @@
 import type { ArchiveSource, RawGroupEntry, RawLogEntry } from '../history/archive-source.ts'
 import { parseGroupRef } from '../history/group-store.ts'
 import { groupEventTail, parseGroupEvent, type GroupMessageEvent } from '../history/group-events.ts'
-import { tombstone } from '../history/events.ts'
+import { editedMessage, editWithoutBody, tombstone } from '../history/events.ts'
 import type { ArchivedGroupEvent, ArchivedUserEvent, ArchiveStore, SearchDoc } from './archive-store.ts'
 import { documentTokens } from '../search/tokenize.ts'
 import { searchableText } from '../search/searchable-text.ts'
@@ -93,14 +93,25 @@ function searchDoc (event: { body?: unknown, recalled?: boolean }): SearchDoc | 
   return tokens.length === 0 ? undefined : { text, tokens }
 }
 
-/** What one owner's part of a round read: its rows, the recalls among them, and where its mark goes. */
+/** A recall or an edit of the message at `seq` (a gseq for a group); `edit` carries the new body. */
+interface Change { seq: number, edit?: { body: unknown, at: number } }
+
+/** The change an event makes to an earlier message, if it is a recall or an edit. */
+function changeOf (event: { type?: string, body?: unknown, ts?: unknown }, seq: unknown): Change | undefined {
+  if (typeof seq !== 'number') return undefined
+  if (event.type === 'recall') return { seq }
+  if (event.type === 'edit' && typeof event.ts === 'number') return { seq, edit: { body: event.body, at: event.ts } }
+  return undefined
+}
+
+/** What one owner's part of a round read: its rows, the recalls and edits among them, and where its mark goes. */
 interface OwnerBatch {
   owner: string
   after: number
   version: string
   users: ArchivedUserEvent[]
   groups: ArchivedGroupEvent[]
-  recalls: number[]
+  changes: Change[]
   last: number | undefined
   nextSince: number | undefined
 }
@@ -108,7 +119,7 @@ interface OwnerBatch {
 /** Rows written per statement (PostgreSQL) or batch (LevelDB). */
 const WRITE_CHUNK = 5_000
 
-function userRow (owner: string, { meta, value }: RawLogEntry): { row: ArchivedUserEvent, recalls?: number } {
+function userRow (owner: string, { meta, value }: RawLogEntry): { row: ArchivedUserEvent, change?: Change } {
   const ref = parseGroupRef(value)
   const row: ArchivedUserEvent = {
     owner,
@@ -126,13 +137,17 @@ function userRow (owner: string, { meta, value }: RawLogEntry): { row: ArchivedU
     return { row }
   }
   if (meta.kind === 'x') {
-    const recall = JSON.parse(value) as { type?: string, messageSeq?: number }
-    if (recall.type === 'recall' && typeof recall.messageSeq === 'number') return { row, recalls: recall.messageSeq }
+    const event = JSON.parse(value) as { type?: string, messageSeq?: number, body?: unknown, ts?: number }
+    const change = changeOf(event, event.messageSeq)
+    // An edit event is archived without its body: the message's row holds the latest text, and a
+    // later recall then has no copy of the text to find in the archive.
+    if (event.type === 'edit') row.event = editWithoutBody(value)
+    if (change !== undefined) return { row, change }
   }
   return { row }
 }
 
-function groupRow (group: string, { gseq, tail }: RawGroupEntry): { row: ArchivedGroupEvent, recalls?: number } {
+function groupRow (group: string, { gseq, tail }: RawGroupEntry): { row: ArchivedGroupEvent, change?: Change } {
   const event = parseGroupEvent(tail)
   const ts = typeof event?.ts === 'number' ? event.ts : 0
   if (event?.type === 'message') {
@@ -142,8 +157,9 @@ function groupRow (group: string, { gseq, tail }: RawGroupEntry): { row: Archive
     return { row }
   }
   const from = event !== undefined && 'by' in event && typeof event.by === 'string' ? event.by : ''
-  const row: ArchivedGroupEvent = { group, gseq, ts, kind: 'e', from, tail }
-  return event?.type === 'recall' ? { row, recalls: event.messageGseq } : { row }
+  const row: ArchivedGroupEvent = { group, gseq, ts, kind: 'e', from, tail: event?.type === 'edit' ? editWithoutBody(tail) : tail }
+  const change = event?.type === 'recall' || event?.type === 'edit' ? changeOf(event, event.messageGseq) : undefined
+  return change === undefined ? { row } : { row, change }
 }
 
 /** How long a round (or opening the archive) may go without an answer before it counts as an outage. */
@@ -345,9 +361,9 @@ export class Archiver {
     for (let i = 0; i < users.length; i += WRITE_CHUNK) await this.#store.putUserEvents(users.slice(i, i + WRITE_CHUNK))
     for (const batch of batches) {
       const id = batch.owner.slice(2)
-      for (const seq of batch.recalls) {
-        if (batch.owner.startsWith('g:')) await this.#recallInGroup(id, seq)
-        else await this.#recallInLog(id, seq)
+      for (const change of batch.changes) {
+        if (batch.owner.startsWith('g:')) await this.#changeInGroup(id, change)
+        else await this.#changeInLog(id, change)
       }
     }
     let written = 0
@@ -372,14 +388,14 @@ export class Archiver {
       const rows = entries.slice(0, limit).map((entry) => groupRow(id, entry))
       const beyond = entries[limit]
       return {
-        owner, after, version, users: [], groups: rows.map(({ row }) => row), recalls: rows.flatMap(({ recalls }) => recalls === undefined ? [] : [recalls]),
+        owner, after, version, users: [], groups: rows.map(({ row }) => row), changes: rows.flatMap(({ change }) => change === undefined ? [] : [change]),
         last: rows.at(-1)?.row.gseq, nextSince: beyond === undefined ? undefined : parseGroupEvent(beyond.tail)?.ts
       }
     }
     const entries = await this.#source.readUser(id, after, limit + 1)
     const rows = entries.slice(0, limit).map((entry) => userRow(id, entry))
     return {
-      owner, after, version, users: rows.map(({ row }) => row), groups: [], recalls: rows.flatMap(({ recalls }) => recalls === undefined ? [] : [recalls]),
+      owner, after, version, users: rows.map(({ row }) => row), groups: [], changes: rows.flatMap(({ change }) => change === undefined ? [] : [change]),
       last: rows.at(-1)?.row.seq, nextSince: entries[limit]?.meta.ts
     }
   }
@@ -393,29 +409,38 @@ export class Archiver {
     }
   }
 
-  /** A recall in a user's log: the message, if archived before, becomes its tombstone (and leaves the index). */
-  async #recallInLog (user: string, messageSeq: number): Promise<void> {
-    let current = await this.#source.userEvent(user, messageSeq)
+  /**
+   * A recall or an edit in a user's log: the message, if archived before, becomes what the hot
+   * log holds now (its tombstone, or its latest text), and its search doc follows (a tombstone
+   * leaves the index; an edited message is found by its new text only).
+   */
+  async #changeInLog (user: string, { seq, edit }: Change): Promise<void> {
+    let current = await this.#source.userEvent(user, seq)
     if (current === undefined) {
-      // Gone from the hot tier: make the tombstone from the archived message.
-      const [archived] = await this.#store.readLog(user, messageSeq - 1, 1)
-      if (archived?.seq !== messageSeq || archived.event === undefined) return
+      // Gone from the hot tier: change the archived message itself.
+      const [archived] = await this.#store.readLog(user, seq - 1, 1)
+      if (archived?.seq !== seq || archived.event === undefined) return
       const message = JSON.parse(archived.event) as { id: string, from: string, to: string, ts: number, recalled?: boolean }
       if (message.recalled === true) return
-      current = tombstone(messageSeq, message.id, message.from, message.to, message.ts, Date.now())
+      current = edit === undefined
+        ? tombstone(seq, message.id, message.from, message.to, message.ts, Date.now())
+        : editedMessage(archived.event, edit.body, edit.at)
     }
-    await this.#store.replaceUserEvent(user, messageSeq, current)
+    await this.#store.replaceUserEvent(user, seq, current, searchDoc(JSON.parse(current) as { body?: unknown, recalled?: boolean }))
   }
 
-  async #recallInGroup (group: string, messageGseq: number): Promise<void> {
+  async #changeInGroup (group: string, { seq: messageGseq, edit }: Change): Promise<void> {
     let tail = await this.#source.groupEvent(group, messageGseq)
     if (tail === undefined) {
       const { tails } = await this.#store.groupEvents(group, { fromGseq: messageGseq, after: messageGseq - 1, limit: 1 })
       const message = tails[0] === undefined ? undefined : parseGroupEvent(tails[0])
       if (message?.type !== 'message' || message.gseq !== messageGseq || message.recalled === true) return
-      const { gseq: _gseq, body: _body, ...rest } = message
-      tail = groupEventTail({ ...rest, recalled: true, recalledAt: Date.now() } satisfies GroupMessageEvent, messageGseq)
+      const { gseq: _gseq, body: _body, edited: _edited, editedAt: _at, ...rest } = message
+      tail = groupEventTail(edit === undefined
+        ? { ...rest, recalled: true, recalledAt: Date.now() } satisfies GroupMessageEvent
+        : { ...rest, body: edit.body, edited: true, editedAt: edit.at } satisfies GroupMessageEvent, messageGseq)
     }
-    await this.#store.replaceGroupEvent(group, messageGseq, tail)
+    const event = parseGroupEvent(tail)
+    await this.#store.replaceGroupEvent(group, messageGseq, tail, event?.type === 'message' ? searchDoc(event) : undefined)
   }
 }

@@ -15,7 +15,7 @@
 // is under `prefix` only if its key is exactly `prefix` + a padded seq.
 import { ClassicLevel } from 'classic-level'
 import type { LogEntry } from '../history/history-store.ts'
-import type { ArchivedGroupEvent, ArchivedKind, ArchivedUserEvent, ArchiveStore, SearchHit, SearchQuery } from './archive-store.ts'
+import type { ArchivedGroupEvent, ArchivedKind, ArchivedUserEvent, ArchiveStore, SearchDoc, SearchHit, SearchQuery } from './archive-store.ts'
 
 const PAD = 16
 const pad = (n: number): string => String(n).padStart(PAD, '0')
@@ -62,6 +62,11 @@ function userRow (row: ArchivedUserEvent): UserRow {
     stored.q = row.event.gseq
   }
   return stored
+}
+
+/** A search doc as a row stores it (nothing for none). */
+function docOf (search: SearchDoc | undefined): { x?: string, t?: string[] } {
+  return search === undefined ? {} : { x: search.text, t: [...new Set(search.tokens)] }
 }
 
 function groupRow (row: ArchivedGroupEvent): GroupRow {
@@ -140,22 +145,22 @@ export class LevelArchive implements ArchiveStore {
     })
   }
 
-  replaceUserEvent (owner: string, seq: number, event: string): Promise<void> {
+  replaceUserEvent (owner: string, seq: number, event: string, search?: SearchDoc): Promise<void> {
     return this.#serial(async () => {
       const row = parse<UserRow>(await this.#db.get(userKey(owner, seq)))
       if (row === undefined) return
-      // The row now holds its own JSON (a reference stops being one), and no doc.
+      // The row now holds its own JSON (a reference stops being one), and the new doc if any.
       const { g, q, x, t, ...kept } = row
-      await this.#batch([...dels(userEntries(owner, seq, row)), ...puts(userEntries(owner, seq, { ...kept, e: event }))])
+      await this.#batch([...dels(userEntries(owner, seq, row)), ...puts(userEntries(owner, seq, { ...kept, e: event, ...docOf(search) }))])
     })
   }
 
-  replaceGroupEvent (group: string, gseq: number, tail: string): Promise<void> {
+  replaceGroupEvent (group: string, gseq: number, tail: string, search?: SearchDoc): Promise<void> {
     return this.#serial(async () => {
       const row = parse<GroupRow>(await this.#db.get(groupKey(group, gseq)))
       if (row === undefined) return
       const { x, t, ...kept } = row
-      await this.#batch([...dels(groupEntries(group, gseq, row)), ...puts(groupEntries(group, gseq, { ...kept, tail }))])
+      await this.#batch([...dels(groupEntries(group, gseq, row)), ...puts(groupEntries(group, gseq, { ...kept, tail, ...docOf(search) }))])
     })
   }
 

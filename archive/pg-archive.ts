@@ -9,7 +9,7 @@
 // a row's tokens, so it leaves the index in the same statement.
 import pg from 'pg'
 import type { LogEntry } from '../history/history-store.ts'
-import type { ArchivedGroupEvent, ArchivedUserEvent, ArchiveStore, SearchHit, SearchQuery } from './archive-store.ts'
+import type { ArchivedGroupEvent, ArchivedUserEvent, ArchiveStore, SearchDoc, SearchHit, SearchQuery } from './archive-store.ts'
 import { migrateArchive } from './pg-migrate.ts'
 
 export interface PgArchiveOptions {
@@ -103,16 +103,17 @@ export class PgArchive implements ArchiveStore {
     )
   }
 
-  async replaceUserEvent (owner: string, seq: number, event: string): Promise<void> {
+  async replaceUserEvent (owner: string, seq: number, event: string, search?: SearchDoc): Promise<void> {
     // The row now holds its own JSON (a reference stops being one).
     await this.#pool.query(
-      'UPDATE user_events SET event = $3, ref_group = NULL, ref_gseq = NULL, search_text = NULL, tokens = NULL WHERE owner = $1 AND seq = $2',
-      [owner, seq, event]
+      'UPDATE user_events SET event = $3, ref_group = NULL, ref_gseq = NULL, search_text = $4, tokens = $5 WHERE owner = $1 AND seq = $2',
+      [owner, seq, event, search?.text ?? null, search === undefined ? null : [...new Set(search.tokens)]]
     )
   }
 
-  async replaceGroupEvent (group: string, gseq: number, tail: string): Promise<void> {
-    await this.#pool.query('UPDATE group_events SET tail = $3, search_text = NULL, tokens = NULL WHERE group_id = $1 AND gseq = $2', [group, gseq, tail])
+  async replaceGroupEvent (group: string, gseq: number, tail: string, search?: SearchDoc): Promise<void> {
+    await this.#pool.query('UPDATE group_events SET tail = $3, search_text = $4, tokens = $5 WHERE group_id = $1 AND gseq = $2',
+      [group, gseq, tail, search?.text ?? null, search === undefined ? null : [...new Set(search.tokens)]])
   }
 
   async readLog (owner: string, after: number, limit: number): Promise<LogEntry[]> {

@@ -13,6 +13,17 @@ import { queryTokens } from '../search/tokenize.ts'
 import { snippet } from '../search/snippet.ts'
 import { relevance } from '../search/relevance.ts'
 import { cjkPhrases, holdsPhrases } from '../search/phrases.ts'
+import { searchableText } from '../search/searchable-text.ts'
+
+/**
+ * Whether the hot log's copy no longer says what the index found: recalled, or edited to
+ * another text since it was indexed (the archiver's next round indexes the new text).
+ */
+function outdated (json: string, indexed: string): boolean {
+  if (json.includes('"recalled":true')) return true
+  if (!json.includes('"edited":true')) return false
+  return searchableText((JSON.parse(json) as { body?: unknown }).body) !== indexed
+}
 
 /** `order=relevance` ranks the newest this many matches. */
 export const RELEVANCE_POOL = 200
@@ -80,7 +91,7 @@ export class SearchService {
     this.#groups = groups
   }
 
-  /** Hits as the hot log holds them now (dropping the recalled); below its floor the archive is the truth. */
+  /** Hits as the hot log holds them now (dropping the recalled, and the edited away from the text found); below its floor the archive is the truth. */
   async #current (user: string, hits: SearchHit[]): Promise<SearchHit[]> {
     const hot = this.#hot
     if (hot === undefined || hits.length === 0) return hits
@@ -89,12 +100,12 @@ export class SearchService {
       // A group message: its one stored copy is the truth, wherever the member's reference is.
       if (hit.group !== undefined && hit.gseq !== undefined && this.#groups !== undefined) {
         const tail = await this.#groups.groupEvent(hit.group, hit.gseq)
-        return tail?.includes('"recalled":true') === true ? undefined : hit
+        return tail !== undefined && outdated(`{${tail}`, hit.text) ? undefined : hit
       }
       if (hit.seq < floor) return hit
       const [entry] = await hot.readLog(user, hit.seq - 1, 1)
       if (entry?.seq !== hit.seq || entry.event === undefined) return hit
-      return entry.event.includes('"recalled":true') ? undefined : { ...hit, event: entry.event }
+      return outdated(entry.event, hit.text) ? undefined : { ...hit, event: entry.event }
     }))
     return checked.filter((hit): hit is SearchHit => hit !== undefined)
   }

@@ -122,6 +122,7 @@ export function tieredLog (hot: LogStore, archiveRef: ArchiveRef, retentionMs: n
     appendMessage: (message, sink) => hot.appendMessage(message, sink),
     receipt: (kind, reader, peer, upTo, ts, sink) => hot.receipt(kind, reader, peer, upTo, ts, sink),
     recall: (sender, id, now, windowMs, sink) => hot.recall(sender, id, now, windowMs, sink),
+    edit: (sender, id, body, now, windowMs, sink) => hot.edit(sender, id, body, now, windowMs, sink),
     appendNotices: (notices) => hot.appendNotices(notices),
     sweepRelay: (sink, options) => hot.sweepRelay(sink, options),
     relayed: () => hot.relayed(),

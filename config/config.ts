@@ -50,6 +50,8 @@ export interface Config {
   hotRetentionMs: number
   /** How long after sending a sender may recall a message, in ms. */
   recallWindowMs: number
+  /** How long after sending a sender may edit a message, in ms. */
+  editWindowMs: number
   /** A stable id for this process in a cluster; random unless NODE_ID is set. */
   nodeId: string | undefined
   /** Redis mode: server processes behind the same ports (node:cluster); embedded mode always runs one. */
@@ -480,6 +482,7 @@ export function loadConfig (env: Env = process.env): Config {
     historyRetentionMs: integer(env, 'HISTORY_RETENTION_SECONDS', 30 * 24 * 3600, 0, 100 * 365 * 24 * 3600) * 1000,
     hotRetentionMs: integer(env, 'HOT_RETENTION_SECONDS', 7 * 24 * 3600, 1, 100 * 365 * 24 * 3600) * 1000,
     recallWindowMs: integer(env, 'RECALL_WINDOW_SECONDS', 24 * 3600, 0, 365 * 24 * 3600) * 1000,
+    editWindowMs: integer(env, 'EDIT_WINDOW_SECONDS', 24 * 3600, 0, 365 * 24 * 3600) * 1000,
     nodeId: env.NODE_ID || undefined,
     workers: integer(env, 'WORKERS', availableParallelism(), 1, 256),
     maxGroupMembers: integer(env, 'MAX_GROUP_MEMBERS', 1000, 2, 100_000),

@@ -19,6 +19,45 @@ export function recallEvent (seq: number, id: string, from: string, to: string, 
   return JSON.stringify({ seq, type: 'recall', id, from, to, messageSeq, ts })
 }
 
+/** An edit: the message at `messageSeq` (the receiving log's seq) now has `body`. `body` last, so a reader of the prefix never parses it. */
+export function editEvent (seq: number, id: string, from: string, to: string, messageSeq: number, ts: number, body: unknown): string {
+  return JSON.stringify({ seq, type: 'edit', id, from, to, messageSeq, ts, body })
+}
+
+/** An edit event's tail around its `messageSeq` (the recipient's, known only where it is written): `{"seq":N,` + pre + messageSeq + post. */
+export function editTemplate (id: string, from: string, to: string, ts: number, body: unknown): { pre: string, post: string } {
+  const tail = tailOf(editEvent(0, id, from, to, 0, ts, body))
+  const at = tail.indexOf('"messageSeq":0') + '"messageSeq":'.length
+  return { pre: tail.slice(0, at), post: tail.slice(at + 1) }
+}
+
+/**
+ * A stored message (1:1 with its seq, or a group tail) after an edit: the same fields
+ * (id, from, to or group, ts, replyTo), the new body, `"edited": true` and `editedAt`.
+ */
+export function editedMessage (stored: string, body: unknown, editedAt: number): string {
+  const { body: _body, edited: _edited, editedAt: _at, ...rest } = JSON.parse(stored) as Record<string, unknown>
+  return JSON.stringify({ ...rest, body, edited: true, editedAt })
+}
+
+/**
+ * An edit event after its message was recalled: the same bytes without the body (cut at
+ * `,"body":`, the event's last key, then `}`). The Redis scripts make the same cut (SCRUB in
+ * redis-scripts.ts; ids never hold a quote, so the first `,"body":` is the key).
+ */
+export function editWithoutBody (event: string): string {
+  const at = event.indexOf(',"body":')
+  return at < 0 ? event : `${event.slice(0, at)}}`
+}
+
+/** Edits one message may have: the edit events a recall must find again are listed per message. */
+export const MAX_EDITS_PER_MESSAGE = 50
+
+/** Whether the edit would change nothing (a retry of the same edit). */
+export function sameBody (stored: string, body: unknown): boolean {
+  return JSON.stringify((JSON.parse(stored) as { body?: unknown }).body) === JSON.stringify(body)
+}
+
 /** What history holds after a recall: the envelope without its body. */
 export function tombstone (seq: number, id: string, from: string, to: string, ts: number, recalledAt: number): string {
   return JSON.stringify({ seq, type: 'message', id, from, to, ts, recalled: true, recalledAt })

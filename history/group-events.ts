@@ -6,6 +6,7 @@
 // for every other event `group, gseq`; `ts` right after gseq (retention finds
 // it there when a body defeats a JSON decoder).
 import type { AttachmentRef } from '../protocol/attachments.ts'
+import type { ReplyTo } from '../protocol/relations.ts'
 
 /** A member's role in a group. */
 export type Role = 'owner' | 'admin' | 'member'
@@ -16,9 +17,13 @@ export type GroupMessageEvent = Base & {
   type: 'message'
   id: string
   from: string
+  replyTo?: ReplyTo
   body?: unknown
   /** Uploaded files, as the server checked them (protocol/attachments.ts). */
   attachments?: AttachmentRef[]
+  /** Edited by its sender (the body is the latest). */
+  edited?: true
+  editedAt?: number
   /** A tombstone: the body is gone. */
   recalled?: true
   recalledAt?: number
@@ -33,6 +38,7 @@ export type GroupEvent =
   | Base & { type: 'member_removed', by: string, user: string, reason: 'left' | 'removed' }
   | Base & { type: 'role_changed', by: string, roles: Record<string, Role> }
   | Base & { type: 'recall', messageGseq: number, id: string, from: string, by: string }
+  | Base & { type: 'edit', messageGseq: number, id: string, from: string, body: unknown }
 
 /** A stored event, as read back (with its gseq). */
 export type StoredGroupEvent = GroupEvent & { gseq: number }

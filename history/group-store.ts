@@ -45,8 +45,12 @@ export interface GroupChange {
   /** Members to add or whose role changes. */
   upsert?: Array<{ user: string, role: Role }>
   remove?: string[]
-  /** Replace one stored message (a recall leaves a tombstone, seen by every member at once). */
+  /** Replace one stored message (a recall leaves a tombstone, an edit the new body, seen by every member at once). */
   replace?: { gseq: number, event: GroupMessageEvent }
+  /** The event is an edit of the message at this gseq: its gseq is listed with the message (at most MAX_EDITS_PER_MESSAGE, else 'too_many_edits'). */
+  editOf?: number
+  /** A recall of the message at this gseq: the edit events listed with it lose their bodies. */
+  scrubEditsOf?: number
 }
 
 export type GroupMessageResult =
@@ -93,7 +97,7 @@ export interface GroupStore {
    * resolves. Returns 'stale' if the group's version is no longer `expectedVersion`.
    * Throws GroupsFull if a user it adds is already in `maxGroupsPerUser` groups (0: no limit).
    */
-  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser?: number): Promise<GroupAppend | 'stale'>
+  changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser?: number): Promise<GroupAppend | 'stale' | 'too_many_edits'>
   /**
    * A member's message: stored once (idempotent per (sender, id)), durable
    * once this resolves; the sender's own copy is written before it resolves,

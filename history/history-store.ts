@@ -56,6 +56,11 @@ export type RecallResult =
   | { status: 'not_found' }
   | { status: 'window_expired' }
 
+export type EditResult =
+  /** `senderEvent`: the edit event in the sender's log (absent when the body was already this: a retry); the recipient's is reported to the sink when it lands. */
+  | { status: 'edited', message: string, senderEvent: string | undefined, to: string }
+  | { status: 'not_found' | 'window_expired' | 'recalled' | 'too_many_edits' }
+
 export interface Page {
   events: string[]
   hasMore: boolean
@@ -92,6 +97,14 @@ export interface LogStore {
   appendMessage (message: NewMessage, sink: LogSink): Promise<AppendResult>
   receipt (kind: ReceiptKind, reader: string, peer: string, upTo: number, ts: number, sink: LogSink): Promise<ReceiptResult>
   recall (sender: string, id: string, now: number, windowMs: number, sink: LogSink): Promise<RecallResult>
+  /**
+   * Replaces the body of the sender's message `id` in both logs (same id and seqs; `edited`,
+   * `editedAt`) and appends an `edit` event to each: within `windowMs` of the send, never a
+   * recalled message, at most MAX_EDITS_PER_MESSAGE times. Editing to the body it already has
+   * writes nothing (a retry is harmless). A later recall removes the body from the message and
+   * from its edit events in both logs.
+   */
+  edit (sender: string, id: string, body: unknown, now: number, windowMs: number, sink: LogSink): Promise<EditResult>
   /** Appends server notices (e.g. group read receipts) to users' logs: `{"seq":N,` + tail each; returns the events. */
   appendNotices (notices: Notice[]): Promise<Array<{ user: string, event: string }>>
   /**
@@ -225,7 +238,7 @@ export interface LogMeta {
   seq: number
   ts: number
   peer: string
-  /** message, receipt, recall, group membership event */
+  /** message, receipt, recall or edit (a change to an earlier message), group membership event */
   kind: 'm' | 'r' | 'x' | 'e'
   dir: 'in' | 'out' | 'self'
   id: string

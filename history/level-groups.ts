@@ -17,6 +17,7 @@ import type { GroupReadResult, Group, GroupAppend, GroupChange, GroupMessageResu
 import { GROUP_TRIM_MAX, GroupsFull, REMOVE_PAST_RETENTION, groupEventTs, groupPeer, groupRef, visibleWindow } from './group-store.ts'
 import { formatIdRecord, formatMeta, type LogMeta } from './history-store.ts'
 import { groupEventTail, parseGroupEvent, type GroupEvent, type GroupMessageEvent } from './group-events.ts'
+import { editWithoutBody, MAX_EDITS_PER_MESSAGE } from './events.ts'
 import type { LogSink } from './log-sink.ts'
 import { countBeforeCounter, type GroupCommit, type Transaction } from './level-group-commit.ts'
 import { BoundedMap } from './bounded-map.ts'
@@ -34,6 +35,8 @@ interface Info {
 
 export const pad = (seq: number): string => String(seq).padStart(16, '0')
 export const groupEventKey = (group: string, gseq: number): string => `g!${group}!ev!${pad(gseq)}`
+/** The gseqs of a message's edit events (a recall cuts their bodies). */
+const editsKey = (group: string, gseq: number): string => `g!${group}!ed!${pad(gseq)}`
 const infoKey = (group: string): string => `g!${group}!info`
 const gidKey = (group: string, from: string, id: string): string => `g!${group}!gid!${from}!${id}`
 
@@ -99,7 +102,10 @@ export class LevelGroups implements GroupStore {
           if (ts === undefined || ts >= cutoff) break
           tx.del(groupEventKey(group, low))
           const event = parseGroupEvent(tail)
-          if (event?.type === 'message') tx.del(gidKey(group, event.from, event.id))
+          if (event?.type === 'message') {
+            tx.del(gidKey(group, event.from, event.id))
+            tx.del(editsKey(group, low))
+          }
           removed++
         }
       }
@@ -189,11 +195,13 @@ export class LevelGroups implements GroupStore {
     return { gseq }
   }
 
-  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser = 0): Promise<GroupAppend | 'stale'> {
+  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser = 0): Promise<GroupAppend | 'stale' | 'too_many_edits'> {
     const counted = await this.#countGroups([...(change.upsert ?? []).map(({ user }) => user), ...change.remove ?? []])
     const outcome = await this.#commit.run((tx) => {
       const current = this.#info(tx, id)
       if (current === undefined || current.v !== expectedVersion) return 'stale' as const
+      const edits = change.editOf === undefined ? undefined : JSON.parse(tx.get(editsKey(id, change.editOf)) ?? '[]') as number[]
+      if (edits !== undefined && edits.length >= MAX_EDITS_PER_MESSAGE) return 'too_many_edits' as const
       const memberships = this.#memberships(tx, id, counted)
       const refused = memberships.full((change.upsert ?? []).map(({ user }) => user).filter((user) => current.members[user] === undefined), maxGroupsPerUser)
       if (refused.length > 0) throw new GroupsFull(refused)
@@ -203,6 +211,15 @@ export class LevelGroups implements GroupStore {
       // A recall's tombstone, unless retention removed the event meanwhile.
       if (change.replace !== undefined && tx.get(groupEventKey(id, change.replace.gseq)) !== undefined) tx.put(groupEventKey(id, change.replace.gseq), groupEventTail(change.replace.event, change.replace.gseq))
       const { gseq, tail } = this.#append(tx, id, event)
+      // An edit is listed with its message; a recall cuts the body off each one listed.
+      if (edits !== undefined) tx.put(editsKey(id, change.editOf!), JSON.stringify([...edits, gseq]))
+      if (change.scrubEditsOf !== undefined) {
+        for (const editGseq of JSON.parse(tx.get(editsKey(id, change.scrubEditsOf)) ?? '[]') as number[]) {
+          const stored = tx.get(groupEventKey(id, editGseq))
+          if (stored !== undefined) tx.put(groupEventKey(id, editGseq), editWithoutBody(stored))
+        }
+        tx.del(editsKey(id, change.scrubEditsOf))
+      }
       for (const { user, role } of change.upsert ?? []) {
         if (info.members[user] === undefined) {
           info.joined[user] = gseq - 1
@@ -217,8 +234,8 @@ export class LevelGroups implements GroupStore {
       }
       tx.put(infoKey(id), JSON.stringify(info))
       const ts = event.ts
-      if (change.replace !== undefined) {
-        // A recalled message no longer counts as unread.
+      if (change.replace !== undefined && event.type === 'recall') {
+        // A recalled message no longer counts as unread (an edited one still does).
         for (const user of Object.keys(info.members)) tx.del(`in!${user}!${groupPeer(id)}!${pad(change.replace.gseq)}`)
       }
       // A removed member gets the event that removed them.
@@ -226,7 +243,7 @@ export class LevelGroups implements GroupStore {
       const recipients: Array<[string, number]> = [...everyone].map((user) => [user, this.#fanout(tx, id, user, gseq, ts, 'e', 'in', '')])
       return { gseq, tail, recipients }
     })
-    if (outcome === 'stale') return outcome
+    if (outcome === 'stale' || outcome === 'too_many_edits') return outcome
     this.#report(sink, outcome.tail, outcome.recipients)
     return { gseq: outcome.gseq }
   }

@@ -17,9 +17,9 @@
 import { ClassicLevel } from 'classic-level'
 import type { LogRetentionHook, Notice } from './history-store.ts'
 import type { LogSink } from './log-sink.ts'
-import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, HotLogStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, BlockStore, ConversationSummary, CursorStore, DeviceCursor, HotLogStore, LogEntry, LogMeta, NewMessage, OpenedCursor, Page, ReceiptKind, ReceiptResult, RecallResult, EditResult } from './history-store.ts'
 import { formatIdRecord, formatMeta, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG, seqFromIdRecords } from './history-store.ts'
-import { messageTail, receiptEvent, recallEvent, tombstone, withSeq } from './events.ts'
+import { editedMessage, editEvent, editWithoutBody, MAX_EDITS_PER_MESSAGE, messageTail, receiptEvent, recallEvent, sameBody, tombstone, withSeq } from './events.ts'
 import { countBeforeCounter, GroupCommit, type Transaction } from './level-group-commit.ts'
 import { parseGroupRef } from './group-store.ts'
 import { groupEventKey, LevelGroups } from './level-groups.ts'
@@ -39,6 +39,9 @@ const SESSIONS_INDEXED = 'meta!sessions-indexed'
 /** Range options for every key under `prefix` strictly after / before a seq. */
 const after = (prefix: string, seq: number, before?: number) => ({ gt: prefix + pad(seq), lt: before === undefined ? prefix + '~' : prefix + pad(before) })
 const eventOf = (stored: string): string => stored.slice(stored.indexOf('\n') + 1)
+/** The seqs of a message's edit events, in the sender's log (`s`) and the recipient's (`r`): a recall cuts their bodies. */
+const editsKey = (sender: string, id: string): string => `ids!${sender}!${id}|e`
+interface EditSeqs { s: number[], r: number[] }
 const metaOf = (stored: string): LogMeta => parseMeta(stored.slice(0, stored.indexOf('\n')))
 
 /** A user's keys under these prefixes (`<prefix><user>!…`) are their log's (the group store's `ug!` memberships are not). */
@@ -161,7 +164,10 @@ export class LevelHistory implements HotLogStore, CursorStore, BlockStore {
           tx.del(`c!${user}!${meta.peer}!${pad(meta.seq)}`)
           tx.del(`in!${user}!${meta.peer}!${pad(meta.peer.startsWith('g:') ? meta.peerSeq : meta.seq)}`)
           const record = meta.dir === 'in' ? undefined : tx.get(`ids!${user}!${meta.id}`)
-          if (record !== undefined && parseIdRecord(record).senderSeq === meta.seq) tx.del(`ids!${user}!${meta.id}`)
+          if (record !== undefined && parseIdRecord(record).senderSeq === meta.seq) {
+            tx.del(`ids!${user}!${meta.id}`)
+            tx.del(editsKey(user, meta.id))
+          }
         }
         // Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.
         const last = tx.get(`convs!${user}!${meta.peer}`)
@@ -329,6 +335,15 @@ export class LevelHistory implements HotLogStore, CursorStore, BlockStore {
       }
       const message = replaceWithTombstone(sender, senderSeq)
       tx.put(`ids!${sender}!${id}`, formatIdRecord({ senderSeq, recipientSeq, to, ts, recalled: true }))
+      // The edit events lose their bodies too.
+      const edits = JSON.parse(tx.get(editsKey(sender, id)) ?? '{"s":[],"r":[]}') as EditSeqs
+      for (const [user, seqs] of [[sender, edits.s], [to, edits.r]] as const) {
+        for (const seq of seqs) {
+          const stored = tx.get(evKey(user, seq))
+          if (stored !== undefined) tx.put(evKey(user, seq), `${stored.slice(0, stored.indexOf('\n'))}\n${editWithoutBody(eventOf(stored))}`)
+        }
+      }
+      tx.del(editsKey(sender, id))
       const senderEvent = addRecallEvent(sender, to, senderSeq, 'out')
       let recipientEvent: string | undefined
       // recipientSeq 0: the recipient had blocked the sender and never got it.
@@ -342,6 +357,50 @@ export class LevelHistory implements HotLogStore, CursorStore, BlockStore {
     if (result.status !== 'recalled') return result
     if (result.recipientEvent !== undefined) sink.appended(result.to, result.recipientEvent)
     return { status: 'recalled', message: result.message, senderEvent: result.senderEvent, to: result.to }
+  }
+
+  async edit (sender: string, id: string, body: unknown, now: number, windowMs: number, sink: LogSink): Promise<EditResult> {
+    type Edited = { status: 'edited', message: string, senderEvent: string | undefined, recipientEvent: string | undefined, to: string }
+    const result = await this.#commit.run((tx): Exclude<EditResult, { status: 'edited' }> | Edited => {
+      const record = tx.get(`ids!${sender}!${id}`)
+      if (record === undefined) return { status: 'not_found' }
+      const { senderSeq, recipientSeq, to, ts, recalled } = parseIdRecord(record)
+      if (to.startsWith('g:')) return { status: 'not_found' } // a group message: not a 1:1 edit
+      if (recalled) return { status: 'recalled' }
+      if (now - ts > windowMs) return { status: 'window_expired' }
+      const stored = tx.get(evKey(sender, senderSeq))
+      if (stored === undefined) return { status: 'not_found' }
+      if (sameBody(eventOf(stored), body)) return { status: 'edited', message: eventOf(stored), senderEvent: undefined, recipientEvent: undefined, to }
+      const edits = JSON.parse(tx.get(editsKey(sender, id)) ?? '{"s":[],"r":[]}') as EditSeqs
+      if (edits.s.length >= MAX_EDITS_PER_MESSAGE) return { status: 'too_many_edits' }
+      const replace = (user: string, seq: number, current: string): string => {
+        const edited = editedMessage(eventOf(current), body, now)
+        tx.put(evKey(user, seq), `${current.slice(0, current.indexOf('\n'))}\n${edited}`)
+        return edited
+      }
+      const addEditEvent = (user: string, peer: string, messageSeq: number, dir: LogMeta['dir']): string => {
+        const seq = nextSeq(tx, user)
+        const event = editEvent(seq, id, sender, to, messageSeq, now, body)
+        putEvent(tx, user, { seq, ts: now, peer, kind: 'x', dir, id, peerSeq: 0 }, event)
+        return event
+      }
+      const message = replace(sender, senderSeq, stored)
+      const senderEvent = addEditEvent(sender, to, senderSeq, 'out')
+      edits.s.push(JSON.parse(senderEvent).seq as number)
+      let recipientEvent: string | undefined
+      // recipientSeq 0: the recipient had blocked the sender and never got it.
+      if (to !== sender && recipientSeq !== 0) {
+        const theirs = tx.get(evKey(to, recipientSeq))
+        if (theirs !== undefined) replace(to, recipientSeq, theirs)
+        recipientEvent = addEditEvent(to, sender, recipientSeq, 'in')
+        edits.r.push(JSON.parse(recipientEvent).seq as number)
+      }
+      tx.put(editsKey(sender, id), JSON.stringify(edits))
+      return { status: 'edited', message, senderEvent, recipientEvent, to }
+    })
+    if (result.status !== 'edited') return result
+    if (result.recipientEvent !== undefined) sink.appended(result.to, result.recipientEvent)
+    return { status: 'edited', message: result.message, senderEvent: result.senderEvent, to: result.to }
   }
 
   async #eventsAt (user: string, seqs: number[]): Promise<string[]> {

@@ -16,6 +16,7 @@
 // gres (hash group -> expiry: places reserved for joins not yet fanned out),
 // gm (hash group -> the highest gseq applied to this log: the fan-out's idempotency).
 import { GROUP_TRIM_MAX } from './group-store.ts'
+import { SCRUB } from './redis-scripts.ts'
 
 // A group from before the fan-out step had every event fanned out with its write.
 const ADOPT = `
@@ -45,10 +46,16 @@ return {'ok', gseq}
 /**
  * KEYS: info, m, j, seq, ev, fanned, fm, pending.
  * ARGV: group, expectedVersion, pre, post, setName, name, setMeta, meta, replaceGseq ('' for none), replaceTail, now,
- * then n + n (user, role) pairs to upsert, n + n users to remove.
+ * editOf, scrubEditsOf ('' for none), maxEdits, then n + n (user, role) pairs to upsert, n + n users to remove.
+ * An edit's gseq is listed under the message's (ev field `e:<gseq>`); a recall cuts the body off each listed edit.
  */
-export const GROUP_CHANGE = ADOPT + `
+export const GROUP_CHANGE = ADOPT + SCRUB + `
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[2] then return {'stale'} end
+local edits = ARGV[12] ~= '' and redis.call('HGET', KEYS[5], 'e:' .. ARGV[12]) or nil
+if edits then
+  local _, count = string.gsub(edits, '%d+', '')
+  if count >= tonumber(ARGV[14]) then return {'too_many'} end
+end
 adopt(KEYS[6], KEYS[7], KEYS[2], KEYS[4])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'name', ARGV[6]) end
@@ -57,7 +64,14 @@ if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'meta', ARGV[8]) end
 if ARGV[9] ~= '' and redis.call('HEXISTS', KEYS[5], ARGV[9]) == 1 then redis.call('HSET', KEYS[5], ARGV[9], ARGV[10]) end
 local gseq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[5], gseq, ARGV[3] .. gseq .. ARGV[4])
-local i = 12
+if ARGV[12] ~= '' then
+  if edits then redis.call('HSET', KEYS[5], 'e:' .. ARGV[12], edits .. ',' .. gseq) else redis.call('HSET', KEYS[5], 'e:' .. ARGV[12], gseq) end
+end
+if ARGV[13] ~= '' then
+  scrub(KEYS[5], redis.call('HGET', KEYS[5], 'e:' .. ARGV[13]))
+  redis.call('HDEL', KEYS[5], 'e:' .. ARGV[13])
+end
+local i = 15
 local n = tonumber(ARGV[i])
 for j = 1, n do
   local user, role = ARGV[i + 2 * j - 1], ARGV[i + 2 * j]
@@ -262,7 +276,10 @@ while low <= limit and n < ${GROUP_TRIM_MAX} do
     if ts == nil or ts >= cutoff then break end
     redis.call('HDEL', KEYS[3], low)
     local id, from = string.match(tail, '^"type":"message","id":"([^"]+)","from":"([^"]+)"')
-    if id then redis.call('HDEL', KEYS[4], from .. '|' .. id) end
+    if id then
+      redis.call('HDEL', KEYS[4], from .. '|' .. id)
+      redis.call('HDEL', KEYS[3], 'e:' .. low)
+    end
     removed = removed + 1
   end
   low = low + 1

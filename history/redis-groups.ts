@@ -13,6 +13,7 @@ import { GROUP_CHANGE, GROUP_CREATE, GROUP_DELIVERED, GROUP_MARKS, GROUP_MESSAGE
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
 import { RedisGroupFanOut } from './redis-group-fanout.ts'
 import { groupEventTail, groupEventTemplate, groupReadReceiptTail, type GroupEvent, type GroupMessageEvent } from './group-events.ts'
+import { MAX_EDITS_PER_MESSAGE } from './events.ts'
 import type { LogSink } from './log-sink.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
 
@@ -141,7 +142,7 @@ export class RedisGroups implements GroupStore {
     return { gseq: Number(reply[1]) }
   }
 
-  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser = 0): Promise<GroupAppend | 'stale'> {
+  async changeGroup (id: string, expectedVersion: number, change: GroupChange, event: GroupEvent, sink: LogSink, maxGroupsPerUser = 0): Promise<GroupAppend | 'stale' | 'too_many_edits'> {
     const upsert = change.upsert ?? []
     const remove = change.remove ?? []
     const reserved = await this.#reserve(id, upsert.map(({ user }) => user), maxGroupsPerUser)
@@ -154,14 +155,15 @@ export class RedisGroups implements GroupStore {
         change.name === undefined ? '0' : '1', change.name ?? '',
         change.meta === undefined ? '0' : '1', change.meta === null || change.meta === undefined ? '' : JSON.stringify(change.meta),
         change.replace === undefined ? '' : change.replace.gseq, change.replace === undefined ? '' : groupEventTail(change.replace.event, change.replace.gseq), Date.now(),
+        change.editOf ?? '', change.scrubEditsOf ?? '', MAX_EDITS_PER_MESSAGE,
         upsert.length, ...upsert.flatMap(({ user, role }) => [user, role]), remove.length, ...remove)
     } catch (error) {
       await this.#release(id, reserved)
       throw error
     }
-    if (reply[0] === 'stale') {
+    if (reply[0] === 'stale' || reply[0] === 'too_many') {
       await this.#release(id, reserved)
-      return 'stale'
+      return reply[0] === 'stale' ? 'stale' : 'too_many_edits'
     }
     await this.#replicas.after(this.#keys.group(id, 'seq'))
     await this.#fanOutNow(id, sink)

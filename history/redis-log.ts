@@ -6,16 +6,16 @@
 // is resolved with a read of the group's key.
 import { defineVariadicScript, type RedisClient } from '../storage/redis-client.ts'
 import { bySlot, slotOf } from '../storage/redis-keys.ts'
-import type { AppendResult, ConversationSummary, HotLogStore, LogEntry, LogRetentionHook, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
+import type { AppendResult, ConversationSummary, EditResult, HotLogStore, LogEntry, LogRetentionHook, NewMessage, Notice, Page, ReceiptKind, ReceiptResult, RecallResult } from './history-store.ts'
 import { formatIdRecord, parseIdRecord, parseMeta, REMOVE_PAST_RETENTION_LOG } from './history-store.ts'
 import { parseGroupRef } from './group-store.ts'
-import { messageTail, receiptTail, recallEvent, tailOf, tombstone, withSeq } from './events.ts'
+import { editedMessage, editEvent, MAX_EDITS_PER_MESSAGE, messageTail, receiptTail, recallEvent, sameBody, tailOf, tombstone, withSeq } from './events.ts'
 import type { LogSink } from './log-sink.ts'
 import { redisKeys, type GroupKeys } from './redis-group-keys.ts'
-import { RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
+import { editItemText, RedisRelay, relayItem, type RelayItem } from './redis-relay.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
 import type { RedisArchiveMarks } from './redis-archive-source.ts'
-import { APPEND, NOTICES, READ_LOG, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
+import { APPEND, EDIT, NOTICES, READ_LOG, RECALL, RECEIPT, TRIM } from './redis-scripts.ts'
 import type { Cluster, Redis } from 'ioredis'
 
 type Reply = Array<string | number | null>
@@ -24,6 +24,7 @@ interface ScriptedRedis {
   historyAppend (...args: Array<string | number>): Promise<Reply>
   historyReceipt (...args: Array<string | number>): Promise<Reply>
   historyRecall (...args: Array<string | number>): Promise<Reply>
+  historyEdit (...args: Array<string | number>): Promise<Reply>
   historyTrim (...args: Array<string | number>): Promise<number>
   historyReadLog (...args: Array<string | number>): Promise<string[]>
   historyNotices (...args: Array<string | number>): Promise<number[]>
@@ -106,6 +107,7 @@ export class RedisLog implements HotLogStore {
     redis.defineCommand('historyAppend', { numberOfKeys: 10, lua: APPEND })
     redis.defineCommand('historyReceipt', { numberOfKeys: 10, lua: RECEIPT })
     redis.defineCommand('historyRecall', { numberOfKeys: 8, lua: RECALL })
+    redis.defineCommand('historyEdit', { numberOfKeys: 8, lua: EDIT })
     defineVariadicScript(redis, 'historyTrim', TRIM)
     redis.defineCommand('historyReadLog', { numberOfKeys: 2, lua: READ_LOG })
     defineVariadicScript(redis, 'historyNotices', NOTICES)
@@ -207,6 +209,31 @@ export class RedisLog implements HotLogStore {
       const seq = Number(reply[1])
       this.#after(sender, seq, to === sender ? undefined : { item: relayItem.recall(sender, Number(reply[2]), { to, id, messageTs: ts, ts: now }), done: Number(reply[3]), sink })
       return { status: 'recalled', message, senderEvent: withSeq(seq, recallTail), to }
+    }
+  }
+
+  async edit (sender: string, id: string, body: unknown, now: number, windowMs: number, sink: LogSink): Promise<EditResult> {
+    for (;;) {
+      const record = await this.#redis.hget(this.#k(sender, 'ids'), id)
+      if (record === null) return { status: 'not_found' }
+      const { senderSeq, to, ts, recalled } = parseIdRecord(record)
+      if (to.startsWith('g:')) return { status: 'not_found' } // a group message: not a 1:1 edit
+      if (recalled) return { status: 'recalled' }
+      if (now - ts > windowMs) return { status: 'window_expired' }
+      const stored = await this.#redis.hget(this.#k(sender, 'ev'), String(senderSeq))
+      if (stored === null) return { status: 'not_found' }
+      if (sameBody(stored, body)) return { status: 'edited', message: stored, senderEvent: undefined, to }
+      const message = editedMessage(stored, body, now)
+      const editTail = tailOf(editEvent(0, id, sender, to, senderSeq, now, body))
+      this.#archive?.mark([`u:${sender}`])
+      const reply = await this.#redis.historyEdit(...['ids', 'ev', 'log', 'seq'].map((name) => this.#k(sender, name)), ...this.#outbox(sender),
+        sender, id, record, tailOf(stored), senderSeq, to, now, tailOf(message), editTail, editItemText(to, tailOf(message)), MAX_EDITS_PER_MESSAGE)
+      if (reply[0] === 'changed') continue // edited, recalled (or reused) meanwhile: decide again
+      if (reply[0] === 'too_many') return { status: 'too_many_edits' }
+      await this.#replicas.after(this.#k(sender, 'seq'))
+      const seq = Number(reply[1])
+      this.#after(sender, seq, to === sender ? undefined : { item: relayItem.edit(sender, Number(reply[2]), to, tailOf(message)), done: Number(reply[3]), sink })
+      return { status: 'edited', message, senderEvent: withSeq(seq, editTail), to }
     }
   }
 

@@ -20,7 +20,7 @@ import { defineVariadicScript, type RedisClient } from '../storage/redis-client.
 import { bySlot } from '../storage/redis-keys.ts'
 import type { ReplicaGate } from '../storage/replication.ts'
 import type { LogSink } from './log-sink.ts'
-import { receiptTail, recallTemplate, tailOf, tombstoneTail } from './events.ts'
+import { editTemplate, receiptTail, recallTemplate, tailOf, tombstoneTail } from './events.ts'
 import type { ReceiptKind } from './history-store.ts'
 import { RELAY_APPLY, RELAY_DONE, RELAY_READ, RELAY_TARGET_KEYS } from './redis-scripts.ts'
 import { SerialRuns } from './serial-runs.ts'
@@ -47,6 +47,8 @@ export type RelayItem =
   | { origin: string, no: number, kind: 'm', to: string, id: string, ts: number, senderSeq: number, tail: string, newConversation: boolean }
   | { origin: string, no: number, kind: 'r', to: string, id: string, ts: number, receipt: ReceiptKind, upTo: number, tail: string }
   | { origin: string, no: number, kind: 'x', to: string, id: string, ts: number, messageTs: number, pre: string, post: string, tombstone: string }
+  /** An edit: `tail` is the edited message's (seq-independent), the edit event is made from it. */
+  | { origin: string, no: number, kind: 'e', to: string, id: string, ts: number, tail: string, pre: string, post: string }
 
 type Fields<K extends RelayItem['kind']> = Omit<Extract<RelayItem, { kind: K }>, 'origin' | 'no' | 'kind' | 'tail' | 'pre' | 'post' | 'tombstone'>
 
@@ -56,11 +58,24 @@ export const relayItem = {
   receipt: (origin: string, no: number, fields: Fields<'r'>): RelayItem =>
     ({ origin, no, kind: 'r', ...fields, tail: receiptTail(fields.receipt, origin, origin, fields.upTo, fields.id, fields.ts) }),
   recall: (origin: string, no: number, fields: Fields<'x'>): RelayItem =>
-    ({ origin, no, kind: 'x', ...fields, ...recallTemplate(fields.id, origin, fields.to, fields.ts), tombstone: tombstoneTail(fields.id, origin, fields.to, fields.messageTs, fields.ts) })
+    ({ origin, no, kind: 'x', ...fields, ...recallTemplate(fields.id, origin, fields.to, fields.ts), tombstone: tombstoneTail(fields.id, origin, fields.to, fields.messageTs, fields.ts) }),
+  edit: (origin: string, no: number, to: string, tail: string): RelayItem => {
+    const { id, body, editedAt } = JSON.parse(`{${tail}`) as { id: string, body: unknown, editedAt: number }
+    return { origin, no, kind: 'e', to, id, ts: editedAt, tail, ...editTemplate(id, origin, to, editedAt, body) }
+  }
+}
+
+/** An edit's outbox item: the edited message's tail last, since it may hold `|`. */
+export function editItemText (to: string, tail: string): string {
+  return `e|${to}|${tail}`
 }
 
 /** An outbox item as stored (`kind|to|…`), with the sender's stored event for a message. */
 function decode (origin: string, no: number, text: string, stored: string): RelayItem | undefined {
+  if (text.startsWith('e|')) {
+    const at = text.indexOf('|', 2)
+    return relayItem.edit(origin, no, text.slice(2, at), text.slice(at + 1))
+  }
   const f = text.split('|')
   const to = f[1]!
   if (f[0] === 'm') {
@@ -78,6 +93,7 @@ function args (item: RelayItem): Array<string | number> {
     case 'm': return [item.no, 'm', item.ts, item.id, item.senderSeq, '', item.tail, '']
     case 'r': return [item.no, 'r', item.ts, item.id, item.receipt, item.upTo, item.tail, '']
     case 'x': return [item.no, 'x', item.ts, item.id, '', item.tombstone, item.pre, item.post]
+    case 'e': return [item.no, 'e', item.ts, item.id, '', item.tail, item.pre, item.post]
   }
 }
 
@@ -221,7 +237,7 @@ export class RedisRelay {
         const no = Number(reply[i + 1])
         const seq = Number(reply[i + 2])
         const { item, sink } = block.entries.find((candidate) => candidate.item.no === no)!
-        if (item.kind === 'x') {
+        if (item.kind === 'x' || item.kind === 'e') {
           sink.appended(item.to, `{"seq":${seq},${item.pre}${Number(reply[i + 3])}${item.post}`)
           continue
         }

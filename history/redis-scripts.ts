@@ -13,6 +13,7 @@
 //   convs  zset peer by last message seq
 //   ids    hash  id -> `senderSeq|0|to|ts|flag` (the sender's idempotency and recall)
 //   rids   hash  `<from>|<id>` -> seq of a received message here (0: withheld by a block; -seq: recalled)
+//          and `<from>|<id>|e` -> the seqs of its edit events here (`ids` has `<id>|e` for the sender's)
 //   read / dlv       hash peer -> own mark (own seq space)
 //   readby / dlvby   hash peer -> how far the peer got (own seq space)
 //   blocks hash  blocked user -> since (ms)
@@ -22,6 +23,20 @@
 // plus the relay's pending index (a zset of users with outbox items, in the
 // user's slot). Ids are validated `[A-Za-z0-9._@-]`, so they are safe inside
 // JSON strings and `|`-separated metadata without escaping.
+
+// An edit event's seqs are listed per message (the sender's in ids `<id>|e`, the recipient's in
+// rids `<from>|<id>|e`): a recall cuts each one's body (events.ts, editWithoutBody).
+export const SCRUB = `
+local function scrub(ev, list)
+  for s in string.gmatch(list or '', '%d+') do
+    local e = redis.call('HGET', ev, s)
+    if e then
+      local at = string.find(e, ',"body":', 1, true)
+      if at then redis.call('HSET', ev, s, string.sub(e, 1, at - 1) .. '}') end
+    end
+  end
+end
+`
 
 const META = `
 local function meta(seq, ts, peer, kind, dir, id, peerSeq)
@@ -102,11 +117,13 @@ return {1, s, unread(), readerSeq, n, tonumber(redis.call('GET', KEYS[10]) or '0
  * to, ts, now, tombstoneTail, recallTail (the sender's recall event), flaggedRecord.
  * Returns {'recalled', recallSeq, item, obdone} or {'changed'}. Queues `x|to|id|ts|now` for the recipient.
  */
-export const RECALL = META + `
+export const RECALL = META + SCRUB + `
 local sender, id, sSeq, to, ts, now = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if redis.call('HGET', KEYS[1], id) ~= ARGV[3] then return {'changed'} end
 if redis.call('HEXISTS', KEYS[2], sSeq) == 1 then redis.call('HSET', KEYS[2], sSeq, '{"seq":' .. sSeq .. ',' .. ARGV[8]) end
 redis.call('HSET', KEYS[1], id, ARGV[10])
+scrub(KEYS[2], redis.call('HGET', KEYS[1], id .. '|e'))
+redis.call('HDEL', KEYS[1], id .. '|e')
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], seq, '{"seq":' .. seq .. ',' .. ARGV[9])
 redis.call('ZADD', KEYS[3], seq, meta(seq, now, to, 'x', 'out', id, 0))
@@ -117,6 +134,34 @@ if to ~= sender then
   redis.call('ZADD', KEYS[7], 'NX', now, sender)
 end
 return {'recalled', seq, n, tonumber(redis.call('GET', KEYS[8]) or '0')}
+`
+
+/**
+ * KEYS: ids, ev, log, seq, ob, obseq, pending, obdone (the sender's).
+ * ARGV: sender, id, record and stored message (as read: the script changes nothing if either
+ * changed meanwhile), senderSeq, to, now, editedTail (the message after the edit), editTail
+ * (the sender's edit event), item (the outbox item), max (edits per message).
+ * Returns {'edited', editSeq, item, obdone}, {'changed'} or {'too_many'}. Queues the item for the recipient.
+ */
+export const EDIT = META + `
+local sender, id, sSeq, to, now = ARGV[1], ARGV[2], ARGV[5], ARGV[6], ARGV[7]
+if redis.call('HGET', KEYS[1], id) ~= ARGV[3] then return {'changed'} end
+if redis.call('HGET', KEYS[2], sSeq) ~= '{"seq":' .. sSeq .. ',' .. ARGV[4] then return {'changed'} end
+local edits = redis.call('HGET', KEYS[1], id .. '|e')
+local _, count = string.gsub(edits or '', '%d+', '')
+if count >= tonumber(ARGV[11]) then return {'too_many'} end
+redis.call('HSET', KEYS[2], sSeq, '{"seq":' .. sSeq .. ',' .. ARGV[8])
+local seq = redis.call('INCR', KEYS[4])
+if edits then redis.call('HSET', KEYS[1], id .. '|e', edits .. ',' .. seq) else redis.call('HSET', KEYS[1], id .. '|e', seq) end
+redis.call('HSET', KEYS[2], seq, '{"seq":' .. seq .. ',' .. ARGV[9])
+redis.call('ZADD', KEYS[3], seq, meta(seq, now, to, 'x', 'out', id, 0))
+local n = 0
+if to ~= sender then
+  n = redis.call('INCR', KEYS[6])
+  redis.call('HSET', KEYS[5], n, ARGV[10])
+  redis.call('ZADD', KEYS[7], 'NX', now, sender)
+end
+return {'edited', seq, n, tonumber(redis.call('GET', KEYS[8]) or '0')}
 `
 
 /**
@@ -150,13 +195,15 @@ export const RELAY_TARGET_KEYS = ['seq', 'ev', 'log', 'convs', 'rx', 'rids', 'bl
  *   m  a = the sender's seq, pre = the message's tail           (withheld if the target blocks the origin)
  *   r  a = receipt kind, b = upTo (target's seq space), pre = the receipt's tail
  *   x  pre/post = the recall event's tail around messageSeq, b = the tombstone's tail
+ *   e  pre/post = the edit event's tail around messageSeq, b = the edited message's tail
  * Applies each item once, in order. An item at or below the target's mark for the origin was applied
  * before, unless what it would write is not there (an origin's primary that failed over without
  * replicating its last items numbers new items again): a message by its `rids` entry (`0` withheld,
- * `-seq` recalled), a receipt by the peer's marks, a recall by the `-`.
+ * `-seq` recalled), a receipt by the peer's marks, a recall by the `-`; an edit only when fresh (a
+ * renumbered edit is passed over: the recipient keeps the text before it).
  * Returns {block index, itemNo, seq, messageSeq, ...} of what it appended.
  */
-export const RELAY_APPLY = META + `
+export const RELAY_APPLY = META + SCRUB + `
 local out = {}
 local a = 2
 for t = 1, tonumber(ARGV[1]) do
@@ -208,9 +255,24 @@ for t = 1, tonumber(ARGV[1]) do
         if redis.call('HEXISTS', ev, r) == 1 then redis.call('HSET', ev, r, '{"seq":' .. r .. ',' .. y) end
         redis.call('ZREM', inc, r)
         redis.call('HSET', rids, origin .. '|' .. id, -r)
+        scrub(ev, redis.call('HGET', rids, origin .. '|' .. id .. '|e'))
+        redis.call('HDEL', rids, origin .. '|' .. id .. '|e')
         local s = redis.call('INCR', seqKey)
         redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre .. r .. post)
         redis.call('ZADD', log, s, meta(s, ts, origin, 'x', 'in', id, 0))
+        table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, r)
+      end
+    elseif kind == 'e' then
+      -- Only a message that is here and not recalled: recall wins over an edit.
+      local r = tonumber(redis.call('HGET', rids, origin .. '|' .. id) or '0')
+      if r > 0 and fresh then
+        if redis.call('HEXISTS', ev, r) == 1 then redis.call('HSET', ev, r, '{"seq":' .. r .. ',' .. y) end
+        local s = redis.call('INCR', seqKey)
+        redis.call('HSET', ev, s, '{"seq":' .. s .. ',' .. pre .. r .. post)
+        redis.call('ZADD', log, s, meta(s, ts, origin, 'x', 'in', id, 0))
+        local ek = origin .. '|' .. id .. '|e'
+        local edits = redis.call('HGET', rids, ek)
+        if edits then redis.call('HSET', rids, ek, edits .. ',' .. s) else redis.call('HSET', rids, ek, s) end
         table.insert(out, t); table.insert(out, no); table.insert(out, s); table.insert(out, r)
       end
     end
@@ -264,10 +326,10 @@ for i = 3, count + 2 do
       redis.call('ZREM', KEYS[k], seq)
       redis.call('ZREM', KEYS[k + 1], seq)
       if dir == 'in' then
-        if string.sub(peer, 1, 2) ~= 'g:' then redis.call('HDEL', KEYS[4], peer .. '|' .. id) end
+        if string.sub(peer, 1, 2) ~= 'g:' then redis.call('HDEL', KEYS[4], peer .. '|' .. id, peer .. '|' .. id .. '|e') end
       else
         local record = redis.call('HGET', KEYS[3], id)
-        if record and string.match(record, '^(%d+)|') == seq then redis.call('HDEL', KEYS[3], id) end
+        if record and string.match(record, '^(%d+)|') == seq then redis.call('HDEL', KEYS[3], id, id .. '|e') end
       end
     end
     -- Trimmed in seq order: once the conversation's last event (of any kind) goes, all of it has.

@@ -10,8 +10,9 @@
 //   member: sends, reads, leaves.
 import { randomUUID } from 'node:crypto'
 import { GROUP_TRIM_EVERY, GroupsFull, type Group, type GroupChange, type GroupPage, type GroupStore, type Role } from '../history/group-store.ts'
-import { groupEventTail, groupReadersNoticeTail, parseGroupEvent, type GroupEvent } from '../history/group-events.ts'
+import { groupEventTail, groupReadersNoticeTail, parseGroupEvent, type GroupEvent, type GroupMessageEvent } from '../history/group-events.ts'
 import type { LogStore } from '../history/history-store.ts'
+import { MAX_EDITS_PER_MESSAGE } from '../history/events.ts'
 import { isValidId } from '../protocol/identity.ts'
 import { PublishRejected } from '../protocol/errors.ts'
 import { checkedAttachments, type ReferenceAttachments, type SendEphemeral } from './message-service.ts'
@@ -22,7 +23,7 @@ import type { LogSink } from '../history/log-sink.ts'
 export type GroupErrorCode =
   | 'group_not_found' | 'not_a_member' | 'not_allowed' | 'already_a_member' | 'member_not_found'
   | 'too_many_members' | 'too_many_groups' | 'owner_must_hand_over' | 'invalid_group' | 'id_conflict'
-  | 'message_not_found' | 'recall_window_expired'
+  | 'message_not_found' | 'recall_window_expired' | 'edit_window_expired' | 'message_recalled' | 'too_many_edits'
 
 /** A group request the rules refuse; the doors map `code` to an HTTP status or an error event. */
 export class GroupRejected extends Error {
@@ -56,6 +57,8 @@ export interface GroupServiceOptions {
   recallWindowMs: number
   /** Undefined without attachment storage: messages with attachments are refused. */
   attachments?: ReferenceAttachments
+  /** How long a sender may edit their own message (nobody else may); 0 by default (no edits). */
+  editWindowMs?: number
   now?: () => number
   /** Delivered marks from PUBACKs are written at most this often. */
   coalesceMs?: number
@@ -100,6 +103,7 @@ export class GroupService {
   readonly #maxMembers: number
   readonly #maxGroupsPerUser: number
   readonly #recallWindowMs: number
+  readonly #editWindowMs: number
   readonly #now: () => number
   readonly #coalesceMs: number
   readonly #onError: (error: unknown) => void
@@ -115,11 +119,12 @@ export class GroupService {
 
   readonly #attachments: ReferenceAttachments | undefined
 
-  constructor ({ groups, history, log, ephemeral, maxMembers, maxGroupsPerUser = 0, recallWindowMs, attachments, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, sweepMs = 1000, onError = () => {} }: GroupServiceOptions) {
+  constructor ({ groups, history, log, ephemeral, maxMembers, maxGroupsPerUser = 0, recallWindowMs, editWindowMs = 0, attachments, now = Date.now, coalesceMs = 250, readCoalesceMs = 1000, sweepMs = 1000, onError = () => {} }: GroupServiceOptions) {
     this.#history = history
     this.#attachments = attachments
     this.#readCoalesceMs = readCoalesceMs
     this.#recallWindowMs = recallWindowMs
+    this.#editWindowMs = editWindowMs
     this.#maxGroupsPerUser = maxGroupsPerUser
     this.#groups = groups
     this.#log = log
@@ -265,7 +270,7 @@ export class GroupService {
       if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
       attachments = await checkedAttachments(this.#attachments, from, { group }, message)
     }
-    const event = { type: 'message' as const, id: message.id, from, group, ts: this.#now(), body: message.body, ...(attachments === undefined ? {} : { attachments }) }
+    const event = { type: 'message' as const, id: message.id, from, group, ts: this.#now(), ...(message.replyTo === undefined ? {} : { replyTo: message.replyTo }), body: message.body, ...(attachments === undefined ? {} : { attachments }) }
     if (!durable) {
       const current = await this.#groups.getGroup(group)
       if (current === undefined || !current.members.has(from)) throw new PublishRejected('not_a_member', 'you are not a member of this group', message.id)
@@ -315,10 +320,41 @@ export class GroupService {
       const now = this.#now()
       if (!moderator && now - message.ts > this.#recallWindowMs) throw new GroupRejected('recall_window_expired', 'the recall window for this message has passed')
       const tombstone = { type: 'message' as const, id: message.id, from: message.from, group: id, ts: message.ts, recalled: true as const, recalledAt: now, by: actor }
-      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: tombstone } },
+      // The edit events' bodies go with the message's.
+      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: tombstone }, scrubEditsOf: gseq },
         { type: 'recall', group: id, ts: now, messageGseq: gseq, id: message.id, from: message.from, by: actor }, this.#log)
       if (appended === 'stale') continue
       return JSON.parse(`{${groupEventTail(tombstone, gseq)}`) as Record<string, unknown>
+    }
+    throw new Error(`group ${id} kept changing; try again`)
+  }
+
+  /**
+   * Edits the group message `gseq`: only its sender, within the edit window, never a
+   * recalled one. The one stored copy takes the new body (`edited`, `editedAt`), so every
+   * member's log shows it at once, and every member gets an `edit` event with the body.
+   * Editing to the body it already has changes nothing (a retry is harmless).
+   */
+  async edit (actor: string, id: string, gseq: number, body: unknown): Promise<Record<string, unknown>> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const group = await this.#memberView(actor, id)
+      const stored = await this.#groups.groupEvent(id, gseq)
+      const message = stored === undefined ? undefined : parseGroupEvent(stored)
+      if (message?.type !== 'message') throw new GroupRejected('message_not_found', 'no message with this gseq in the group')
+      if (message.from !== actor) throw new GroupRejected('not_allowed', 'only its sender may edit a message')
+      if (message.recalled === true) throw new GroupRejected('message_recalled', 'the message was recalled')
+      const now = this.#now()
+      if (now - message.ts > this.#editWindowMs) throw new GroupRejected('edit_window_expired', 'the edit window for this message has passed')
+      if (JSON.stringify(message.body) === JSON.stringify(body)) return { ...message }
+      const edited: GroupMessageEvent = {
+        type: 'message', id: message.id, from: message.from, group: id, ts: message.ts,
+        ...(message.replyTo === undefined ? {} : { replyTo: message.replyTo }), body, edited: true, editedAt: now
+      }
+      const appended = await this.#groups.changeGroup(id, group.version, { replace: { gseq, event: edited }, editOf: gseq },
+        { type: 'edit', group: id, ts: now, messageGseq: gseq, id: message.id, from: message.from, body }, this.#log)
+      if (appended === 'stale') continue
+      if (appended === 'too_many_edits') throw new GroupRejected('too_many_edits', `a message may be edited at most ${MAX_EDITS_PER_MESSAGE} times`)
+      return JSON.parse(`{${groupEventTail(edited, gseq)}`) as Record<string, unknown>
     }
     throw new Error(`group ${id} kept changing; try again`)
   }

@@ -23,6 +23,10 @@ export interface SendResult {
   event: string | undefined
 }
 
+export type EditOutcome =
+  | { status: 'edited', message: string }
+  | { status: 'not_found' | 'window_expired' | 'recalled' | 'too_many_edits' }
+
 export type RecallOutcome =
   | { status: 'recalled', message: string }
   | { status: 'not_found' | 'window_expired' }
@@ -38,7 +42,7 @@ export async function checkedAttachments (reference: ReferenceAttachments | unde
 }
 
 export interface MessageServiceOptions {
-  history: Pick<LogStore, 'appendMessage' | 'recall' | 'sweepRelay' | 'relayed'>
+  history: Pick<LogStore, 'appendMessage' | 'recall' | 'edit' | 'sweepRelay' | 'relayed'>
   /** Who blocked whom: ephemeral sends (typing) to a blocker are dropped. */
   blocks: Pick<BlockStore, 'isBlocked'>
   /** Where durable appends are reported (messaging/log-delivery.ts). */
@@ -47,6 +51,8 @@ export interface MessageServiceOptions {
   recallWindowMs: number
   /** Undefined without attachment storage: messages with attachments are refused. */
   attachments?: ReferenceAttachments
+  /** How long after sending a sender may edit; 0 by default (no edits). */
+  editWindowMs?: number
   now?: () => number
   /** How often this process completes relays a dead process left (0: never). */
   sweepMs?: number
@@ -60,16 +66,18 @@ export class MessageService {
   readonly #ephemeral: SendEphemeral
   readonly #recallWindowMs: number
   readonly #attachments: ReferenceAttachments | undefined
+  readonly #editWindowMs: number
   readonly #now: () => number
   readonly #sweeper: NodeJS.Timeout | undefined
 
-  constructor ({ history, blocks, log, ephemeral, recallWindowMs, attachments, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
+  constructor ({ history, blocks, log, ephemeral, recallWindowMs, editWindowMs = 0, attachments, now = Date.now, sweepMs = 1000, onError = () => {} }: MessageServiceOptions) {
     this.#attachments = attachments
     this.#history = history
     this.#blocks = blocks
     this.#log = log
     this.#ephemeral = ephemeral
     this.#recallWindowMs = recallWindowMs
+    this.#editWindowMs = editWindowMs
     this.#now = now
     if (sweepMs > 0) {
       this.#sweeper = setInterval(() => { history.sweepRelay(log).catch(onError) }, sweepMs)
@@ -108,6 +116,14 @@ export class MessageService {
     if (result.status !== 'recalled') return result
     if (result.senderEvent !== undefined) this.#log.appended(sender, result.senderEvent)
     return { status: 'recalled', message: result.message }
+  }
+
+  /** The sender replaces a message's body (a body already checked like a send's: protocol/message.ts). */
+  async edit (sender: string, id: string, body: unknown): Promise<EditOutcome> {
+    const result = await this.#history.edit(sender, id, body, this.#now(), this.#editWindowMs, this.#log)
+    if (result.status !== 'edited') return result
+    if (result.senderEvent !== undefined) this.#log.appended(sender, result.senderEvent)
+    return { status: 'edited', message: result.message }
   }
 
   /** Stops the sweeper; resolves once the relays this process started have run. */

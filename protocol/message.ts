@@ -8,6 +8,7 @@ import { ID_SOURCE, isValidId, MAX_ID_LENGTH } from './identity.ts'
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.ts'
 import secureJson from 'secure-json-parse'
 import { parseAttachmentRequests, type AttachmentRef, type AttachmentRequest } from './attachments.ts'
+import { parseReplyTo, type ReplyTo } from './relations.ts'
 
 
 export interface MessageEnvelope {
@@ -16,13 +17,15 @@ export interface MessageEnvelope {
   from: string
   to: string
   ts: number
+  /** A reply: the message it answers (protocol/relations.ts). */
+  replyTo?: ReplyTo
   body: unknown
   /** Uploaded files, as the server checked them (protocol/attachments.ts). */
   attachments?: AttachmentRef[]
 }
 
-/** A message as a client sends it. */
-export interface OutgoingMessage { id: string, body: unknown, attachments?: AttachmentRequest[] }
+/** What a client sends: the server stamps the rest. */
+export interface OutgoingMessage { id: string, body: unknown, replyTo?: ReplyTo, attachments?: AttachmentRequest[] }
 
 export type InboxPayload =
   | { type: 'message' } & OutgoingMessage
@@ -70,7 +73,7 @@ function parseObject (payload: Buffer, maxBytes: number): Record<string, unknown
   return parsed as Record<string, unknown>
 }
 
-function messageFields ({ id, body, attachments }: Record<string, unknown>): OutgoingMessage {
+function messageFields ({ id, body, replyTo, attachments }: Record<string, unknown>): OutgoingMessage {
   // Ids become keys in the history log, so they follow the same rule as user ids.
   if (!isValidId(id)) {
     throw new PublishRejected('invalid_message', `"id" must be 1-${MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ @ -`)
@@ -78,8 +81,9 @@ function messageFields ({ id, body, attachments }: Record<string, unknown>): Out
   if (body === undefined) {
     throw new PublishRejected('invalid_message', '"body" is required (a string or any JSON value)', id)
   }
+  const reply = parseReplyTo(replyTo, id)
   const files = parseAttachmentRequests(attachments, id)
-  return files === undefined ? { id, body } : { id, body, attachments: files }
+  return { id, ...(reply === undefined ? {} : { replyTo: reply }), body, ...(files === undefined ? {} : { attachments: files }) }
 }
 
 /** Parses a chat message `{id, body}`; throws PublishRejected naming the problem. */
@@ -103,8 +107,9 @@ export function parseInboxPayload (payload: Buffer, maxBytes: number): InboxPayl
 }
 
 /** `attachments`: the checked references (AttachmentService.reference), not the client's. */
-export function stamp (message: { id: string, body: unknown }, from: string, to: string, now: number, attachments?: AttachmentRef[]): MessageEnvelope {
-  const envelope: MessageEnvelope = { type: 'message', id: message.id, from, to, ts: now, body: message.body }
+export function stamp (message: OutgoingMessage, from: string, to: string, now: number, attachments?: AttachmentRef[]): MessageEnvelope {
+  // Key order is the stored bytes' order: `replyTo` before the body, so headers are read without it.
+  const envelope: MessageEnvelope = { type: 'message', id: message.id, from, to, ts: now, ...(message.replyTo === undefined ? {} : { replyTo: message.replyTo }), body: message.body }
   if (attachments !== undefined) envelope.attachments = attachments
   return envelope
 }

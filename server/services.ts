@@ -20,7 +20,7 @@ import type { Transport } from './transport.ts'
 import type { AttachmentService } from '../attachments/attachment-service.ts'
 
 export interface ServicesOptions {
-  config: Pick<Config, 'limits' | 'recallWindowMs' | 'maxGroupMembers' | 'presenceVisibility'>
+  config: Pick<Config, 'limits' | 'recallWindowMs' | 'editWindowMs' | 'maxGroupMembers' | 'presenceVisibility'>
   history: LogStore
   blocks: BlockStore
   groups: GroupStore
@@ -101,6 +101,7 @@ export function createServices (options: ServicesOptions): Services {
     maxGroupsPerUser: config.limits.groupsPerUser,
     recallWindowMs: config.recallWindowMs,
     attachments,
+    editWindowMs: config.editWindowMs,
     onError: (error) => log.error({ err: error }, 'group delivery marks failed')
   })
   const messages = new MessageService({
@@ -110,6 +111,7 @@ export function createServices (options: ServicesOptions): Services {
     ephemeral,
     recallWindowMs: config.recallWindowMs,
     attachments,
+    editWindowMs: config.editWindowMs,
     onError: (error) => log.error({ err: error }, 'relay sweep failed')
   })
   const blocks = new BlockService({ blocks: options.blocks, maxBlocks: config.limits.blocksPerUser, onChange: reconsider })

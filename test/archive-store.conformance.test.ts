@@ -179,6 +179,22 @@ for (const { name, open } of STORES) {
       t.equal(await store.archivedSeq('bob'), 0)
     })
 
+    t.test('replace with a doc (an edit): found by the new text only, at once', async (t) => {
+      const store = await fresh(t)
+      await store.putGroupEvents([groupMessage('g1', 1, ['kiwi'])])
+      await store.putUserEvents([message('al', 1, 'bob', ['pineapple', 'pizza']), ref('al', 2, 'g1', 1)])
+      const edited = '{"seq":1,"type":"message","id":"m-al-1","body":"mushroom pizza","edited":true}'
+      await store.replaceUserEvent('al', 1, edited, { text: 'mushroom pizza', tokens: ['mushroom', 'pizza', 'pizza'] })
+      t.equal((await store.readLog('al', 0, 1))[0]!.event, edited)
+      t.same((await searchSeqs(store, 'al', { tokens: ['pineapple'] })).seqs, [], 'the old text is not found')
+      t.same((await searchSeqs(store, 'al', { tokens: ['mushroom', 'pizza'] })).seqs, [1], 'the new one is')
+      const tail = '"type":"message","id":"gm-g1-1","from":"u","group":"g1","gseq":1,"body":"mango","edited":true}'
+      await store.replaceGroupEvent('g1', 1, tail, { text: 'mango', tokens: ['mango'] })
+      t.same((await searchSeqs(store, 'al', { tokens: ['kiwi'] })).seqs, [])
+      t.same((await searchSeqs(store, 'al', { tokens: ['mango'] })).seqs, [2], 'a member finds the group message by its new text')
+      t.equal((await store.readLog('al', 1, 1))[0]!.event, `{"seq":2,${tail}`)
+    })
+
     t.test('replace: the tombstone is read back, and the message leaves search at once', async (t) => {
       const store = await fresh(t)
       await store.putGroupEvents([groupMessage('g1', 1, ['secret', 'plan'])])

@@ -4,6 +4,7 @@
 // log's store beside it, and LevelDB (one batch). Fan-out is
 // observed through the LogSink it reports to and the members' own log keys.
 import t from 'tap'
+import { MAX_EDITS_PER_MESSAGE } from '../history/events.ts'
 import { Cluster, Redis } from 'ioredis'
 import { join } from 'node:path'
 import type { GroupRetentionHook, GroupStore, Role } from '../history/group-store.ts'
@@ -273,6 +274,33 @@ for (const { name, open } of STORES) {
     const marks = await groups.groupMarks(group)
     t.same([marks.read.get(ann), marks.delivered.get(ann), marks.delivered.get(ben)], [4, 4, 3], 'the group\'s marks: read implies delivered; delivered forward only')
     t.equal(await groups.markGroupRead(group, uniqueUser('stranger'), 1, 1), 'not_a_member')
+  })
+
+  t.test(`${name}: an edit replaces the message and keeps it unread; a recall cuts the text out of its edits`, async (t) => {
+    const { groups, unread, close } = await open()
+    t.teardown(close)
+    const sink = new RecordingSink()
+    const [owner, ann] = [uniqueUser('owner'), uniqueUser('ann')]
+    const group = await createGroup(groups, sink, owner, [ann])
+    await message(groups, sink, group, owner, 'one', 5000)
+    let version = 1
+    const edit = async (n: number): Promise<unknown> => {
+      const edited = { type: 'message' as const, group, id: 'one', from: owner, ts: 5000, body: `v${n}`, edited: true as const, editedAt: 5000 + n }
+      const result = await groups.changeGroup(group, version, { replace: { gseq: 2, event: edited }, editOf: 2 }, { type: 'edit', group, ts: 5000 + n, messageGseq: 2, id: 'one', from: owner, body: `v${n}` }, sink)
+      if (typeof result === 'object') version++
+      return result
+    }
+    t.match(await edit(1), { gseq: 3 })
+    t.equal(await unread(ann, group), 1, 'an edited message still counts as unread')
+    t.same(JSON.parse(`{${(await groups.groupEvent(group, 2))!}`), { type: 'message', id: 'one', from: owner, group, gseq: 2, ts: 5000, body: 'v1', edited: true, editedAt: 5001 })
+    t.same(JSON.parse(`{${(await groups.groupEvent(group, 3))!}`), { type: 'edit', group, gseq: 3, ts: 5001, messageGseq: 2, id: 'one', from: owner, body: 'v1' })
+    for (let n = 2; n <= MAX_EDITS_PER_MESSAGE; n++) await edit(n)
+    t.equal(await edit(99), 'too_many_edits', 'edits per message are bounded')
+    const tombstone = { type: 'message' as const, group, id: 'one', from: owner, ts: 5000, recalled: true as const, recalledAt: 9000, by: owner }
+    t.match(await groups.changeGroup(group, version, { replace: { gseq: 2, event: tombstone }, scrubEditsOf: 2 }, { type: 'recall', group, ts: 9000, messageGseq: 2, id: 'one', from: owner, by: owner }, sink), { gseq: 3 + MAX_EDITS_PER_MESSAGE })
+    t.same(JSON.parse(`{${(await groups.groupEvent(group, 3))!}`), { type: 'edit', group, gseq: 3, ts: 5001, messageGseq: 2, id: 'one', from: owner }, 'the edit event has no body now')
+    const page = await groups.groupEvents(group, ann, { after: 0, limit: 100 })
+    t.same(page === 'not_a_member' ? ['not_a_member'] : page.events.filter((event) => event.includes('"body"')), [], 'nor has any of them')
   })
 
   t.test(`${name}: retention is its own step and asks the hook`, async (t) => {

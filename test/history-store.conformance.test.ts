@@ -18,6 +18,7 @@ import { RedisLog } from '../history/redis-log.ts'
 import { RedisCursors } from '../history/redis-cursors.ts'
 import { RedisBlocks } from '../history/redis-blocks.ts'
 import { LevelHistory } from '../history/level-history.ts'
+import { MAX_EDITS_PER_MESSAGE } from '../history/events.ts'
 import { MemoryPresence } from '../presence/memory-presence.ts'
 import { presenceConnectionsKey } from '../storage/redis-keys.ts'
 import type { RedisClient } from '../storage/redis-client.ts'
@@ -195,6 +196,52 @@ for (const { name, open } of STORES) {
       t.notOk('body' in JSON.parse((await store.readLog(bob, 0, 1))[0]!.event!))
       t.match(await store.recall(alice, 'r1', Date.now(), 60_000, sink), { status: 'recalled', senderEvent: undefined }, 'recalling twice writes nothing more')
       t.same(await store.recall(alice, 'missing', Date.now(), 60_000, sink), { status: 'not_found' })
+    })
+
+    t.test('edit: the body is replaced in both logs, an edit event in each; the window, a recall and retries', async (t) => {
+      const alice = uniqueUser('alice')
+      const bob = uniqueUser('bob')
+      const ts = Date.now()
+      const sink = new RecordingSink()
+      await store.appendMessage({ type: 'message', from: alice, to: bob, id: 'e1', ts, replyTo: { id: 'x', from: bob }, body: 'old' }, sink)
+      await store.relayed()
+      // A body with `|`: outbox items are `|`-separated.
+      const body = { text: 'new | with a bar' }
+      const edited = await store.edit(alice, 'e1', body, ts + 10, 60_000, sink)
+      t.match(edited, { status: 'edited', to: bob })
+      if (edited.status !== 'edited') return
+      t.same(JSON.parse(edited.message), { seq: 1, type: 'message', id: 'e1', from: alice, to: bob, ts, replyTo: { id: 'x', from: bob }, body, edited: true, editedAt: ts + 10 })
+      t.same(JSON.parse(edited.senderEvent!), { seq: 2, type: 'edit', id: 'e1', from: alice, to: bob, messageSeq: 1, ts: ts + 10, body })
+      t.equal((await store.readLog(alice, 0, 1))[0]!.event, edited.message, 'the sender\'s log holds the edited message')
+      await store.relayed()
+      const bobs = await store.readLog(bob, 0, 10)
+      t.equal(bobs[0]!.event, edited.message, 'so does the recipient\'s, byte for byte (both seqs are 1)')
+      t.same(JSON.parse(bobs[1]!.event!), { seq: 2, type: 'edit', id: 'e1', from: alice, to: bob, messageSeq: 1, ts: ts + 10, body })
+      t.equal(sink.events.at(-1)!.event, bobs[1]!.event, 'the recipient\'s edit event is reported as stored')
+      t.same(sink.arrivals.map((arrival) => arrival.id), ['e1'], 'an edit is no arrival (no push)')
+      t.match((await store.conversations(bob, { limit: 1 })).conversations, [{ peer: alice, lastSeq: 1, unread: 1 }], 'an edit is not a message: unread and last message stay')
+
+      t.match(await store.edit(alice, 'e1', body, ts + 20, 60_000, sink), { status: 'edited', senderEvent: undefined }, 'the same edit again writes nothing')
+      t.equal(await store.head(alice), 2)
+      t.same(await store.edit(alice, 'e1', 'late', ts + 60_001, 60_000, sink), { status: 'window_expired' })
+      t.same(await store.edit(bob, 'e1', 'not mine', ts + 30, 60_000, sink), { status: 'not_found' }, 'only the sender\'s ids')
+      t.same(await store.edit(alice, 'missing', 'x', ts + 30, 60_000, sink), { status: 'not_found' })
+      t.match(await store.recall(alice, 'e1', ts + 40, 60_000, sink), { status: 'recalled' })
+      t.same(await store.edit(alice, 'e1', 'again', ts + 50, 60_000, sink), { status: 'recalled' })
+      await store.relayed()
+      const tombstone = JSON.parse((await store.readLog(bob, 0, 1))[0]!.event!)
+      t.notOk('body' in tombstone || 'edited' in tombstone, 'the tombstone has neither body nor edit')
+      for (const user of [alice, bob]) {
+        t.same(JSON.parse((await store.readLog(user, 1, 1))[0]!.event!), { seq: 2, type: 'edit', id: 'e1', from: alice, to: bob, messageSeq: 1, ts: ts + 10 }, 'the recall took the text out of the edit events too')
+      }
+
+      await store.appendMessage({ type: 'message', from: alice, to: bob, id: 'e2', ts, body: 0 }, sink)
+      for (let i = 1; i <= MAX_EDITS_PER_MESSAGE; i++) t.equal((await store.edit(alice, 'e2', i, ts + i, 60_000, sink)).status, 'edited')
+      t.same(await store.edit(alice, 'e2', 'one more', ts + 100, 60_000, sink), { status: 'too_many_edits' })
+      t.match(await store.recall(alice, 'e2', ts + 200, 60_000, sink), { status: 'recalled' })
+      await store.relayed()
+      const bodies = (await store.readLog(bob, 0, 200)).filter((entry) => entry.event!.includes('"e2"') && 'body' in JSON.parse(entry.event!))
+      t.same(bodies, [], 'every one of the edits lost its text in the recipient\'s log')
     })
 
     t.test('notices are appended to logs with the next seq', async (t) => {
@@ -437,6 +484,7 @@ for (const { name, open } of STORES.filter(({ name }) => name.startsWith('redis'
     // A receipt and a recall left behind too, then two processes sweeping at once.
     await dead.store.receipt('read', bob, alice, 2, Date.now(), sink)
     await dead.store.recall(alice, 'm1', Date.now(), 60_000, sink)
+    await dead.store.edit(alice, 'm2', 'edited | m2', Date.now(), 60_000, sink)
     for (let i = 3; i <= 40; i++) await send(dead.store, alice, bob, `m${i}`)
     await Promise.all([
       sweeperA.store.sweepRelay(new RecordingSink(), { graceMs: 0, everySlot: true }),
@@ -444,10 +492,12 @@ for (const { name, open } of STORES.filter(({ name }) => name.startsWith('redis'
     ])
     await Promise.all([sweeperA.store.relayed(), sweeperB.store.relayed()])
     const bobs = (await sweeperA.store.readLog(bob, 0, 100)).map((entry) => JSON.parse(entry.event!) as { seq: number, type: string, id: string })
-    // bob's own: m1, m2, his read receipt; then what alice's outbox held: the recall, m3..m40.
-    t.same(bobs.map((event) => event.seq), Array.from({ length: 42 }, (_, i) => i + 1), 'gapless, nothing twice')
+    // bob's own: m1, m2, his read receipt; then what alice's outbox held: the recall, the edit, m3..m40.
+    t.same(bobs.map((event) => event.seq), Array.from({ length: 43 }, (_, i) => i + 1), 'gapless, nothing twice')
     t.same(bobs.filter((event) => event.type === 'message').map((event) => event.id), Array.from({ length: 40 }, (_, i) => `m${i + 1}`), 'every message once, in the order sent')
     t.match(bobs[3], { type: 'recall', id: 'm1', messageSeq: 1 }, 'the recall after the messages before it')
+    t.match(bobs[4], { type: 'edit', id: 'm2', messageSeq: 2, body: 'edited | m2' }, 'the edit from the outbox')
+    t.match(bobs[1], { id: 'm2', body: 'edited | m2', edited: true })
     const alices = (await sweeperA.store.readLog(alice, 0, 100)).map((entry) => JSON.parse(entry.event!) as { type: string })
     t.equal(alices.filter((event) => event.type === 'receipt').length, 1, 'the receipt reached the sender once')
     t.match((await sweeperA.store.conversations(alice, { limit: 1 })).conversations, [{ peer: bob, peerReadUpTo: 2 }])

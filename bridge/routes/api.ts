@@ -60,7 +60,7 @@ export const apiRoutes: FastifyPluginAsync<ApiOptions> = async (app, options) =>
   documentErrors(app)
   await app.register(sessionRoutes, { revocations: options.revocations, signal: options.signal })
   await app.register(messageRoutes, { messages: options.messages, groups: options.groups, maxPayloadBytes: options.maxPayloadBytes, metrics: options.metrics, takePublish: options.takePublish })
-  await app.register(groupRoutes, { groups: options.groups })
+  await app.register(groupRoutes, { groups: options.groups, maxPayloadBytes: options.maxPayloadBytes, takePublish: options.takePublish })
   await app.register(conversationRoutes, { history: options.history, receipts: options.receipts })
   await app.register(syncRoutes, { history: options.history })
   await app.register(presenceRoutes, { presence: options.presence, visibility: options.visibility })

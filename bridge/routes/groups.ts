@@ -5,11 +5,18 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import { GroupRejected, type GroupErrorCode, type GroupService } from '../../messaging/group-service.ts'
 import { sendError, errorSchema } from '../http-errors.ts'
+import { parseOutgoing } from '../../protocol/message.ts'
+import { PublishRejected } from '../../protocol/errors.ts'
+import { refuseOverBudget, type TakePublish } from '../publish-budget.ts'
 import { bearerSecurity } from '../require-user.ts'
 import { idSchema, parseEvent, ref, roleSchema, seqSchema } from '../schemas.ts'
 
 export interface GroupRoutesOptions {
   groups: GroupService
+  /** An edit's body has a send's limits. */
+  maxPayloadBytes: number
+  /** An edit takes from the per-user publish budget, as a send does. */
+  takePublish?: TakePublish
 }
 
 const STATUS: Record<GroupErrorCode, number> = {
@@ -24,7 +31,10 @@ const STATUS: Record<GroupErrorCode, number> = {
   invalid_group: 400,
   id_conflict: 409,
   message_not_found: 404,
-  recall_window_expired: 409
+  recall_window_expired: 409,
+  edit_window_expired: 409,
+  message_recalled: 409,
+  too_many_edits: 409
 }
 
 const groupReply = (description: string) => ({ description, type: 'object', properties: { group: ref('Group') } }) as const
@@ -43,7 +53,7 @@ async function answer<T> (reply: FastifyReply, work: () => Promise<T>, status = 
   }
 }
 
-export const groupRoutes: FastifyPluginAsync<GroupRoutesOptions> = async (app, { groups }) => {
+export const groupRoutes: FastifyPluginAsync<GroupRoutesOptions> = async (app, { groups, maxPayloadBytes, takePublish }) => {
   app.post<{ Body: { name: string, meta?: Record<string, unknown>, members?: string[] } }>('/v1/groups', {
     schema: {
       operationId: 'createGroup',
@@ -134,6 +144,29 @@ export const groupRoutes: FastifyPluginAsync<GroupRoutesOptions> = async (app, {
       response: { 200: { description: 'Recalled: the recall event', type: 'object', properties: { message: ref('GroupEvent') } }, ...errors }
     }
   }, (request, reply) => answer(reply, async () => ({ message: await groups.recall(request.userId, request.params.id, request.params.gseq) })))
+
+  app.post<{ Params: { id: string, gseq: number }, Body: { body: unknown } }>('/v1/groups/:id/messages/:gseq/edit', {
+    schema: {
+      summary: 'Edit a group message: only its sender, within the edit window; every member gets an edit event',
+      operationId: 'editGroupMessage',
+      security: bearerSecurity,
+      params: { type: 'object', required: ['id', 'gseq'], properties: { id: idSchema, gseq: seqSchema } },
+      body: { type: 'object', required: ['body'], additionalProperties: false, properties: { body: { description: 'The new body: any JSON value, the same limits as a send' } } },
+      response: { 200: { description: 'The edited message', type: 'object', properties: { message: { type: 'object', additionalProperties: true } } }, 413: errorSchema, 429: { description: 'Over the per-user publish rate (an edit is a write, like a send)', ...errorSchema }, ...errors }
+    }
+  }, async (request, reply) => {
+    const refused = refuseOverBudget(reply, request.userId, takePublish)
+    if (refused !== undefined) return refused
+    let body: unknown
+    try {
+      // The same size and shape rules as a send (the id only labels the check).
+      body = parseOutgoing(Buffer.from(JSON.stringify({ id: 'edit', body: request.body.body })), maxPayloadBytes).body
+    } catch (error) {
+      if (!(error instanceof PublishRejected)) throw error
+      return sendError(reply, error.code === 'payload_too_large' ? 413 : 400, error.code, error.message)
+    }
+    return answer(reply, async () => ({ message: await groups.edit(request.userId, request.params.id, request.params.gseq, body) }))
+  })
 
   app.post<{ Params: { id: string }, Body: { until?: number | null } }>('/v1/groups/:id/mute', {
     schema: {

@@ -23,7 +23,7 @@ import type { AttachmentRequest } from './outbox.ts'
 import type { KeyPair } from './e2ee.ts'
 import type {
   Attachment, ConnectionState, ConversationSummary, SearchResult, GroupEvent, LogEvent, MessageEvent, PresenceState, ReceiptEvent,
-  RecallEvent, ServerErrorEvent, TypingEvent
+  RecallEvent, EditEvent, ReplyTo, ServerErrorEvent, TypingEvent
 } from './types.ts'
 
 export { SendError } from './sender.ts'
@@ -60,6 +60,8 @@ export interface ClientEvents {
   message: (message: MessageEvent) => void
   receipt: (receipt: ReceiptEvent) => void
   recall: (recall: RecallEvent) => void
+  /** A message was edited (1:1 or group): show `body` in its place. */
+  edit: (edit: EditEvent) => void
   typing: (typing: TypingEvent) => void
   presence: (user: string, state: PresenceState) => void
   /** Membership and group changes (group_created, member_added, member_removed, role_changed, group_updated). */
@@ -195,6 +197,8 @@ export class ChatClient extends Emitter<ClientEvents> {
       this.emit('receipt', event)
     } else if (event.type === 'recall') {
       this.emit('recall', event)
+    } else if (event.type === 'edit') {
+      this.emit('edit', this.#encryption.open(event))
     } else {
       this.emit('groupEvent', event)
     }
@@ -206,15 +210,16 @@ export class ChatClient extends Emitter<ClientEvents> {
   /**
    * Sends `body` to `to`, with files from `upload`; resolves with the stamped message once the server has stored it.
    * With end-to-end encryption, the files' keys travel inside the encrypted body (and only encrypted uploads are taken).
+   * `replyTo`: the message this answers (`{id, from}`); a quote's text goes in your body.
    */
-  async send (to: string, body: unknown, options: { attachments?: Attachment[] } = {}): Promise<MessageEvent> {
+  async send (to: string, body: unknown, options: SendOptions = {}): Promise<MessageEvent> {
     const id = globalThis.crypto.randomUUID()
     const files = options.attachments
-    if (!this.#encryption.enabled) return this.#sender.send({ id, to, body, ...requests(files, true) })
+    if (!this.#encryption.enabled) return this.#sender.send({ id, to, body, ...replyOption(options), ...requests(files, true) })
     const clear = files?.find((file) => file.key === undefined)
     if (clear !== undefined) throw new Error(`attachment ${clear.id} was uploaded unencrypted; upload it again with end-to-end encryption on`)
     const sealed = await this.#encryption.seal(this.userId, to, id, files === undefined ? body : { body, files })
-    return this.#sender.send({ id, to, body: sealed, ...requests(files, false) })
+    return this.#sender.send({ id, to, body: sealed, ...replyOption(options), ...requests(files, false) })
   }
 
   /**
@@ -233,9 +238,9 @@ export class ChatClient extends Emitter<ClientEvents> {
    * End-to-end encryption covers 1:1 conversations only: with `e2ee` configured this
    * refuses rather than send a group message in the clear.
    */
-  async sendToGroup (group: string, body: unknown, options: { attachments?: Attachment[] } = {}): Promise<MessageEvent> {
+  async sendToGroup (group: string, body: unknown, options: SendOptions = {}): Promise<MessageEvent> {
     if (this.#encryption.enabled) throw new Error('end-to-end encryption covers 1:1 conversations only; group messages would be sent in the clear')
-    return this.#sender.send({ id: globalThis.crypto.randomUUID(), group, body, ...requests(options.attachments, true) })
+    return this.#sender.send({ id: globalThis.crypto.randomUUID(), group, body, ...replyOption(options), ...requests(options.attachments, true) })
   }
 
   /** Tells the group's other members you are typing (or stopped). */
@@ -277,6 +282,21 @@ export class ChatClient extends Emitter<ClientEvents> {
     return (await this.#rest.request<{ message: MessageEvent }>('POST', `/v1/messages/${id}/recall`)).message
   }
 
+  /**
+   * Replaces the body of one of your messages (within the server's edit window); returns the
+   * edited message. Both sides get an `edit` event. With `e2ee`, pass the recipient (`to`) so
+   * the new body is sealed for them.
+   */
+  async edit (id: string, body: unknown, options: { to?: string } = {}): Promise<MessageEvent> {
+    let sealed = body
+    if (this.#encryption.enabled) {
+      if (options.to === undefined) throw new Error('with end-to-end encryption, edit needs the recipient: edit(id, body, { to })')
+      sealed = await this.#encryption.seal(this.userId, options.to, id, body)
+    }
+    const { message } = await this.#rest.request<{ message: MessageEvent }>('POST', `/v1/messages/${id}/edit`, { body: sealed })
+    return this.#encryption.open(message)
+  }
+
   async presence (user: string): Promise<PresenceState & { user: string }> {
     return this.#rest.request('GET', `/v1/presence/${user}`)
   }
@@ -292,6 +312,18 @@ export class ChatClient extends Emitter<ClientEvents> {
 function requests (files: Attachment[] | undefined, withThumbnails: boolean): { attachments?: AttachmentRequest[] } {
   if (files === undefined || files.length === 0) return {}
   return { attachments: files.map((file) => withThumbnails && file.thumbnail !== undefined ? { id: file.id, thumbnail: file.thumbnail } : { id: file.id }) }
+}
+
+/** Options of `send` and `sendToGroup`. */
+export interface SendOptions {
+  /** The message this one answers: `{id, from}`, or in a group `{gseq}`. */
+  replyTo?: ReplyTo
+  /** Files from `upload`. */
+  attachments?: Attachment[]
+}
+
+function replyOption ({ replyTo }: SendOptions): { replyTo?: ReplyTo } {
+  return replyTo === undefined ? {} : { replyTo }
 }
 
 /** Creates and starts a client; see client-sdk/README.md. */

@@ -27,7 +27,8 @@ export class Encryption {
     return seal(body, this.#require(), await this.#publicKeyOf(to), associatedData(from, to, id))
   }
 
-  open (message: MessageEvent): MessageEvent {
+  /** Opens a message's body, or an edit event's (sealed for the same sender, recipient and id). */
+  open<T extends Pick<MessageEvent, 'from' | 'to' | 'id' | 'body' | 'decryptError'> & { attachments?: MessageEvent['attachments'] }> (message: T): T {
     if (!isSealed(message.body)) return message
     if (this.#keyPair === undefined) return { ...message, decryptError: 'no key pair configured' }
     try {

@@ -54,6 +54,11 @@ export class GroupsApi {
     return this.rest.request('GET', `/v1/groups/${id}/messages/${gseq}/receipts`)
   }
 
+  /** Replaces the body of your group message `gseq` (within the edit window); every member gets an `edit` event. */
+  async edit (id: string, gseq: number, body: unknown): Promise<Record<string, unknown>> {
+    return (await this.rest.request<{ message: Record<string, unknown> }>('POST', `/v1/groups/${id}/messages/${gseq}/edit`, { body })).message
+  }
+
   async recall (id: string, gseq: number): Promise<Record<string, unknown>> {
     return (await this.rest.request<{ message: Record<string, unknown> }>('POST', `/v1/groups/${id}/messages/${gseq}/recall`)).message
   }

@@ -1,5 +1,5 @@
 // inboxd client SDK: see README.md in this folder.
-export { createClient, ChatClient, SendError, type ClientOptions, type ClientEvents } from './client.ts'
+export { createClient, ChatClient, SendError, type ClientOptions, type ClientEvents, type SendOptions } from './client.ts'
 export { MemoryStorage, type ClientStorage } from './storage.ts'
 export { ApiError } from './rest.ts'
 export { GroupsApi } from './groups.ts'

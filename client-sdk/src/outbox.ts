@@ -3,11 +3,12 @@
 // connection it is published again with the same id, and the server's
 // idempotency makes the retry harmless.
 import type { ClientStorage } from './storage.ts'
+import type { ReplyTo } from './types.ts'
 
 /** A send to a person (`to`) or to a group (`group`). Items saved before groups existed have `to`. */
 export type OutboxItem =
-  | { id: string, to: string, group?: undefined, body: unknown, attachments?: AttachmentRequest[] }
-  | { id: string, group: string, to?: undefined, body: unknown, attachments?: AttachmentRequest[] }
+  | { id: string, to: string, group?: undefined, body: unknown, replyTo?: ReplyTo, attachments?: AttachmentRequest[] }
+  | { id: string, group: string, to?: undefined, body: unknown, replyTo?: ReplyTo, attachments?: AttachmentRequest[] }
 
 /** What a message's `attachments` field names: an upload, and its thumbnail unless that travels encrypted. */
 export interface AttachmentRequest { id: string, thumbnail?: string }

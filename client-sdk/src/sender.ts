@@ -235,6 +235,12 @@ export class Sender {
 }
 
 /** What is published (and, to confirm, posted) for an outbox item. */
-function payloadOf (item: OutboxItem): { id: string, body: unknown, attachments?: OutboxItem['attachments'] } {
-  return item.attachments === undefined ? { id: item.id, body: item.body } : { id: item.id, body: item.body, attachments: item.attachments }
+/** The message as published: `replyTo` before the body, as the server stores it. */
+function payloadOf (item: OutboxItem): { id: string, replyTo?: OutboxItem['replyTo'], body: unknown, attachments?: OutboxItem['attachments'] } {
+  return {
+    id: item.id,
+    ...(item.replyTo === undefined ? {} : { replyTo: item.replyTo }),
+    body: item.body,
+    ...(item.attachments === undefined ? {} : { attachments: item.attachments })
+  }
 }

@@ -11,8 +11,13 @@ export interface MessageEvent {
   group?: string
   gseq?: number
   ts: number
+  /** A reply: the message it answers, as the sender named it (the server checks its shape, not that it exists). */
+  replyTo?: ReplyTo
   /** The body as sent; decrypted when end-to-end encryption is on. Absent after a recall. */
   body?: unknown
+  /** Edited by its sender: `body` is the latest. */
+  edited?: true
+  editedAt?: number
   recalled?: true
   recalledAt?: number
   /** Set when the body was end-to-end encrypted and could not be decrypted. */
@@ -31,6 +36,13 @@ export interface Attachment {
   /** End-to-end encrypted files: the file's own key and the SHA-256 of what the server stores (base64). */
   key?: string
   digest?: string
+}
+
+/** The message a reply answers: `{id, from}` (1:1 or group) or `{gseq}` (group). */
+export interface ReplyTo {
+  id?: string
+  from?: string
+  gseq?: number
 }
 
 export interface ReceiptEvent {
@@ -67,6 +79,24 @@ export interface RecallEvent {
   ts: number
 }
 
+/** An edit: the message now has `body` (decrypted when end-to-end encryption is on). */
+export interface EditEvent {
+  seq: number
+  type: 'edit'
+  id: string
+  from: string
+  /** 1:1: the recipient, and the edited message's seq in your log. */
+  to?: string
+  messageSeq?: number
+  /** Group: the group, and the edited message's gseq. */
+  group?: string
+  messageGseq?: number
+  body: unknown
+  ts: number
+  /** Set when the new body was end-to-end encrypted and could not be decrypted. */
+  decryptError?: string
+}
+
 /** A membership or group change, in every member's log (docs/protocol.md, Groups). */
 export interface GroupEvent {
   seq: number
@@ -91,7 +121,7 @@ export interface Group {
 }
 
 /** Everything in a user's log: numbered by the user's gapless seq. */
-export type LogEvent = MessageEvent | ReceiptEvent | RecallEvent | GroupEvent
+export type LogEvent = MessageEvent | ReceiptEvent | RecallEvent | EditEvent | GroupEvent
 
 export interface TypingEvent {
   type: 'typing'
