@@ -10,6 +10,7 @@ import { startServerProcess, serverEnv, flushRedisDb, modesUnderTest, tempDataDi
 import { connectDevice } from './helpers/devices.ts'
 import { apiFor, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
+import { metricsUntil, sample, scrape } from './helpers/metrics.ts'
 import { startFakeFcm, fcmToken, fcmError, CLIENT_EMAIL, PROJECT_ID, TOKEN_URI, type Reply, type SendRequest } from './helpers/fake-fcm.ts'
 
 const REDIS_DB = 15
@@ -104,8 +105,14 @@ for (const mode of modesUnderTest()) {
       t.ok(Math.abs((payload.iat as number) - sentAt / 1000) <= 5, 'issued now')
       t.ok(pushes.every((request) => request.accessToken === fetch!.issued), 'every push carries that access token')
 
-      await sleep(500)
-      t.equal(fcm.requests.filter(forToken(tabletToken)).length, 0, 'the connected device got no push')
+      // The tablet goes too and another message comes (the phone unregistered): the tablet's first push is for
+      // that one. A push for p1 would have come first (and opened the window, holding p3 back).
+      t.equal((await bobApi.delete('/v1/devices/phone')).status, 204)
+      await tablet.end()
+      for (const deadline = Date.now() + 10_000; (await bobApi.get(`/v1/presence/${bob}`)).body.status !== 'offline' && Date.now() < deadline;) await sleep(20)
+      await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'p3', body: 'x' })
+      const [tabletPush] = await fcm.waitFor(1, forToken(tabletToken))
+      t.equal(tabletPush!.body.message.data.id, 'p3', 'the connected device got no push')
     })
 
     t.test('a new access token once the old one is about to expire', async (t) => {
@@ -134,8 +141,12 @@ for (const mode of modesUnderTest()) {
       t.equal(first!.body.message.data.id, 'b0', 'the first message is pushed at once')
       const [, trailing] = await fcm.waitFor(2, forToken(token), WINDOW_SECONDS * 1000 + 3000)
       t.same(trailing!.body.message.data, { conversation: alice, id: 'b2', seq: '3', badge: '3' }, 'one trailing push for the latest, badge current')
-      await sleep(WINDOW_SECONDS * 1000 + 300)
-      t.equal(fcm.requests.filter(forToken(token)).length, 2, 'nothing more')
+      // Past the trailing push's own window (time-based), a new message is pushed at once: anything that
+      // window's end sent by itself would come before it.
+      await sleep(trailing!.at + WINDOW_SECONDS * 1000 + 300 - Date.now())
+      await aliceApi.post('/v1/messages', { to: bob, id: 'b3', body: 3 })
+      const pushed = await fcm.waitFor(3, forToken(token), WINDOW_SECONDS * 1000 + 5_000)
+      t.same(pushed.map((request) => request.body.message.data.id), ['b0', 'b2', 'b3'], 'nothing more')
     })
 
     t.test('UNREGISTERED and INVALID_ARGUMENT naming the token remove the device; other errors do not', async (t) => {
@@ -180,6 +191,8 @@ for (const mode of modesUnderTest()) {
       ]
       fcm.respond = (request) => (request.token === token ? { ...(replies.shift() ?? { status: 200 }) } : { status: 200 })
       t.teardown(() => { fcm.respond = () => ({ status: 200 }) })
+      const sent = (text: string): number => sample(text, 'inboxd_pushes_total', 'outcome="sent"')
+      const sentBefore = sent(await scrape(server))
 
       const sender = await connectDevice({ url, userId: alice, deviceId: 'phone' })
       t.teardown(() => sender.end())
@@ -188,7 +201,8 @@ for (const mode of modesUnderTest()) {
       t.ok(attempts[1]!.at - attempts[0]!.at >= 950, `waited for Retry-After: 1 (${attempts[1]!.at - attempts[0]!.at} ms; backoff alone is ≤ 50)`)
       t.ok(attempts[2]!.at - attempts[1]!.at >= 50, '5xx: retried after backoff')
       t.ok(attempts.every((attempt) => attempt.body.message.data.id === 'r1'))
-      await sleep(1000)
+      // The server has read the 200 (counted as sent): the attempts end there.
+      await metricsUntil(server, 'the push sent', (text) => sent(text) > sentBefore, { timeoutMs: 10_000, prefix: 'inboxd_pushes' })
       t.equal(fcm.requests.filter(forToken(token)).length, 3, 'stops once delivered')
       t.same(await deviceIds(apiFor(server.httpUrl, bob)), ['phone'])
     })
@@ -204,10 +218,12 @@ for (const mode of modesUnderTest()) {
       t.teardown(() => { fcm.respond = () => ({ status: 200 }) })
       await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'g1', body: 'x' })
       await fcm.waitFor(MAX_ATTEMPTS, forToken(token))
-      await sleep(1500)
+      // The server says when it gives up: the attempts are over.
+      const givenUp = new RegExp(`"id":"g1"[^\\n]*push given up after retries`)
+      for (const deadline = Date.now() + 10_000; !givenUp.test(server.output()) && Date.now() < deadline;) await sleep(20)
+      t.match(server.output(), givenUp)
       t.equal(fcm.requests.filter(forToken(token)).length, MAX_ATTEMPTS, `${MAX_ATTEMPTS} attempts, then no more`)
       t.same(await deviceIds(apiFor(server.httpUrl, bob)), ['phone'], 'service trouble does not remove the device')
-      t.match(server.output(), /push given up after retries/)
     })
   })
 }

@@ -108,9 +108,12 @@ for (const mode of modesUnderTest()) {
     t.teardown(async () => { await laptop.end(); await phoneAgain.end() })
     await laptop.waitForInbox(80)
     await phoneAgain.waitForInbox(30)
-    await sleep(300)
-    t.same(seqs(laptop), range(1, 80), 'the laptop, away for everything, gets all 80')
-    t.same(seqs(phoneAgain), range(51, 80), 'the phone gets only the 30 after its cursor')
+    // One more message: each device gets it after anything else it was going to get.
+    await sendMany(sender, bob, 1, 'c')
+    await laptop.waitForMatching((event) => event.seq === 81, 1)
+    await phoneAgain.waitForMatching((event) => event.seq === 81, 1)
+    t.same(seqs(laptop), range(1, 81), 'the laptop, away for everything, gets all 80 (then the next)')
+    t.same(seqs(phoneAgain), range(51, 81), 'the phone gets only the 30 after its cursor (then the next)')
   })
 }
 
@@ -131,8 +134,9 @@ t.test('redis: a reconnect to another process resumes at the cursor', async (t) 
   const onB = await connectDevice({ url: nodeB.mqttUrl, userId: bob, deviceId: 'phone', subscribe: false })
   t.teardown(() => onB.end())
   await onB.waitForInbox(50)
-  await sleep(300)
-  t.same(seqs(onB), range(101, 150), 'exactly the messages after the cursor, in order')
+  await sendMany(sender, bob, 1, 'z')
+  await onB.waitForMatching((event) => event.seq === 151, 1)
+  t.same(seqs(onB), range(101, 151), 'exactly the messages after the cursor, in order (then the next)')
 })
 
 t.test('redis: WORKERS=2 delivers between clients on different workers', async (t) => {
@@ -159,7 +163,9 @@ t.test('redis: WORKERS=2 delivers between clients on different workers', async (
 
   await Promise.all(devices.map(({ sender }, i) => sender.send(pairs[i]!.bob, { id: `w${i}`, body: i })))
   await Promise.all(devices.map(({ receiver }) => receiver.waitForInbox(1)))
-  await sleep(300)
-  t.same(devices[crossing]!.receiver.inbox.map((event) => event.id), [`w${crossing}`], 'delivered once across workers')
-  t.ok(devices.every(({ receiver }, i) => receiver.inbox.length === 1 && receiver.inbox[0]!.id === `w${i}`), 'every pair delivered once')
+  // A second message per pair: it comes after any repeat of the first.
+  await Promise.all(devices.map(({ sender }, i) => sender.send(pairs[i]!.bob, { id: `v${i}`, body: i })))
+  await Promise.all(devices.map(({ receiver }, i) => receiver.waitForMatching((event) => event.id === `v${i}`, 1)))
+  t.same(devices[crossing]!.receiver.inbox.map((event) => event.id), [`w${crossing}`, `v${crossing}`], 'delivered once across workers')
+  t.ok(devices.every(({ receiver }, i) => receiver.inbox.map((event) => event.id).join() === `w${i},v${i}`), 'every pair delivered once')
 })

@@ -78,9 +78,9 @@ for (const mode of modesUnderTest()) {
         if (id !== undefined) t.equal(event.id, id, `${name}: names the message id`)
       }
       // A good message after all that still flows, and is the only delivery.
+      // (From the same connection, after them: anything of theirs delivered would come first.)
       await sender.send(bob, { id: 'good', body: 'ok' })
-      const delivered = await recipient.waitForInbox(1)
-      await new Promise((resolve) => setTimeout(resolve, 200))
+      const delivered = await recipient.waitForMatching((m) => m.id === 'good', 1)
       t.same(recipient.inbox.map((m) => m.id), ['good'], 'no bad input was delivered')
       t.ok(sender.client.connected, 'sender still connected')
       t.equal(delivered[0]!.from, alice)

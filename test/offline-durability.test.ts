@@ -49,10 +49,13 @@ for (const mode of modesUnderTest()) {
     await new Promise((resolve) => setTimeout(resolve, 300))
     await reconnected.end()
 
-    // Acknowledged messages are gone from the queue: the next reconnect is empty.
+    // Acknowledged messages are gone from the queue: the next reconnect's first message is one sent now.
     const third = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone', subscribe: false })
-    await new Promise((resolve) => setTimeout(resolve, 500))
-    t.equal(third.inbox.length, 0, 'nothing redelivered after acknowledgement')
+    const now = await connectDevice({ url: server.mqttUrl, userId: alice, deviceId: 'phone', subscribe: false })
+    await now.send(bob, { id: 'now', body: 'after the backlog' })
+    await now.end()
+    await third.waitForMatching((m) => m.id === 'now', 1)
+    t.same(third.inbox.map((m) => m.id), ['now'], 'nothing redelivered after acknowledgement')
     await third.end()
   })
 
@@ -65,8 +68,8 @@ for (const mode of modesUnderTest()) {
     await sender.send(bob, { id: 'fresh', body: 'kept' })
     await sender.end()
     const again = await connectDevice({ url: server.mqttUrl, userId: bob, deviceId: 'phone', subscribe: false })
-    await again.waitForInbox(1)
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    // In seq order: 'old' would come before 'fresh'.
+    await again.waitForMatching((m) => m.id === 'fresh', 1)
     t.same(again.inbox.map((m) => m.id), ['fresh'], 'only the message within retention is delivered')
     await again.end()
   })

@@ -4,10 +4,11 @@
 import t from 'tap'
 import { createConnection } from 'node:net'
 import mqttPacket from 'mqtt-packet'
-import { startServerProcess, flushRedisDb, modesUnderTest, tempDataDir, freePort } from './helpers/server-process.ts'
+import { startServerProcess, flushRedisDb, modesUnderTest, tempDataDir, freePort, type ServerHandle } from './helpers/server-process.ts'
 import { connectDevice, type Device } from './helpers/devices.ts'
 import { apiFor } from './helpers/rest.ts'
 import { token, uniqueUser } from './helpers/tokens.ts'
+import { metricsUntil, sample, scrape } from './helpers/metrics.ts'
 
 await flushRedisDb(9)
 
@@ -60,6 +61,19 @@ function silentClient (port: number, user: string, keepalive: number): Promise<R
   })
 }
 
+/** MQTT connections the server holds (inboxd_connections over both transports). */
+async function connections (server: Pick<ServerHandle, 'httpUrl'>): Promise<number> {
+  return sample(await scrape(server), 'inboxd_connections')
+}
+
+/**
+ * Until the server holds `count` connections: the gauge moves in the same clientDisconnect event that hands
+ * a connection's end to presence, so after this every disconnect counted has been given to presence.
+ */
+async function connectionsUntil (server: Pick<ServerHandle, 'httpUrl'>, count: number): Promise<void> {
+  await metricsUntil(server, `${count} connections`, (text) => sample(text, 'inboxd_connections') === count, { timeoutMs: 10_000, prefix: 'inboxd_connections' })
+}
+
 function refusalCode (url: string, user: string, options: Record<string, unknown>): Promise<number | undefined> {
   return connectDevice({ url, userId: user, deviceId: 'x', extra: options }).then(
     async (device) => { await device.end(); return undefined },
@@ -80,15 +94,18 @@ for (const mode of modesUnderTest()) {
       const online = await watcher.next('online')
       t.ok(online.lastSeen > 0 && online.ts > 0)
       const laptop = await connectDevice({ url: server.wsUrl, userId: alice, deviceId: 'laptop' })
+      const held = await connections(server)
       await phone.end()
-      await sleep(500)
-      t.same(watcher.seen.map((s) => s.status), ['online'], 'one device leaving is not offline')
+      await connectionsUntil(server, held - 1)
       const rest = await apiFor(server.httpUrl, uniqueUser('bob')).get(`/v1/presence/${alice}`)
       t.match(rest.body, { user: alice, status: 'online' })
 
+      // The phone's disconnect is with presence: anything it published comes before the laptop's offline.
       const closedAt = Date.now()
       await laptop.end()
       const offline = await watcher.next('offline')
+      t.ok(offline.ts >= closedAt, 'the offline is the laptop\'s leaving')
+      t.same(watcher.seen.map((s) => s.status), ['online', 'offline'], 'one device leaving is not offline')
       t.ok(offline.at - closedAt < 1_000, `clean close: offline after ${offline.at - closedAt} ms (< 1 s)`)
       t.equal(offline.lastSeen, offline.ts)
 
@@ -136,6 +153,7 @@ for (const mode of modesUnderTest()) {
       t.teardown(() => watcher.device.end())
       let current = await connectDevice({ url, userId: alice, deviceId: 'phone' })
       await watcher.next('online')
+      const held = await connections(server)
       for (let i = 0; i < 5; i++) {
         const closed = new Promise<void>((resolve) => current.client.once('close', () => resolve()))
         const next = await connectDevice({ url: i % 2 === 0 ? server.wsUrl : url, userId: alice, deviceId: 'phone' })
@@ -143,10 +161,13 @@ for (const mode of modesUnderTest()) {
         current.client.end(true)
         current = next
       }
-      await sleep(1_000)
-      t.same(watcher.seen.map((s) => s.status), ['online'], 'five takeovers, no offline')
+      // Every replaced connection's disconnect has been given to presence; then the last one goes.
+      await connectionsUntil(server, held)
+      const closedAt = Date.now()
       await current.end()
-      await watcher.next('offline')
+      const offline = await watcher.next('offline')
+      t.ok(offline.ts >= closedAt, 'the only offline is the last connection closing')
+      t.same(watcher.seen.map((s) => s.status), ['online', 'offline'], 'five takeovers, no offline')
     })
 
     t.test('keepalive is bounded; a will may only target your own presence', async (t) => {
@@ -184,8 +205,12 @@ for (const mode of modesUnderTest()) {
       await phone.sendRaw(`presence/${bob}`, '{"status":"online","ts":1,"lastSeen":1}')
       const [error] = await phone.waitForErrors(1)
       t.equal(error!.code, 'forbidden_topic')
-      await sleep(300)
-      t.same(watcher.seen, [], 'bob\'s presence is untouched')
+      // Bob coming online is published after the refused publish was handled: the forged state would come first.
+      const bobPhone = await connectDevice({ url, userId: bob, deviceId: 'phone' })
+      t.teardown(() => bobPhone.end())
+      await watcher.next('online')
+      t.equal(watcher.seen.length, 1, 'bob\'s presence is untouched: only the server\'s own online')
+      t.ok(watcher.seen[0]!.ts > 1, 'and it is not the forged state')
       // Nor one's own: only the server says what is true (a will there is accepted and ignored).
       await phone.sendRaw(`presence/${alice}`, '{"status":"online","ts":1,"lastSeen":1}')
       const [, own] = await phone.waitForErrors(2)
@@ -209,9 +234,11 @@ for (const mode of modesUnderTest()) {
       const back = await connectDevice({ url, userId: bob, deviceId: 'phone' })
       t.teardown(() => back.end())
       await back.waitForInbox(1)
-      await sleep(300)
-      t.same(back.inbox.map((e) => e.type), ['message'], 'typing is never queued for an offline device')
-      t.same((await apiFor(server.httpUrl, bob).syncAll()).map((e) => e.id), ['after'], 'nor logged')
+      // A message sent now reaches the device after anything queued for it while it was away.
+      await phone.send(bob, { id: 'later', body: 'now' })
+      await back.waitForInbox(2)
+      t.same(back.inbox.map((e) => e.id ?? e.type), ['after', 'later'], 'typing is never queued for an offline device')
+      t.same((await apiFor(server.httpUrl, bob).syncAll()).map((e) => e.id), ['after', 'later'], 'nor logged')
       await phone.send(bob, { type: 'typing', active: 'yes' }, 0)
       t.equal((await phone.waitForErrors(1))[0]!.code, 'invalid_message')
     })
@@ -242,8 +269,12 @@ t.test('embedded: a crash leaves no stale "online" behind', async (t) => {
   const alice = uniqueUser('alice')
   const phone = await connectDevice({ url: server.mqttUrl, userId: alice, deviceId: 'phone', extra: { reconnectPeriod: 0 } })
   phone.client.on('error', () => {})
-  await sleep(200)
+  // Killed once the retained "online" is out.
+  const before = await watch(server.mqttUrl, alice)
+  before.device.client.on('error', () => {})
+  await before.next('online')
   await server.kill()
+  before.device.client.end(true)
   phone.client.end(true)
   server = await startServerProcess({ mode: 'embedded', dataDir, env: ENV, ...ports })
   t.teardown(() => server.stop())
@@ -268,12 +299,17 @@ if (modesUnderTest().includes('redis')) {
       await watcher.next('online')
       const closed = new Promise<void>((resolve) => onA.client.once('close', () => resolve()))
       const onB = await connectDevice({ url: nodeB.mqttUrl, userId: alice, deviceId: 'phone' })
-      t.teardown(() => onB.end())
       await closed
       onA.client.end(true)
-      await sleep(1_500)
-      t.same(watcher.seen.map((s) => s.status), ['online'])
+      // A has given the replaced connection's disconnect to presence (its gauge shows it), and B's state read says online.
+      await connectionsUntil(nodeA, 0)
       t.match((await apiFor(nodeA.httpUrl, uniqueUser('bob')).get(`/v1/presence/${alice}`)).body, { status: 'online' })
+      // Then the phone leaves B: the one offline must be that, not an earlier one from A.
+      const closedAt = Date.now()
+      await onB.end()
+      const offline = await watcher.next('offline')
+      t.ok(offline.ts >= closedAt, 'the offline is the phone leaving B')
+      t.same(watcher.seen.map((s) => s.status), ['online', 'offline'], 'the takeover showed no offline')
     })
 
     t.test('when a process dies, its users show offline within 10 s', async (t) => {

@@ -7,6 +7,7 @@ import { connectDevice } from './helpers/devices.ts'
 import { apiFor, type Api } from './helpers/rest.ts'
 import { uniqueUser } from './helpers/tokens.ts'
 import { startFakeApns, deviceToken, KEY_ID, TEAM_ID, TOPIC, type PushRequest } from './helpers/fake-apns.ts'
+import { metricsUntil, sample, scrape } from './helpers/metrics.ts'
 
 await flushRedisDb(10)
 
@@ -19,7 +20,6 @@ async function register (api: Api, deviceId: string, token = deviceToken()): Pro
   return token
 }
 
-/** A device that has a persistent session but is not connected. */
 /**
  * A device that connected once and is gone, as the server sees it: its disconnect is recorded after the
  * client has ended, and a message landing before that finds it connected (no push, as documented).
@@ -27,6 +27,11 @@ async function register (api: Api, deviceId: string, token = deviceToken()): Pro
 async function offlineDevice (url: string, httpUrl: string, user: string, deviceId: string): Promise<void> {
   const device = await connectDevice({ url, userId: user, deviceId })
   await device.end()
+  await untilOffline(httpUrl, user)
+}
+
+/** Until the server has recorded that none of `user`'s devices is connected. */
+async function untilOffline (httpUrl: string, user: string): Promise<void> {
   const api = apiFor(httpUrl, user)
   const deadline = Date.now() + 10_000
   while ((await api.get(`/v1/presence/${user}`)).body.status !== 'offline') {
@@ -58,10 +63,10 @@ for (const mode of modesUnderTest()) {
       const tabletToken = await register(bobApi, 'tablet')
       await offlineDevice(url, server.httpUrl, bob, 'phone')
       const tablet = await connectDevice({ url, userId: bob, deviceId: 'tablet' })
-      t.teardown(() => tablet.end())
 
       const sentAt = Date.now()
-      const sent = await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'p1', body: 'secret text' })
+      const aliceApi = apiFor(server.httpUrl, alice)
+      const sent = await aliceApi.post('/v1/messages', { to: bob, id: 'p1', body: 'secret text' })
       const [push] = await apns.waitFor(1, forToken(phoneToken))
       const { headers, payload, jwt } = push!
       t.equal(headers[':method'], 'POST')
@@ -76,8 +81,14 @@ for (const mode of modesUnderTest()) {
       t.notOk(JSON.stringify(payload).includes('secret text'), 'the body never goes to Apple')
       t.equal(sent.body.message.id, 'p1')
 
-      await sleep(500)
-      t.equal(apns.requests.filter(forToken(tabletToken)).length, 0, 'the connected device got no push')
+      // The tablet goes too and another message comes (the phone unregistered): the tablet's first push is for
+      // that one. A push for p1 would have come first (and opened the window, holding p2 back).
+      t.equal((await bobApi.delete('/v1/devices/phone')).status, 204)
+      await tablet.end()
+      await untilOffline(server.httpUrl, bob)
+      await aliceApi.post('/v1/messages', { to: bob, id: 'p2', body: 'x' })
+      const [tabletPush] = await apns.waitFor(1, forToken(tabletToken))
+      t.equal(tabletPush!.payload.id, 'p2', 'the connected device got no push')
     })
 
     t.test('a group message: the group name as title, the sender in the text, muting stops alerts', async (t) => {
@@ -86,8 +97,12 @@ for (const mode of modesUnderTest()) {
       const bobApi = apiFor(server.httpUrl, bob)
       const token = await register(bobApi, 'phone')
       await offlineDevice(url, server.httpUrl, bob, 'phone')
+      // Carol is in the group too, and never mutes it.
+      const carol = uniqueUser('carol')
+      const carolToken = await register(apiFor(server.httpUrl, carol), 'phone')
+      await offlineDevice(url, server.httpUrl, carol, 'phone')
       const aliceApi = apiFor(server.httpUrl, alice)
-      const group = (await aliceApi.post('/v1/groups', { name: 'Weekend plans', members: [bob] })).body.group.id as string
+      const group = (await aliceApi.post('/v1/groups', { name: 'Weekend plans', members: [bob, carol] })).body.group.id as string
       await aliceApi.post('/v1/messages', { group, id: 'g1', body: 'secret text' })
       const [push] = await apns.waitFor(1, forToken(token))
       t.same(push!.payload.aps.alert, { title: 'Weekend plans', body: `${alice}: New message` })
@@ -95,12 +110,18 @@ for (const mode of modesUnderTest()) {
       t.match(push!.payload, { conversation: `g:${group}`, id: 'g1' })
       t.notOk(JSON.stringify(push!.payload).includes('secret text'), 'never the body')
       t.same((await bobApi.post(`/v1/groups/${group}/mute`, {})).body, { mutedUntil: 0 })
-      await sleep(WINDOW_SECONDS * 1000 + 500)
+      // Once g1's window is over (a time-based window), an alert for g2 would go at once.
+      await sleep(push!.at + WINDOW_SECONDS * 1000 + 300 - Date.now())
       await aliceApi.post('/v1/messages', { group, id: 'g2', body: 'x' })
-      await sleep(WINDOW_SECONDS * 1000 + 500)
-      t.equal(apns.requests.filter(forToken(token)).length, 1, 'a muted group sends no alert')
-      t.match((await bobApi.get('/v1/conversations')).body.conversations, [{ group, unread: 2 }], 'but unread counts go on')
+      // g2 goes to push for every member at once, bob's muted check first of all its steps:
+      // carol's alert for it comes after bob's was decided.
+      await apns.waitFor(2, forToken(carolToken))
       t.same((await bobApi.post(`/v1/groups/${group}/mute`, { until: null })).body, { mutedUntil: null }, 'unmuted')
+      // The next alert is for g3: one for g2 would have come before it (and opened a window holding g3 back).
+      await aliceApi.post('/v1/messages', { group, id: 'g3', body: 'x' })
+      const [, next] = await apns.waitFor(2, forToken(token), WINDOW_SECONDS * 1000 + 5_000)
+      t.equal(next!.payload.id, 'g3', 'a muted group sends no alert')
+      t.match((await bobApi.get('/v1/conversations')).body.conversations, [{ group, unread: 3 }], 'but unread counts go on')
     })
 
     t.test('a burst is coalesced: one push per conversation per window, badge current', async (t) => {
@@ -122,14 +143,17 @@ for (const mode of modesUnderTest()) {
       t.match(first!.payload.id, /^b[0-3]$/, 'a message of the burst is pushed at once')
       t.equal((await apns.waitFor(1, (r) => r.token === token && r.payload.conversation === carol))[0]!.headers['apns-collapse-id'], carol,
         'another conversation has its own window')
-      await sleep(500)
-      t.equal(apns.requests.filter(fromAlice).length, 1, 'the rest wait for the window to end')
+      // The second push is the trailing one, at the window's end: the rest of the burst waited for it.
       const [, trailing] = await apns.waitFor(2, fromAlice, WINDOW_SECONDS * 1000 + 3000)
       t.equal(trailing!.payload.id, 'b4', 'one trailing push for the latest')
       t.equal(trailing!.payload.aps.badge, 6, 'with the current unread total')
-      t.ok(trailing!.at - burstAt >= WINDOW_SECONDS * 1000 - 100, 'not before the window ends')
-      await sleep(WINDOW_SECONDS * 1000 + 500)
-      t.equal(apns.requests.filter(fromAlice).length, 2, 'nothing more when nothing more arrived')
+      t.ok(trailing!.at - burstAt >= WINDOW_SECONDS * 1000 - 100, 'the rest wait for the window to end')
+      // After the trailing push's own window (time-based), a new message is pushed at once: anything
+      // that window's end sent by itself would come before it.
+      await sleep(trailing!.at + WINDOW_SECONDS * 1000 + 300 - Date.now())
+      await aliceApi.post('/v1/messages', { to: bob, id: 'b5', body: 5 })
+      const pushed = await apns.waitFor(3, fromAlice, WINDOW_SECONDS * 1000 + 5_000)
+      t.same(pushed.map((request) => request.payload.id).slice(1), ['b4', 'b5'], 'nothing more when nothing more arrived')
     })
 
     t.test('410 Unregistered (newer than the registration) and BadDeviceToken remove the token', async (t) => {
@@ -150,11 +174,15 @@ for (const mode of modesUnderTest()) {
         return { status: 200 }
       }
       t.teardown(() => { apns.respond = () => ({ status: 200 }) })
+      const outcomes = (text: string): number => sample(text, 'inboxd_pushes_total', 'outcome="unregistered"') + sample(text, 'inboxd_pushes_total', 'outcome="bad_token"')
+      const answered = outcomes(await scrape(server))
       await apiFor(server.httpUrl, alice).post('/v1/messages', { to: bob, id: 'x', body: 1 })
       await apns.waitFor(3, (r) => [stale, gone, bad].includes(r.token))
-      await sleep(300)
-      const devices = (await bobApi.get('/v1/devices')).body.devices.map((d: { deviceId: string }) => d.deviceId)
-      t.same(devices, ['old'], 'a 410 from before the registration keeps the token; the others are removed')
+      // Each answer is counted as the server reads it, and its token is removed or kept right then.
+      await metricsUntil(server, 'the three answers read', (text) => outcomes(text) >= answered + 3, { timeoutMs: 10_000, prefix: 'inboxd_pushes' })
+      const devices = async (): Promise<string[]> => (await bobApi.get('/v1/devices')).body.devices.map((d: { deviceId: string }) => d.deviceId)
+      for (const deadline = Date.now() + 10_000; (await devices()).length > 1 && Date.now() < deadline;) await sleep(20)
+      t.same(await devices(), ['old'], 'a 410 from before the registration keeps the token; the others are removed')
     })
 
     t.test('429 and 503 are retried with backoff; delivery never waits for push', async (t) => {
@@ -165,6 +193,8 @@ for (const mode of modesUnderTest()) {
       const replies = [{ status: 429, body: { reason: 'TooManyRequests' } }, { status: 503, body: { reason: 'ServiceUnavailable' } }]
       apns.respond = (request) => (request.token === token ? { ...(replies.shift() ?? { status: 200 }), delayMs: 700 } : { status: 200 })
       t.teardown(() => { apns.respond = () => ({ status: 200 }) })
+      const sent = (text: string): number => sample(text, 'inboxd_pushes_total', 'outcome="sent"')
+      const sentBefore = sent(await scrape(server))
 
       const sender = await connectDevice({ url, userId: alice, deviceId: 'phone' })
       t.teardown(() => sender.end())
@@ -173,7 +203,8 @@ for (const mode of modesUnderTest()) {
       const attempts = await apns.waitFor(3, (r) => r.token === token)
       t.ok(ackedAt < attempts[0]!.at + 700, 'the PUBACK came before APNs answered the first attempt')
       t.ok(attempts[1]!.at - attempts[0]!.at >= 700 + 25 && attempts[2]!.at > attempts[1]!.at, 'retried after backoff')
-      await sleep(1_000)
+      // The server has read the 200 (counted as sent): the attempts end there.
+      await metricsUntil(server, 'the push sent', (text) => sent(text) > sentBefore, { timeoutMs: 10_000, prefix: 'inboxd_pushes' })
       t.equal(apns.requests.filter((r) => r.token === token).length, 3, 'stops once delivered')
     })
 

@@ -42,16 +42,16 @@ for (const mode of modesUnderTest()) {
     for (let i = 0; i < 10; i++) sent.push(await (i % 2 === 0 ? a : b).client.sendToGroup(group.id, `m${i}`))
     t.ok(sent.every((message, i) => message.group === group.id && message.gseq === i + 2), 'each send resolves with its stamped copy (group, gseq)')
     await until(() => a.messages.length >= 10 && b.messages.length >= 10, 'both see all ten')
-    await sleep(300)
+
+    await a.client.groups.addMembers(group.id, [carol])
+    await until(() => a.groupEvents.some((event) => event.type === 'member_added') && b.groupEvents.some((event) => event.type === 'member_added'), 'both see carol added')
+    // Carol's addition comes after the ten in the group's order: a repeat of one of them would have come before it.
     for (const { messages } of [a, b]) {
       t.same(messages.map((message) => message.body), Array.from({ length: 10 }, (_, i) => `m${i}`), 'once each, in order')
     }
-
-    await a.client.groups.addMembers(group.id, [carol])
-    await until(() => b.groupEvents.some((event) => event.type === 'member_added'), 'bob sees carol added')
     t.match(b.groupEvents.find((event) => event.type === 'member_added'), { by: alice, users: [carol] })
     t.same(await b.client.groups.markRead(group.id, 11), { readUpTo: 11, unread: 0 })
-    await sleep(400)
+    for (const deadline = Date.now() + 10_000; (await a.client.groups.receipts(group.id, 11)).read.length === 0 && Date.now() < deadline;) await sleep(20)
     t.match(await a.client.groups.receipts(group.id, 11), { read: [bob] })
     const history = await b.client.groups.history(group.id, { after: 5, limit: 3 })
     t.same(history.events.map((event) => event.gseq), [6, 7, 8])

@@ -20,6 +20,19 @@ async function until (check: () => boolean, what: string, timeoutMs = 20_000, po
   }
 }
 
+/**
+ * One more message, sent once the test has seen what it waited for: the SDK emits a user's events in seq
+ * order, so when this one is emitted, a repeat or a stray event before it would have been too.
+ */
+async function lastWord (sender: TestClient | ReturnType<typeof apiFor>, receiver: TestClient, to: string): Promise<void> {
+  const id = 'client' in sender
+    ? (await sender.client.send(to, 'last word')).id
+    : (await sender.post('/v1/messages', { to, id: 'last-word', body: 'last word' })).body.message.id as string
+  await until(() => receiver.messages.some((m) => m.id === id), 'the last word')
+  if (receiver.messages.at(-1)!.id !== id) throw new Error(`emitted after the last word: ${JSON.stringify(receiver.messages.at(-1))}`)
+  receiver.messages.pop()
+}
+
 interface TestClient { client: ChatClient, messages: MessageEvent[], tokens: number }
 
 async function sdkClient (wsUrl: string, user: string, options: Partial<ClientOptions> = {}): Promise<TestClient> {
@@ -70,11 +83,11 @@ for (const mode of modesUnderTest()) {
     const stamped = await Promise.all(sends)
     t.equal(new Set(stamped.map((m) => m.id)).size, 300, 'every send resolved with its stamped message')
     await until(() => receiver.messages.length >= 300, 'bob receives 300')
-    await sleep(500)
+    await lastWord(sender, receiver, bob)
     t.equal(receiver.messages.length, 300, 'each delivered once')
     t.same(receiver.messages.map((m) => (m.body as { n: number }).n), Array.from({ length: 300 }, (_, i) => i), 'in send order')
     t.same(receiver.messages.map((m) => m.seq), Array.from({ length: 300 }, (_, i) => i + 1), 'seq 1..300')
-    t.equal(receiver.client.lastSeq, 300)
+    t.equal(receiver.client.lastSeq, 301, 'and the last word after them')
   })
 
   t.test(`${mode}: a device whose broker queue is gone recovers everything via sync`, async (t) => {
@@ -90,7 +103,7 @@ for (const mode of modesUnderTest()) {
     const again = await sdkClient(server.wsUrl, bob, { storage })
     t.teardown(() => again.client.stop())
     await until(() => again.messages.length >= 40, 'catch-up')
-    await sleep(500)
+    await lastWord(sender, again, bob)
     t.same(again.messages.map((m) => m.body), Array.from({ length: 40 }, (_, i) => `while away ${i}`), 'all 40, once, in order, nothing from before')
   })
 
@@ -114,7 +127,7 @@ for (const mode of modesUnderTest()) {
     const next = await sdkClient(server.wsUrl, bob, { storage })
     t.teardown(() => next.client.stop())
     await until(() => emittedAtStop + next.messages.length >= 150, 'the rest')
-    await sleep(300)
+    await lastWord(sender, next, bob)
     t.same([...first.messages, ...next.messages].map((m) => m.body), Array.from({ length: 150 }, (_, i) => i), 'together: all 150, once each, in order')
   })
 
@@ -134,7 +147,7 @@ for (const mode of modesUnderTest()) {
     const page = await bobClient.client.history(alice, { limit: 10 })
     await writer
     await until(() => bobClient.messages.length >= 40, '40 messages')
-    await sleep(500)
+    await lastWord(aliceApi, bobClient, bob)
     t.same(bobClient.messages.map((m) => m.id), Array.from({ length: 40 }, (_, i) => `q${i}`), 'the stream: 40, once each, in order')
     t.equal(new Set(page.messages.map((m) => m.id)).size, page.messages.length)
     t.ok(page.messages.every((m, i) => i === 0 || m.seq === page.messages[i - 1]!.seq + 1), 'a history page is contiguous')

@@ -40,7 +40,9 @@ t.test('a device that stops reading', async (t) => {
   socket.resume()
   await slow.waitForMatching((event) => event.type === 'message', 5, 30_000)
   t.pass('the slow device gets its whole inbox once it reads again')
-  await sleep(500)
+  // A message sent now still reaches it on that connection.
+  await from.send(slowUser, { id: 'm5', body: 'after the drain' })
+  await slow.waitForMatching((event) => event.id === 'm5', 1)
   t.ok(slow.client.connected, 'and is still connected')
   t.equal((await fetch(`${server.httpUrl}/healthz`)).status, 200)
 })

@@ -9,6 +9,13 @@ export function metric (text: string, name: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(name.length + 1))
 }
 
+/** A metric summed over all its label sets, or only those whose labels include `labels` (e.g. 'outcome="sent"'); 0 if absent. */
+export function sample (text: string, name: string, labels = ''): number {
+  return text.split('\n')
+    .filter((line) => line.startsWith(name) && line.slice(name.length).match(/^[{ ]/) !== null && line.includes(labels))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0)
+}
+
 export async function scrape (server: Pick<ServerHandle, 'httpUrl'>): Promise<string> {
   return await (await fetch(`${server.httpUrl}/metrics`)).text()
 }
