@@ -133,6 +133,7 @@ export function archiveReport (raw: Record<string, Run[]>, label: (kind: string)
   const corpus = raw['archive-pg/searchCorpus']?.[0]?.markdown
   if (typeof corpus === 'string') {
     lines.push('', '### Recall and precision on the search corpus (`npx tsx bench/search-corpus.ts`)', '')
+    lines.push('These tables measure the index alone. The search service then drops a hit that does not hold a 3+ character CJK run of the query whole (search/phrases.ts, 2026-12-08): the one wrong hit of (a) below, 上海东\'s (上海 … 海东 in one message), is no longer returned; `test/search.test.ts` checks that case.', '')
     // Its headings one level below this section's.
     lines.push(corpus.replace(/^(#+) /gm, '$1### '))
   }

@@ -250,6 +250,8 @@ t.test('two users in two browsers', async (t) => {
     await eveApi.post('/v1/messages', { to: bob, id: 'e3', body: 'and now?' })
     await waitForShown(b, ['hello from eve', 'and now?'])
     t.pass('unblocked: her next message arrives (the one sent meanwhile never does)')
+    await b.locator(`.conversation[data-peer="${eve}"] .badge`).waitFor({ state: 'detached', ...WAIT })
+    t.pass('with her chat open, what she sent is marked read')
   })
 
   await t.test('long messages fold; one over the limit is refused, saying the limit', async (t) => {
@@ -268,6 +270,36 @@ t.test('two users in two browsers', async (t) => {
     t.match(await failed.textContent(), /too long: 69 KB, and this server takes at most 64 KB per message/)
     await screenshot(b, '14-too-long-laptop')
     await b.click('.row.pending.failed button:has-text("Dismiss")')
+  })
+
+  await t.test('reply to a message, then edit the reply', async (t) => {
+    await b.click(`.conversation[data-peer="${alice}"]`)
+    await b.waitForSelector(`.chat-pane[data-peer="${alice}"]`, WAIT)
+    await send(a, 'Which day works for you?')
+    const asked = b.locator('.row.theirs:has-text("Which day works for you?")')
+    await asked.waitFor(WAIT)
+    await asked.locator('.bubble').click()
+    await asked.locator('button.reply').click()
+    await b.waitForSelector(`.compose-bar:has-text("Replying to ${alice}")`, WAIT)
+    await send(b, 'Saturday')
+    const reply = a.locator('.row.theirs:has-text("Saturday")')
+    await reply.waitFor(WAIT)
+    t.equal(await reply.locator('.quote').textContent(), 'You Which day works for you?', 'alice sees the reply quoting her message')
+    t.ok(await b.locator('.compose-bar').isHidden(), 'bob\'s reply bar is gone once sent')
+    await screenshot(a, '15-reply-phone')
+
+    const mine = b.locator('.row.mine:has-text("Saturday")')
+    await mine.locator('.bubble').click()
+    await mine.locator('button.edit').click()
+    t.equal(await b.inputValue('textarea[name=message]'), 'Saturday', 'the composer holds the text to edit')
+    await b.fill('textarea[name=message]', 'Sunday')
+    await b.press('textarea[name=message]', 'Enter')
+    await a.waitForSelector('.row.theirs:has-text("Sunday") .meta .edited', WAIT)
+    t.equal(await a.locator('.row.theirs:has-text("Sunday") .quote').count(), 1, 'still a reply')
+    t.equal(await a.locator('.row:has-text("Saturday")').count(), 0, 'the old text is gone on alice\'s side')
+    await b.waitForSelector('.row.mine:has-text("Sunday") .meta .edited', WAIT)
+    t.pass('and marked edited on bob\'s')
+    await screenshot(b, '16-edited-laptop')
   })
 
   await t.test('presence: bob leaving shows offline and last seen', async (t) => {

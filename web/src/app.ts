@@ -60,6 +60,7 @@ export async function startApp ({ root, session, maxPayloadBytes, signedOut }: A
     message: (message) => store.onMessage(message),
     receipt: (receipt) => store.onReceipt(receipt),
     recall: (recall) => store.onRecall(recall),
+    edit: (edit) => store.onEdit(edit),
     groupEvent: (event) => store.onGroupEvent(event),
     typing: (typing) => store.onTyping(typing),
     presence: (who, state) => store.onPresence(who, state),

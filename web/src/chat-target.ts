@@ -2,7 +2,7 @@
 // a 1:1 conversation (ordered by our seq; REST /v1/conversations/:peer/...)
 // and a group (ordered by gseq; REST /v1/groups/:id/...). The view itself
 // is the same for both.
-import type { MessageEvent, RecallEvent } from '../../client-sdk/src/index.ts'
+import type { EditEvent, MessageEvent, RecallEvent, ReplyTo } from '../../client-sdk/src/index.ts'
 import type { Connection } from './connection.ts'
 import { groupKey, keyOf, positionOf } from './store.ts'
 
@@ -19,7 +19,15 @@ export interface ChatTarget {
   has (message: { from: string, to?: string, group?: string }): boolean
   /** A page of the newest items before `before` (a position), oldest first (groups: also the page's raw events). */
   history (before: number | undefined, limit: number): Promise<{ items: ChatItem[], hasMore: boolean, events?: Array<Record<string, unknown>> }>
-  send (text: string): Promise<MessageEvent>
+  send (text: string, replyTo?: ReplyTo): Promise<MessageEvent>
+  /** How a reply names `message` here: `{id, from}` (1:1) or `{gseq}` (group). */
+  replyTo (message: MessageEvent): ReplyTo
+  /** The position of the message a reply names, if it is one of this conversation's. */
+  replied (replyTo: ReplyTo): number | undefined
+  /** Replaces the text of one of your messages (within the server's edit window). */
+  edit (message: MessageEvent, text: string): Promise<void>
+  /** The position of the message an edit event changes. */
+  edited (edit: EditEvent): number | undefined
   typing (active: boolean): void
   markRead (upTo: number): Promise<{ readUpTo: number, unread: number }>
   recall (message: MessageEvent): Promise<void>
@@ -38,7 +46,11 @@ export function peerTarget (connection: Connection, me: string, peer: string): C
       const page = await client.history(peer, before === undefined ? { limit } : { before, limit })
       return { items: page.messages, hasMore: page.hasMore }
     },
-    send: async (text) => (await connection.client()).send(peer, text),
+    send: async (text, replyTo) => (await connection.client()).send(peer, text, replyTo === undefined ? {} : { replyTo }),
+    replyTo: (message) => ({ id: message.id, from: message.from }),
+    replied: () => undefined,
+    async edit (message, text) { await (await connection.client()).edit(message.id, text) },
+    edited: (edit) => edit.group === undefined ? edit.messageSeq : undefined,
     typing: (active) => { void connection.client().then((client) => client.typing(peer, active), () => {}) },
     markRead: async (upTo) => (await connection.client()).markRead(peer, upTo),
     async recall (message) { await (await connection.client()).recall(message.id) },
@@ -79,7 +91,11 @@ export function groupTarget (connection: Connection, group: string): ChatTarget 
       const items = page.events.map(groupItem).filter((item): item is ChatItem => item !== undefined)
       return { items, hasMore: page.hasMore, events: page.events }
     },
-    send: async (text) => (await connection.client()).sendToGroup(group, text),
+    send: async (text, replyTo) => (await connection.client()).sendToGroup(group, text, replyTo === undefined ? {} : { replyTo }),
+    replyTo: (message) => ({ gseq: positionOf(message) }),
+    replied: (replyTo) => replyTo.gseq,
+    async edit (message, text) { await (await connection.client()).groups.edit(group, positionOf(message), text) },
+    edited: (edit) => edit.group === group ? edit.messageGseq : undefined,
     typing: (active) => { void connection.client().then((client) => client.typingInGroup(group, active), () => {}) },
     markRead: async (upTo) => (await connection.client()).groups.markRead(group, upTo),
     async recall (message) { await (await connection.client()).groups.recall(group, positionOf(message)) },

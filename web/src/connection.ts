@@ -22,6 +22,7 @@ export interface ConnectionHandlers {
   message: (message: MessageEvent) => void
   receipt: ClientEvents['receipt']
   recall: ClientEvents['recall']
+  edit: ClientEvents['edit']
   groupEvent: ClientEvents['groupEvent']
   typing: ClientEvents['typing']
   presence: (user: string, state: PresenceState) => void
@@ -107,6 +108,7 @@ export class Connection {
         client.on('message', handlers.message),
         client.on('receipt', handlers.receipt),
         client.on('recall', handlers.recall),
+        client.on('edit', handlers.edit),
         client.on('groupEvent', handlers.groupEvent),
         client.on('typing', handlers.typing),
         client.on('presence', handlers.presence),

@@ -4,7 +4,7 @@
 //
 // A conversation has a key: the peer's user id (1:1), or `g:<groupId>`
 // (user ids cannot contain ':', so the two never collide).
-import type { ConversationSummary, Group, GroupEvent, MessageEvent, PresenceState, ReceiptEvent, RecallEvent, Role, TypingEvent } from '../../client-sdk/src/index.ts'
+import type { ConversationSummary, EditEvent, Group, GroupEvent, MessageEvent, PresenceState, ReceiptEvent, RecallEvent, Role, TypingEvent } from '../../client-sdk/src/index.ts'
 
 /** A conversation as listed; `readUpTo` is a seq of ours (1:1) or a gseq (group). */
 export type Conversation = ConversationSummary & { key: string }
@@ -41,6 +41,8 @@ export interface StoreEvents {
   /** A message for a conversation, live or caught up (each seq once per client, but possibly again after a reconnect). */
   message: (message: MessageEvent) => void
   recall: (recall: RecallEvent) => void
+  /** A message was edited: show the new body in its place. */
+  edit: (edit: EditEvent) => void
   /** Receipt marks or unread count of one conversation moved. */
   marks: (key: string) => void
   presence: (user: string) => void
@@ -279,6 +281,18 @@ export class ChatStore {
       const last = conversation?.lastMessage
       if (last?.id === recall.id && last.from === recall.from) {
         conversation!.lastMessage = { ...last, body: undefined, recalled: true }
+        this.#emit('conversations')
+      }
+    })
+  }
+
+  onEdit (edit: EditEvent): void {
+    this.#emit('edit', edit)
+    this.#whenLoaded(() => {
+      const conversation = this.conversations.get(keyOf(edit, this.me))
+      const last = conversation?.lastMessage
+      if (last?.id === edit.id && last.from === edit.from && last.recalled !== true) {
+        conversation!.lastMessage = { ...last, body: edit.body, edited: true, editedAt: edit.ts }
         this.#emit('conversations')
       }
     })

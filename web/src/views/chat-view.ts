@@ -6,7 +6,7 @@
 // in a group), so a message that comes both from a history page and live,
 // or again after a reconnect, is shown once, and rows are kept in order
 // whatever order they arrive in.
-import type { GroupEvent, MessageEvent, RecallEvent } from '../../../client-sdk/src/index.ts'
+import type { EditEvent, GroupEvent, MessageEvent, RecallEvent, ReplyTo } from '../../../client-sdk/src/index.ts'
 import { clockTime, dayKey, dayLabel, fullTime, h, replace } from '../dom.ts'
 import type { Connection } from '../connection.ts'
 import { groupItem, itemPosition, type ChatItem, type ChatTarget } from '../chat-target.ts'
@@ -79,6 +79,10 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
   const input = h('textarea', { name: 'message', rows: 1, placeholder: 'Message', enterKeyHint: 'send', attrs: { 'aria-label': 'Message' } })
   const sendButton = h('button', { type: 'submit', class: 'send', attrs: { 'aria-label': 'Send' } }, 'Send')
   const composer = h('form', { class: 'composer' }, input, sendButton)
+  // Above the composer while replying to, or editing, a message.
+  const composeBar = h('div', { class: 'compose-bar', hidden: true, attrs: { role: 'status' } })
+  let replying: MessageEvent | undefined
+  let editing: MessageEvent | undefined
 
   const titleText = h('span', { class: 'peer' }, store.title(key))
   // A group's initial follows its name (unknown until the groups are loaded, and renames).
@@ -100,6 +104,7 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
       group ? membersButton : blockButton),
     panelSlot,
     messagesBox,
+    composeBar,
     composer)
 
   function toggleMembers (): void {
@@ -182,6 +187,75 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
     return h('span', { class: `ticks ${tick}`, attrs: { 'aria-label': label, title: label } }, text)
   }
 
+  /** The message a reply answers, as a quote above its text (if this page has it loaded). */
+  function quoteOf (replyTo: ReplyTo): HTMLElement {
+    const position = target.replied(replyTo)
+    let quoted: ChatItem | undefined = position === undefined ? undefined : messages.get(position)
+    if (quoted === undefined && replyTo.id !== undefined) {
+      for (const item of messages.values()) if (item.type === 'message' && item.id === replyTo.id && (replyTo.from === undefined || item.from === replyTo.from)) quoted = item
+    }
+    if (quoted?.type !== 'message') return h('span', { class: 'quote missing' }, 'Reply to a message not shown here')
+    const text = bodyText(quoted)
+    return h('span', { class: 'quote' }, h('b', {}, quoted.from === me ? 'You' : quoted.from), ' ', text.length > 120 ? `${text.slice(0, 120)}…` : text)
+  }
+
+  // ---- replying and editing ------------------------------------------------------
+
+  function renderComposeBar (): void {
+    const about = editing ?? replying
+    composeBar.hidden = about === undefined
+    if (about === undefined) return
+    const text = bodyText(about)
+    replace(composeBar,
+      h('span', { class: 'about' }, h('b', {}, editing !== undefined ? 'Editing' : `Replying to ${about.from === me ? 'yourself' : about.from}`), ' ', text.length > 80 ? `${text.slice(0, 80)}…` : text),
+      h('button', { type: 'button', class: 'link cancel-compose', attrs: { 'aria-label': 'Cancel' }, on: { click: cancelCompose } }, '✕'))
+  }
+
+  function startReply (message: MessageEvent): void {
+    editing = undefined
+    replying = message
+    renderComposeBar()
+    input.focus()
+  }
+
+  function startEdit (message: MessageEvent): void {
+    replying = undefined
+    editing = message
+    input.value = bodyText(message)
+    autoGrow()
+    renderComposeBar()
+    input.focus()
+  }
+
+  function cancelCompose (): void {
+    if (editing !== undefined) input.value = ''
+    replying = undefined
+    editing = undefined
+    autoGrow()
+    renderComposeBar()
+  }
+
+  async function saveEdit (message: MessageEvent, text: string): Promise<void> {
+    if (text === bodyText(message)) return
+    try {
+      await target.edit(message, text)
+      const position = itemPosition(message)
+      const shown = messages.get(position)
+      if (shown?.type === 'message' && shown.recalled !== true) insert({ ...shown, body: text, edited: true, editedAt: Date.now() })
+    } catch (error) {
+      const code = (error as { code?: unknown }).code
+      notify(`Could not edit: ${typeof code === 'string' ? code.replace(/_/g, ' ') : (error as Error).message}`)
+    }
+  }
+
+  /** Someone's edit (or ours, from another device): the new text in the message's place. */
+  function applyEdit (edit: EditEvent): void {
+    const position = target.edited(edit)
+    const message = position === undefined ? undefined : messages.get(position)
+    if (message?.type !== 'message' || message.recalled === true || message.id !== edit.id) return
+    insert({ ...message, body: edit.body, edited: true, editedAt: edit.ts })
+  }
+
   /** A long text folded to a few lines, with a button that unfolds it. */
   function textOf (text: string): HTMLElement[] {
     const span = h('span', { class: 'text' }, text)
@@ -210,20 +284,25 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
     const mine = message.from === me
     const recalled = message.recalled === true
     const meta = h('span', { class: 'meta' },
+      message.edited === true && !recalled && h('span', { class: 'edited', attrs: { title: message.editedAt === undefined ? 'edited' : `edited ${fullTime(message.editedAt)}` } }, 'edited'),
       h('time', { dateTime: new Date(message.ts).toISOString(), title: fullTime(message.ts) }, clockTime(message.ts)),
       mine && !recalled && ticks(tickOf(position), position))
     const bubble = h('div', { class: `bubble${recalled ? ' recalled' : ''}` },
       group && !mine && h('span', { class: 'from' }, message.from),
+      message.replyTo !== undefined && !recalled && quoteOf(message.replyTo),
       ...textOf(bodyText(message)), meta)
     const row = h('div', {
       class: `row ${mine ? 'mine' : 'theirs'}`,
       dataset: { position: String(position), id: message.id, day: dayKey(message.ts), ...(mine && !recalled ? { tick: tickOf(position) } : {}) }
     }, bubble)
-    if (mine && !recalled) {
-      // Recall asks first: it takes the message back from everyone, and cannot be undone.
+    if (!recalled) {
+      // Anyone's message: Reply. Your own: also Edit and Recall (which asks first: it takes the message back from everyone).
       const actions = h('div', { class: 'actions', hidden: true })
+      const close = (): void => { actions.hidden = true; bubble.setAttribute('aria-expanded', 'false') }
       const offer = (): void => replace(actions,
-        h('button', { type: 'button', class: 'recall', on: { click: confirmRecall } }, 'Recall'))
+        h('button', { type: 'button', class: 'reply', on: { click: () => { close(); startReply(message) } } }, 'Reply'),
+        mine && h('button', { type: 'button', class: 'edit', on: { click: () => { close(); startEdit(message) } } }, 'Edit'),
+        mine && h('button', { type: 'button', class: 'recall', on: { click: confirmRecall } }, 'Recall'))
       function confirmRecall (): void {
         replace(actions,
           h('span', { class: 'confirm-text' }, group ? 'Recall for every member?' : 'Recall for both of you?'),
@@ -231,7 +310,7 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
           h('button', { type: 'button', class: 'cancel', on: { click: offer } }, 'Cancel'))
       }
       offer()
-      // Tap (or Enter on) your own message for its actions; its text stays its accessible name.
+      // Tap (or Enter on) a message for its actions; its text stays its accessible name.
       bubble.tabIndex = 0
       bubble.setAttribute('role', 'button')
       bubble.setAttribute('aria-expanded', 'false')
@@ -349,6 +428,11 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
     input.value = ''
     autoGrow()
     stopTyping()
+    const [edit, reply] = [editing, replying]
+    replying = undefined
+    editing = undefined
+    renderComposeBar()
+    if (edit !== undefined) return saveEdit(edit, text)
     const pending: Pending = store.addPending(key, text)
     scrollToBottom()
     const bytes = payloadBytes(text)
@@ -357,7 +441,7 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
       return
     }
     try {
-      await target.send(text)
+      await target.send(text, reply === undefined ? undefined : target.replyTo(reply))
       store.removePending(pending)
     } catch (error) {
       const code = (error as { code?: unknown }).code
@@ -406,6 +490,7 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
   input.addEventListener('input', typed)
   input.addEventListener('blur', stopTyping)
   input.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && (editing !== undefined || replying !== undefined)) return cancelCompose()
     // Enter sends; Shift+Enter (and Enter while composing with an IME) makes a new line.
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault()
@@ -595,6 +680,7 @@ export function chatView ({ store, connection, target, maxPayloadBytes, back, no
     store.on('message', acceptMessage),
     store.on('groupEvent', acceptGroupEvent),
     store.on('recall', applyRecall),
+    store.on('edit', applyEdit),
     store.on('marks', (which) => { if (which === key) refreshTicks() }),
     store.on('presence', (who) => { if (who === target.id) renderHeader() }),
     store.on('typing', (which) => { if (which === key) renderHeader() }),
